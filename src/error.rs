@@ -1,0 +1,114 @@
+//! The one error type of the core library.
+//!
+//! Every variant names the input at fault (file, line, column, field or argument) so that
+//! a user can go straight to it; the edges (CLI, server) add no context of their own.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Result type of the core library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One thing wrong with one field of a table row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldProblem {
+    pub column: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.column, self.message)
+    }
+}
+
+/// Everything the core library can refuse.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// The table could not be read at all at this point (bad UTF-8, broken quoting).
+    #[error("{}:{line}: {message}", path.display())]
+    Table {
+        path: PathBuf,
+        line: u64,
+        message: String,
+    },
+
+    #[error("{}: missing column `{column}`{hint}", path.display())]
+    MissingColumn {
+        path: PathBuf,
+        column: String,
+        /// Empty, or a suggestion such as " (found `Patient_Age`)".
+        hint: String,
+    },
+
+    #[error("{}: unknown column `{column}`", path.display())]
+    UnknownColumn { path: PathBuf, column: String },
+
+    /// A data row with one or more malformed fields; every problem is listed.
+    #[error("{}", format_row_problems(path, *line, problems))]
+    MalformedRow {
+        path: PathBuf,
+        line: u64,
+        problems: Vec<FieldProblem>,
+    },
+
+    #[error("{}: {message}", path.display())]
+    Image { path: PathBuf, message: String },
+
+    #[error("{}: expected a 16-bit grayscale PNG (HU + 32768), found {found}", path.display())]
+    WrongPixelFormat { path: PathBuf, found: String },
+
+    #[error("{}: {message}", path.display())]
+    Dicom { path: PathBuf, message: String },
+
+    #[error("{}: DICOM file has no pixel data (PixelData element 7FE0,0010 is absent)", path.display())]
+    NoPixelData { path: PathBuf },
+
+    #[error("{}: missing slice file for lesion {lesion}", path.display())]
+    MissingSlice { path: PathBuf, lesion: String },
+
+    #[error("box {x1},{y1},{x2},{y2} {reason} of the {width}x{height} image")]
+    BoxOutsideImage {
+        x1: f32,
+        y1: f32,
+        x2: f32,
+        y2: f32,
+        width: usize,
+        height: usize,
+        reason: &'static str,
+    },
+
+    #[error("{name}: {message}")]
+    InvalidArgument { name: String, message: String },
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn invalid_argument(name: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::InvalidArgument {
+            name: name.into(),
+            message: message.into(),
+        }
+    }
+}
+
+fn format_row_problems(path: &std::path::Path, line: u64, problems: &[FieldProblem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("{}:{line}: {p}", path.display()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}

@@ -1,0 +1,238 @@
+//! DICOM slices through dicom-rs: native, RLE, JPEG lossless and JPEG 2000, multi-frame.
+//!
+//! Some real files carry almost every attribute with VR "UN" (their writer dropped the
+//! VRs). A decoder that trusts the VR reads such values as raw bytes and produces garbage;
+//! this module re-types the attributes the pixel pipeline needs from the standard
+//! dictionary before decoding, and refuses values no CT scanner produces.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use dicom_core::value::{PrimitiveValue, Value};
+use dicom_core::{DataElement, Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::file::ReadPreamble;
+use dicom_object::{DefaultDicomObject, OpenFileOptions};
+use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
+
+use super::{CtImage, PixelUnit, Window};
+use crate::error::{Error, Result};
+
+/// HU outside this range means the values were decoded wrongly (air is -1000, dense metal
+/// stays well below +30000 on 16-bit scanners).
+const PLAUSIBLE_HU: std::ops::RangeInclusive<f32> = -4096.0..=32767.0;
+
+/// Loads one frame (0 for single-frame files) of a DICOM file.
+pub fn load_dicom(path: &Path, frame: u32) -> Result<CtImage> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_dicom_frame(&bytes, path, frame)
+}
+
+pub(crate) fn decode_dicom(bytes: &[u8], label: &Path) -> Result<CtImage> {
+    decode_dicom_frame(bytes, label, 0)
+}
+
+/// Decodes one frame of an in-memory DICOM file; `label` names it in errors.
+pub fn decode_dicom_frame(bytes: &[u8], label: &Path, frame: u32) -> Result<CtImage> {
+    let fail = |message: String| Error::Dicom {
+        path: label.to_path_buf(),
+        message,
+    };
+    let mut object = OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Auto)
+        .from_reader(Cursor::new(bytes))
+        .map_err(|e| fail(format!("cannot parse DICOM: {e}")))?;
+    if object.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
+        return Err(Error::NoPixelData {
+            path: label.to_path_buf(),
+        });
+    }
+    retype_unknown_vrs(&mut object);
+
+    // dicom-rs 0.10's RLE decoder indexes past the end of truncated fragments; a corrupt
+    // upload must come back as an error, so its panics stop here.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        object.decode_pixel_data().map(|d| d.to_owned())
+    }))
+    .map_err(|_| fail("pixel data is corrupt or truncated (decoder failed)".into()))?
+    .map_err(|e| fail(format!("cannot decode pixel data: {e}")))?;
+    if decoded.samples_per_pixel() != 1 {
+        return Err(fail(format!(
+            "{} samples per pixel: only grayscale (CT/MR) images are supported",
+            decoded.samples_per_pixel()
+        )));
+    }
+    let frames = decoded.number_of_frames();
+    if frame >= frames {
+        return Err(Error::invalid_argument(
+            "frame",
+            format!("frame {frame} requested, {} has {frames}", label.display()),
+        ));
+    }
+    let (width, height) = (decoded.columns() as usize, decoded.rows() as usize);
+    let stored: Vec<f32> = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        decoded.to_vec_frame_with_options(
+            frame,
+            &ConvertOptions::new().with_modality_lut(ModalityLutOption::None),
+        )
+    }))
+    .map_err(|_| fail("pixel data is corrupt or truncated (conversion failed)".into()))?
+    .map_err(|e| fail(format!("cannot convert pixel values: {e}")))?;
+    if stored.len() != width * height {
+        return Err(fail(format!(
+            "decoded {} values for a {width}x{height} frame",
+            stored.len()
+        )));
+    }
+
+    let stored = sign_extend_if_needed(stored, &decoded);
+    let slope = first_number(&object, tags::RESCALE_SLOPE).unwrap_or(1.0) as f32;
+    let intercept = first_number(&object, tags::RESCALE_INTERCEPT).unwrap_or(0.0) as f32;
+    let pixels: Vec<f32> = stored.iter().map(|v| v * slope + intercept).collect();
+
+    let modality = text(&object, tags::MODALITY).unwrap_or_default();
+    let unit = if modality.eq_ignore_ascii_case("CT") || modality.is_empty() {
+        PixelUnit::Hounsfield
+    } else {
+        PixelUnit::Modality
+    };
+    if unit == PixelUnit::Hounsfield {
+        let (lo, hi) = min_max(&pixels);
+        if !PLAUSIBLE_HU.contains(&lo) || !PLAUSIBLE_HU.contains(&hi) {
+            return Err(fail(format!(
+                "decoded values {lo}..{hi} are not Hounsfield units (slope {slope}, intercept \
+                 {intercept}); the file's pixel attributes are inconsistent"
+            )));
+        }
+    }
+
+    let spacing_mm = numbers(&object, tags::PIXEL_SPACING)
+        .filter(|s| s.len() >= 2 && s[0] > 0.0 && s[1] > 0.0)
+        // PixelSpacing is (row spacing, column spacing) = (y, x).
+        .map(|s| (s[1] as f32, s[0] as f32));
+    let window = match (
+        first_number(&object, tags::WINDOW_CENTER),
+        first_number(&object, tags::WINDOW_WIDTH),
+    ) {
+        (Some(center), Some(width)) if width > 1.0 => {
+            Some(Window::from_width_level(width as f32, center as f32))
+        }
+        _ => None,
+    };
+    Ok(CtImage {
+        width,
+        height,
+        pixels,
+        unit,
+        spacing_mm,
+        window,
+    })
+}
+
+/// Some JPEG 2000 encoders mark signed data as unsigned in the codestream, so the decoder
+/// hands back `2^bits + v` for negative `v`. When the DICOM header says signed, no
+/// correctly decoded `bits_stored`-bit value can reach `2^(bits_stored - 1)`: any that does
+/// is such a wrapped value and is sign-extended.
+fn sign_extend_if_needed(mut stored: Vec<f32>, decoded: &dicom_pixeldata::DecodedPixelData) -> Vec<f32> {
+    let bits = u32::from(decoded.bits_stored());
+    if decoded.pixel_representation() != dicom_pixeldata::PixelRepresentation::Signed
+        || !(2..=16).contains(&bits)
+    {
+        return stored;
+    }
+    let half = (1u32 << (bits - 1)) as f32;
+    let full = (1u32 << bits) as f32;
+    if stored.iter().any(|&v| v >= half) {
+        for v in &mut stored {
+            if *v >= half {
+                *v -= full;
+            }
+        }
+    }
+    stored
+}
+
+/// How many frames a DICOM file holds.
+pub fn dicom_frame_count(bytes: &[u8], label: &Path) -> Result<u32> {
+    let object = OpenFileOptions::new()
+        .read_preamble(ReadPreamble::Auto)
+        .from_reader(Cursor::new(bytes))
+        .map_err(|e| Error::Dicom {
+            path: label.to_path_buf(),
+            message: format!("cannot parse DICOM: {e}"),
+        })?;
+    Ok(first_number(&object, tags::NUMBER_OF_FRAMES).map_or(1, |n| n.max(1.0) as u32))
+}
+
+/// The attributes the pixel pipeline reads, with their standard VRs.
+const PIXEL_ATTRIBUTES: [(Tag, VR); 16] = [
+    (tags::ROWS, VR::US),
+    (tags::COLUMNS, VR::US),
+    (tags::BITS_ALLOCATED, VR::US),
+    (tags::BITS_STORED, VR::US),
+    (tags::HIGH_BIT, VR::US),
+    (tags::PIXEL_REPRESENTATION, VR::US),
+    (tags::SAMPLES_PER_PIXEL, VR::US),
+    (tags::PLANAR_CONFIGURATION, VR::US),
+    (tags::NUMBER_OF_FRAMES, VR::IS),
+    (tags::PHOTOMETRIC_INTERPRETATION, VR::CS),
+    (tags::MODALITY, VR::CS),
+    (tags::RESCALE_INTERCEPT, VR::DS),
+    (tags::RESCALE_SLOPE, VR::DS),
+    (tags::WINDOW_CENTER, VR::DS),
+    (tags::WINDOW_WIDTH, VR::DS),
+    (tags::PIXEL_SPACING, VR::DS),
+];
+
+/// Replaces UN-typed pixel attributes by values typed as the dictionary says.
+fn retype_unknown_vrs(object: &mut DefaultDicomObject) {
+    for (tag, vr) in PIXEL_ATTRIBUTES {
+        let Ok(Some(element)) = object.element_opt(tag) else {
+            continue;
+        };
+        if element.vr() != VR::UN {
+            continue;
+        }
+        let Ok(bytes) = element.to_bytes() else {
+            continue;
+        };
+        let value = match vr {
+            VR::US => PrimitiveValue::U16(
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                    .collect(),
+            ),
+            _ => {
+                let text = String::from_utf8_lossy(&bytes);
+                let parts: Vec<String> = text
+                    .trim_end_matches(['\0', ' '])
+                    .split('\\')
+                    .map(|p| p.trim().to_string())
+                    .collect();
+                PrimitiveValue::Strs(parts.into())
+            }
+        };
+        object.put(DataElement::new(tag, vr, Value::Primitive(value)));
+    }
+}
+
+fn text(object: &DefaultDicomObject, tag: Tag) -> Option<String> {
+    let element = object.element_opt(tag).ok().flatten()?;
+    Some(element.to_str().ok()?.trim().to_string())
+}
+
+fn numbers(object: &DefaultDicomObject, tag: Tag) -> Option<Vec<f64>> {
+    let element = object.element_opt(tag).ok().flatten()?;
+    element.to_multi_float64().ok().filter(|v| !v.is_empty())
+}
+
+fn first_number(object: &DefaultDicomObject, tag: Tag) -> Option<f64> {
+    numbers(object, tag).and_then(|v| v.first().copied()).filter(|v| v.is_finite())
+}
+
+fn min_max(values: &[f32]) -> (f32, f32) {
+    values
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+}
