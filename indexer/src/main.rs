@@ -1,1 +1,51 @@
-fn main() {}
+//! `lesion-indexer`: the command line of Lesion Search.
+
+mod bench;
+mod inspect;
+mod patch;
+mod progress;
+mod synth;
+mod thumbnail;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "lesion-indexer", version = lesion_search::version(), about = "Build, check and query CT lesion archives")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate a realistic DeepLesion-format archive (CT-like slices, table, reports).
+    Synth(synth::Args),
+    /// Validate a DeepLesion-format archive: a summary and every malformed row.
+    Inspect(inspect::Args),
+    /// Cut the patch a model sees from any slice (DICOM, PNG, JPEG) and save it as PNG.
+    Patch(patch::Args),
+    /// Render a lesion's key slice as PNG with its box drawn.
+    Thumbnail(thumbnail::Args),
+    /// Measure patch extraction speed (slices decoded, neighbours included) on an archive.
+    BenchPatches(bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Synth(args) => synth::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Patch(args) => patch::run(args),
+        Command::BenchPatches(args) => bench::run(args),
+        Command::Thumbnail(args) => thumbnail::run(args),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -258,41 +258,33 @@ fn check_files(report: &mut InspectReport, dataset: &Dataset, rows: &[LesionRow]
         report.error(format!("{}:{line}: File_name: {e}", csv.display()));
     }
 
-    // Neighbour slices: the union of every lesion's Slice_range per series folder.
-    let mut ranges: HashMap<&str, (&LesionRecord, u32, u32)> = HashMap::new();
-    for row in rows {
-        let r = &row.record;
-        let entry = ranges
-            .entry(r.series_folder())
-            .or_insert((r, r.slice_range.first, r.slice_range.last));
-        entry.1 = entry.1.min(r.slice_range.first);
-        entry.2 = entry.2.max(r.slice_range.last);
-    }
-    let missing: Vec<(String, usize)> = ranges
-        .par_iter()
-        .filter_map(|(folder, (record, first, last))| {
-            let n = (*first..=*last)
-                .filter(|&i| !record.slice_path(dataset.root(), i).is_file())
-                .count();
-            (n > 0).then(|| (folder.to_string(), n))
-        })
-        .collect();
+    // Neighbour slices: every slice some lesion's Slice_range names, once per series.
+    let mut wanted: HashMap<&str, (&LesionRecord, HashSet<u32>)> = HashMap::new();
     let key_set: HashSet<(&str, u32)> = rows
         .iter()
         .map(|r| (r.record.series_folder(), r.record.key_slice))
         .collect();
-    for (folder, n) in &missing {
-        // Missing key slices are already counted above.
-        let keys_missing = key_set
-            .iter()
-            .filter(|(f, k)| f == folder && !ranges[f].0.slice_path(dataset.root(), *k).is_file())
-            .count();
-        let neighbours = n - keys_missing;
-        if neighbours > 0 {
-            report.missing_neighbour_slices += neighbours;
-            report.series_with_missing_neighbours += 1;
-        }
+    for row in rows {
+        let r = &row.record;
+        let entry = wanted
+            .entry(r.series_folder())
+            .or_insert_with(|| (r, HashSet::new()));
+        entry.1.extend(r.slice_range.first..=r.slice_range.last);
     }
+    let missing: Vec<(String, usize)> = wanted
+        .par_iter()
+        .filter_map(|(folder, (record, indices))| {
+            let n = indices
+                .iter()
+                // Missing key slices are already reported above.
+                .filter(|&&i| !key_set.contains(&(*folder, i)))
+                .filter(|&&i| !record.slice_path(dataset.root(), i).is_file())
+                .count();
+            (n > 0).then(|| (folder.to_string(), n))
+        })
+        .collect();
+    report.missing_neighbour_slices = missing.iter().map(|(_, n)| n).sum();
+    report.series_with_missing_neighbours = missing.len();
     if report.missing_neighbour_slices > 0 {
         let mut example: Vec<&String> = missing.iter().map(|(f, _)| f).collect();
         example.sort();

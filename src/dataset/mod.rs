@@ -12,7 +12,7 @@ mod reports;
 
 pub use dl_info::{write_dl_info, DlInfoReader, LesionRow, COLUMNS};
 pub use inspect::{inspect, InspectOptions, InspectReport, Issue, Severity};
-pub use patches::{Dataset, LesionSlices};
+pub use patches::{geometry_of, Dataset, LesionSlices};
 pub use record::*;
 pub use reports::{read_reports, write_reports, ReportEntry};
 

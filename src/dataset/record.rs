@@ -356,3 +356,62 @@ pub fn series_folder_of(file_name: &str) -> &str {
         .map(|(folder, _)| folder)
         .unwrap_or(file_name)
 }
+
+/// A lesion's key: its `File_name`, plus `#n` for the n-th (0-based) of several lesions on
+/// one slice, in table order. `000001_01_01_109.png` and `000001_01_01_109.png#0` name the
+/// same lesion.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct LesionKey {
+    pub file_name: String,
+    pub ordinal: u32,
+}
+
+impl LesionKey {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let (file_name, ordinal) = match text.rsplit_once('#') {
+            Some((name, n)) => (
+                name,
+                n.parse::<u32>()
+                    .map_err(|_| format!("`{text}`: `#{n}` is not a lesion ordinal (use #0, #1, ...)"))?,
+            ),
+            None => (text, 0),
+        };
+        if !file_name.ends_with(".png") || !file_name.contains('_') {
+            return Err(format!(
+                "`{text}` is not a lesion key (expected a File_name such as 000001_01_01_109.png, optionally #n)"
+            ));
+        }
+        Ok(LesionKey {
+            file_name: file_name.to_string(),
+            ordinal,
+        })
+    }
+}
+
+impl fmt::Display for LesionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.ordinal == 0 {
+            f.write_str(&self.file_name)
+        } else {
+            write!(f, "{}#{}", self.file_name, self.ordinal)
+        }
+    }
+}
+
+/// Keys of lesions in table order: the n-th row naming a slice gets ordinal n.
+pub fn lesion_keys<'a>(records: impl IntoIterator<Item = &'a LesionRecord>) -> Vec<LesionKey> {
+    let mut seen: std::collections::HashMap<&str, u32> = std::collections::HashMap::new();
+    records
+        .into_iter()
+        .map(|r| {
+            let n = seen.entry(r.file_name.as_str()).or_default();
+            let key = LesionKey {
+                file_name: r.file_name.clone(),
+                ordinal: *n,
+            };
+            *n += 1;
+            key
+        })
+        .collect()
+}

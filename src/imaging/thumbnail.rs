@@ -97,9 +97,9 @@ pub fn render_thumbnail(
     if let (true, Some(b)) = (spec.draw_box, bbox) {
         // Source pixel coordinate -> output pixel coordinate.
         let to_out = |x: f32, y: f32| {
-            let ox = (x - (region.center_x - region.width_px / 2.0) + 0.5) * scale;
-            let oy = (y - (region.center_y - region.height_px / 2.0) + 0.5) * scale;
-            (ox.round() as isize, oy.round() as isize)
+            let ox = (x - (region.center_x - region.width_px / 2.0)) * scale;
+            let oy = (y - (region.center_y - region.height_px / 2.0)) * scale;
+            (ox.floor() as isize, oy.floor() as isize)
         };
         let (x1, y1) = to_out(b.x1, b.y1);
         let (x2, y2) = to_out(b.x2, b.y2);
