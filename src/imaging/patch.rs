@@ -292,9 +292,9 @@ pub(crate) fn sample_region(
         for ox in 0..out_w {
             let mut acc = 0.0;
             for sy in 0..sub {
-                let y = y0 + (oy as f32 + (sy as f32 + 0.5) / sub as f32) * step_y - 0.5;
+                let y = y0 + (oy as f32 + (sy as f32 + 0.5) / sub as f32) * step_y;
                 for sx in 0..sub {
-                    let x = x0 + (ox as f32 + (sx as f32 + 0.5) / sub as f32) * step_x - 0.5;
+                    let x = x0 + (ox as f32 + (sx as f32 + 0.5) / sub as f32) * step_x;
                     acc += bilinear(image, x, y, outside);
                 }
             }
@@ -394,5 +394,24 @@ mod tests {
         assert!(std::ptr::eq(stack.at(1).0, &key) && stack.at(1).1);
         assert_eq!(slice_offset(2.0, 5.0), 1);
         assert_eq!(slice_offset(-10.0, 5.0), -2);
+    }
+}
+
+#[cfg(test)]
+mod sampling_tests {
+    use super::*;
+
+    #[test]
+    fn identity_resampling_returns_the_pixels() {
+        let pixels: Vec<f32> = (0..16).map(|i| i as f32 * 10.0).collect();
+        let image = CtImage::new_hounsfield(4, 4, pixels.clone());
+        let region = Region { center_x: 1.5, center_y: 1.5, width_px: 4.0, height_px: 4.0 };
+        let window = Window { low: 0.0, high: 150.0 };
+        let mut out = vec![0.0; 16];
+        sample_region(&image, &region, 4, 4, &window, &mut out);
+        let expected: Vec<f32> = pixels.iter().map(|v| window.apply(*v)).collect();
+        for (a, b) in out.iter().zip(&expected) {
+            assert!((a - b).abs() < 1e-6, "{out:?}");
+        }
     }
 }
