@@ -74,7 +74,7 @@ pub enum Error {
     #[error("{}: missing slice file for lesion {lesion}", path.display())]
     MissingSlice { path: PathBuf, lesion: String },
 
-    #[error("box {x1},{y1},{x2},{y2} {reason} of the {width}x{height} image")]
+    #[error("box {x1},{y1},{x2},{y2} {reason} ({width}x{height} pixels)")]
     BoxOutsideImage {
         x1: f32,
         y1: f32,

@@ -134,7 +134,11 @@ mod tests {
         assert_eq!(o.terms().len(), 333);
         assert_eq!(o.find("renal").unwrap().term, "kidney");
         assert_eq!(o.find("Hepatic").unwrap().term, "liver");
-        let ancestors: Vec<&str> = o.ancestors("right lower lobe").iter().map(|t| t.term.as_str()).collect();
+        let ancestors: Vec<&str> = o
+            .ancestors("right lower lobe")
+            .iter()
+            .map(|t| t.term.as_str())
+            .collect();
         assert!(ancestors.contains(&"lung"), "{ancestors:?}");
     }
 }

@@ -9,7 +9,9 @@ use lesion_search::imaging::{decode_image, load_image, CtImage, PixelUnit};
 use lesion_search::Error;
 
 fn dicom(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/dicom").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data/dicom")
+        .join(name)
 }
 
 fn load(name: &str) -> CtImage {
@@ -27,11 +29,51 @@ struct Reference {
 }
 
 const REFERENCES: [Reference; 5] = [
-    Reference { name: "CT_small.dcm", size: (128, 128), min: -896.0, max: 1167.0, mean: -119.074, centre: 904.0, at_row100_col50: 16.0 },
-    Reference { name: "chest_ct_rle.dcm", size: (512, 512), min: -3024.0, max: 1254.0, mean: -871.304, centre: -59.0, at_row100_col50: -3024.0 },
-    Reference { name: "J2K_pixelrep_mismatch.dcm", size: (512, 512), min: -2000.0, max: 1896.0, mean: -658.437, centre: 27.0, at_row100_col50: -2000.0 },
-    Reference { name: "abdomen_ct_vr_un.dcm", size: (512, 512), min: -1024.0, max: 1186.0, mean: -670.957, centre: -27.0, at_row100_col50: -933.0 },
-    Reference { name: "examples_overlay.dcm", size: (484, 300), min: 0.0, max: 1123.0, mean: 191.688, centre: 136.0, at_row100_col50: 139.0 },
+    Reference {
+        name: "CT_small.dcm",
+        size: (128, 128),
+        min: -896.0,
+        max: 1167.0,
+        mean: -119.074,
+        centre: 904.0,
+        at_row100_col50: 16.0,
+    },
+    Reference {
+        name: "chest_ct_rle.dcm",
+        size: (512, 512),
+        min: -3024.0,
+        max: 1254.0,
+        mean: -871.304,
+        centre: -59.0,
+        at_row100_col50: -3024.0,
+    },
+    Reference {
+        name: "J2K_pixelrep_mismatch.dcm",
+        size: (512, 512),
+        min: -2000.0,
+        max: 1896.0,
+        mean: -658.437,
+        centre: 27.0,
+        at_row100_col50: -2000.0,
+    },
+    Reference {
+        name: "abdomen_ct_vr_un.dcm",
+        size: (512, 512),
+        min: -1024.0,
+        max: 1186.0,
+        mean: -670.957,
+        centre: -27.0,
+        at_row100_col50: -933.0,
+    },
+    Reference {
+        name: "examples_overlay.dcm",
+        size: (484, 300),
+        min: 0.0,
+        max: 1123.0,
+        mean: 191.688,
+        centre: 136.0,
+        at_row100_col50: 139.0,
+    },
 ];
 
 #[test]
@@ -40,9 +82,15 @@ fn every_real_file_decodes_to_the_reference_values() {
         let image = load(r.name);
         assert_eq!((image.width, image.height), r.size, "{}", r.name);
         assert_eq!(image.range(), (r.min, r.max), "{}", r.name);
-        let mean = image.pixels.iter().map(|&v| f64::from(v)).sum::<f64>() / image.pixels.len() as f64;
+        let mean =
+            image.pixels.iter().map(|&v| f64::from(v)).sum::<f64>() / image.pixels.len() as f64;
         assert!((mean - r.mean).abs() < 1e-3, "{}: mean {mean}", r.name);
-        assert_eq!(image.get(image.width / 2, image.height / 2), r.centre, "{}", r.name);
+        assert_eq!(
+            image.get(image.width / 2, image.height / 2),
+            r.centre,
+            "{}",
+            r.name
+        );
         assert_eq!(image.get(50, 100), r.at_row100_col50, "{}", r.name);
     }
 }
@@ -81,12 +129,18 @@ fn truncated_dicom_is_an_error_not_a_panic() {
     let bytes = std::fs::read(dicom("chest_ct_rle.dcm")).unwrap();
     for cut in [200, 1000, bytes.len() / 2, bytes.len() - 10] {
         let err = decode_image(&bytes[..cut], Path::new("cut.dcm")).unwrap_err();
-        assert!(err.to_string().starts_with("cut.dcm"), "cut at {cut}: {err}");
+        assert!(
+            err.to_string().starts_with("cut.dcm"),
+            "cut at {cut}: {err}"
+        );
     }
 }
 
 #[test]
 fn non_image_bytes_are_refused() {
     let err = decode_image(b"%PDF-1.7 not an image", Path::new("report.pdf")).unwrap_err();
-    assert!(err.to_string().contains("not a PNG, JPEG or DICOM"), "{err}");
+    assert!(
+        err.to_string().contains("not a PNG, JPEG or DICOM"),
+        "{err}"
+    );
 }

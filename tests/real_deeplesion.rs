@@ -19,7 +19,9 @@ fn real_rows(shared: &std::path::Path) -> (Vec<LesionRecord>, Vec<String>) {
 
 #[test]
 fn every_real_row_parses() {
-    let Some(shared) = common::shared_data("every_real_row_parses") else { return };
+    let Some(shared) = common::shared_data("every_real_row_parses") else {
+        return;
+    };
     let (rows, extra) = real_rows(&shared);
     assert_eq!(rows.len(), 10_857);
     assert_eq!(extra, ["sources"]);
@@ -30,36 +32,59 @@ fn every_real_row_parses() {
 
 #[test]
 fn every_real_slice_loads_and_yields_a_patch_and_a_thumbnail() {
-    let Some(shared) = common::shared_data("every_real_slice_loads_and_yields_a_patch_and_a_thumbnail") else { return };
+    let Some(shared) =
+        common::shared_data("every_real_slice_loads_and_yields_a_patch_and_a_thumbnail")
+    else {
+        return;
+    };
     let (rows, _) = real_rows(&shared);
     let dataset = Dataset::new(shared.join("deeplesion"));
     let present: Vec<&LesionRecord> = rows
         .iter()
         .filter(|r| r.key_slice_path(dataset.root()).is_file())
         .collect();
-    assert!(present.len() >= 31, "only {} real slices with rows", present.len());
+    assert!(
+        present.len() >= 31,
+        "only {} real slices with rows",
+        present.len()
+    );
     let spec = PatchSpec::neighbour_slices(
         64,
-        FieldOfView::Context { margin: 0.5, min_mm: 32.0, max_mm: 160.0 },
+        FieldOfView::Context {
+            margin: 0.5,
+            min_mm: 32.0,
+            max_mm: 160.0,
+        },
         2.0,
         WindowChoice::Own,
     );
     for r in present {
         let image = dataset.load_key_slice(r).unwrap_or_else(|e| panic!("{e}"));
         let (lo, hi) = image.range();
-        assert!(lo >= -3100.0 && hi <= 4000.0 && hi - lo > 1000.0, "{}: HU {lo}..{hi}", r.file_name);
+        assert!(
+            lo >= -3100.0 && hi <= 4000.0 && hi - lo > 1000.0,
+            "{}: HU {lo}..{hi}",
+            r.file_name
+        );
         // The copies hold key slices only: neighbours fall back to the key slice.
-        let patch = dataset.lesion_patch(r, &spec).unwrap_or_else(|e| panic!("{}: {e}", r.file_name));
+        let patch = dataset
+            .lesion_patch(r, &spec)
+            .unwrap_or_else(|e| panic!("{}: {e}", r.file_name));
         assert_eq!(patch.substituted_channels, 2);
         let centre = patch.channel(1);
-        let spread = centre.iter().cloned().fold(f32::MIN, f32::max) - centre.iter().cloned().fold(f32::MAX, f32::min);
+        let spread = centre.iter().cloned().fold(f32::MIN, f32::max)
+            - centre.iter().cloned().fold(f32::MAX, f32::min);
         assert!(spread > 0.12, "{}: flat patch", r.file_name);
         let thumbnail = render_thumbnail(
             &image,
             &WindowPreset::Liver.window(),
             Some(&r.bbox),
             (r.spacing.x_mm, r.spacing.y_mm),
-            &ThumbnailSpec { size_px: 128, around_box_mm: Some(100.0), draw_box: true },
+            &ThumbnailSpec {
+                size_px: 128,
+                around_box_mm: Some(100.0),
+                draw_box: true,
+            },
         )
         .unwrap();
         assert_eq!((thumbnail.width, thumbnail.height), (128, 128));

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use lesion_search::dataset::{
-    inspect, lesion_keys, read_reports, CoarseType, Dataset, DlInfoReader, InspectOptions, LesionRecord,
+    inspect, lesion_keys, read_reports, CoarseType, Dataset, DlInfoReader, InspectOptions,
+    LesionRecord,
 };
 use lesion_search::imaging::{FieldOfView, PatchSpec, WindowChoice, WindowPreset};
 
@@ -40,7 +41,11 @@ fn same_seed_gives_the_same_bytes_and_another_seed_does_not() {
     let a = common::synth_archive(10, 42, false);
     let b = common::synth_archive(10, 42, false);
     let c = common::synth_archive(10, 43, false);
-    let (fa, fb, fc) = (all_bytes(a.path()), all_bytes(b.path()), all_bytes(c.path()));
+    let (fa, fb, fc) = (
+        all_bytes(a.path()),
+        all_bytes(b.path()),
+        all_bytes(c.path()),
+    );
     assert!(fa.len() > 20, "only {} files", fa.len());
     assert!(fa == fb, "same seed, different output");
     assert!(fa != fc, "different seeds, same output");
@@ -49,7 +54,10 @@ fn same_seed_gives_the_same_bytes_and_another_seed_does_not() {
 #[test]
 fn archive_is_valid_and_every_lesion_is_visible_in_its_box() {
     let dir = common::synth_archive(60, 7, true);
-    let options = InspectOptions { decode_images: true, ..Default::default() };
+    let options = InspectOptions {
+        decode_images: true,
+        ..Default::default()
+    };
     let report = inspect(dir.path(), &options).unwrap();
     assert!(report.issues.is_empty(), "{:#?}", report.issues);
     assert_eq!(report.lesions, 60);
@@ -59,7 +67,11 @@ fn archive_is_valid_and_every_lesion_is_visible_in_its_box() {
     let records = records(dir.path());
     let spec = PatchSpec::neighbour_slices(
         48,
-        FieldOfView::Context { margin: 0.5, min_mm: 32.0, max_mm: 160.0 },
+        FieldOfView::Context {
+            margin: 0.5,
+            min_mm: 32.0,
+            max_mm: 160.0,
+        },
         2.0,
         WindowChoice::Preset(WindowPreset::SoftTissue),
     );
@@ -85,7 +97,10 @@ fn archive_is_valid_and_every_lesion_is_visible_in_its_box() {
             }
             sum / n.max(1) as f32
         };
-        let core = mean(&|x, y| (x - c.x).abs() < (hw - 5.0).max(1.0) * 0.5 && (y - c.y).abs() < (hh - 5.0).max(1.0) * 0.5);
+        let core = mean(&|x, y| {
+            (x - c.x).abs() < (hw - 5.0).max(1.0) * 0.5
+                && (y - c.y).abs() < (hh - 5.0).max(1.0) * 0.5
+        });
         let ring = mean(&|x, y| {
             let (dx, dy) = ((x - c.x).abs(), (y - c.y).abs());
             (dx < hw + 6.0 && dy < hh + 6.0) && !(dx < hw && dy < hh)
@@ -94,7 +109,11 @@ fn archive_is_valid_and_every_lesion_is_visible_in_its_box() {
             visible += 1;
         }
     }
-    assert!(visible >= records.len() * 9 / 10, "only {visible} of {} lesions stand out", records.len());
+    assert!(
+        visible >= records.len() * 9 / 10,
+        "only {visible} of {} lesions stand out",
+        records.len()
+    );
 }
 
 #[test]
@@ -107,9 +126,15 @@ fn reports_name_the_lesion_site_and_follow_ups_say_what_changed() {
         (CoarseType::Lung, &["lobe", "lung"][..]),
         (CoarseType::Liver, &["liver"][..]),
         (CoarseType::Kidney, &["kidney"][..]),
-        (CoarseType::Bone, &["spine", "vertebral", "rib", "iliac"][..]),
+        (
+            CoarseType::Bone,
+            &["spine", "vertebral", "rib", "iliac"][..],
+        ),
         (CoarseType::Mediastinum, &["lymph node"][..]),
-        (CoarseType::Abdomen, &["lymph node", "paraaortic", "adrenal", "pancreas"][..]),
+        (
+            CoarseType::Abdomen,
+            &["lymph node", "paraaortic", "adrenal", "pancreas"][..],
+        ),
         (CoarseType::SoftTissue, &["wall", "gluteal", "axilla"][..]),
         (CoarseType::Pelvis, &["pelvis", "adnexa", "iliac"][..]),
     ]);
@@ -122,8 +147,15 @@ fn reports_name_the_lesion_site_and_follow_ups_say_what_changed() {
             "{key} ({}): `{text}`",
             r.coarse_type
         );
-        assert!(lower.contains(&format!("{:.0} x", r.long_diameter_mm())), "{key}: `{text}` vs {} mm", r.long_diameter_mm());
-        if ["increased", "decreased", "stable"].iter().any(|w| lower.contains(w)) {
+        assert!(
+            lower.contains(&format!("{:.0} x", r.long_diameter_mm())),
+            "{key}: `{text}` vs {} mm",
+            r.long_diameter_mm()
+        );
+        if ["increased", "decreased", "stable"]
+            .iter()
+            .any(|w| lower.contains(w))
+        {
             follow_ups += 1;
         }
     }
@@ -147,7 +179,11 @@ fn like_draws_metadata_from_a_real_table() {
         return;
     };
     let like = shared.join("deeplesion/DL_info_partial.csv");
-    let real: Vec<LesionRecord> = DlInfoReader::open(&like).unwrap().filter_map(|r| r.ok()).map(|r| r.record).collect();
+    let real: Vec<LesionRecord> = DlInfoReader::open(&like)
+        .unwrap()
+        .filter_map(|r| r.ok())
+        .map(|r| r.record)
+        .collect();
     let dir = tempfile::tempdir().unwrap();
     let options = lesion_search::synth::SynthOptions {
         lesions: 30,
@@ -158,8 +194,19 @@ fn like_draws_metadata_from_a_real_table() {
     };
     lesion_search::synth::generate(dir.path(), &options, &|_, _| {}).unwrap();
     for r in records(dir.path()) {
-        assert!(real.iter().any(|x| x.spacing.x_mm == r.spacing.x_mm), "spacing {}", r.spacing.x_mm);
-        assert!(real.iter().any(|x| x.window == r.window), "window {}", r.window);
-        assert!(real.iter().any(|x| x.age.map(|a| (a - r.age.unwrap()).abs() < 12.0).unwrap_or(false)));
+        assert!(
+            real.iter().any(|x| x.spacing.x_mm == r.spacing.x_mm),
+            "spacing {}",
+            r.spacing.x_mm
+        );
+        assert!(
+            real.iter().any(|x| x.window == r.window),
+            "window {}",
+            r.window
+        );
+        assert!(real.iter().any(|x| x
+            .age
+            .map(|a| (a - r.age.unwrap()).abs() < 12.0)
+            .unwrap_or(false)));
     }
 }

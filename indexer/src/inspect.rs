@@ -58,7 +58,10 @@ fn print_text(r: &InspectReport) {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    println!("rows           {} ({} valid, {} malformed)", r.rows, r.lesions, r.bad_rows);
+    println!(
+        "rows           {} ({} valid, {} malformed)",
+        r.rows, r.lesions, r.bad_rows
+    );
     println!("patients       {}", r.patients);
     println!("studies        {}", r.studies);
     println!("key slices     {}", r.key_slices);
@@ -72,20 +75,33 @@ fn print_text(r: &InspectReport) {
         );
     }
     if let Some(d) = r.age {
-        println!("age            {:.0} / {:.0} / {:.0} years (min / median / max)", d.min, d.median, d.max);
+        println!(
+            "age            {:.0} / {:.0} / {:.0} years (min / median / max)",
+            d.min, d.median, d.max
+        );
     }
     println!("possibly noisy {}", r.possibly_noisy);
     println!(
         "missing files  {} key slices, {} neighbour slices in {} series; {} key slices undecodable",
-        r.missing_key_slices, r.missing_neighbour_slices, r.series_with_missing_neighbours, r.undecodable_key_slices
+        r.missing_key_slices,
+        r.missing_neighbour_slices,
+        r.series_with_missing_neighbours,
+        r.undecodable_key_slices
     );
     if let Some(lines) = r.report_lines {
-        println!("reports        {lines} sentences, {} lesions without one", r.lesions_without_report);
+        println!(
+            "reports        {lines} sentences, {} lesions without one",
+            r.lesions_without_report
+        );
     }
     if r.stopped_early {
         println!("stopped at the first error (--strict)");
     }
-    let errors = r.issues.iter().filter(|i| i.severity == Severity::Error).count();
+    let errors = r
+        .issues
+        .iter()
+        .filter(|i| i.severity == Severity::Error)
+        .count();
     let warnings = r.issues.len() - errors;
     println!("result         {errors} errors, {warnings} warnings");
 }

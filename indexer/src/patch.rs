@@ -63,8 +63,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    image::save_buffer(&args.out, &gray, (n * c) as u32, n as u32, image::ExtendedColorType::L8)
-        .with_context(|| format!("writing {}", args.out.display()))?;
+    image::save_buffer(
+        &args.out,
+        &gray,
+        (n * c) as u32,
+        n as u32,
+        image::ExtendedColorType::L8,
+    )
+    .with_context(|| format!("writing {}", args.out.display()))?;
     println!(
         "{}: {c} channels of {n}x{n} px at {:.2} mm/px written to {}",
         args.image.display(),

@@ -52,8 +52,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let started = Instant::now();
     let progress = Progress::new("rendering slices");
-    let summary = generate(&args.out, &options, &|done, total| progress.update(done, total))
-        .with_context(|| format!("generating an archive in {}", args.out.display()))?;
+    let summary = generate(&args.out, &options, &|done, total| {
+        progress.update(done, total)
+    })
+    .with_context(|| format!("generating an archive in {}", args.out.display()))?;
     println!(
         "wrote {} lesions of {} patients ({} studies), {} slices ({:.1} MB) to {} in {:.1} s",
         summary.lesions,

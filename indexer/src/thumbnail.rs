@@ -38,7 +38,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .iter()
         .position(|k| *k == key)
         .map(|i| &records[i])
-        .ok_or_else(|| anyhow!("--lesion: no lesion {key} in {}", dataset.dl_info_path().display()))?;
+        .ok_or_else(|| {
+            anyhow!(
+                "--lesion: no lesion {key} in {}",
+                dataset.dl_info_path().display()
+            )
+        })?;
     let image = dataset.load_key_slice(record)?;
     let spec = ThumbnailSpec {
         size_px: args.size,
@@ -52,7 +57,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         (record.spacing.x_mm, record.spacing.y_mm),
         &spec,
     )?;
-    std::fs::write(&args.out, thumbnail.to_png()?).with_context(|| format!("writing {}", args.out.display()))?;
-    println!("{key}: {} written to {}", record.coarse_type, args.out.display());
+    std::fs::write(&args.out, thumbnail.to_png()?)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!(
+        "{key}: {} written to {}",
+        record.coarse_type,
+        args.out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

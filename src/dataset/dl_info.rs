@@ -82,7 +82,10 @@ impl<R: Read> DlInfoReader<R> {
                 None => {
                     let hint = names
                         .iter()
-                        .find(|n| n.eq_ignore_ascii_case(wanted) || n.trim_end_matches('_') == wanted.trim_end_matches('_'))
+                        .find(|n| {
+                            n.eq_ignore_ascii_case(wanted)
+                                || n.trim_end_matches('_') == wanted.trim_end_matches('_')
+                        })
                         .map(|n| format!(" (found `{n}`; column names are case-sensitive)"))
                         .unwrap_or_default();
                     return Err(Error::MissingColumn {
@@ -205,7 +208,13 @@ impl<R: Read> DlInfoReader<R> {
         });
         let image_size = p.field(13, |t| {
             let [w, h] = fields::numbers::<2>(t)?;
-            if w < 1.0 || h < 1.0 || w.fract() != 0.0 || h.fract() != 0.0 || w > 65535.0 || h > 65535.0 {
+            if w < 1.0
+                || h < 1.0
+                || w.fract() != 0.0
+                || h.fract() != 0.0
+                || w > 65535.0
+                || h > 65535.0
+            {
                 return Err(format!("`{}` is not `width, height` in pixels", t.trim()));
             }
             Ok((w as u32, h as u32))
@@ -269,14 +278,42 @@ impl<R: Read> DlInfoReader<R> {
         }
 
         match (
-            patient, study, series, key_slice, measurement, bbox, diameters, location,
-            coarse_type, possibly_noisy, slice_range, spacing, image_size, window, sex, age, split,
+            patient,
+            study,
+            series,
+            key_slice,
+            measurement,
+            bbox,
+            diameters,
+            location,
+            coarse_type,
+            possibly_noisy,
+            slice_range,
+            spacing,
+            image_size,
+            window,
+            sex,
+            age,
+            split,
         ) {
             (
-                Some(patient), Some(study), Some(series), Some(key_slice), Some(measurement),
-                Some(bbox), Some(diameters_px), Some(location), Some(coarse_type),
-                Some(possibly_noisy), Some(slice_range), Some(spacing), Some((image_width, image_height)),
-                Some(window), Some(sex), Some(age), Some(split),
+                Some(patient),
+                Some(study),
+                Some(series),
+                Some(key_slice),
+                Some(measurement),
+                Some(bbox),
+                Some(diameters_px),
+                Some(location),
+                Some(coarse_type),
+                Some(possibly_noisy),
+                Some(slice_range),
+                Some(spacing),
+                Some((image_width, image_height)),
+                Some(window),
+                Some(sex),
+                Some(age),
+                Some(split),
             ) if problems.is_empty() => Ok(LesionRecord {
                 file_name,
                 patient,
@@ -399,7 +436,9 @@ pub fn write_dl_info<'a, W: Write>(
             format!("{}, {}", r.image_width, r.image_height),
             join_numbers(&[r.window.low, r.window.high]),
             r.sex.code().to_string(),
-            r.age.map(fields::format_number).unwrap_or_else(|| "NaN".into()),
+            r.age
+                .map(fields::format_number)
+                .unwrap_or_else(|| "NaN".into()),
             r.split.code().to_string(),
         ])?;
     }

@@ -69,7 +69,9 @@ mod tests {
     #[test]
     fn names_what_is_wrong() {
         assert!(numbers::<4>("1, 2, 3").unwrap_err().contains("expected 4"));
-        assert!(numbers::<2>("1, x").unwrap_err().contains("`x` is not a number"));
+        assert!(numbers::<2>("1, x")
+            .unwrap_err()
+            .contains("`x` is not a number"));
         assert!(numbers::<2>("1, inf").unwrap_err().contains("not a finite"));
         assert!(integer("-3").unwrap_err().contains("non-negative"));
     }
@@ -77,6 +79,9 @@ mod tests {
     #[test]
     fn formats_like_the_original_table() {
         assert_eq!(join_numbers(&[-175.0, 275.0]), "-175, 275");
-        assert_eq!(join_numbers(&[0.488281, 0.488281, 5.0]), "0.488281, 0.488281, 5");
+        assert_eq!(
+            join_numbers(&[0.488281, 0.488281, 5.0]),
+            "0.488281, 0.488281, 5"
+        );
     }
 }

@@ -173,7 +173,10 @@ fn summarise(report: &mut InspectReport, rows: &[LesionRow]) {
         .collect::<HashSet<_>>()
         .len();
     for r in records() {
-        *report.by_type.entry(r.coarse_type.name().into()).or_default() += 1;
+        *report
+            .by_type
+            .entry(r.coarse_type.name().into())
+            .or_default() += 1;
         *report.by_split.entry(r.split.name().into()).or_default() += 1;
         let sex = match r.sex.code() {
             "" => "unknown",
@@ -182,8 +185,11 @@ fn summarise(report: &mut InspectReport, rows: &[LesionRow]) {
         *report.by_sex.entry(sex.into()).or_default() += 1;
         report.possibly_noisy += usize::from(r.possibly_noisy);
     }
-    report.long_diameter_mm =
-        Distribution::of(&mut records().map(LesionRecord::long_diameter_mm).collect::<Vec<_>>());
+    report.long_diameter_mm = Distribution::of(
+        &mut records()
+            .map(LesionRecord::long_diameter_mm)
+            .collect::<Vec<_>>(),
+    );
     report.age = Distribution::of(&mut records().filter_map(|r| r.age).collect::<Vec<_>>());
 }
 
@@ -220,7 +226,12 @@ fn check_consistency(report: &mut InspectReport, rows: &[LesionRow], csv_path: &
     }
 }
 
-fn check_files(report: &mut InspectReport, dataset: &Dataset, rows: &[LesionRow], options: &InspectOptions) {
+fn check_files(
+    report: &mut InspectReport,
+    dataset: &Dataset,
+    rows: &[LesionRow],
+    options: &InspectOptions,
+) {
     // Key slices, once each.
     let mut key_slices: Vec<&LesionRow> = Vec::new();
     let mut seen = HashSet::new();

@@ -3,8 +3,8 @@
 //! [`DlInfoReader`] streams typed [`LesionRecord`]s; [`Dataset`] knows where each slice
 //! lives and cuts patches for a lesion; [`inspect`] validates a whole archive.
 
-pub mod fields;
 mod dl_info;
+pub mod fields;
 mod inspect;
 mod patches;
 mod record;

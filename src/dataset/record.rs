@@ -372,8 +372,9 @@ impl LesionKey {
         let (file_name, ordinal) = match text.rsplit_once('#') {
             Some((name, n)) => (
                 name,
-                n.parse::<u32>()
-                    .map_err(|_| format!("`{text}`: `#{n}` is not a lesion ordinal (use #0, #1, ...)"))?,
+                n.parse::<u32>().map_err(|_| {
+                    format!("`{text}`: `#{n}` is not a lesion ordinal (use #0, #1, ...)")
+                })?,
             ),
             None => (text, 0),
         };

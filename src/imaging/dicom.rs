@@ -42,7 +42,12 @@ pub fn decode_dicom_frame(bytes: &[u8], label: &Path, frame: u32) -> Result<CtIm
         .read_preamble(ReadPreamble::Auto)
         .from_reader(Cursor::new(bytes))
         .map_err(|e| fail(format!("cannot parse DICOM: {e}")))?;
-    if object.element_opt(tags::PIXEL_DATA).ok().flatten().is_none() {
+    if object
+        .element_opt(tags::PIXEL_DATA)
+        .ok()
+        .flatten()
+        .is_none()
+    {
         return Err(Error::NoPixelData {
             path: label.to_path_buf(),
         });
@@ -133,7 +138,10 @@ pub fn decode_dicom_frame(bytes: &[u8], label: &Path, frame: u32) -> Result<CtIm
 /// hands back `2^bits + v` for negative `v`. When the DICOM header says signed, no
 /// correctly decoded `bits_stored`-bit value can reach `2^(bits_stored - 1)`: any that does
 /// is such a wrapped value and is sign-extended.
-fn sign_extend_if_needed(mut stored: Vec<f32>, decoded: &dicom_pixeldata::DecodedPixelData) -> Vec<f32> {
+fn sign_extend_if_needed(
+    mut stored: Vec<f32>,
+    decoded: &dicom_pixeldata::DecodedPixelData,
+) -> Vec<f32> {
     let bits = u32::from(decoded.bits_stored());
     if decoded.pixel_representation() != dicom_pixeldata::PixelRepresentation::Signed
         || !(2..=16).contains(&bits)
@@ -228,11 +236,15 @@ fn numbers(object: &DefaultDicomObject, tag: Tag) -> Option<Vec<f64>> {
 }
 
 fn first_number(object: &DefaultDicomObject, tag: Tag) -> Option<f64> {
-    numbers(object, tag).and_then(|v| v.first().copied()).filter(|v| v.is_finite())
+    numbers(object, tag)
+        .and_then(|v| v.first().copied())
+        .filter(|v| v.is_finite())
 }
 
 fn min_max(values: &[f32]) -> (f32, f32) {
     values
         .iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
 }

@@ -14,8 +14,8 @@ use std::path::Path;
 
 pub use self::dicom::{decode_dicom_frame, dicom_frame_count, load_dicom};
 pub use patch::{
-    check_box, extract_patch, slice_offset, ChannelSpec, FieldOfView, Patch, PatchGeometry, PatchSpec,
-    SliceStack,
+    check_box, extract_patch, slice_offset, ChannelSpec, FieldOfView, Patch, PatchGeometry,
+    PatchSpec, SliceStack,
 };
 pub use png16::{decode_png16, encode_png16, load_png16};
 pub use thumbnail::{render_thumbnail, Thumbnail, ThumbnailSpec};

@@ -18,7 +18,11 @@ pub enum FieldOfView {
     FixedMm(f32),
     /// The box's longer side in mm plus `margin` of it on each side, clamped to
     /// `[min_mm, max_mm]`: small lesions keep detail, large ones fit.
-    Context { margin: f32, min_mm: f32, max_mm: f32 },
+    Context {
+        margin: f32,
+        min_mm: f32,
+        max_mm: f32,
+    },
 }
 
 impl FieldOfView {
@@ -98,7 +102,10 @@ impl PatchSpec {
             ));
         }
         if self.channels.is_empty() {
-            return Err(Error::invalid_argument("patch channels", "at least one channel"));
+            return Err(Error::invalid_argument(
+                "patch channels",
+                "at least one channel",
+            ));
         }
         Ok(())
     }
@@ -183,7 +190,11 @@ pub fn slice_offset(offset_mm: f32, slice_interval_mm: f32) -> i32 {
 }
 
 /// Cuts a patch around the box from the stack, resampled to the spec.
-pub fn extract_patch(stack: &SliceStack, geometry: &PatchGeometry, spec: &PatchSpec) -> Result<Patch> {
+pub fn extract_patch(
+    stack: &SliceStack,
+    geometry: &PatchGeometry,
+    spec: &PatchSpec,
+) -> Result<Patch> {
     spec.validate()?;
     let key = stack.key;
     check_box(&geometry.bbox, key.width, key.height)?;
@@ -194,7 +205,9 @@ pub fn extract_patch(stack: &SliceStack, geometry: &PatchGeometry, spec: &PatchS
             format!("pixel spacing {sx} x {sy} mm must be positive"),
         ));
     }
-    let side_mm = spec.field_of_view.side_mm(geometry.bbox.width() * sx, geometry.bbox.height() * sy);
+    let side_mm = spec
+        .field_of_view
+        .side_mm(geometry.bbox.width() * sx, geometry.bbox.height() * sy);
     let n = spec.size_px;
     let mut data = vec![0f32; spec.channels.len() * n * n];
     let mut substituted_channels = 0;
@@ -245,14 +258,14 @@ pub fn check_box(bbox: &PixelBox, width: usize, height: usize) -> Result<()> {
         || bbox.x2 <= bbox.x1
         || bbox.y2 <= bbox.y1
     {
-        return Err(outside("is empty or inverted (need x1 < x2, y1 < y2); it is not a box"));
+        return Err(outside("is empty or inverted (need x1 < x2 and y1 < y2)"));
     }
     if !bbox.intersects_image(width, height) {
-        return Err(outside("lies entirely outside"));
+        return Err(outside("lies entirely outside the image"));
     }
     let c = bbox.center();
     if c.x < 0.0 || c.y < 0.0 || c.x >= width as f32 || c.y >= height as f32 {
-        return Err(outside("has its centre outside"));
+        return Err(outside("has its centre outside the image"));
     }
     Ok(())
 }
@@ -330,7 +343,11 @@ mod tests {
         let pixels = (0..size * size)
             .map(|i| {
                 let (x, y) = ((i % size) as f32, (i / size) as f32);
-                if (x - cx).hypot(y - cy) < r { 60.0 } else { -1000.0 }
+                if (x - cx).hypot(y - cy) < r {
+                    60.0
+                } else {
+                    -1000.0
+                }
             })
             .collect();
         CtImage::new_hounsfield(size, size, pixels)
@@ -351,9 +368,25 @@ mod tests {
         let fine = disc_image(256, 128.0, 128.0, 20.0);
         let coarse = disc_image(128, 64.0, 64.0, 10.0);
         let spec = PatchSpec::three_windows(32, FieldOfView::FixedMm(64.0));
-        let a = extract_patch(&SliceStack::single(&fine), &geometry(PixelBox::new(108.0, 108.0, 148.0, 148.0), 0.5), &spec).unwrap();
-        let b = extract_patch(&SliceStack::single(&coarse), &geometry(PixelBox::new(54.0, 54.0, 74.0, 74.0), 1.0), &spec).unwrap();
-        let diff: f32 = a.channel(0).iter().zip(b.channel(0)).map(|(x, y)| (x - y).abs()).sum::<f32>() / (32.0 * 32.0);
+        let a = extract_patch(
+            &SliceStack::single(&fine),
+            &geometry(PixelBox::new(108.0, 108.0, 148.0, 148.0), 0.5),
+            &spec,
+        )
+        .unwrap();
+        let b = extract_patch(
+            &SliceStack::single(&coarse),
+            &geometry(PixelBox::new(54.0, 54.0, 74.0, 74.0), 1.0),
+            &spec,
+        )
+        .unwrap();
+        let diff: f32 = a
+            .channel(0)
+            .iter()
+            .zip(b.channel(0))
+            .map(|(x, y)| (x - y).abs())
+            .sum::<f32>()
+            / (32.0 * 32.0);
         assert!(diff < 0.03, "mean difference {diff}");
         assert!((a.mm_per_px - 2.0).abs() < 1e-6);
         // Centre is lesion (soft tissue 60 HU), corner is air.
@@ -363,7 +396,11 @@ mod tests {
 
     #[test]
     fn context_field_of_view_follows_the_box() {
-        let fov = FieldOfView::Context { margin: 0.5, min_mm: 32.0, max_mm: 160.0 };
+        let fov = FieldOfView::Context {
+            margin: 0.5,
+            min_mm: 32.0,
+            max_mm: 160.0,
+        };
         assert_eq!(fov.side_mm(10.0, 5.0), 32.0);
         assert_eq!(fov.side_mm(40.0, 20.0), 80.0);
         assert_eq!(fov.side_mm(300.0, 20.0), 160.0);
@@ -378,7 +415,8 @@ mod tests {
             (PixelBox::new(-30.0, 10.0, 2.0, 20.0), "centre outside"),
             (PixelBox::new(20.0, 20.0, 10.0, 30.0), "inverted"),
         ] {
-            let err = extract_patch(&SliceStack::single(&image), &geometry(b, 1.0), &spec).unwrap_err();
+            let err =
+                extract_patch(&SliceStack::single(&image), &geometry(b, 1.0), &spec).unwrap_err();
             assert!(matches!(err, Error::BoxOutsideImage { .. }), "{err}");
             assert!(err.to_string().contains(reason), "{err}");
         }
@@ -388,7 +426,10 @@ mod tests {
     fn missing_neighbours_fall_back_towards_the_key_slice() {
         let key = disc_image(64, 32.0, 32.0, 5.0);
         let above = disc_image(64, 32.0, 32.0, 3.0);
-        let stack = SliceStack { key: &key, neighbours: vec![(-1, &above)] };
+        let stack = SliceStack {
+            key: &key,
+            neighbours: vec![(-1, &above)],
+        };
         assert!(std::ptr::eq(stack.at(-2).0, &above) && stack.at(-2).1);
         assert!(std::ptr::eq(stack.at(-1).0, &above) && !stack.at(-1).1);
         assert!(std::ptr::eq(stack.at(1).0, &key) && stack.at(1).1);
@@ -405,8 +446,16 @@ mod sampling_tests {
     fn identity_resampling_returns_the_pixels() {
         let pixels: Vec<f32> = (0..16).map(|i| i as f32 * 10.0).collect();
         let image = CtImage::new_hounsfield(4, 4, pixels.clone());
-        let region = Region { center_x: 1.5, center_y: 1.5, width_px: 4.0, height_px: 4.0 };
-        let window = Window { low: 0.0, high: 150.0 };
+        let region = Region {
+            center_x: 1.5,
+            center_y: 1.5,
+            width_px: 4.0,
+            height_px: 4.0,
+        };
+        let window = Window {
+            low: 0.0,
+            high: 150.0,
+        };
         let mut out = vec![0.0; 16];
         sample_region(&image, &region, 4, 4, &window, &mut out);
         let expected: Vec<f32> = pixels.iter().map(|v| window.apply(*v)).collect();

@@ -112,7 +112,12 @@ pub fn render_thumbnail(
     })
 }
 
-fn draw_rectangle(rgb: &mut [u8], w: usize, h: usize, (x1, y1, x2, y2): (isize, isize, isize, isize)) {
+fn draw_rectangle(
+    rgb: &mut [u8],
+    w: usize,
+    h: usize,
+    (x1, y1, x2, y2): (isize, isize, isize, isize),
+) {
     let mut put = |x: isize, y: isize| {
         if x >= 0 && y >= 0 && (x as usize) < w && (y as usize) < h {
             let i = (y as usize * w + x as usize) * 3;
@@ -137,9 +142,20 @@ mod tests {
     #[test]
     fn draws_the_box_where_the_lesion_is() {
         let image = CtImage::new_hounsfield(100, 100, vec![40.0; 100 * 100]);
-        let spec = ThumbnailSpec { size_px: 50, around_box_mm: None, draw_box: true };
+        let spec = ThumbnailSpec {
+            size_px: 50,
+            around_box_mm: None,
+            draw_box: true,
+        };
         let bbox = PixelBox::new(20.0, 20.0, 60.0, 40.0);
-        let t = render_thumbnail(&image, &WindowPreset::SoftTissue.window(), Some(&bbox), (1.0, 1.0), &spec).unwrap();
+        let t = render_thumbnail(
+            &image,
+            &WindowPreset::SoftTissue.window(),
+            Some(&bbox),
+            (1.0, 1.0),
+            &spec,
+        )
+        .unwrap();
         assert_eq!((t.width, t.height), (50, 50));
         let at = |x: usize, y: usize| &t.rgb[(y * 50 + x) * 3..(y * 50 + x) * 3 + 3];
         assert_eq!(at(20, 10), &BOX_COLOUR);

@@ -163,13 +163,21 @@ mod tests {
 
     #[test]
     fn parses_every_way_a_user_names_a_window() {
-        assert_eq!(WindowChoice::parse("lung"), Ok(WindowChoice::Preset(WindowPreset::Lung)));
+        assert_eq!(
+            WindowChoice::parse("lung"),
+            Ok(WindowChoice::Preset(WindowPreset::Lung))
+        );
         assert_eq!(WindowChoice::parse("dicom"), Ok(WindowChoice::Own));
         assert_eq!(
             WindowChoice::parse("-175, 275"),
-            Ok(WindowChoice::Custom(Window { low: -175.0, high: 275.0 }))
+            Ok(WindowChoice::Custom(Window {
+                low: -175.0,
+                high: 275.0
+            }))
         );
         assert!(WindowChoice::parse("275,-175").is_err());
-        assert!(WindowChoice::parse("sharp").unwrap_err().contains("soft, lung"));
+        assert!(WindowChoice::parse("sharp")
+            .unwrap_err()
+            .contains("soft, lung"));
     }
 }

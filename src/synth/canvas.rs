@@ -66,7 +66,11 @@ impl Shape {
         self.texture = Some(Texture {
             amplitude_hu,
             wavelength_mm,
-            phases: [rng.range(0.0, 6.3), rng.range(0.0, 6.3), rng.range(0.0, 6.3)],
+            phases: [
+                rng.range(0.0, 6.3),
+                rng.range(0.0, 6.3),
+                rng.range(0.0, 6.3),
+            ],
         });
         self
     }
@@ -103,7 +107,13 @@ pub struct Canvas {
 }
 
 impl Canvas {
-    pub fn new(width: usize, height: usize, spacing_mm: f32, centre_mm: (f32, f32), fill: f32) -> Self {
+    pub fn new(
+        width: usize,
+        height: usize,
+        spacing_mm: f32,
+        centre_mm: (f32, f32),
+        fill: f32,
+    ) -> Self {
         Canvas {
             width,
             height,
@@ -135,7 +145,12 @@ impl Canvas {
         let (x1, y1) = self.to_px(shape.cx + reach, shape.cy + reach);
         let clamp_x = |v: f32| v.clamp(0.0, self.width as f32) as usize;
         let clamp_y = |v: f32| v.clamp(0.0, self.height as f32) as usize;
-        let (px0, px1, py0, py1) = (clamp_x(x0.floor()), clamp_x(x1.ceil()), clamp_y(y0.floor()), clamp_y(y1.ceil()));
+        let (px0, px1, py0, py1) = (
+            clamp_x(x0.floor()),
+            clamp_x(x1.ceil()),
+            clamp_y(y0.floor()),
+            clamp_y(y1.ceil()),
+        );
         let (sin, cos) = shape.angle.sin_cos();
         let minor = shape.a.min(shape.b);
         let edge = minor / shape.softness_mm;

@@ -30,7 +30,12 @@ pub enum Family {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Anchor {
     /// Unit-disk coordinates inside the `index`-th structure of an organ.
-    InOrgan { organ: Organ, index: usize, u: f32, v: f32 },
+    InOrgan {
+        organ: Organ,
+        index: usize,
+        u: f32,
+        v: f32,
+    },
     /// An offset in mm from the centre of an organ's first structure.
     Near { organ: Organ, dx: f32, dy: f32 },
     /// Fractions of the body cavity's half-axes.
@@ -119,11 +124,18 @@ pub fn plan_lesion(
     };
     let (family, anchor, z, cap, site_term): (Family, Anchor, f32, f32, &'static str) = match t {
         CoarseType::Lung | CoarseType::Unknown => {
-            let family = [Family::SolidNodule, Family::GroundGlassNodule, Family::SpiculatedNodule]
-                [rng.weighted(&[0.5, 0.25, 0.25])];
+            let family = [
+                Family::SolidNodule,
+                Family::GroundGlassNodule,
+                Family::SpiculatedNodule,
+            ][rng.weighted(&[0.5, 0.25, 0.25])];
             let z = pick_z(rng, 0.38, 0.585);
             let (u, v) = disk(rng, 0.72);
-            let organ = if right { Organ::RightLung } else { Organ::LeftLung };
+            let organ = if right {
+                Organ::RightLung
+            } else {
+                Organ::LeftLung
+            };
             let term = match (right, z) {
                 (true, z) if z < 0.44 => "right upper lobe",
                 (true, z) if z < 0.5 && v < 0.1 => "right mid lung",
@@ -131,40 +143,134 @@ pub fn plan_lesion(
                 (false, z) if z < 0.47 => "left upper lung",
                 (false, _) => "left lower lobe",
             };
-            let cap = if family == Family::SpiculatedNodule { 60.0 } else { 35.0 };
-            (family, Anchor::InOrgan { organ, index: 0, u, v }, z, cap, term)
+            let cap = if family == Family::SpiculatedNodule {
+                60.0
+            } else {
+                35.0
+            };
+            (
+                family,
+                Anchor::InOrgan {
+                    organ,
+                    index: 0,
+                    u,
+                    v,
+                },
+                z,
+                cap,
+                term,
+            )
         }
         CoarseType::Liver => {
-            let family = if rng.chance(0.65) { Family::HypodenseLiver } else { Family::HyperdenseLiver };
+            let family = if rng.chance(0.65) {
+                Family::HypodenseLiver
+            } else {
+                Family::HyperdenseLiver
+            };
             let (u, v) = disk(rng, 0.65);
             let z = pick_z(rng, 0.55, 0.66);
-            (family, Anchor::InOrgan { organ: Organ::Liver, index: 0, u, v }, z, 100.0, "liver")
+            (
+                family,
+                Anchor::InOrgan {
+                    organ: Organ::Liver,
+                    index: 0,
+                    u,
+                    v,
+                },
+                z,
+                100.0,
+                "liver",
+            )
         }
         CoarseType::Kidney => {
-            let family = if rng.chance(0.7) { Family::KidneyCyst } else { Family::RenalMass };
+            let family = if rng.chance(0.7) {
+                Family::KidneyCyst
+            } else {
+                Family::RenalMass
+            };
             let (u, v) = disk(rng, 0.9);
-            let organ = if right { Organ::RightKidney } else { Organ::LeftKidney };
+            let organ = if right {
+                Organ::RightKidney
+            } else {
+                Organ::LeftKidney
+            };
             let z = pick_z(rng, 0.625, 0.695);
             let term = if right { "right kidney" } else { "left kidney" };
-            (family, Anchor::InOrgan { organ, index: 0, u, v }, z, 60.0, term)
+            (
+                family,
+                Anchor::InOrgan {
+                    organ,
+                    index: 0,
+                    u,
+                    v,
+                },
+                z,
+                60.0,
+                term,
+            )
         }
         CoarseType::Bone => {
-            let family = if rng.chance(0.55) { Family::LyticBone } else { Family::ScleroticBone };
+            let family = if rng.chance(0.55) {
+                Family::LyticBone
+            } else {
+                Family::ScleroticBone
+            };
             match rng.weighted(&[0.5, 0.25, 0.25]) {
                 0 => {
                     let (u, v) = disk(rng, 0.4);
                     let z = pick_z(rng, 0.4, 0.72);
-                    let term = if z < 0.6 { "thoracic spine" } else { "vertebral body" };
-                    (family, Anchor::InOrgan { organ: Organ::Vertebra, index: 0, u, v }, z, 28.0, term)
+                    let term = if z < 0.6 {
+                        "thoracic spine"
+                    } else {
+                        "vertebral body"
+                    };
+                    (
+                        family,
+                        Anchor::InOrgan {
+                            organ: Organ::Vertebra,
+                            index: 0,
+                            u,
+                            v,
+                        },
+                        z,
+                        28.0,
+                        term,
+                    )
                 }
                 1 => {
                     let index = rng.int(0, 13) as usize;
-                    (family, Anchor::InOrgan { organ: Organ::Rib, index, u: 0.0, v: 0.0 }, pick_z(rng, 0.4, 0.62), 22.0, "rib")
+                    (
+                        family,
+                        Anchor::InOrgan {
+                            organ: Organ::Rib,
+                            index,
+                            u: 0.0,
+                            v: 0.0,
+                        },
+                        pick_z(rng, 0.4, 0.62),
+                        22.0,
+                        "rib",
+                    )
                 }
                 _ => {
-                    let organ = if right { Organ::RightIlium } else { Organ::LeftIlium };
+                    let organ = if right {
+                        Organ::RightIlium
+                    } else {
+                        Organ::LeftIlium
+                    };
                     let u = rng.range(-0.5, 0.5);
-                    (family, Anchor::InOrgan { organ, index: 0, u, v: 0.0 }, pick_z(rng, 0.75, 0.84), 40.0, "iliac wing")
+                    (
+                        family,
+                        Anchor::InOrgan {
+                            organ,
+                            index: 0,
+                            u,
+                            v: 0.0,
+                        },
+                        pick_z(rng, 0.75, 0.84),
+                        40.0,
+                        "iliac wing",
+                    )
                 }
             }
         }
@@ -179,57 +285,156 @@ pub fn plan_lesion(
             ];
             let (dx, dy, term) = *rng.pick(&STATIONS);
             let z = pick_z(rng, 0.4, 0.48);
-            (Family::LymphNode, Anchor::Near { organ: Organ::Esophagus, dx, dy }, z, 45.0, term)
+            (
+                Family::LymphNode,
+                Anchor::Near {
+                    organ: Organ::Esophagus,
+                    dx,
+                    dy,
+                },
+                z,
+                45.0,
+                term,
+            )
         }
         CoarseType::Abdomen => match rng.weighted(&[0.5, 0.2, 0.15, 0.15]) {
             0 => {
                 let dx = if right { -32.0 } else { 22.0 };
-                let term = if right { "paracaval lymph node" } else { "paraaortic" };
-                (Family::LymphNode, Anchor::Near { organ: Organ::Aorta, dx, dy: 4.0 }, pick_z(rng, 0.62, 0.74), 45.0, term)
+                let term = if right {
+                    "paracaval lymph node"
+                } else {
+                    "paraaortic"
+                };
+                (
+                    Family::LymphNode,
+                    Anchor::Near {
+                        organ: Organ::Aorta,
+                        dx,
+                        dy: 4.0,
+                    },
+                    pick_z(rng, 0.62, 0.74),
+                    45.0,
+                    term,
+                )
             }
             1 => {
                 let (u, v) = (rng.range(-0.35, 0.35), rng.range(-0.35, 0.05));
-                (Family::LymphNode, Anchor::Cavity { u, v }, pick_z(rng, 0.64, 0.74), 40.0, "mesentery lymph node")
+                (
+                    Family::LymphNode,
+                    Anchor::Cavity { u, v },
+                    pick_z(rng, 0.64, 0.74),
+                    40.0,
+                    "mesentery lymph node",
+                )
             }
             2 => {
-                let term = if right { "right adrenal gland" } else { "left adrenal gland" };
+                let term = if right {
+                    "right adrenal gland"
+                } else {
+                    "left adrenal gland"
+                };
                 let dx = side * 42.0;
-                (Family::AdrenalNodule, Anchor::Near { organ: Organ::Vertebra, dx, dy: -30.0 }, pick_z(rng, 0.585, 0.61), 40.0, term)
+                (
+                    Family::AdrenalNodule,
+                    Anchor::Near {
+                        organ: Organ::Vertebra,
+                        dx,
+                        dy: -30.0,
+                    },
+                    pick_z(rng, 0.585, 0.61),
+                    40.0,
+                    term,
+                )
             }
             _ => {
                 let u = rng.range(-0.6, 0.4);
-                (Family::PancreaticMass, Anchor::InOrgan { organ: Organ::Pancreas, index: 0, u, v: 0.0 }, pick_z(rng, 0.605, 0.63), 50.0, "pancreas")
+                (
+                    Family::PancreaticMass,
+                    Anchor::InOrgan {
+                        organ: Organ::Pancreas,
+                        index: 0,
+                        u,
+                        v: 0.0,
+                    },
+                    pick_z(rng, 0.605, 0.63),
+                    50.0,
+                    "pancreas",
+                )
             }
         },
         CoarseType::SoftTissue => {
             if rng.chance(0.3) {
                 let term = "axilla lymph node";
-                (Family::LymphNode, Anchor::Wall { theta: side * rng.range(1.25, 1.55), depth: 22.0 }, pick_z(rng, 0.35, 0.41), 40.0, term)
+                (
+                    Family::LymphNode,
+                    Anchor::Wall {
+                        theta: side * rng.range(1.25, 1.55),
+                        depth: 22.0,
+                    },
+                    pick_z(rng, 0.35, 0.41),
+                    40.0,
+                    term,
+                )
             } else {
                 let theta = rng.range(-2.6, 2.6);
                 let z = pick_z(rng, 0.36, 0.9);
-                let term = if z < 0.56 { "chest wall" } else if z < 0.78 { "abdominal wall" } else { "gluteal" };
-                (Family::SoftTissueMass, Anchor::Wall { theta, depth: rng.range(6.0, 20.0) }, z, 90.0, term)
+                let term = if z < 0.56 {
+                    "chest wall"
+                } else if z < 0.78 {
+                    "abdominal wall"
+                } else {
+                    "gluteal"
+                };
+                (
+                    Family::SoftTissueMass,
+                    Anchor::Wall {
+                        theta,
+                        depth: rng.range(6.0, 20.0),
+                    },
+                    z,
+                    90.0,
+                    term,
+                )
             }
         }
         CoarseType::Pelvis => match rng.weighted(&[0.5, if female { 0.3 } else { 0.0 }, 0.25]) {
             0 => {
                 let (u, v) = (rng.range(-0.35, 0.35), rng.range(-0.45, 0.05));
-                (Family::PelvicMass, Anchor::Cavity { u, v }, pick_z(rng, 0.76, 0.9), 100.0, "pelvis")
+                (
+                    Family::PelvicMass,
+                    Anchor::Cavity { u, v },
+                    pick_z(rng, 0.76, 0.9),
+                    100.0,
+                    "pelvis",
+                )
             }
             1 => {
                 let (u, v) = (side * rng.range(0.2, 0.4), rng.range(-0.2, 0.1));
-                (Family::PelvicCyst, Anchor::Cavity { u, v }, pick_z(rng, 0.8, 0.9), 90.0, "adnexa")
+                (
+                    Family::PelvicCyst,
+                    Anchor::Cavity { u, v },
+                    pick_z(rng, 0.8, 0.9),
+                    90.0,
+                    "adnexa",
+                )
             }
             _ => {
                 let (u, v) = (side * 0.3, rng.range(0.0, 0.2));
-                (Family::LymphNode, Anchor::Cavity { u, v }, pick_z(rng, 0.76, 0.88), 40.0, "external iliac lymph node")
+                (
+                    Family::LymphNode,
+                    Anchor::Cavity { u, v },
+                    pick_z(rng, 0.76, 0.88),
+                    40.0,
+                    "external iliac lymph node",
+                )
             }
         },
     };
     let short_ratio = match family {
         Family::LymphNode => rng.range(0.5, 0.78),
-        Family::KidneyCyst | Family::SolidNodule | Family::AdrenalNodule | Family::PelvicCyst => rng.range(0.8, 0.97),
+        Family::KidneyCyst | Family::SolidNodule | Family::AdrenalNodule | Family::PelvicCyst => {
+            rng.range(0.8, 0.97)
+        }
         _ => rng.range(0.6, 0.93),
     };
     TrackedLesion {
@@ -261,12 +466,22 @@ impl TrackedLesion {
             match self.anchor {
                 Anchor::InOrgan { organ, .. } => {
                     // Bone lesions may break the cortex; only their centre must be in bone.
-                    here == Some(organ) || (*dx != 0.0 || *dy != 0.0) && !matches!(organ, Organ::RightLung | Organ::LeftLung | Organ::Liver)
+                    here == Some(organ)
+                        || (*dx != 0.0 || *dy != 0.0)
+                            && !matches!(organ, Organ::RightLung | Organ::LeftLung | Organ::Liver)
                 }
                 Anchor::Wall { .. } => matches!(here, Some(Organ::Body | Organ::Muscle)),
                 Anchor::Near { .. } | Anchor::Cavity { .. } => matches!(
                     here,
-                    Some(Organ::Cavity | Organ::Bowel | Organ::Muscle | Organ::Esophagus | Organ::Psoas | Organ::Adrenal | Organ::Pancreas)
+                    Some(
+                        Organ::Cavity
+                            | Organ::Bowel
+                            | Organ::Muscle
+                            | Organ::Esophagus
+                            | Organ::Psoas
+                            | Organ::Adrenal
+                            | Organ::Pancreas
+                    )
                 ),
             }
         })
@@ -299,7 +514,8 @@ impl TrackedLesion {
         let base = |value: f32| Shape::ellipse(x, y, a, b, self.angle, value);
         let lobulate = |mut s: Shape, rng: &mut Rng, strength: f32| {
             for k in 2..=4 {
-                s.harmonics.push((k as f32, rng.range(0.0, strength), rng.range(0.0, 6.3)));
+                s.harmonics
+                    .push((k as f32, rng.range(0.0, strength), rng.range(0.0, 6.3)));
             }
             s
         };
@@ -313,14 +529,19 @@ impl TrackedLesion {
             Family::SpiculatedNodule => {
                 let mut core = base(40.0).soft(0.7).with_texture(&mut rng, 12.0, 7.0);
                 for k in [7.0, 11.0, 13.0] {
-                    core.harmonics.push((k, rng.range(0.06, 0.14), rng.range(0.0, 6.3)));
+                    core.harmonics
+                        .push((k, rng.range(0.06, 0.14), rng.range(0.0, 6.3)));
                 }
                 let mut shapes = vec![core];
                 let spicules = 7 + rng.int(0, 5);
                 for i in 0..spicules {
-                    let theta = i as f32 / spicules as f32 * std::f32::consts::TAU + rng.range(-0.2, 0.2);
+                    let theta =
+                        i as f32 / spicules as f32 * std::f32::consts::TAU + rng.range(-0.2, 0.2);
                     let len = a * rng.range(0.5, 0.9);
-                    let (cx, cy) = (x + (a + len * 0.4) * theta.cos(), y + (b + len * 0.4) * theta.sin());
+                    let (cx, cy) = (
+                        x + (a + len * 0.4) * theta.cos(),
+                        y + (b + len * 0.4) * theta.sin(),
+                    );
                     let mut spicule = Shape::ellipse(cx, cy, len, 0.45, theta, 10.0).soft(0.4);
                     spicule.opacity = 0.75;
                     shapes.push(spicule);
@@ -332,28 +553,62 @@ impl TrackedLesion {
                     vec![base(8.0).soft(0.4)]
                 } else {
                     let s = base(38.0).soft(1.6).with_texture(&mut rng, 10.0, 8.0);
-                    let s = if rng.chance(0.5) { s.with_rim(1.5 + 0.05 * a, 85.0) } else { s };
+                    let s = if rng.chance(0.5) {
+                        s.with_rim(1.5 + 0.05 * a, 85.0)
+                    } else {
+                        s
+                    };
                     vec![lobulate(s, &mut rng, 0.08)]
                 }
             }
-            Family::HyperdenseLiver => vec![lobulate(base(190.0).soft(1.0).with_texture(&mut rng, 25.0, 6.0), &mut rng, 0.1)],
+            Family::HyperdenseLiver => vec![lobulate(
+                base(190.0).soft(1.0).with_texture(&mut rng, 25.0, 6.0),
+                &mut rng,
+                0.1,
+            )],
             Family::KidneyCyst => vec![base(6.0).soft(0.35)],
-            Family::RenalMass => vec![lobulate(base(75.0).soft(1.2).with_texture(&mut rng, 30.0, 7.0), &mut rng, 0.12)],
-            Family::LyticBone => vec![lobulate(base(35.0).soft(1.0).with_texture(&mut rng, 12.0, 5.0), &mut rng, 0.1)],
+            Family::RenalMass => vec![lobulate(
+                base(75.0).soft(1.2).with_texture(&mut rng, 30.0, 7.0),
+                &mut rng,
+                0.12,
+            )],
+            Family::LyticBone => vec![lobulate(
+                base(35.0).soft(1.0).with_texture(&mut rng, 12.0, 5.0),
+                &mut rng,
+                0.1,
+            )],
             Family::ScleroticBone => vec![base(880.0).soft(1.8).with_texture(&mut rng, 120.0, 4.0)],
             Family::LymphNode => {
                 let mut shapes = vec![base(48.0).soft(0.8).with_texture(&mut rng, 6.0, 8.0)];
                 if a > 5.0 && rng.chance(0.3) {
                     // Fatty hilum at one end of the node.
                     let (s, c) = self.angle.sin_cos();
-                    shapes.push(Shape::ellipse(x + 0.55 * a * c, y + 0.55 * a * s, 0.3 * a, 0.3 * b, self.angle, -70.0).soft(0.8));
+                    shapes.push(
+                        Shape::ellipse(
+                            x + 0.55 * a * c,
+                            y + 0.55 * a * s,
+                            0.3 * a,
+                            0.3 * b,
+                            self.angle,
+                            -70.0,
+                        )
+                        .soft(0.8),
+                    );
                 }
                 shapes
             }
             Family::AdrenalNodule => vec![base(12.0).soft(0.6)],
             Family::PancreaticMass => vec![base(42.0).soft(2.0).with_texture(&mut rng, 8.0, 8.0)],
-            Family::SoftTissueMass => vec![lobulate(base(42.0).soft(1.2).with_texture(&mut rng, 16.0, 9.0), &mut rng, 0.15)],
-            Family::PelvicMass => vec![lobulate(base(46.0).soft(1.2).with_texture(&mut rng, 22.0, 10.0), &mut rng, 0.15)],
+            Family::SoftTissueMass => vec![lobulate(
+                base(42.0).soft(1.2).with_texture(&mut rng, 16.0, 9.0),
+                &mut rng,
+                0.15,
+            )],
+            Family::PelvicMass => vec![lobulate(
+                base(46.0).soft(1.2).with_texture(&mut rng, 22.0, 10.0),
+                &mut rng,
+                0.15,
+            )],
             Family::PelvicCyst => vec![base(12.0).soft(0.4).with_rim(1.2, 55.0)],
         }
     }

@@ -25,8 +25,8 @@ use serde::Serialize;
 use self::anatomy::{parts_at, Body, MM_PER_Z};
 use self::canvas::Canvas;
 use self::lesion::{plan_lesion, TrackedLesion};
-use self::report::{sentence, Change};
 pub use self::report::family_terms;
+use self::report::{sentence, Change};
 pub use self::rng::Rng;
 use crate::dataset::{
     write_dl_info, write_reports, CoarseType, DlInfoReader, LesionRecord, NormalizedLocation,
@@ -196,7 +196,9 @@ pub fn generate(
     let reports_path = out.join(REPORTS_FILE);
     write_atomically(&reports_path, |w| write_reports(w, &reports))?;
     let csv_path = out.join(DL_INFO_FILE);
-    write_atomically(&csv_path, |w| write_dl_info(w, rows.iter().map(|r| &r.record)))?;
+    write_atomically(&csv_path, |w| {
+        write_dl_info(w, rows.iter().map(|r| &r.record))
+    })?;
 
     Ok(SynthSummary {
         lesions: rows.len(),
@@ -252,17 +254,28 @@ fn draw_type(rng: &mut Rng) -> CoarseType {
     TYPE_WEIGHTS[rng.weighted(&weights)].0
 }
 
-fn plan(options: &SynthOptions, like: Option<&[RealMetadata]>) -> (Vec<PlannedPatient>, Vec<PlannedRow>) {
+fn plan(
+    options: &SynthOptions,
+    like: Option<&[RealMetadata]>,
+) -> (Vec<PlannedPatient>, Vec<PlannedRow>) {
     let mut rng = Rng::new(options.seed);
     let size = options.image_size;
     let mut patients: Vec<PlannedPatient> = Vec::new();
     let mut rows: Vec<PlannedRow> = Vec::new();
     while rows.len() < options.lesions {
         let p = patients.len();
-        let borrowed = |rng: &mut Rng| like.map(|rows| rows[rng.int(0, rows.len() as u32 - 1) as usize].clone());
+        let borrowed = |rng: &mut Rng| {
+            like.map(|rows| rows[rng.int(0, rows.len() as u32 - 1) as usize].clone())
+        };
         let demographics = borrowed(&mut rng);
         let sex = match demographics.as_ref().map(|m| m.sex) {
-            Some(Sex::Unknown) | None => if rng.chance(0.45) { Sex::Female } else { Sex::Male },
+            Some(Sex::Unknown) | None => {
+                if rng.chance(0.45) {
+                    Sex::Female
+                } else {
+                    Sex::Male
+                }
+            }
             Some(sex) => sex,
         };
         let female = sex == Sex::Female;
@@ -293,7 +306,8 @@ fn plan(options: &SynthOptions, like: Option<&[RealMetadata]>) -> (Vec<PlannedPa
             // Redraw the site, not the type, so that hard-to-place types keep their share.
             let placed = (0..40).find_map(|attempt| {
                 let hint = if attempt < 10 { z_hint } else { None };
-                let lesion = plan_lesion(&mut rng, t, real.as_ref().map(|m| m.long_mm), hint, female);
+                let lesion =
+                    plan_lesion(&mut rng, t, real.as_ref().map(|m| m.long_mm), hint, female);
                 lesion.fits(&body).then_some(lesion)
             });
             if let Some(lesion) = placed {
@@ -342,15 +356,32 @@ fn plan(options: &SynthOptions, like: Option<&[RealMetadata]>) -> (Vec<PlannedPa
         };
         let mut patient_rows = Vec::new();
         for (s, study) in patient.studies.iter().enumerate() {
-            let mut present: Vec<usize> = (0..patient.lesions.len()).filter(|_| rng.chance(0.8)).collect();
+            let mut present: Vec<usize> = (0..patient.lesions.len())
+                .filter(|_| rng.chance(0.8))
+                .collect();
             if present.is_empty() {
                 present.push(0);
             }
             for l in present {
                 let lesion = &patient.lesions[l];
                 let real = &metadata[l];
-                if let Some(row) = plan_row(&patient, study, lesion, real.as_ref(), sex, age_years + study.months / 12.0, split, options, size) {
-                    patient_rows.push(PlannedRow { patient: p, lesion: l, study: s, ..row });
+                if let Some(row) = plan_row(
+                    &patient,
+                    study,
+                    lesion,
+                    real.as_ref(),
+                    sex,
+                    age_years + study.months / 12.0,
+                    split,
+                    options,
+                    size,
+                ) {
+                    patient_rows.push(PlannedRow {
+                        patient: p,
+                        lesion: l,
+                        study: s,
+                        ..row
+                    });
                 }
             }
         }
@@ -385,12 +416,24 @@ fn plan_row(
     let half_long = long_mm / 2.0 / study.spacing_mm;
     let half_short = short_mm / 2.0 / study.spacing_mm;
     let long_axis = [
-        Point { x: px - half_long * cos, y: py - half_long * sin },
-        Point { x: px + half_long * cos, y: py + half_long * sin },
+        Point {
+            x: px - half_long * cos,
+            y: py - half_long * sin,
+        },
+        Point {
+            x: px + half_long * cos,
+            y: py + half_long * sin,
+        },
     ];
     let short_axis = [
-        Point { x: px + half_short * sin, y: py - half_short * cos },
-        Point { x: px - half_short * sin, y: py + half_short * cos },
+        Point {
+            x: px + half_short * sin,
+            y: py - half_short * cos,
+        },
+        Point {
+            x: px - half_short * sin,
+            y: py + half_short * cos,
+        },
     ];
     let all = [long_axis[0], long_axis[1], short_axis[0], short_axis[1]];
     let limit = size as f32 - 1.0;
@@ -401,16 +444,26 @@ fn plan_row(
         y2: (all.iter().map(|p| p.y).fold(f32::MIN, f32::max) + 5.0).min(limit),
     };
     let margin = 8.0;
-    if !(margin..size as f32 - margin).contains(&px) || !(margin..size as f32 - margin).contains(&py) {
+    if !(margin..size as f32 - margin).contains(&px)
+        || !(margin..size as f32 - margin).contains(&py)
+    {
         return None;
     }
     let n = ((options.context_mm / study.slice_interval_mm).round() as u32).max(1);
     let first = key_slice.saturating_sub(n).max(1);
     let last = (key_slice + n).min(study.slice_count);
-    let window = real.map(|m| m.window).unwrap_or_else(|| match lesion.coarse_type {
-        CoarseType::Lung => Window { low: -1500.0, high: 500.0 },
-        _ => Window { low: -175.0, high: 275.0 },
-    });
+    let window = real
+        .map(|m| m.window)
+        .unwrap_or_else(|| match lesion.coarse_type {
+            CoarseType::Lung => Window {
+                low: -1500.0,
+                high: 500.0,
+            },
+            _ => Window {
+                low: -175.0,
+                high: 275.0,
+            },
+        });
     let coarse_type = if split == Split::Train && !options.label_train {
         CoarseType::Unknown
     } else {
@@ -423,14 +476,36 @@ fn plan_row(
         study: study.index,
         series: 1,
         key_slice,
-        recist: Recist { long_axis: long_axis.map(|p| Point { x: round(p.x), y: round(p.y) }), short_axis: short_axis.map(|p| Point { x: round(p.x), y: round(p.y) }) },
-        bbox: PixelBox { x1: round(bbox.x1), y1: round(bbox.y1), x2: round(bbox.x2), y2: round(bbox.y2) },
+        recist: Recist {
+            long_axis: long_axis.map(|p| Point {
+                x: round(p.x),
+                y: round(p.y),
+            }),
+            short_axis: short_axis.map(|p| Point {
+                x: round(p.x),
+                y: round(p.y),
+            }),
+        },
+        bbox: PixelBox {
+            x1: round(bbox.x1),
+            y1: round(bbox.y1),
+            x2: round(bbox.x2),
+            y2: round(bbox.y2),
+        },
         diameters_px: [round(half_long * 2.0), round(half_short * 2.0)],
-        location: NormalizedLocation { x: round(px / size as f32), y: round(py / size as f32), z: round(z) },
+        location: NormalizedLocation {
+            x: round(px / size as f32),
+            y: round(py / size as f32),
+            z: round(z),
+        },
         coarse_type,
         possibly_noisy: false,
         slice_range: SliceRange { first, last },
-        spacing: Spacing { x_mm: study.spacing_mm, y_mm: study.spacing_mm, z_mm: study.slice_interval_mm },
+        spacing: Spacing {
+            x_mm: study.spacing_mm,
+            y_mm: study.spacing_mm,
+            z_mm: study.slice_interval_mm,
+        },
         image_width: size as u32,
         image_height: size as u32,
         window,
@@ -438,11 +513,23 @@ fn plan_row(
         age: Some(age.floor()),
         split,
     };
-    Some(PlannedRow { record, patient: 0, lesion: 0, study: 0, long_mm, short_mm })
+    Some(PlannedRow {
+        record,
+        patient: 0,
+        lesion: 0,
+        study: 0,
+        long_mm,
+        short_mm,
+    })
 }
 
 /// Renders one slice of a patient's study in HU.
-fn render_slice(patient: &PlannedPatient, study: &PlannedStudy, index: u32, options: &SynthOptions) -> Vec<f32> {
+fn render_slice(
+    patient: &PlannedPatient,
+    study: &PlannedStudy,
+    index: u32,
+    options: &SynthOptions,
+) -> Vec<f32> {
     let z = study.slice_z(index);
     let size = options.image_size;
     let mut canvas = Canvas::new(size, size, study.spacing_mm, study.centre_mm, -1024.0);
@@ -460,7 +547,14 @@ fn render_slice(patient: &PlannedPatient, study: &PlannedStudy, index: u32, opti
             canvas.paint(&shape);
         }
     }
-    let mut rng = Rng::derive(options.seed, &[u64::from(patient.index), u64::from(study.index), u64::from(index)]);
+    let mut rng = Rng::derive(
+        options.seed,
+        &[
+            u64::from(patient.index),
+            u64::from(study.index),
+            u64::from(index),
+        ],
+    );
     canvas.finish(&mut rng, 18.0, |v| v > -1000.0);
     canvas.hu
 }
@@ -476,8 +570,19 @@ fn report_entries(patients: &[PlannedPatient], rows: &[PlannedRow], seed: u64) -
             Some(&(_, previous_mm)) => Change::Since { previous_mm },
             None => Change::Baseline,
         };
-        let mut rng = Rng::derive(seed, &[row.patient as u64, row.lesion as u64, row.study as u64, 0x5E47]);
-        text_of.insert(row as *const _, sentence(&mut rng, lesion, row.long_mm, row.short_mm, change));
+        let mut rng = Rng::derive(
+            seed,
+            &[
+                row.patient as u64,
+                row.lesion as u64,
+                row.study as u64,
+                0x5E47,
+            ],
+        );
+        text_of.insert(
+            row as *const _,
+            sentence(&mut rng, lesion, row.long_mm, row.short_mm, change),
+        );
         previous.insert((row.patient, row.lesion), (row.study, row.long_mm));
     }
     let mut ordinal: HashMap<&str, u32> = HashMap::new();
@@ -510,7 +615,11 @@ mod tests {
 
     #[test]
     fn type_mix_follows_deeplesion() {
-        let options = SynthOptions { lesions: 3000, label_train: true, ..Default::default() };
+        let options = SynthOptions {
+            lesions: 3000,
+            label_train: true,
+            ..Default::default()
+        };
         let (_, rows) = plan(&options, None);
         let mut counts: HashMap<CoarseType, usize> = HashMap::new();
         for r in &rows {
@@ -520,7 +629,10 @@ mod tests {
         for (t, w) in TYPE_WEIGHTS {
             let share = counts.get(&t).copied().unwrap_or(0) as f32 / rows.len() as f32;
             let expected = w / total;
-            assert!((share - expected).abs() < 0.03, "{t}: {share:.3}, DeepLesion {expected:.3}");
+            assert!(
+                (share - expected).abs() < 0.03,
+                "{t}: {share:.3}, DeepLesion {expected:.3}"
+            );
         }
     }
 
@@ -529,13 +641,28 @@ mod tests {
         use self::lesion::Family::*;
         let ontology = crate::ontology::Ontology::lesanet();
         for family in [
-            SolidNodule, GroundGlassNodule, SpiculatedNodule, HypodenseLiver, HyperdenseLiver,
-            KidneyCyst, RenalMass, LyticBone, ScleroticBone, LymphNode, AdrenalNodule,
-            PancreaticMass, SoftTissueMass, PelvicMass, PelvicCyst,
+            SolidNodule,
+            GroundGlassNodule,
+            SpiculatedNodule,
+            HypodenseLiver,
+            HyperdenseLiver,
+            KidneyCyst,
+            RenalMass,
+            LyticBone,
+            ScleroticBone,
+            LymphNode,
+            AdrenalNodule,
+            PancreaticMass,
+            SoftTissueMass,
+            PelvicMass,
+            PelvicCyst,
         ] {
             let (types, attributes) = family_terms(family);
             for term in types.iter().chain(attributes) {
-                assert!(ontology.find(term).is_some(), "{family:?}: `{term}` is not in the ontology");
+                assert!(
+                    ontology.find(term).is_some(),
+                    "{family:?}: `{term}` is not in the ontology"
+                );
             }
         }
     }
@@ -543,11 +670,18 @@ mod tests {
     #[test]
     fn every_site_is_an_ontology_body_part_and_lesions_recur_across_studies() {
         let ontology = crate::ontology::Ontology::lesanet();
-        let options = SynthOptions { lesions: 600, ..Default::default() };
+        let options = SynthOptions {
+            lesions: 600,
+            ..Default::default()
+        };
         let (patients, rows) = plan(&options, None);
         for p in &patients {
             for l in &p.lesions {
-                assert!(ontology.find(l.site_term).is_some(), "site `{}`", l.site_term);
+                assert!(
+                    ontology.find(l.site_term).is_some(),
+                    "site `{}`",
+                    l.site_term
+                );
             }
         }
         let mut studies_of: HashMap<(usize, usize), usize> = HashMap::new();
@@ -556,8 +690,14 @@ mod tests {
             *studies_of.entry((r.patient, r.lesion)).or_default() += 1;
             *per_slice.entry(r.record.file_name.as_str()).or_default() += 1;
         }
-        assert!(studies_of.values().filter(|&&n| n > 1).count() > 50, "too few follow-ups");
-        assert!(per_slice.values().any(|&n| n > 1), "no slice with two lesions");
+        assert!(
+            studies_of.values().filter(|&&n| n > 1).count() > 50,
+            "too few follow-ups"
+        );
+        assert!(
+            per_slice.values().any(|&n| n > 1),
+            "no slice with two lesions"
+        );
         let sizes: Vec<f32> = rows.iter().map(|r| r.long_mm).collect();
         assert!(sizes.iter().all(|s| (3.0..=100.0).contains(s)));
         assert!(sizes.iter().any(|&s| s < 6.0) && sizes.iter().any(|&s| s > 50.0));

@@ -13,21 +13,57 @@ pub enum Change {
 /// The ontology terms a family's sentences may use for its type and attributes.
 pub fn family_terms(family: Family) -> (&'static [&'static str], &'static [&'static str]) {
     match family {
-        Family::SolidNodule => (&["solid pulmonary nodule", "lung nodule", "nodule"], &["solid", "round", "circumscribed"]),
-        Family::GroundGlassNodule => (&["ground-glass opacity", "nodule"], &["indistinct", "noncalcified"]),
-        Family::SpiculatedNodule => (&["spiculated mass", "lung mass", "nodule"], &["spiculated", "irregular", "solid"]),
-        Family::HypodenseLiver => (&["metastasis", "cyst", "liver mass"], &["hypoattenuation", "circumscribed"]),
-        Family::HyperdenseLiver => (&["hemangioma", "liver mass"], &["hyperattenuation", "enhancing"]),
-        Family::KidneyCyst => (&["kidney cyst", "simple cyst", "cyst"], &["hypoattenuation", "circumscribed", "round"]),
-        Family::RenalMass => (&["mass", "carcinoma"], &["heterogeneous", "enhancing", "solid"]),
+        Family::SolidNodule => (
+            &["solid pulmonary nodule", "lung nodule", "nodule"],
+            &["solid", "round", "circumscribed"],
+        ),
+        Family::GroundGlassNodule => (
+            &["ground-glass opacity", "nodule"],
+            &["indistinct", "noncalcified"],
+        ),
+        Family::SpiculatedNodule => (
+            &["spiculated mass", "lung mass", "nodule"],
+            &["spiculated", "irregular", "solid"],
+        ),
+        Family::HypodenseLiver => (
+            &["metastasis", "cyst", "liver mass"],
+            &["hypoattenuation", "circumscribed"],
+        ),
+        Family::HyperdenseLiver => (
+            &["hemangioma", "liver mass"],
+            &["hyperattenuation", "enhancing"],
+        ),
+        Family::KidneyCyst => (
+            &["kidney cyst", "simple cyst", "cyst"],
+            &["hypoattenuation", "circumscribed", "round"],
+        ),
+        Family::RenalMass => (
+            &["mass", "carcinoma"],
+            &["heterogeneous", "enhancing", "solid"],
+        ),
         Family::LyticBone => (&["metastasis", "lytic"], &["lytic", "expansile"]),
-        Family::ScleroticBone => (&["metastasis", "sclerotic"], &["sclerotic", "hyperattenuation"]),
-        Family::LymphNode => (&["lymphadenopathy", "enlargement"], &["oval", "soft tissue attenuation"]),
+        Family::ScleroticBone => (
+            &["metastasis", "sclerotic"],
+            &["sclerotic", "hyperattenuation"],
+        ),
+        Family::LymphNode => (
+            &["lymphadenopathy", "enlargement"],
+            &["oval", "soft tissue attenuation"],
+        ),
         Family::AdrenalNodule => (&["adenoma", "nodule"], &["hypoattenuation", "round"]),
         Family::PancreaticMass => (&["mass", "cyst"], &["hypoattenuation", "indistinct"]),
-        Family::SoftTissueMass => (&["subcutaneous mass", "mass", "lobular mass"], &["soft tissue attenuation", "heterogeneous", "lobular"]),
-        Family::PelvicMass => (&["mass", "lobular mass"], &["heterogeneous", "enhancing", "large"]),
-        Family::PelvicCyst => (&["ovarian cyst", "cyst"], &["hypoattenuation", "circumscribed"]),
+        Family::SoftTissueMass => (
+            &["subcutaneous mass", "mass", "lobular mass"],
+            &["soft tissue attenuation", "heterogeneous", "lobular"],
+        ),
+        Family::PelvicMass => (
+            &["mass", "lobular mass"],
+            &["heterogeneous", "enhancing", "large"],
+        ),
+        Family::PelvicCyst => (
+            &["ovarian cyst", "cyst"],
+            &["hypoattenuation", "circumscribed"],
+        ),
     }
 }
 
@@ -49,7 +85,13 @@ fn capitalise(s: &str) -> String {
 }
 
 /// One report sentence, e.g. "Right lower lobe solid pulmonary nodule, 12 x 9 mm, round."
-pub fn sentence(rng: &mut Rng, lesion: &TrackedLesion, long_mm: f32, short_mm: f32, change: Change) -> String {
+pub fn sentence(
+    rng: &mut Rng,
+    lesion: &TrackedLesion,
+    long_mm: f32,
+    short_mm: f32,
+    change: Change,
+) -> String {
     let (types, attributes) = family_terms(lesion.family);
     let kind = *rng.pick(types);
     let attribute = *rng.pick(attributes);
@@ -59,10 +101,16 @@ pub fn sentence(rng: &mut Rng, lesion: &TrackedLesion, long_mm: f32, short_mm: f
         (Family::LymphNode, 0) => format!("Enlarged {site}, {size}, {attribute}"),
         (Family::LymphNode, _) => format!("{} {site}, {size}, {kind}", capitalise(attribute)),
         (Family::LyticBone | Family::ScleroticBone, _) => {
-            format!("{} lesion of the {site}, {size}, likely {kind}", capitalise(attribute))
+            format!(
+                "{} lesion of the {site}, {size}, likely {kind}",
+                capitalise(attribute)
+            )
         }
         (_, 0) => format!("{} {attribute} {kind}, {size}", capitalise(site)),
-        (_, 1) => format!("{} {kind} in the {site} measuring {size}", capitalise(attribute)),
+        (_, 1) => format!(
+            "{} {kind} in the {site} measuring {size}",
+            capitalise(attribute)
+        ),
         (_, _) => format!("{} in the {site}, {attribute}, {size}", capitalise(kind)),
     };
     if let Some(extra) = size_attribute(long_mm) {

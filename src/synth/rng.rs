@@ -107,7 +107,10 @@ mod tests {
         let first: Vec<u64> = (0..3).map(|_| a.next_u64()).collect();
         let mut b = Rng::new(7);
         assert_eq!(first, (0..3).map(|_| b.next_u64()).collect::<Vec<_>>());
-        assert_ne!(Rng::derive(7, &[1, 2]).next_u64(), Rng::derive(7, &[2, 1]).next_u64());
+        assert_ne!(
+            Rng::derive(7, &[1, 2]).next_u64(),
+            Rng::derive(7, &[2, 1]).next_u64()
+        );
         let mean: f32 = (0..10_000).map(|_| a.normal()).sum::<f32>() / 10_000.0;
         assert!(mean.abs() < 0.05);
     }

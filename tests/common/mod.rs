@@ -11,7 +11,10 @@ pub fn shared_data(test: &str) -> Option<PathBuf> {
     if dir.join("deeplesion/DL_info_partial.csv").is_file() {
         Some(dir)
     } else {
-        eprintln!("SKIP {test}: real DeepLesion data not found at {}", dir.display());
+        eprintln!(
+            "SKIP {test}: real DeepLesion data not found at {}",
+            dir.display()
+        );
         None
     }
 }

@@ -1,0 +1,149 @@
+//! The `lesion-indexer` command line, run as a user runs it.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn indexer(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lesion-indexer"))
+        .args(args)
+        .output()
+        .expect("run lesion-indexer")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn synth_then_inspect_is_clean_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("archive");
+    let out_s = out.to_str().unwrap();
+    let synth = indexer(&["synth", "--out", out_s, "--lesions", "12", "--seed", "9"]);
+    assert!(synth.status.success(), "{}", text(&synth));
+    assert!(
+        text(&synth).contains("wrote 12 lesions"),
+        "{}",
+        text(&synth)
+    );
+
+    let inspect = indexer(&["inspect", "--dataset", out_s, "--decode"]);
+    assert!(inspect.status.success(), "{}", text(&inspect));
+    let report = text(&inspect);
+    assert!(
+        report.contains("rows           12 (12 valid, 0 malformed)"),
+        "{report}"
+    );
+    assert!(report.contains("0 errors, 0 warnings"), "{report}");
+
+    let again = indexer(&["synth", "--out", out_s, "--lesions", "12"]);
+    assert!(!again.status.success());
+    assert!(
+        text(&again).contains("already holds an archive"),
+        "{}",
+        text(&again)
+    );
+}
+
+#[test]
+fn inspect_lists_every_bad_row_and_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("archive");
+    let out_s = out.to_str().unwrap();
+    assert!(
+        indexer(&["synth", "--out", out_s, "--lesions", "6", "--seed", "2"])
+            .status
+            .success()
+    );
+    let csv = out.join("DL_info.csv");
+    let mut lines: Vec<String> = std::fs::read_to_string(&csv)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    // Line 3: age not a number; line 5: unknown split.
+    lines[2] = replace_last_fields(&lines[2], "abc", "3");
+    lines[4] = replace_last_fields(&lines[4], "40", "9");
+    std::fs::write(&csv, lines.join("\n") + "\n").unwrap();
+
+    let inspect = indexer(&["inspect", "--dataset", out_s]);
+    let report = text(&inspect);
+    assert_eq!(inspect.status.code(), Some(1), "{report}");
+    let csv_name = csv.display().to_string();
+    assert!(
+        report.contains(&format!("{csv_name}:3: Patient_age: `abc` is not a number")),
+        "{report}"
+    );
+    assert!(
+        report.contains(&format!(
+            "{csv_name}:5: Train_Val_Test: `9` is not 1, 2 or 3"
+        )),
+        "{report}"
+    );
+    assert!(report.contains("(4 valid, 2 malformed)"), "{report}");
+
+    let strict = indexer(&["inspect", "--dataset", out_s, "--strict"]);
+    assert_eq!(strict.status.code(), Some(1));
+    assert!(!text(&strict).contains(":5: "), "{}", text(&strict));
+}
+
+fn replace_last_fields(line: &str, age: &str, split: &str) -> String {
+    let mut parts: Vec<&str> = line.rsplitn(3, ',').collect();
+    parts.reverse();
+    format!("{},{age},{split}", parts[0])
+}
+
+#[test]
+fn patch_from_a_real_dicom_file() {
+    let dicom = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/dicom/abdomen_ct_vr_un.dcm");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("patch.png");
+    let run = indexer(&[
+        "patch",
+        "--image",
+        dicom.to_str().unwrap(),
+        "--box",
+        "200,250,260,300",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(run.status.success(), "{}", text(&run));
+    let patch = image::open(&out).unwrap();
+    assert_eq!((patch.width(), patch.height()), (64 * 3, 64));
+
+    let outside = indexer(&[
+        "patch",
+        "--image",
+        dicom.to_str().unwrap(),
+        "--box",
+        "600,600,700,700",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(outside.status.code(), Some(2));
+    assert!(
+        text(&outside).contains("lies entirely outside the image (512x512 pixels)"),
+        "{}",
+        text(&outside)
+    );
+}
+
+#[test]
+fn bench_reports_a_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("archive");
+    let out_s = out.to_str().unwrap();
+    assert!(indexer(&["synth", "--out", out_s, "--lesions", "8"])
+        .status
+        .success());
+    let bench = indexer(&["bench-patches", "--dataset", out_s, "--json"]);
+    assert!(bench.status.success(), "{}", text(&bench));
+    let json: serde_json::Value = serde_json::from_slice(&bench.stdout).unwrap();
+    assert_eq!(json["lesions"], 8);
+    assert_eq!(json["substituted_channels"], 0);
+    assert!(json["lesions_per_second"].as_f64().unwrap() > 0.0);
+}
