@@ -5,7 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use lesion_search::imaging::{decode_image, load_image, CtImage, PixelUnit};
+use lesion_search::imaging::{
+    decode_image, dicom_frame_count, load_dicom, load_image, CtImage, PixelUnit,
+};
 use lesion_search::Error;
 
 fn dicom(name: &str) -> PathBuf {
@@ -143,4 +145,54 @@ fn non_image_bytes_are_refused() {
         err.to_string().contains("not a PNG, JPEG or DICOM"),
         "{err}"
     );
+}
+
+#[test]
+fn jpeg_lossless_gives_exactly_the_native_pixels() {
+    let native = load("CT_small.dcm");
+    let jpeg = load("CT_small_jpeg_lossless.dcm");
+    assert_eq!(jpeg.pixels, native.pixels);
+}
+
+#[test]
+fn every_frame_of_a_multi_frame_file() {
+    let path = dicom("CT_small_multiframe_rle.dcm");
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(dicom_frame_count(&bytes, &path).unwrap(), 3);
+    let native = load("CT_small.dcm");
+    let frames: Vec<CtImage> = (0..3).map(|f| load_dicom(&path, f).unwrap()).collect();
+    assert_eq!(frames[0].pixels, native.pixels);
+    assert!(frames[1]
+        .pixels
+        .iter()
+        .zip(&native.pixels)
+        .all(|(a, b)| a - b == 100.0));
+    let w = native.width;
+    for y in 0..native.height {
+        for x in 0..w {
+            assert_eq!(frames[2].get(x, y), native.get(w - 1 - x, y));
+        }
+    }
+    let err = load_dicom(&path, 3).unwrap_err();
+    assert!(
+        err.to_string().contains("frame 3 requested") && err.to_string().contains("has 3"),
+        "{err}"
+    );
+}
+
+#[test]
+fn eight_bit_images_are_read_as_display_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("windowed.png");
+    let gray: Vec<u8> = (0..64 * 32).map(|i| (i % 256) as u8).collect();
+    image::save_buffer(&path, &gray, 64, 32, image::ExtendedColorType::L8).unwrap();
+    let png = load_image(&path).unwrap();
+    assert_eq!(
+        (png.width, png.height, png.unit),
+        (64, 32, PixelUnit::Display)
+    );
+    assert_eq!(png.get(10, 0), 10.0);
+    let jpeg_path = dir.path().join("windowed.jpg");
+    image::save_buffer(&jpeg_path, &gray, 64, 32, image::ExtendedColorType::L8).unwrap();
+    assert_eq!(load_image(&jpeg_path).unwrap().unit, PixelUnit::Display);
 }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, Context};
 use lesion_search::dataset::PixelBox;
 use lesion_search::imaging::{
-    extract_patch, load_image, FieldOfView, PatchGeometry, PatchSpec, SliceStack,
+    extract_patch, load_dicom, load_image, FieldOfView, PatchGeometry, PatchSpec, SliceStack,
 };
 
 #[derive(clap::Args)]
@@ -18,6 +18,9 @@ pub struct Args {
     /// Pixel spacing in mm when the file does not state it (PNG, JPEG).
     #[arg(long)]
     spacing: Option<f32>,
+    /// Frame of a multi-frame DICOM file (0-based).
+    #[arg(long, default_value_t = 0)]
+    frame: u32,
     /// Patch side in pixels.
     #[arg(long, default_value_t = 64)]
     size: usize,
@@ -28,7 +31,11 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let bbox = PixelBox::parse(&args.bbox).map_err(|e| anyhow!("--box: {e}"))?;
-    let image = load_image(&args.image)?;
+    let image = if args.frame > 0 {
+        load_dicom(&args.image, args.frame)?
+    } else {
+        load_image(&args.image)?
+    };
     let spacing = match (image.spacing_mm, args.spacing) {
         (_, Some(s)) => (s, s),
         (Some(s), None) => s,
