@@ -87,6 +87,27 @@ pub enum Error {
 
     #[error("{name}: {message}")]
     InvalidArgument { name: String, message: String },
+
+    #[error("{}: missing tensor `{tensor}`", path.display())]
+    MissingTensor { path: PathBuf, tensor: String },
+
+    #[error("{}: tensor `{tensor}` has shape {found:?}, the model needs {expected:?}", path.display())]
+    TensorShape {
+        path: PathBuf,
+        tensor: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
+
+    #[error("{}: {message}", path.display())]
+    Model { path: PathBuf, message: String },
+
+    /// A query or an update made with another model than the one that built the index.
+    #[error("the index was built with another model: {}", differences.join("; "))]
+    ModelMismatch { differences: Vec<String> },
+
+    #[error("weights import: {message}")]
+    WeightsImport { message: String },
 }
 
 impl Error {

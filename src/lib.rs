@@ -16,6 +16,7 @@
 //! name the file, line, field or argument at fault.
 
 pub mod dataset;
+pub mod embed;
 mod error;
 pub mod imaging;
 pub mod ontology;

@@ -1,15 +1,21 @@
 //! `lesion-indexer`: the command line of Lesion Search.
 
 mod bench;
+mod bench_embed;
+mod embed;
 mod inspect;
 mod patch;
 mod progress;
 mod synth;
 mod thumbnail;
+mod weights;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// The model commands use when `--model` is not given.
+pub const DEFAULT_MODEL: &str = "ct-resnet-l2";
 
 #[derive(Parser)]
 #[command(name = "lesion-indexer", version = lesion_search::version(), about = "Build, check and query CT lesion archives")]
@@ -26,6 +32,13 @@ enum Command {
     Inspect(inspect::Args),
     /// Cut the patch a model sees from any slice (DICOM, PNG, JPEG) and save it as PNG.
     Patch(patch::Args),
+    /// Print the embedding of one lesion (a debugging and integration aid).
+    Embed(embed::Args),
+    /// Manage model weights.
+    #[command(subcommand)]
+    Weights(weights::WeightsCommand),
+    /// Measure embedding speed (patches/s) of models at several batch sizes.
+    BenchEmbed(bench_embed::Args),
     /// Render a lesion's key slice as PNG with its box drawn.
     Thumbnail(thumbnail::Args),
     /// Measure patch extraction speed (slices decoded, neighbours included) on an archive.
@@ -40,6 +53,9 @@ fn main() -> ExitCode {
         Command::Patch(args) => patch::run(args),
         Command::BenchPatches(args) => bench::run(args),
         Command::Thumbnail(args) => thumbnail::run(args),
+        Command::Embed(args) => embed::run(args),
+        Command::BenchEmbed(args) => bench_embed::run(args),
+        Command::Weights(command) => weights::run(command),
     };
     match outcome {
         Ok(code) => code,

@@ -1,0 +1,151 @@
+//! Model cards: what a model expects and produces, stored beside its weights and in every
+//! index it builds, so that vectors of different models are never compared.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::imaging::PatchSpec;
+
+/// Which network a card describes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Architecture {
+    /// The Merlin CT ResNet-152 trunk (3-D kernels summed over depth), cut after a stage,
+    /// global-average pooled, optionally followed by a trained linear projection.
+    CtResnet { stage: ResnetStage, projection: Option<usize> },
+    /// Our compact residual CNN.
+    LesionCnn { widths: Vec<usize>, dim: usize },
+}
+
+/// Where the ResNet trunk stops: deeper is slower and more abstract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResnetStage {
+    Layer2,
+    Layer3,
+    Layer4,
+}
+
+impl ResnetStage {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "layer2" | "2" => Some(ResnetStage::Layer2),
+            "layer3" | "3" => Some(ResnetStage::Layer3),
+            "layer4" | "4" => Some(ResnetStage::Layer4),
+            _ => None,
+        }
+    }
+
+    /// Features after this stage of ResNet-152 (times the stem width over 64).
+    pub fn features(self, stem_width: usize) -> usize {
+        stem_width
+            * match self {
+                ResnetStage::Layer2 => 8,
+                ResnetStage::Layer3 => 16,
+                ResnetStage::Layer4 => 32,
+            }
+    }
+}
+
+/// Everything needed to reproduce a model's vectors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    pub name: String,
+    pub architecture: Architecture,
+    /// Patch size in pixels and mm, channels and their windows.
+    pub patch: PatchSpec,
+    pub output_dim: usize,
+    /// File of the weights beside the card.
+    pub weights_file: String,
+    pub weights_sha256: String,
+    /// Where the weights came from and how to rebuild them.
+    pub provenance: String,
+}
+
+impl ModelCard {
+    /// Refuses vectors from `other` where they would not be comparable, listing every field
+    /// that differs.
+    pub fn check_same_model(&self, other: &ModelCard) -> Result<()> {
+        let mut differences = Vec::new();
+        if self.name != other.name {
+            differences.push(format!("model `{}` vs `{}`", self.name, other.name));
+        }
+        if self.architecture != other.architecture {
+            differences.push(format!(
+                "architecture {:?} vs {:?}",
+                self.architecture, other.architecture
+            ));
+        }
+        if self.patch.size_px != other.patch.size_px {
+            differences.push(format!(
+                "patch {} px vs {} px",
+                self.patch.size_px, other.patch.size_px
+            ));
+        }
+        if self.patch.field_of_view != other.patch.field_of_view {
+            differences.push(format!(
+                "field of view {:?} vs {:?}",
+                self.patch.field_of_view, other.patch.field_of_view
+            ));
+        }
+        if self.patch.channels != other.patch.channels {
+            differences.push(format!(
+                "channels {:?} vs {:?}",
+                self.patch.channels, other.patch.channels
+            ));
+        }
+        if self.output_dim != other.output_dim {
+            differences.push(format!(
+                "dimension {} vs {}",
+                self.output_dim, other.output_dim
+            ));
+        }
+        if self.weights_sha256 != other.weights_sha256 {
+            differences.push(format!(
+                "weights sha256 {} vs {}",
+                short(&self.weights_sha256),
+                short(&other.weights_sha256)
+            ));
+        }
+        if differences.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::ModelMismatch { differences })
+        }
+    }
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::imaging::{FieldOfView, PatchSpec};
+
+    fn card() -> ModelCard {
+        ModelCard {
+            name: "lesion-cnn".into(),
+            architecture: Architecture::LesionCnn { widths: vec![16, 32], dim: 64 },
+            patch: PatchSpec::three_windows(64, FieldOfView::FixedMm(64.0)),
+            output_dim: 64,
+            weights_file: "model.safetensors".into(),
+            weights_sha256: "ab".repeat(32),
+            provenance: String::new(),
+        }
+    }
+
+    #[test]
+    fn mismatch_says_what_differs() {
+        let a = card();
+        assert!(a.check_same_model(&a.clone()).is_ok());
+        let mut b = card();
+        b.patch.size_px = 96;
+        b.weights_sha256 = "cd".repeat(32);
+        let message = a.check_same_model(&b).unwrap_err().to_string();
+        assert!(message.contains("patch 64 px vs 96 px"), "{message}");
+        assert!(message.contains("weights sha256 abababababab vs cdcdcdcdcdcd"), "{message}");
+        assert!(!message.contains("dimension"), "{message}");
+    }
+}

