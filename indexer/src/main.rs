@@ -8,6 +8,7 @@ mod patch;
 mod progress;
 mod synth;
 mod thumbnail;
+mod train;
 mod weights;
 
 use std::process::ExitCode;
@@ -32,6 +33,8 @@ enum Command {
     Inspect(inspect::Args),
     /// Cut the patch a model sees from any slice (DICOM, PNG, JPEG) and save it as PNG.
     Patch(patch::Args),
+    /// Train lesion-cnn by metric learning on an archive.
+    Train(train::Args),
     /// Print the embedding of one lesion (a debugging and integration aid).
     Embed(embed::Args),
     /// Manage model weights.
@@ -54,6 +57,7 @@ fn main() -> ExitCode {
         Command::BenchPatches(args) => bench::run(args),
         Command::Thumbnail(args) => thumbnail::run(args),
         Command::Embed(args) => embed::run(args),
+        Command::Train(args) => train::run(args),
         Command::BenchEmbed(args) => bench_embed::run(args),
         Command::Weights(command) => weights::run(command),
     };

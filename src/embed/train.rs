@@ -1,1 +1,466 @@
-//! Training (next).
+//! Metric learning for `lesion-cnn`, in the spirit of Deep Lesion Graphs.
+//!
+//! Positives share the coarse type where it is known, lie close in body location and have
+//! similar size; two augmented views of one lesion (shift, scale, window jitter, flips) are
+//! always positives. The loss is the multi-positive contrastive loss of supervised
+//! contrastive learning over a batch of two views per lesion. Evaluation is P@5 by coarse
+//! type on held-out patients (validation and test splits), hits from the query's own patient
+//! excluded. Everything random draws from the seed, so a run is reproducible.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::card::{Architecture, ModelCard};
+use super::import::write_card;
+use super::lesion_cnn::{LesionCnn, LesionCnnConfig};
+use super::weights::candle_error;
+use super::{sha256_file, Embedder, LesionCnnEmbedder};
+use crate::dataset::{geometry_of, lesion_keys, CoarseType, Dataset, DlInfoReader, LesionRecord, Split};
+use crate::error::{Error, Result};
+use crate::imaging::{extract_patch, ChannelSpec, FieldOfView, Patch, PatchSpec, WindowChoice};
+use crate::synth::Rng;
+
+/// The patch `lesion-cnn` reads: the key slice under soft-tissue, lung and bone windows, a
+/// field of view three times the lesion (48 to 192 mm), 64x64 px.
+pub fn lesion_cnn_patch_spec() -> PatchSpec {
+    PatchSpec::three_windows(64, FieldOfView::Context { margin: 1.0, min_mm: 48.0, max_mm: 192.0 })
+}
+
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub dataset: PathBuf,
+    pub out: PathBuf,
+    pub config: LesionCnnConfig,
+    pub epochs: usize,
+    /// Lesions per batch (two views each).
+    pub batch_lesions: usize,
+    /// Augmented views prepared per training lesion.
+    pub views: usize,
+    pub learning_rate: f64,
+    pub temperature: f64,
+    pub seed: u64,
+    /// Use at most this many training lesions (quick runs, tests).
+    pub max_lesions: Option<usize>,
+}
+
+impl TrainOptions {
+    pub fn new(dataset: PathBuf, out: PathBuf) -> Self {
+        TrainOptions {
+            dataset,
+            out,
+            config: LesionCnnConfig::default(),
+            epochs: 20,
+            batch_lesions: 64,
+            views: 6,
+            learning_rate: 2e-3,
+            temperature: 0.1,
+            seed: 1,
+            max_lesions: None,
+        }
+    }
+}
+
+/// What happens during training, for a progress display.
+#[derive(Debug, Clone)]
+pub enum TrainEvent {
+    Preparing { done: usize, total: usize },
+    Step { epoch: usize, step: usize, steps: usize, loss: f32 },
+    Epoch(EpochStats),
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EpochStats {
+    pub epoch: usize,
+    pub mean_loss: f32,
+    pub p_at_5: f32,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    pub model: String,
+    pub seed: u64,
+    pub training_lesions: usize,
+    pub evaluation_lesions: usize,
+    pub epochs: Vec<EpochStats>,
+    pub p_at_5: f32,
+    pub p_at_5_by_type: BTreeMap<String, f32>,
+    pub weights_sha256: String,
+    pub seconds: f64,
+}
+
+struct Example {
+    record: LesionRecord,
+    /// Views as bytes (0..255), channel-major.
+    views: Vec<Vec<u8>>,
+}
+
+fn to_bytes(p: &Patch) -> Vec<u8> {
+    p.data.iter().map(|v| (v * 255.0).round() as u8).collect()
+}
+
+/// An augmented view: shifted up to 4 px, scaled by 0.87..1.15, windows jittered (level
+/// by 5% of the width, width by 10%), flipped at random.
+fn augmented_view(
+    dataset: &Dataset,
+    slices: &crate::dataset::LesionSlices,
+    record: &LesionRecord,
+    spec: &PatchSpec,
+    rng: &mut Rng,
+) -> Result<Patch> {
+    let _ = dataset;
+    let mut geometry = geometry_of(record);
+    let c = geometry.bbox.center();
+    let scale = rng.range(0.87, 1.15);
+    let (dx, dy) = (rng.range(-4.0, 4.0), rng.range(-4.0, 4.0));
+    let (hw, hh) = (geometry.bbox.width() / 2.0 * scale, geometry.bbox.height() / 2.0 * scale);
+    geometry.bbox = crate::dataset::PixelBox::new(c.x + dx - hw, c.y + dy - hh, c.x + dx + hw, c.y + dy + hh);
+    let channels = spec
+        .channels
+        .iter()
+        .map(|ch| {
+            let w = ch.window.resolve(Some(record.window));
+            let width = w.width() * rng.range(0.9, 1.1);
+            let level = w.level() + w.width() * rng.range(-0.05, 0.05);
+            ChannelSpec {
+                slice_offset_mm: ch.slice_offset_mm,
+                window: WindowChoice::Custom(crate::imaging::Window::from_width_level(width, level)),
+            }
+        })
+        .collect();
+    let jittered = PatchSpec { channels, ..spec.clone() };
+    let mut patch = extract_patch(&slices.stack(), &geometry, &jittered)?;
+    flip(&mut patch, rng.chance(0.5), rng.chance(0.5));
+    Ok(patch)
+}
+
+fn flip(patch: &mut Patch, horizontal: bool, vertical: bool) {
+    let n = patch.size_px;
+    for c in 0..patch.channels {
+        let plane = &mut patch.data[c * n * n..(c + 1) * n * n];
+        if horizontal {
+            for row in plane.chunks_exact_mut(n) {
+                row.reverse();
+            }
+        }
+        if vertical {
+            for y in 0..n / 2 {
+                for x in 0..n {
+                    plane.swap(y * n + x, (n - 1 - y) * n + x);
+                }
+            }
+        }
+    }
+}
+
+/// Whether two lesions count as positives.
+fn similar(a: &LesionRecord, b: &LesionRecord) -> bool {
+    let size_ratio = (a.long_diameter_mm() / b.long_diameter_mm()).ln().abs();
+    let (la, lb) = (a.location, b.location);
+    let distance = ((la.x - lb.x).powi(2) + (la.y - lb.y).powi(2) + (la.z - lb.z).powi(2)).sqrt();
+    match (a.coarse_type.is_known(), b.coarse_type.is_known()) {
+        (true, true) => a.coarse_type == b.coarse_type && (la.z - lb.z).abs() < 0.15 && size_ratio < 1.1,
+        _ => distance < 0.05 && size_ratio < 0.4,
+    }
+}
+
+fn load_records(dataset: &Dataset) -> Result<Vec<LesionRecord>> {
+    DlInfoReader::open(&dataset.dl_info_path())?.map(|r| r.map(|row| row.record)).collect()
+}
+
+/// Trains `lesion-cnn` and writes `model.safetensors`, `card.json` and the training report
+/// into `options.out`.
+pub fn train(options: &TrainOptions, progress: &(dyn Fn(TrainEvent) + Sync)) -> Result<TrainReport> {
+    let started = Instant::now();
+    let dataset = Dataset::new(&options.dataset);
+    let records = load_records(&dataset)?;
+    let _keys = lesion_keys(&records);
+    let spec = lesion_cnn_patch_spec();
+    let mut training: Vec<LesionRecord> = records.iter().filter(|r| r.split == Split::Train).cloned().collect();
+    if let Some(max) = options.max_lesions {
+        training.truncate(max);
+    }
+    let evaluation: Vec<LesionRecord> =
+        records.iter().filter(|r| r.split != Split::Train && r.coarse_type.is_known()).cloned().collect();
+    if training.len() < 2 {
+        return Err(Error::invalid_argument("dataset", format!("{} has {} training lesions; need at least 2", dataset.root().display(), training.len())));
+    }
+
+    // Views: slices decoded once per lesion, each lesion with its own random stream.
+    let total = training.len() + evaluation.len();
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let tick = || progress(TrainEvent::Preparing { done: done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, total });
+    let examples: Vec<Example> = training
+        .par_iter()
+        .enumerate()
+        .map(|(i, record)| {
+            let slices = dataset.load_slices(record, &spec)?;
+            let mut rng = Rng::derive(options.seed, &[i as u64, 0xA06]);
+            let views = (0..options.views)
+                .map(|_| augmented_view(&dataset, &slices, record, &spec, &mut rng).map(|p| to_bytes(&p)))
+                .collect::<Result<Vec<_>>>()?;
+            tick();
+            Ok(Example { record: record.clone(), views })
+        })
+        .collect::<Result<_>>()?;
+    let eval_patches: Vec<Patch> = evaluation
+        .par_iter()
+        .map(|r| {
+            let p = dataset.lesion_patch(r, &spec);
+            tick();
+            p
+        })
+        .collect::<Result<_>>()?;
+
+    let card_for = |sha: String| ModelCard {
+        name: "lesion-cnn".into(),
+        architecture: Architecture::LesionCnn { widths: options.config.widths.clone(), dim: options.config.dim },
+        patch: spec.clone(),
+        output_dim: options.config.dim,
+        weights_file: "model.safetensors".into(),
+        weights_sha256: sha,
+        provenance: format!(
+            "trained by `lesion-indexer train --dataset {} --epochs {} --seed {}`",
+            options.dataset.display(),
+            options.epochs,
+            options.seed
+        ),
+    };
+
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let model = LesionCnn::new(&options.config, vb).map_err(|e| candle_error("lesion-cnn", e))?;
+    seed_parameters(&varmap, options.seed)?;
+    let trainable: Vec<candle_core::Var> = {
+        let data = varmap.data().lock().expect("var map lock");
+        let mut named: Vec<(&String, &candle_core::Var)> =
+            data.iter().filter(|(name, _)| !name.contains("running_")).collect();
+        named.sort_by(|a, b| a.0.cmp(b.0));
+        named.into_iter().map(|(_, v)| v.clone()).collect()
+    };
+    let params = ParamsAdamW { lr: options.learning_rate, weight_decay: 1e-4, ..Default::default() };
+    let mut optimizer = AdamW::new(trainable, params).map_err(|e| candle_error("optimizer", e))?;
+
+    let mut rng = Rng::derive(options.seed, &[0x7A1]);
+    let steps = training.len().div_ceil(options.batch_lesions);
+    let total_steps = (steps * options.epochs).max(1);
+    let mut epochs = Vec::new();
+    let mut step_index = 0;
+    let embedder_card = card_for(String::new());
+    for epoch in 1..=options.epochs {
+        let epoch_started = Instant::now();
+        let mut order: Vec<usize> = (0..examples.len()).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.int(0, i as u32) as usize);
+        }
+        let mut losses = Vec::new();
+        for (s, chunk) in order.chunks(options.batch_lesions).enumerate() {
+            if chunk.len() < 2 {
+                continue;
+            }
+            // Cosine decay of the learning rate.
+            let t = step_index as f64 / total_steps as f64;
+            optimizer.set_learning_rate(options.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()));
+            let loss = train_step(&model, &mut optimizer, &examples, chunk, &spec, options, &mut rng)?;
+            progress(TrainEvent::Step { epoch, step: s + 1, steps, loss });
+            losses.push(loss);
+            step_index += 1;
+        }
+        let embedder = LesionCnnEmbedder::new(rebuild(&varmap, &options.config)?, embedder_card.clone());
+        let (p_at_5, _) = evaluate(&embedder, &evaluation, &eval_patches)?;
+        let stats = EpochStats {
+            epoch,
+            mean_loss: losses.iter().sum::<f32>() / losses.len().max(1) as f32,
+            p_at_5,
+            seconds: epoch_started.elapsed().as_secs_f64(),
+        };
+        progress(TrainEvent::Epoch(stats.clone()));
+        epochs.push(stats);
+    }
+
+    std::fs::create_dir_all(&options.out).map_err(|e| Error::io(&options.out, e))?;
+    let weights = options.out.join("model.safetensors");
+    let tmp = options.out.join("model.safetensors.tmp");
+    save_sorted(&varmap, &tmp)?;
+    std::fs::rename(&tmp, &weights).map_err(|e| Error::io(&weights, e))?;
+    let sha = sha256_file(&weights)?;
+    let card = card_for(sha.clone());
+    write_card(&options.out, &card)?;
+    let embedder = LesionCnnEmbedder::new(rebuild(&varmap, &options.config)?, card);
+    let (p_at_5, by_type) = evaluate(&embedder, &evaluation, &eval_patches)?;
+    let report = TrainReport {
+        model: "lesion-cnn".into(),
+        seed: options.seed,
+        training_lesions: training.len(),
+        evaluation_lesions: evaluation.len(),
+        epochs,
+        p_at_5,
+        p_at_5_by_type: by_type,
+        weights_sha256: sha,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    write_report(&options.out, &report)?;
+    Ok(report)
+}
+
+fn train_step(
+    model: &LesionCnn,
+    optimizer: &mut AdamW,
+    examples: &[Example],
+    chunk: &[usize],
+    spec: &PatchSpec,
+    options: &TrainOptions,
+    rng: &mut Rng,
+) -> Result<f32> {
+    let n = spec.size_px;
+    let c = spec.channels.len();
+    let b = chunk.len();
+    let mut data = Vec::with_capacity(2 * b * c * n * n);
+    for round in 0..2 {
+        for &i in chunk {
+            let views = &examples[i].views;
+            let first = (rng.next_u64() % views.len() as u64) as usize;
+            let pick = if round == 0 { first } else { (first + 1 + (rng.next_u64() % (views.len() as u64 - 1).max(1)) as usize) % views.len() };
+            data.extend(views[pick].iter().map(|&v| f32::from(v) / 255.0));
+        }
+    }
+    // Positives: the other view of the same lesion, and similar lesions.
+    let m = 2 * b;
+    let mut positives = vec![0f32; m * m];
+    let mut self_mask = vec![0f32; m * m];
+    for i in 0..m {
+        self_mask[i * m + i] = -1e9;
+        for j in 0..m {
+            if i == j {
+                continue;
+            }
+            let (a, bb) = (chunk[i % b], chunk[j % b]);
+            if a == bb || similar(&examples[a].record, &examples[bb].record) {
+                positives[i * m + j] = 1.0;
+            }
+        }
+    }
+    let dev = Device::Cpu;
+    let run = || -> candle_core::Result<(Tensor, f32)> {
+        let x = Tensor::from_vec(data.clone(), (m, c, n, n), &dev)?;
+        let out = model.forward_t(&x, true)?;
+        let norm = out.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-6, f64::MAX)?;
+        let e = out.broadcast_div(&norm)?;
+        let logits = (e.matmul(&e.t()?)? / options.temperature)?;
+        let logits = (logits + Tensor::from_vec(self_mask.clone(), (m, m), &dev)?)?;
+        let log_prob = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let pos = Tensor::from_vec(positives.clone(), (m, m), &dev)?;
+        let per_row = ((log_prob * &pos)?.sum(1)? / pos.sum(1)?.clamp(1.0, f64::MAX)?)?;
+        let loss = per_row.mean_all()?.neg()?;
+        let value = loss.to_scalar::<f32>()?;
+        Ok((loss, value))
+    };
+    let (loss, value) = run().map_err(|e| candle_error("training step", e))?;
+    optimizer.backward_step(&loss).map_err(|e| candle_error("training step", e))?;
+    Ok(value)
+}
+
+/// Overwrites every parameter with values drawn from the seed (candle's own initialisation
+/// is not seedable): He-normal weights, zero biases, unit batch-norm scales.
+fn seed_parameters(varmap: &VarMap, seed: u64) -> Result<()> {
+    let data = varmap.data().lock().expect("var map lock");
+    let mut names: Vec<&String> = data.keys().collect();
+    names.sort();
+    let mut rng = Rng::derive(seed, &[0x1417]);
+    for name in names {
+        let var = &data[name];
+        let dims = var.dims().to_vec();
+        let count: usize = dims.iter().product();
+        let values: Vec<f32> = if dims.len() >= 2 {
+            let fan_in: usize = dims[1..].iter().product();
+            let sd = (2.0 / fan_in as f32).sqrt();
+            (0..count).map(|_| rng.normal() * sd).collect()
+        } else if name.ends_with("running_var") || (name.contains("bn") && name.ends_with("weight")) {
+            vec![1.0; count]
+        } else {
+            vec![0.0; count]
+        };
+        let tensor = Tensor::from_vec(values, dims, &Device::Cpu).map_err(|e| candle_error(name, e))?;
+        var.set(&tensor).map_err(|e| candle_error(name, e))?;
+    }
+    Ok(())
+}
+
+/// An inference copy of the network with the current parameters.
+fn rebuild(varmap: &VarMap, config: &LesionCnnConfig) -> Result<LesionCnn> {
+    let tensors = varmap
+        .data()
+        .lock()
+        .expect("var map lock")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().copy().expect("copy")))
+        .collect();
+    LesionCnn::new(config, VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu)).map_err(|e| candle_error("lesion-cnn", e))
+}
+
+fn save_sorted(varmap: &VarMap, path: &Path) -> Result<()> {
+    let tensors: std::collections::HashMap<String, Tensor> = varmap
+        .data()
+        .lock()
+        .expect("var map lock")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    candle_core::safetensors::save(&tensors, path).map_err(|e| candle_error(&path.display().to_string(), e))
+}
+
+/// P@5 by coarse type: each typed held-out lesion against all others of other patients.
+pub fn evaluate(embedder: &dyn Embedder, records: &[LesionRecord], patches: &[Patch]) -> Result<(f32, BTreeMap<String, f32>)> {
+    let mut vectors = Vec::with_capacity(patches.len());
+    for chunk in patches.chunks(64) {
+        vectors.extend(embedder.embed(chunk)?);
+    }
+    Ok(precision_at_5(records, &vectors))
+}
+
+pub fn precision_at_5(records: &[LesionRecord], vectors: &[Vec<f32>]) -> (f32, BTreeMap<String, f32>) {
+    let mut per_type: BTreeMap<CoarseType, (f32, usize)> = BTreeMap::new();
+    for (i, q) in vectors.iter().enumerate() {
+        let mut scored: Vec<(f32, usize)> = vectors
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| records[*j].patient != records[i].patient)
+            .map(|(j, v)| (q.iter().zip(v).map(|(a, b)| a * b).sum::<f32>(), j))
+            .collect();
+        if scored.len() < 5 {
+            continue;
+        }
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let hits = scored[..5].iter().filter(|(_, j)| records[*j].coarse_type == records[i].coarse_type).count();
+        let entry = per_type.entry(records[i].coarse_type).or_default();
+        entry.0 += hits as f32 / 5.0;
+        entry.1 += 1;
+    }
+    let total: (f32, usize) = per_type.values().fold((0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let overall = if total.1 > 0 { total.0 / total.1 as f32 } else { 0.0 };
+    (overall, per_type.into_iter().map(|(t, (s, n))| (t.name().to_string(), s / n as f32)).collect())
+}
+
+fn write_report(dir: &Path, report: &TrainReport) -> Result<()> {
+    let json = dir.join("training_report.json");
+    std::fs::write(&json, serde_json::to_string_pretty(report).unwrap_or_default()).map_err(|e| Error::io(&json, e))?;
+    let mut md = format!(
+        "# Training report: {}\n\nSeed {}, {} training lesions, {} held-out lesions, {:.0} s.\n\nP@5 by coarse type on held-out patients: **{:.3}**\n\n| type | P@5 |\n|---|---:|\n",
+        report.model, report.seed, report.training_lesions, report.evaluation_lesions, report.seconds, report.p_at_5
+    );
+    for (t, p) in &report.p_at_5_by_type {
+        md.push_str(&format!("| {t} | {p:.3} |\n"));
+    }
+    md.push_str("\n## Loss curve\n\n| epoch | mean loss | P@5 | seconds |\n|---:|---:|---:|---:|\n");
+    for e in &report.epochs {
+        md.push_str(&format!("| {} | {:.4} | {:.3} | {:.0} |\n", e.epoch, e.mean_loss, e.p_at_5, e.seconds));
+    }
+    let path = dir.join("training_report.md");
+    std::fs::write(&path, md).map_err(|e| Error::io(&path, e))
+}
