@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Module, Tensor};
 use lesion_search::dataset::{Dataset, DlInfoReader, PixelBox};
 use lesion_search::embed::{
-    default_cache_dir, resolve_model, Embedder, ResnetStage, ResnetTrunk, TensorFile, CT_RESNET_WEIGHTS,
-    RESNET152_BLOCKS,
+    default_cache_dir, resolve_model, Embedder, ResnetStage, ResnetTrunk, TensorFile,
+    CT_RESNET_WEIGHTS, RESNET152_BLOCKS,
 };
 use lesion_search::imaging::{extract_patch, load_image, CtImage, PatchGeometry, SliceStack};
 use lesion_search::Error;
@@ -31,11 +31,27 @@ fn resnet152_shapes(stem: usize) -> Vec<(String, Vec<usize>)> {
         let planes = stem << s;
         for b in 0..blocks {
             let p = format!("layer{}.{b}", s + 1);
-            conv_bn(format!("{p}.conv1"), format!("{p}.bn1"), vec![planes, in_c, 1, 1]);
-            conv_bn(format!("{p}.conv2"), format!("{p}.bn2"), vec![planes, planes, 3, 3]);
-            conv_bn(format!("{p}.conv3"), format!("{p}.bn3"), vec![planes * 4, planes, 1, 1]);
+            conv_bn(
+                format!("{p}.conv1"),
+                format!("{p}.bn1"),
+                vec![planes, in_c, 1, 1],
+            );
+            conv_bn(
+                format!("{p}.conv2"),
+                format!("{p}.bn2"),
+                vec![planes, planes, 3, 3],
+            );
+            conv_bn(
+                format!("{p}.conv3"),
+                format!("{p}.bn3"),
+                vec![planes * 4, planes, 1, 1],
+            );
             if b == 0 {
-                conv_bn(format!("{p}.downsample.0"), format!("{p}.downsample.1"), vec![planes * 4, in_c, 1, 1]);
+                conv_bn(
+                    format!("{p}.downsample.0"),
+                    format!("{p}.downsample.1"),
+                    vec![planes * 4, in_c, 1, 1],
+                );
             }
             in_c = planes * 4;
         }
@@ -49,9 +65,21 @@ fn small_checkpoint(dir: &Path, skip: Option<&str>, reshape: Option<&str>) -> Pa
         if Some(name.as_str()) == skip {
             continue;
         }
-        let shape = if Some(name.as_str()) == reshape { vec![shape[0] + 1] } else { shape };
+        let shape = if Some(name.as_str()) == reshape {
+            vec![shape[0] + 1]
+        } else {
+            shape
+        };
         let n: usize = shape.iter().product();
-        let values: Vec<f32> = (0..n).map(|k| if name.ends_with("running_var") { 1.0 } else { ((k * 31 + i * 7) % 17) as f32 / 40.0 - 0.2 }).collect();
+        let values: Vec<f32> = (0..n)
+            .map(|k| {
+                if name.ends_with("running_var") {
+                    1.0
+                } else {
+                    ((k * 31 + i * 7) % 17) as f32 / 40.0 - 0.2
+                }
+            })
+            .collect();
         tensors.insert(name, Tensor::from_vec(values, shape, &Device::Cpu).unwrap());
     }
     let path = dir.join("small.safetensors");
@@ -64,32 +92,61 @@ fn loads_a_small_checkpoint_with_the_real_names_at_every_depth() {
     let dir = tempfile::tempdir().unwrap();
     let file = TensorFile::open(&small_checkpoint(dir.path(), None, None)).unwrap();
     let x = Tensor::ones((2, 3, 64, 64), candle_core::DType::F32, &Device::Cpu).unwrap();
-    for (stage, dim) in [(ResnetStage::Layer2, 32), (ResnetStage::Layer3, 64), (ResnetStage::Layer4, 128)] {
+    for (stage, dim) in [
+        (ResnetStage::Layer2, 32),
+        (ResnetStage::Layer3, 64),
+        (ResnetStage::Layer4, 128),
+    ] {
         let trunk = ResnetTrunk::load(&file, stage).unwrap();
         assert_eq!(trunk.output_dim(), dim);
         let y = trunk.forward(&x).unwrap();
         assert_eq!(y.dims(), [2, dim]);
         // Deterministic.
-        assert_eq!(y.to_vec2::<f32>().unwrap(), trunk.forward(&x).unwrap().to_vec2::<f32>().unwrap());
+        assert_eq!(
+            y.to_vec2::<f32>().unwrap(),
+            trunk.forward(&x).unwrap().to_vec2::<f32>().unwrap()
+        );
     }
 }
 
 #[test]
 fn missing_or_misshapen_tensors_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    let file = TensorFile::open(&small_checkpoint(dir.path(), Some("layer2.5.bn2.running_var"), None)).unwrap();
+    let file = TensorFile::open(&small_checkpoint(
+        dir.path(),
+        Some("layer2.5.bn2.running_var"),
+        None,
+    ))
+    .unwrap();
     let err = ResnetTrunk::load(&file, ResnetStage::Layer2).err().unwrap();
     assert!(matches!(err, Error::MissingTensor { .. }), "{err}");
-    assert!(err.to_string().contains("missing tensor `layer2.5.bn2.running_var`"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("missing tensor `layer2.5.bn2.running_var`"),
+        "{err}"
+    );
     // A stage that does not reach the broken tensor still loads.
     let dir = tempfile::tempdir().unwrap();
-    let file = TensorFile::open(&small_checkpoint(dir.path(), None, Some("layer3.0.bn1.bias"))).unwrap();
+    let file = TensorFile::open(&small_checkpoint(
+        dir.path(),
+        None,
+        Some("layer3.0.bn1.bias"),
+    ))
+    .unwrap();
     assert!(ResnetTrunk::load(&file, ResnetStage::Layer2).is_ok());
     let err = ResnetTrunk::load(&file, ResnetStage::Layer3).err().unwrap();
-    assert!(err.to_string().contains("tensor `layer3.0.bn1.bias` has shape [17]"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("tensor `layer3.0.bn1.bias` has shape [17]"),
+        "{err}"
+    );
     let garbage = dir.path().join("garbage.safetensors");
     std::fs::write(&garbage, b"not safetensors").unwrap();
-    assert!(TensorFile::open(&garbage).err().unwrap().to_string().contains("not a readable safetensors"));
+    assert!(TensorFile::open(&garbage)
+        .err()
+        .unwrap()
+        .to_string()
+        .contains("not a readable safetensors"));
 }
 
 fn imported_weights(test: &str) -> Option<PathBuf> {
@@ -97,25 +154,45 @@ fn imported_weights(test: &str) -> Option<PathBuf> {
     if path.is_file() {
         Some(path)
     } else {
-        eprintln!("SKIP {test}: no imported CT weights at {} (run `lesion-indexer weights import`)", path.display());
+        eprintln!(
+            "SKIP {test}: no imported CT weights at {} (run `lesion-indexer weights import`)",
+            path.display()
+        );
         None
     }
 }
 
 fn read_f32(path: &Path) -> Vec<f32> {
-    std::fs::read(path).unwrap().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    std::fs::read(path)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }
 
 #[test]
 fn real_weights_reproduce_the_pytorch_golden_values() {
-    let Some(weights) = imported_weights("real_weights_reproduce_the_pytorch_golden_values") else { return };
+    let Some(weights) = imported_weights("real_weights_reproduce_the_pytorch_golden_values") else {
+        return;
+    };
     let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/golden");
     let input = read_f32(&golden.join("ct_resnet152_input_1x3x64x64.f32"));
     let expected = read_f32(&golden.join("ct_resnet152_pytorch_output_2048.f32"));
-    let trunk = ResnetTrunk::load(&TensorFile::open(&weights).unwrap(), ResnetStage::Layer4).unwrap();
+    let trunk =
+        ResnetTrunk::load(&TensorFile::open(&weights).unwrap(), ResnetStage::Layer4).unwrap();
     let x = Tensor::from_vec(input, (1, 3, 64, 64), &Device::Cpu).unwrap();
-    let y = trunk.forward(&x).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let worst = y.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    let y = trunk
+        .forward(&x)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let worst = y
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
     assert!(worst < 1e-4, "largest difference to PyTorch {worst}");
 }
 
@@ -123,8 +200,18 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-fn embed_box(model: &dyn Embedder, image: &CtImage, bbox: PixelBox, spacing: (f32, f32)) -> Vec<f32> {
-    let geometry = PatchGeometry { bbox, spacing_mm: spacing, slice_interval_mm: 0.0, own_window: None };
+fn embed_box(
+    model: &dyn Embedder,
+    image: &CtImage,
+    bbox: PixelBox,
+    spacing: (f32, f32),
+) -> Vec<f32> {
+    let geometry = PatchGeometry {
+        bbox,
+        spacing_mm: spacing,
+        slice_interval_mm: 0.0,
+        own_window: None,
+    };
     let patch = extract_patch(&SliceStack::single(image), &geometry, &model.card().patch).unwrap();
     model.embed(&[patch]).unwrap().remove(0)
 }
@@ -135,21 +222,38 @@ fn shifted(b: PixelBox, dx: f32, dy: f32) -> PixelBox {
 
 #[test]
 fn real_weights_see_a_shifted_lesion_as_closer_than_another_organ() {
-    if imported_weights("real_weights_see_a_shifted_lesion_as_closer_than_another_organ").is_none() {
+    if imported_weights("real_weights_see_a_shifted_lesion_as_closer_than_another_organ").is_none()
+    {
         return;
     }
     let model = resolve_model("ct-resnet-l2", &default_cache_dir()).unwrap();
     // A committed real abdominal CT (prone): right kidney against the liver and the spine.
-    let image = load_image(&Path::new(env!("CARGO_MANIFEST_DIR")).join("data/dicom/abdomen_ct_vr_un.dcm")).unwrap();
+    let image =
+        load_image(&Path::new(env!("CARGO_MANIFEST_DIR")).join("data/dicom/abdomen_ct_vr_un.dcm"))
+            .unwrap();
     let spacing = image.spacing_mm.unwrap();
     let kidney = PixelBox::new(175.0, 160.0, 230.0, 220.0);
     let base = embed_box(model.as_ref(), &image, kidney, spacing);
     let near = embed_box(model.as_ref(), &image, shifted(kidney, 4.0, 0.0), spacing);
-    let liver = embed_box(model.as_ref(), &image, PixelBox::new(120.0, 240.0, 175.0, 300.0), spacing);
-    assert!(cosine(&base, &near) > cosine(&base, &liver), "shift {} vs liver {}", cosine(&base, &near), cosine(&base, &liver));
+    let liver = embed_box(
+        model.as_ref(),
+        &image,
+        PixelBox::new(120.0, 240.0, 175.0, 300.0),
+        spacing,
+    );
+    assert!(
+        cosine(&base, &near) > cosine(&base, &liver),
+        "shift {} vs liver {}",
+        cosine(&base, &near),
+        cosine(&base, &liver)
+    );
 
     // Real DeepLesion lesions, when the shared data is there.
-    let Some(shared) = common::shared_data("real_weights_see_a_shifted_lesion_as_closer_than_another_organ (DeepLesion part)") else { return };
+    let Some(shared) = common::shared_data(
+        "real_weights_see_a_shifted_lesion_as_closer_than_another_organ (DeepLesion part)",
+    ) else {
+        return;
+    };
     let dataset = Dataset::new(shared.join("deeplesion"));
     let rows = DlInfoReader::open(&shared.join("deeplesion/DL_info_partial.csv")).unwrap();
     let mut checked = 0;
@@ -165,7 +269,13 @@ fn real_weights_see_a_shifted_lesion_as_closer_than_another_organ() {
         // The mirror image across the midline: another organ (spleen or stomach for a liver lesion).
         let other = PixelBox::new(512.0 - r.bbox.x2, r.bbox.y1, 512.0 - r.bbox.x1, r.bbox.y2);
         let far = embed_box(model.as_ref(), &image, other, spacing);
-        assert!(cosine(&lesion, &near) > cosine(&lesion, &far), "{}: shift {} vs other side {}", r.file_name, cosine(&lesion, &near), cosine(&lesion, &far));
+        assert!(
+            cosine(&lesion, &near) > cosine(&lesion, &far),
+            "{}: shift {} vs other side {}",
+            r.file_name,
+            cosine(&lesion, &near),
+            cosine(&lesion, &far)
+        );
         checked += 1;
     }
     assert!(checked >= 5, "only {checked} real lesions checked");

@@ -34,7 +34,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let patch = Patch {
             size_px: n,
             channels: c,
-            data: (0..c * n * n).map(|i| ((i * 7919) % 1000) as f32 / 1000.0).collect(),
+            data: (0..c * n * n)
+                .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+                .collect(),
             mm_per_px: 1.0,
             substituted_channels: 0,
         };
@@ -48,7 +50,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             let rate = (rounds * batch) as f64 / started.elapsed().as_secs_f64();
             if args.json {
-                println!("{}", serde_json::json!({"model": name, "batch": batch, "patches_per_second": rate, "threads": rayon::current_num_threads()}));
+                println!(
+                    "{}",
+                    serde_json::json!({"model": name, "batch": batch, "patches_per_second": rate, "threads": rayon::current_num_threads()})
+                );
             } else {
                 println!("{name:<16} {batch:>6} {rate:>12.1}");
             }

@@ -33,12 +33,25 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .spacing
         .map(|s| (s, s))
         .or(image.spacing_mm)
-        .ok_or_else(|| anyhow!("{} states no pixel spacing; pass --spacing MM", args.image.display()))?;
-    let geometry = PatchGeometry { bbox, spacing_mm: spacing, slice_interval_mm: 0.0, own_window: image.window };
+        .ok_or_else(|| {
+            anyhow!(
+                "{} states no pixel spacing; pass --spacing MM",
+                args.image.display()
+            )
+        })?;
+    let geometry = PatchGeometry {
+        bbox,
+        spacing_mm: spacing,
+        slice_interval_mm: 0.0,
+        own_window: image.window,
+    };
     let patch = extract_patch(&SliceStack::single(&image), &geometry, &model.card().patch)?;
     let vector = model.embed(std::slice::from_ref(&patch))?.remove(0);
     if args.json {
-        println!("{}", serde_json::json!({ "model": model.card(), "vector": vector }));
+        println!(
+            "{}",
+            serde_json::json!({ "model": model.card(), "vector": vector })
+        );
     } else {
         let text: Vec<String> = vector.iter().map(|v| format!("{v:.6}")).collect();
         println!("{}", text.join(" "));

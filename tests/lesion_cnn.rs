@@ -1,0 +1,119 @@
+//! `lesion-cnn`: training is reproducible, its files load back, bad files are named.
+
+mod common;
+
+use std::collections::HashMap;
+
+use lesion_search::dataset::{Dataset, DlInfoReader};
+use lesion_search::embed::train::{train, TrainOptions};
+use lesion_search::embed::{load_model_dir, read_card, sha256_file, LesionCnnConfig, TensorFile};
+use lesion_search::Error;
+
+fn tiny_options(dataset: &std::path::Path, out: &std::path::Path) -> TrainOptions {
+    let mut o = TrainOptions::new(dataset.to_path_buf(), out.to_path_buf());
+    o.config = LesionCnnConfig {
+        in_channels: 3,
+        widths: vec![4, 8, 8, 8],
+        dim: 8,
+    };
+    o.epochs = 2;
+    o.views = 2;
+    o.batch_lesions = 8;
+    o.max_lesions = Some(16);
+    o
+}
+
+#[test]
+fn training_is_reproducible_and_writes_model_card_and_report() {
+    let archive = common::synth_archive(40, 21, true);
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let report = train(&tiny_options(archive.path(), a.path()), &|_| {}).unwrap();
+    train(&tiny_options(archive.path(), b.path()), &|_| {}).unwrap();
+    assert_eq!(report.epochs.len(), 2);
+    assert!(report.epochs.iter().all(|e| e.mean_loss.is_finite()));
+    for file in [
+        "model.safetensors",
+        "card.json",
+        "training_report.json",
+        "training_report.md",
+    ] {
+        assert!(a.path().join(file).is_file(), "{file} missing");
+    }
+    let sha = sha256_file(&a.path().join("model.safetensors")).unwrap();
+    assert_eq!(
+        sha,
+        sha256_file(&b.path().join("model.safetensors")).unwrap(),
+        "same seed, different weights"
+    );
+    assert_eq!(read_card(a.path()).unwrap().weights_sha256, sha);
+    let md = std::fs::read_to_string(a.path().join("training_report.md")).unwrap();
+    assert!(md.contains("| epoch | mean loss | P@5 |"), "{md}");
+}
+
+#[test]
+fn a_trained_model_loads_back_and_embeds_deterministically() {
+    let archive = common::synth_archive(30, 22, true);
+    let out = tempfile::tempdir().unwrap();
+    train(&tiny_options(archive.path(), out.path()), &|_| {}).unwrap();
+    let model = load_model_dir(out.path()).unwrap();
+    let dataset = Dataset::new(archive.path());
+    let records: Vec<_> = DlInfoReader::open(&dataset.dl_info_path())
+        .unwrap()
+        .map(|r| r.unwrap().record)
+        .collect();
+    let patches: Vec<_> = records
+        .iter()
+        .take(5)
+        .map(|r| dataset.lesion_patch(r, &model.card().patch).unwrap())
+        .collect();
+    let first = model.embed(&patches).unwrap();
+    assert_eq!(first, model.embed(&patches).unwrap());
+    // Batch composition does not change a vector (inference uses running statistics) beyond
+    // the last bits of float rounding.
+    let alone = model.embed(&patches[2..3]).unwrap().remove(0);
+    assert!(
+        first[2]
+            .iter()
+            .zip(&alone)
+            .all(|(a, b)| (a - b).abs() < 1e-5),
+        "{:?} vs {alone:?}",
+        first[2]
+    );
+    for v in &first {
+        assert_eq!(v.len(), 8);
+        let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "norm {norm}");
+    }
+    // A patch of the wrong size is refused by name.
+    let mut wrong = patches[0].clone();
+    wrong.size_px = 32;
+    assert!(model
+        .embed(&[wrong])
+        .unwrap_err()
+        .to_string()
+        .contains("patch 0 is 32x32"));
+}
+
+#[test]
+fn missing_tensor_in_a_lesion_cnn_file_is_named() {
+    let archive = common::synth_archive(30, 23, true);
+    let out = tempfile::tempdir().unwrap();
+    train(&tiny_options(archive.path(), out.path()), &|_| {}).unwrap();
+    let weights = out.path().join("model.safetensors");
+    let file = TensorFile::open(&weights).unwrap();
+    let mut tensors = HashMap::new();
+    for name in file.names() {
+        if name != "stage2.bn1.running_var" {
+            let shape = file.shape(&name).unwrap();
+            tensors.insert(name.clone(), file.get(&name, &shape).unwrap());
+        }
+    }
+    drop(file);
+    candle_core::safetensors::save(&tensors, &weights).unwrap();
+    let err = load_model_dir(out.path()).err().unwrap();
+    assert!(matches!(err, Error::MissingTensor { .. }), "{err}");
+    assert!(
+        err.to_string().contains("`stage2.bn1.running_var`"),
+        "{err}"
+    );
+}
