@@ -21,9 +21,7 @@ use super::import::write_card;
 use super::lesion_cnn::{LesionCnn, LesionCnnConfig};
 use super::weights::candle_error;
 use super::{sha256_file, Embedder, LesionCnnEmbedder};
-use crate::dataset::{
-    geometry_of, lesion_keys, CoarseType, Dataset, DlInfoReader, LesionRecord, Split,
-};
+use crate::dataset::{geometry_of, CoarseType, Dataset, DlInfoReader, LesionRecord, Split};
 use crate::error::{Error, Result};
 use crate::imaging::{extract_patch, ChannelSpec, FieldOfView, Patch, PatchSpec, WindowChoice};
 use crate::synth::Rng;
