@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Module, Tensor};
@@ -15,82 +14,10 @@ use lesion_search::embed::{
 use lesion_search::imaging::{extract_patch, load_image, CtImage, PatchGeometry, SliceStack};
 use lesion_search::Error;
 
-/// Every tensor name and shape of torchvision's ResNet-152 trunk, at a given stem width.
-fn resnet152_shapes(stem: usize) -> Vec<(String, Vec<usize>)> {
-    let mut out = Vec::new();
-    let mut conv_bn = |conv: String, bn: String, shape: Vec<usize>| {
-        let c = shape[0];
-        out.push((format!("{conv}.weight"), shape));
-        for p in ["weight", "bias", "running_mean", "running_var"] {
-            out.push((format!("{bn}.{p}"), vec![c]));
-        }
-    };
-    conv_bn("conv1".into(), "bn1".into(), vec![stem, 3, 7, 7]);
-    let mut in_c = stem;
-    for (s, &blocks) in RESNET152_BLOCKS.iter().enumerate() {
-        let planes = stem << s;
-        for b in 0..blocks {
-            let p = format!("layer{}.{b}", s + 1);
-            conv_bn(
-                format!("{p}.conv1"),
-                format!("{p}.bn1"),
-                vec![planes, in_c, 1, 1],
-            );
-            conv_bn(
-                format!("{p}.conv2"),
-                format!("{p}.bn2"),
-                vec![planes, planes, 3, 3],
-            );
-            conv_bn(
-                format!("{p}.conv3"),
-                format!("{p}.bn3"),
-                vec![planes * 4, planes, 1, 1],
-            );
-            if b == 0 {
-                conv_bn(
-                    format!("{p}.downsample.0"),
-                    format!("{p}.downsample.1"),
-                    vec![planes * 4, in_c, 1, 1],
-                );
-            }
-            in_c = planes * 4;
-        }
-    }
-    out
-}
-
-fn small_checkpoint(dir: &Path, skip: Option<&str>, reshape: Option<&str>) -> PathBuf {
-    let mut tensors = HashMap::new();
-    for (i, (name, shape)) in resnet152_shapes(4).into_iter().enumerate() {
-        if Some(name.as_str()) == skip {
-            continue;
-        }
-        let shape = if Some(name.as_str()) == reshape {
-            vec![shape[0] + 1]
-        } else {
-            shape
-        };
-        let n: usize = shape.iter().product();
-        let values: Vec<f32> = (0..n)
-            .map(|k| {
-                if name.ends_with("running_var") {
-                    1.0
-                } else {
-                    ((k * 31 + i * 7) % 17) as f32 / 40.0 - 0.2
-                }
-            })
-            .collect();
-        tensors.insert(name, Tensor::from_vec(values, shape, &Device::Cpu).unwrap());
-    }
-    let path = dir.join("small.safetensors");
-    candle_core::safetensors::save(&tensors, &path).unwrap();
-    path
-}
-
 #[test]
 fn loads_a_small_checkpoint_with_the_real_names_at_every_depth() {
     let dir = tempfile::tempdir().unwrap();
-    let file = TensorFile::open(&small_checkpoint(dir.path(), None, None)).unwrap();
+    let file = TensorFile::open(&common::small_checkpoint(dir.path(), None, None)).unwrap();
     let x = Tensor::ones((2, 3, 64, 64), candle_core::DType::F32, &Device::Cpu).unwrap();
     for (stage, dim) in [
         (ResnetStage::Layer2, 32),
@@ -112,7 +39,7 @@ fn loads_a_small_checkpoint_with_the_real_names_at_every_depth() {
 #[test]
 fn missing_or_misshapen_tensors_are_named() {
     let dir = tempfile::tempdir().unwrap();
-    let file = TensorFile::open(&small_checkpoint(
+    let file = TensorFile::open(&common::small_checkpoint(
         dir.path(),
         Some("layer2.5.bn2.running_var"),
         None,
@@ -127,7 +54,7 @@ fn missing_or_misshapen_tensors_are_named() {
     );
     // A stage that does not reach the broken tensor still loads.
     let dir = tempfile::tempdir().unwrap();
-    let file = TensorFile::open(&small_checkpoint(
+    let file = TensorFile::open(&common::small_checkpoint(
         dir.path(),
         None,
         Some("layer3.0.bn1.bias"),

@@ -117,3 +117,81 @@ fn missing_tensor_in_a_lesion_cnn_file_is_named() {
         "{err}"
     );
 }
+
+/// A cache holding a small CT ResNet with the real tensor names, as `weights import` lays it out.
+fn fake_ct_resnet_cache() -> tempfile::TempDir {
+    use lesion_search::embed::{
+        ct_resnet_model_name, ct_resnet_patch_spec, write_card, Architecture, ModelCard,
+        ResnetStage, CT_RESNET_WEIGHTS,
+    };
+    let cache = tempfile::tempdir().unwrap();
+    let weights = common::small_checkpoint(cache.path(), None, None);
+    std::fs::rename(&weights, cache.path().join(CT_RESNET_WEIGHTS)).unwrap();
+    let dir = cache.path().join(ct_resnet_model_name(ResnetStage::Layer2));
+    std::fs::create_dir_all(&dir).unwrap();
+    let card = ModelCard {
+        name: "ct-resnet-l2".into(),
+        architecture: Architecture::CtResnet {
+            stage: ResnetStage::Layer2,
+            projection: None,
+        },
+        patch: ct_resnet_patch_spec(64),
+        output_dim: 32,
+        weights_file: format!("../{CT_RESNET_WEIGHTS}"),
+        weights_sha256: sha256_file(&cache.path().join(CT_RESNET_WEIGHTS)).unwrap(),
+        provenance: "test".into(),
+        trunk: None,
+    };
+    write_card(&dir, &card).unwrap();
+    cache
+}
+
+#[test]
+fn a_head_on_frozen_ct_resnet_features_trains_and_loads_with_its_trunk() {
+    use lesion_search::embed::train::Encoder;
+    use lesion_search::embed::ResnetStage;
+    let archive = common::synth_archive(30, 24, true);
+    let cache = fake_ct_resnet_cache();
+    let out = tempfile::tempdir().unwrap();
+    let mut options = tiny_options(archive.path(), out.path());
+    options.encoder = Encoder::CtResnetHead(ResnetStage::Layer2);
+    options.cache = cache.path().to_path_buf();
+    let report = train(&options, &|_| {}).unwrap();
+    assert_eq!(report.model, "ct-resnet-l2-head");
+    let card = read_card(out.path()).unwrap();
+    assert_eq!(card.weights_file, "head.safetensors");
+    assert!(card.trunk.is_some());
+    let model = load_model_dir(out.path()).unwrap();
+    let dataset = Dataset::new(archive.path());
+    let record = DlInfoReader::open(&dataset.dl_info_path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .record;
+    let patch = dataset.lesion_patch(&record, &model.card().patch).unwrap();
+    assert_eq!(model.embed(&[patch]).unwrap()[0].len(), 8);
+}
+
+#[test]
+fn distillation_trains_a_lesion_cnn_that_needs_no_teacher_at_inference() {
+    use lesion_search::embed::train::Encoder;
+    use lesion_search::embed::ResnetStage;
+    let archive = common::synth_archive(30, 25, true);
+    let cache = fake_ct_resnet_cache();
+    let out = tempfile::tempdir().unwrap();
+    let mut options = tiny_options(archive.path(), out.path());
+    options.encoder = Encoder::Distilled(ResnetStage::Layer2);
+    options.cache = cache.path().to_path_buf();
+    train(&options, &|_| {}).unwrap();
+    drop(cache);
+    let file = TensorFile::open(&out.path().join("model.safetensors")).unwrap();
+    assert!(
+        file.names().iter().all(|n| !n.starts_with("distill")),
+        "training-only head saved"
+    );
+    assert_eq!(
+        load_model_dir(out.path()).unwrap().card().name,
+        "lesion-cnn"
+    );
+}

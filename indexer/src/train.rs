@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use lesion_search::embed::train::{train, TrainEvent, TrainOptions};
+use lesion_search::embed::train::{train, Encoder, TrainEvent, TrainOptions};
 use lesion_search::embed::LesionCnnConfig;
 
 use crate::progress::Progress;
@@ -15,7 +15,8 @@ pub struct Args {
     /// Folder for model.safetensors, card.json and the training report.
     #[arg(long)]
     out: PathBuf,
-    /// Encoder: only `lesion-cnn`, trained end to end, for now.
+    /// `lesion-cnn` (end to end), `ct-resnet-head-l2|l3|l4` (a projection on frozen CT
+    /// ResNet features) or `distilled-l2|l3|l4` (lesion-cnn distilled from the CT ResNet).
     #[arg(long, default_value = "lesion-cnn")]
     encoder: String,
     #[arg(long, default_value_t = 20)]
@@ -42,13 +43,14 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    if args.encoder != "lesion-cnn" {
-        anyhow::bail!(
-            "--encoder {}: only lesion-cnn can be trained so far",
+    let encoder = Encoder::parse(&args.encoder).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--encoder {}: use lesion-cnn, ct-resnet-head-l2 (l3, l4) or distilled-l2 (l3, l4)",
             args.encoder
-        );
-    }
+        )
+    })?;
     let mut options = TrainOptions::new(args.dataset, args.out.clone());
+    options.encoder = encoder;
     options.config = LesionCnnConfig {
         in_channels: 3,
         widths: args.widths,
@@ -61,8 +63,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     options.seed = args.seed;
     options.max_lesions = args.max_lesions;
     let preparing = Progress::new("preparing patches");
+    let teacher = Progress::new("teacher features");
     let report = train(&options, &|event| match event {
         TrainEvent::Preparing { done, total } => preparing.update(done, total),
+        TrainEvent::Teacher { done, total } => teacher.update(done, total),
         TrainEvent::Step {
             epoch,
             step,
@@ -79,7 +83,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ),
     })?;
     println!(
-        "lesion-cnn written to {}: held-out P@5 {:.3} ({} training lesions, {:.0} s)",
+        "{} written to {}: held-out P@5 {:.3} ({} training lesions, {:.0} s)",
+        report.model,
         args.out.display(),
         report.p_at_5,
         report.training_lesions,

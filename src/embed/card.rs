@@ -63,6 +63,18 @@ pub struct ModelCard {
     pub weights_sha256: String,
     /// Where the weights came from and how to rebuild them.
     pub provenance: String,
+    /// For a head trained on a frozen trunk: the trunk's weights; `weights_file` then holds
+    /// only the head.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trunk: Option<TrunkWeights>,
+}
+
+/// Weights a model reads besides its own file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrunkWeights {
+    /// Absolute, or relative to the card's folder.
+    pub file: String,
+    pub sha256: String,
 }
 
 impl ModelCard {
@@ -110,6 +122,9 @@ impl ModelCard {
                 short(&other.weights_sha256)
             ));
         }
+        if self.trunk != other.trunk {
+            differences.push("trunk weights differ".to_string());
+        }
         if differences.is_empty() {
             Ok(())
         } else {
@@ -139,6 +154,7 @@ mod tests {
             weights_file: "model.safetensors".into(),
             weights_sha256: "ab".repeat(32),
             provenance: String::new(),
+            trunk: None,
         }
     }
 

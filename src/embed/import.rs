@@ -238,6 +238,7 @@ fn write_cards(cache: &Path, sha: &str) -> Result<Vec<PathBuf>> {
                 CT_RESNET_SOURCE.packages.join(", "),
                 CT_RESNET_SOURCE.version
             ),
+            trunk: None,
         };
         write_card(&dir, &card)?;
         dirs.push(dir);

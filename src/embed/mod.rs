@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 
-pub use card::{Architecture, ModelCard, ResnetStage};
+pub use card::{Architecture, ModelCard, ResnetStage, TrunkWeights};
 pub use ct_resnet::{ResnetTrunk, RESNET152_BLOCKS};
 pub use import::{
     ct_resnet_model_name, import_ct_resnet, write_card, ImportOutcome, CT_RESNET_SOURCE,
@@ -140,12 +140,16 @@ impl CtResnetEmbedder {
                 message: "card is not a ct-resnet card".into(),
             });
         };
-        let file = TensorFile::open(&dir.join(&card.weights_file))?;
-        let trunk = ResnetTrunk::load(&file, stage)?;
+        let own = TensorFile::open(&dir.join(&card.weights_file))?;
+        let trunk_file = match &card.trunk {
+            Some(t) => TensorFile::open(&dir.join(&t.file))?,
+            None => TensorFile::open(&dir.join(&card.weights_file))?,
+        };
+        let trunk = ResnetTrunk::load(&trunk_file, stage)?;
         let projection = match projection {
             Some(dim) => Some((
-                file.get("projection.weight", &[dim, trunk.output_dim()])?,
-                file.get("projection.bias", &[dim])?,
+                own.get("projection.weight", &[dim, trunk.output_dim()])?,
+                own.get("projection.bias", &[dim])?,
             )),
             None => None,
         };
@@ -154,6 +158,11 @@ impl CtResnetEmbedder {
             projection,
             card,
         })
+    }
+
+    /// Width of the trunk's features.
+    pub fn trunk_dim(&self) -> usize {
+        self.trunk.output_dim()
     }
 
     /// Trunk features before normalisation (training a head caches these).

@@ -6,6 +6,12 @@
 //! contrastive learning over a batch of two views per lesion. Evaluation is P@5 by coarse
 //! type on held-out patients (validation and test splits), hits from the query's own patient
 //! excluded. Everything random draws from the seed, so a run is reproducible.
+//!
+//! Three encoders: `lesion-cnn` end to end; a projection head on frozen `ct-resnet`
+//! features (the trunk runs once per view, its features are cached for every epoch); and
+//! `lesion-cnn` distilled from `ct-resnet`, which adds to the metric loss the cosine
+//! distance between a projection of the student's vector and the teacher's features of the
+//! same view, so the fast model inherits CT-pretrained features.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,11 +22,11 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::card::{Architecture, ModelCard};
+use super::card::{Architecture, ModelCard, ResnetStage, TrunkWeights};
 use super::import::write_card;
 use super::lesion_cnn::{LesionCnn, LesionCnnConfig};
 use super::weights::candle_error;
-use super::{sha256_file, Embedder, LesionCnnEmbedder};
+use super::{ct_resnet_patch_spec, sha256_file, CtResnetEmbedder, Embedder, LesionCnnEmbedder};
 use crate::dataset::{geometry_of, CoarseType, Dataset, DlInfoReader, LesionRecord, Split};
 use crate::error::{Error, Result};
 use crate::imaging::{extract_patch, ChannelSpec, FieldOfView, Patch, PatchSpec, WindowChoice};
@@ -39,10 +45,47 @@ pub fn lesion_cnn_patch_spec() -> PatchSpec {
     )
 }
 
+/// What is trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoder {
+    /// `lesion-cnn`, end to end.
+    LesionCnn,
+    /// A linear projection on frozen `ct-resnet` features cut after `stage`.
+    CtResnetHead(ResnetStage),
+    /// `lesion-cnn` distilled from `ct-resnet` cut after `stage`.
+    Distilled(ResnetStage),
+}
+
+impl Encoder {
+    pub fn parse(text: &str) -> Option<Self> {
+        let stage = |t: &str| ResnetStage::parse(t.trim_start_matches('l'));
+        match text.trim() {
+            "lesion-cnn" => Some(Encoder::LesionCnn),
+            t if t.starts_with("ct-resnet-head-") => {
+                stage(&t["ct-resnet-head-".len()..]).map(Encoder::CtResnetHead)
+            }
+            t if t.starts_with("distilled-") => {
+                stage(&t["distilled-".len()..]).map(Encoder::Distilled)
+            }
+            _ => None,
+        }
+    }
+
+    fn teacher(self) -> Option<ResnetStage> {
+        match self {
+            Encoder::LesionCnn => None,
+            Encoder::CtResnetHead(s) | Encoder::Distilled(s) => Some(s),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
     pub dataset: PathBuf,
     pub out: PathBuf,
+    pub encoder: Encoder,
+    /// Where imported `ct-resnet` weights live (head and distillation).
+    pub cache: PathBuf,
     pub config: LesionCnnConfig,
     pub epochs: usize,
     /// Lesions per batch (two views each).
@@ -51,6 +94,8 @@ pub struct TrainOptions {
     pub views: usize,
     pub learning_rate: f64,
     pub temperature: f64,
+    /// Weight of the distillation term.
+    pub distill_weight: f64,
     pub seed: u64,
     /// Use at most this many training lesions (quick runs, tests).
     pub max_lesions: Option<usize>,
@@ -61,12 +106,15 @@ impl TrainOptions {
         TrainOptions {
             dataset,
             out,
+            encoder: Encoder::LesionCnn,
+            cache: super::default_cache_dir(),
             config: LesionCnnConfig::default(),
             epochs: 20,
             batch_lesions: 64,
             views: 6,
             learning_rate: 2e-3,
             temperature: 0.1,
+            distill_weight: 1.0,
             seed: 1,
             max_lesions: None,
         }
@@ -77,6 +125,10 @@ impl TrainOptions {
 #[derive(Debug, Clone)]
 pub enum TrainEvent {
     Preparing {
+        done: usize,
+        total: usize,
+    },
+    Teacher {
         done: usize,
         total: usize,
     },
@@ -100,6 +152,7 @@ pub struct EpochStats {
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainReport {
     pub model: String,
+    pub encoder: String,
     pub seed: u64,
     pub training_lesions: usize,
     pub evaluation_lesions: usize,
@@ -112,54 +165,85 @@ pub struct TrainReport {
 
 struct Example {
     record: LesionRecord,
-    /// Views as bytes (0..255), channel-major.
+    /// Student views as bytes (0..255), channel-major.
     views: Vec<Vec<u8>>,
+    /// Teacher features of the same views (head and distillation).
+    teacher: Vec<Vec<f32>>,
 }
 
 fn to_bytes(p: &Patch) -> Vec<u8> {
     p.data.iter().map(|v| (v * 255.0).round() as u8).collect()
 }
 
-/// An augmented view: shifted up to 4 px, scaled by 0.87..1.15, windows jittered (level
-/// by 5% of the width, width by 10%), flipped at random.
-fn augmented_view(
-    slices: &crate::dataset::LesionSlices,
-    record: &LesionRecord,
-    spec: &PatchSpec,
-    rng: &mut Rng,
-) -> Result<Patch> {
-    let mut geometry = geometry_of(record);
-    let c = geometry.bbox.center();
-    let scale = rng.range(0.87, 1.15);
-    let (dx, dy) = (rng.range(-4.0, 4.0), rng.range(-4.0, 4.0));
-    let (hw, hh) = (
-        geometry.bbox.width() / 2.0 * scale,
-        geometry.bbox.height() / 2.0 * scale,
-    );
-    geometry.bbox =
-        crate::dataset::PixelBox::new(c.x + dx - hw, c.y + dy - hh, c.x + dx + hw, c.y + dy + hh);
-    let channels = spec
-        .channels
-        .iter()
-        .map(|ch| {
-            let w = ch.window.resolve(Some(record.window));
-            let width = w.width() * rng.range(0.9, 1.1);
-            let level = w.level() + w.width() * rng.range(-0.05, 0.05);
-            ChannelSpec {
-                slice_offset_mm: ch.slice_offset_mm,
-                window: WindowChoice::Custom(crate::imaging::Window::from_width_level(
-                    width, level,
-                )),
-            }
-        })
-        .collect();
-    let jittered = PatchSpec {
-        channels,
-        ..spec.clone()
-    };
-    let mut patch = extract_patch(&slices.stack(), &geometry, &jittered)?;
-    flip(&mut patch, rng.chance(0.5), rng.chance(0.5));
-    Ok(patch)
+/// One draw of the augmentations, applied alike to every spec that reads the view.
+#[derive(Debug, Clone, Copy)]
+struct Augmentation {
+    scale: f32,
+    shift: (f32, f32),
+    /// Per channel: (width factor, level shift as a fraction of the width).
+    windows: [(f32, f32); 8],
+    flips: (bool, bool),
+}
+
+impl Augmentation {
+    /// Shift up to 4 px, scale 0.87..1.15, window level +-5% of the width and width +-10%,
+    /// flips at random.
+    fn draw(rng: &mut Rng) -> Self {
+        let mut windows = [(1.0, 0.0); 8];
+        for w in &mut windows {
+            *w = (rng.range(0.9, 1.1), rng.range(-0.05, 0.05));
+        }
+        Augmentation {
+            scale: rng.range(0.87, 1.15),
+            shift: (rng.range(-4.0, 4.0), rng.range(-4.0, 4.0)),
+            windows,
+            flips: (rng.chance(0.5), rng.chance(0.5)),
+        }
+    }
+
+    fn apply(
+        &self,
+        slices: &crate::dataset::LesionSlices,
+        record: &LesionRecord,
+        spec: &PatchSpec,
+    ) -> Result<Patch> {
+        let mut geometry = geometry_of(record);
+        let c = geometry.bbox.center();
+        let (hw, hh) = (
+            geometry.bbox.width() / 2.0 * self.scale,
+            geometry.bbox.height() / 2.0 * self.scale,
+        );
+        let (dx, dy) = self.shift;
+        geometry.bbox = crate::dataset::PixelBox::new(
+            c.x + dx - hw,
+            c.y + dy - hh,
+            c.x + dx + hw,
+            c.y + dy + hh,
+        );
+        let channels = spec
+            .channels
+            .iter()
+            .enumerate()
+            .map(|(i, ch)| {
+                let w = ch.window.resolve(Some(record.window));
+                let (width_factor, level_shift) = self.windows[i % self.windows.len()];
+                ChannelSpec {
+                    slice_offset_mm: ch.slice_offset_mm,
+                    window: WindowChoice::Custom(crate::imaging::Window::from_width_level(
+                        w.width() * width_factor,
+                        w.level() + w.width() * level_shift,
+                    )),
+                }
+            })
+            .collect();
+        let jittered = PatchSpec {
+            channels,
+            ..spec.clone()
+        };
+        let mut patch = extract_patch(&slices.stack(), &geometry, &jittered)?;
+        flip(&mut patch, self.flips.0, self.flips.1);
+        Ok(patch)
+    }
 }
 
 fn flip(patch: &mut Patch, horizontal: bool, vertical: bool) {
@@ -200,7 +284,18 @@ fn load_records(dataset: &Dataset) -> Result<Vec<LesionRecord>> {
         .collect()
 }
 
-/// Trains `lesion-cnn` and writes `model.safetensors`, `card.json` and the training report
+/// The trainable part of each encoder.
+enum Network {
+    Cnn {
+        model: LesionCnn,
+        distill: Option<candle_nn::Linear>,
+    },
+    Head {
+        projection: candle_nn::Linear,
+    },
+}
+
+/// Trains the chosen encoder and writes its weights, `card.json` and the training report
 /// into `options.out`.
 pub fn train(
     options: &TrainOptions,
@@ -209,7 +304,10 @@ pub fn train(
     let started = Instant::now();
     let dataset = Dataset::new(&options.dataset);
     let records = load_records(&dataset)?;
-    let spec = lesion_cnn_patch_spec();
+    let student_spec = match options.encoder {
+        Encoder::CtResnetHead(_) => ct_resnet_patch_spec(64),
+        _ => lesion_cnn_patch_spec(),
+    };
     let mut training: Vec<LesionRecord> = records
         .iter()
         .filter(|r| r.split == Split::Train)
@@ -233,8 +331,29 @@ pub fn train(
             ),
         ));
     }
+    let teacher = match options.encoder.teacher() {
+        Some(stage) => {
+            let name = super::ct_resnet_model_name(stage);
+            let dir = options.cache.join(name);
+            Some(CtResnetEmbedder::load(
+                &dir,
+                super::read_card(&dir).map_err(|_| {
+                    Error::invalid_argument(
+                        "encoder",
+                        format!(
+                            "{name} is not in {}; run `lesion-indexer weights import` first",
+                            options.cache.display()
+                        ),
+                    )
+                })?,
+            )?)
+        }
+        None => None,
+    };
+    let teacher_spec = ct_resnet_patch_spec(64);
 
-    // Views: slices decoded once per lesion, each lesion with its own random stream.
+    // Views: slices decoded once per lesion, each lesion with its own random stream; the
+    // teacher sees the same augmentation of the same lesion through its own spec.
     let total = training.len() + evaluation.len();
     let done = std::sync::atomic::AtomicUsize::new(0);
     let tick = || {
@@ -243,52 +362,125 @@ pub fn train(
             total,
         })
     };
-    let examples: Vec<Example> = training
+    let mut spec_for_slices = student_spec.clone();
+    spec_for_slices
+        .channels
+        .extend(teacher_spec.channels.iter().cloned());
+    let prepared: Vec<(LesionRecord, Vec<Vec<u8>>, Vec<Patch>)> = training
         .par_iter()
         .enumerate()
         .map(|(i, record)| {
-            let slices = dataset.load_slices(record, &spec)?;
+            let slices = dataset.load_slices(record, &spec_for_slices)?;
             let mut rng = Rng::derive(options.seed, &[i as u64, 0xA06]);
-            let views = (0..options.views)
-                .map(|_| augmented_view(&slices, record, &spec, &mut rng).map(|p| to_bytes(&p)))
-                .collect::<Result<Vec<_>>>()?;
+            let mut views = Vec::with_capacity(options.views);
+            let mut teacher_views = Vec::new();
+            for _ in 0..options.views {
+                let augmentation = Augmentation::draw(&mut rng);
+                views.push(to_bytes(&augmentation.apply(
+                    &slices,
+                    record,
+                    &student_spec,
+                )?));
+                if matches!(options.encoder, Encoder::Distilled(_)) {
+                    teacher_views.push(augmentation.apply(&slices, record, &teacher_spec)?);
+                }
+            }
             tick();
-            Ok(Example {
-                record: record.clone(),
-                views,
-            })
+            Ok((record.clone(), views, teacher_views))
         })
         .collect::<Result<_>>()?;
     let eval_patches: Vec<Patch> = evaluation
         .par_iter()
         .map(|r| {
-            let p = dataset.lesion_patch(r, &spec);
+            let p = dataset.lesion_patch(r, &student_spec);
             tick();
             p
         })
         .collect::<Result<_>>()?;
 
-    let card_for = |sha: String| ModelCard {
-        name: "lesion-cnn".into(),
-        architecture: Architecture::LesionCnn {
-            widths: options.config.widths.clone(),
-            dim: options.config.dim,
-        },
-        patch: spec.clone(),
-        output_dim: options.config.dim,
-        weights_file: "model.safetensors".into(),
-        weights_sha256: sha,
-        provenance: format!(
-            "trained by `lesion-indexer train --dataset {} --epochs {} --seed {}`",
-            options.dataset.display(),
-            options.epochs,
-            options.seed
-        ),
+    // Teacher features, computed once and cached for every epoch.
+    let feature_dim = teacher.as_ref().map(CtResnetEmbedder::trunk_dim);
+    let mut examples = Vec::with_capacity(prepared.len());
+    let teacher_total: usize =
+        prepared.iter().map(|p| p.1.len()).sum::<usize>() + eval_patches.len();
+    let mut teacher_done = 0;
+    for (record, views, teacher_views) in prepared {
+        let features = match &teacher {
+            None => Vec::new(),
+            Some(t) => {
+                // The head reads the student views themselves (the same spec as the teacher).
+                let inputs: Vec<Patch> = if teacher_views.is_empty() {
+                    views
+                        .iter()
+                        .map(|v| bytes_to_patch(v, &student_spec))
+                        .collect()
+                } else {
+                    teacher_views
+                };
+                let rows = t
+                    .features(&inputs)?
+                    .to_vec2::<f32>()
+                    .map_err(|e| candle_error("teacher", e))?;
+                teacher_done += rows.len();
+                progress(TrainEvent::Teacher {
+                    done: teacher_done,
+                    total: teacher_total,
+                });
+                rows
+            }
+        };
+        examples.push(Example {
+            record,
+            views,
+            teacher: features,
+        });
+    }
+    let eval_features: Option<Vec<Vec<f32>>> = match (&teacher, options.encoder) {
+        (Some(t), Encoder::CtResnetHead(_)) => {
+            let mut rows = Vec::new();
+            for chunk in eval_patches.chunks(32) {
+                rows.extend(
+                    t.features(chunk)?
+                        .to_vec2::<f32>()
+                        .map_err(|e| candle_error("teacher", e))?,
+                );
+                progress(TrainEvent::Teacher {
+                    done: teacher_done + rows.len(),
+                    total: teacher_total,
+                });
+            }
+            Some(rows)
+        }
+        _ => None,
     };
 
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let model = LesionCnn::new(&options.config, vb).map_err(|e| candle_error("lesion-cnn", e))?;
+    let network = match options.encoder {
+        Encoder::CtResnetHead(_) => Network::Head {
+            projection: candle_nn::linear(
+                feature_dim.unwrap_or(512),
+                options.config.dim,
+                vb.pp("projection"),
+            )
+            .map_err(|e| candle_error("projection", e))?,
+        },
+        encoder => Network::Cnn {
+            model: LesionCnn::new(&options.config, vb.clone())
+                .map_err(|e| candle_error("lesion-cnn", e))?,
+            distill: match encoder {
+                Encoder::Distilled(_) => Some(
+                    candle_nn::linear(
+                        options.config.dim,
+                        feature_dim.unwrap_or(512),
+                        vb.pp("distill"),
+                    )
+                    .map_err(|e| candle_error("distill", e))?,
+                ),
+                _ => None,
+            },
+        },
+    };
     seed_parameters(&varmap, options.seed)?;
     let trainable: Vec<candle_core::Var> = {
         let data = varmap.data().lock().expect("var map lock");
@@ -306,12 +498,36 @@ pub fn train(
     };
     let mut optimizer = AdamW::new(trainable, params).map_err(|e| candle_error("optimizer", e))?;
 
+    let evaluate_now = |varmap: &VarMap| -> Result<(f32, BTreeMap<String, f32>)> {
+        match (&network, &eval_features) {
+            (Network::Head { .. }, Some(features)) => {
+                let (w, b) = head_tensors(varmap)?;
+                let vectors = features
+                    .iter()
+                    .map(|f| {
+                        let v: Vec<f32> = (0..w.len())
+                            .map(|o| w[o].iter().zip(f).map(|(a, x)| a * x).sum::<f32>() + b[o])
+                            .collect();
+                        super::l2_normalised(v)
+                    })
+                    .collect::<Vec<_>>();
+                Ok(precision_at_5(&evaluation, &vectors))
+            }
+            _ => {
+                let embedder = LesionCnnEmbedder::new(
+                    rebuild(varmap, &options.config)?,
+                    card_template(options, &student_spec, String::new(), None),
+                );
+                evaluate(&embedder, &evaluation, &eval_patches)
+            }
+        }
+    };
+
     let mut rng = Rng::derive(options.seed, &[0x7A1]);
     let steps = training.len().div_ceil(options.batch_lesions);
     let total_steps = (steps * options.epochs).max(1);
     let mut epochs = Vec::new();
     let mut step_index = 0;
-    let embedder_card = card_for(String::new());
     for epoch in 1..=options.epochs {
         let epoch_started = Instant::now();
         let mut order: Vec<usize> = (0..examples.len()).collect();
@@ -329,11 +545,11 @@ pub fn train(
                 options.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()),
             );
             let loss = train_step(
-                &model,
+                &network,
                 &mut optimizer,
                 &examples,
                 chunk,
-                &spec,
+                &student_spec,
                 options,
                 &mut rng,
             )?;
@@ -346,9 +562,7 @@ pub fn train(
             losses.push(loss);
             step_index += 1;
         }
-        let embedder =
-            LesionCnnEmbedder::new(rebuild(&varmap, &options.config)?, embedder_card.clone());
-        let (p_at_5, _) = evaluate(&embedder, &evaluation, &eval_patches)?;
+        let (p_at_5, _) = evaluate_now(&varmap)?;
         let stats = EpochStats {
             epoch,
             mean_loss: losses.iter().sum::<f32>() / losses.len().max(1) as f32,
@@ -360,17 +574,33 @@ pub fn train(
     }
 
     std::fs::create_dir_all(&options.out).map_err(|e| Error::io(&options.out, e))?;
-    let weights = options.out.join("model.safetensors");
-    let tmp = options.out.join("model.safetensors.tmp");
-    save_sorted(&varmap, &tmp)?;
+    let (file_name, keep): (&str, fn(&str) -> bool) = match network {
+        Network::Head { .. } => ("head.safetensors", |n| n.starts_with("projection")),
+        Network::Cnn { .. } => ("model.safetensors", |n| !n.starts_with("distill")),
+    };
+    let weights = options.out.join(file_name);
+    let tmp = options.out.join(format!("{file_name}.tmp"));
+    save_sorted(&varmap, &tmp, keep)?;
     std::fs::rename(&tmp, &weights).map_err(|e| Error::io(&weights, e))?;
     let sha = sha256_file(&weights)?;
-    let card = card_for(sha.clone());
+    let trunk = match (&teacher, options.encoder) {
+        (Some(t), Encoder::CtResnetHead(_)) => {
+            let dir = options.cache.join(&t.card().name);
+            let file = std::fs::canonicalize(dir.join(&t.card().weights_file))
+                .map_err(|e| Error::io(&dir, e))?;
+            Some(TrunkWeights {
+                file: file.display().to_string(),
+                sha256: t.card().weights_sha256.clone(),
+            })
+        }
+        _ => None,
+    };
+    let card = card_template(options, &student_spec, sha.clone(), trunk);
     write_card(&options.out, &card)?;
-    let embedder = LesionCnnEmbedder::new(rebuild(&varmap, &options.config)?, card);
-    let (p_at_5, by_type) = evaluate(&embedder, &evaluation, &eval_patches)?;
+    let (p_at_5, by_type) = evaluate_now(&varmap)?;
     let report = TrainReport {
-        model: "lesion-cnn".into(),
+        model: card.name.clone(),
+        encoder: format!("{:?}", options.encoder),
         seed: options.seed,
         training_lesions: training.len(),
         evaluation_lesions: evaluation.len(),
@@ -384,8 +614,81 @@ pub fn train(
     Ok(report)
 }
 
+fn bytes_to_patch(bytes: &[u8], spec: &PatchSpec) -> Patch {
+    Patch {
+        size_px: spec.size_px,
+        channels: spec.channels.len(),
+        data: bytes.iter().map(|&v| f32::from(v) / 255.0).collect(),
+        mm_per_px: 0.0,
+        substituted_channels: 0,
+    }
+}
+
+fn card_template(
+    options: &TrainOptions,
+    spec: &PatchSpec,
+    sha: String,
+    trunk: Option<TrunkWeights>,
+) -> ModelCard {
+    let (name, architecture) = match options.encoder {
+        Encoder::CtResnetHead(stage) => (
+            format!("{}-head", super::ct_resnet_model_name(stage)),
+            Architecture::CtResnet {
+                stage,
+                projection: Some(options.config.dim),
+            },
+        ),
+        _ => (
+            "lesion-cnn".to_string(),
+            Architecture::LesionCnn {
+                widths: options.config.widths.clone(),
+                dim: options.config.dim,
+            },
+        ),
+    };
+    let encoder = match options.encoder {
+        Encoder::LesionCnn => "lesion-cnn".to_string(),
+        Encoder::CtResnetHead(s) => format!(
+            "ct-resnet-head-{}",
+            super::ct_resnet_model_name(s).trim_start_matches("ct-resnet-")
+        ),
+        Encoder::Distilled(s) => format!(
+            "distilled-{}",
+            super::ct_resnet_model_name(s).trim_start_matches("ct-resnet-")
+        ),
+    };
+    ModelCard {
+        name,
+        architecture,
+        patch: spec.clone(),
+        output_dim: options.config.dim,
+        weights_file: if trunk.is_some() { "head.safetensors".into() } else { "model.safetensors".into() },
+        weights_sha256: sha,
+        provenance: format!(
+            "trained by `lesion-indexer train --dataset {} --encoder {encoder} --epochs {} --seed {}` on 2 threads",
+            options.dataset.display(),
+            options.epochs,
+            options.seed
+        ),
+        trunk,
+    }
+}
+
+fn head_tensors(varmap: &VarMap) -> Result<(Vec<Vec<f32>>, Vec<f32>)> {
+    let data = varmap.data().lock().expect("var map lock");
+    let w = data["projection.weight"]
+        .as_tensor()
+        .to_vec2::<f32>()
+        .map_err(|e| candle_error("projection", e))?;
+    let b = data["projection.bias"]
+        .as_tensor()
+        .to_vec1::<f32>()
+        .map_err(|e| candle_error("projection", e))?;
+    Ok((w, b))
+}
+
 fn train_step(
-    model: &LesionCnn,
+    network: &Network,
     optimizer: &mut AdamW,
     examples: &[Example],
     chunk: &[usize],
@@ -397,6 +700,8 @@ fn train_step(
     let c = spec.channels.len();
     let b = chunk.len();
     let mut data = Vec::with_capacity(2 * b * c * n * n);
+    let mut teacher = Vec::new();
+    let mut picks = Vec::with_capacity(2 * b);
     for round in 0..2 {
         for &i in chunk {
             let views = &examples[i].views;
@@ -407,7 +712,22 @@ fn train_step(
                 (first + 1 + (rng.next_u64() % (views.len() as u64 - 1).max(1)) as usize)
                     % views.len()
             };
-            data.extend(views[pick].iter().map(|&v| f32::from(v) / 255.0));
+            picks.push((i, pick));
+        }
+    }
+    for &(i, pick) in &picks {
+        match network {
+            Network::Head { .. } => teacher.extend_from_slice(&examples[i].teacher[pick]),
+            Network::Cnn { distill, .. } => {
+                data.extend(
+                    examples[i].views[pick]
+                        .iter()
+                        .map(|&v| f32::from(v) / 255.0),
+                );
+                if distill.is_some() {
+                    teacher.extend_from_slice(&examples[i].teacher[pick]);
+                }
+            }
         }
     }
     // Positives: the other view of the same lesion, and similar lesions.
@@ -420,24 +740,52 @@ fn train_step(
             if i == j {
                 continue;
             }
-            let (a, bb) = (chunk[i % b], chunk[j % b]);
+            let (a, bb) = (picks[i].0, picks[j].0);
             if a == bb || similar(&examples[a].record, &examples[bb].record) {
                 positives[i * m + j] = 1.0;
             }
         }
     }
     let dev = Device::Cpu;
+    let unit = |t: &Tensor| -> candle_core::Result<Tensor> {
+        let norm = t.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-6, f64::MAX)?;
+        t.broadcast_div(&norm)
+    };
     let run = || -> candle_core::Result<(Tensor, f32)> {
-        let x = Tensor::from_vec(data.clone(), (m, c, n, n), &dev)?;
-        let out = model.forward_t(&x, true)?;
-        let norm = out.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-6, f64::MAX)?;
-        let e = out.broadcast_div(&norm)?;
+        let (out, distill_loss) = match network {
+            Network::Head { projection } => {
+                let features = Tensor::from_vec(teacher.clone(), (m, teacher.len() / m), &dev)?;
+                (candle_nn::Module::forward(projection, &features)?, None)
+            }
+            Network::Cnn { model, distill } => {
+                let x = Tensor::from_vec(data.clone(), (m, c, n, n), &dev)?;
+                let out = model.forward_t(&x, true)?;
+                let distill_loss = match distill {
+                    Some(head) => {
+                        let target = unit(&Tensor::from_vec(
+                            teacher.clone(),
+                            (m, teacher.len() / m),
+                            &dev,
+                        )?)?;
+                        let predicted = unit(&candle_nn::Module::forward(head, &out)?)?;
+                        let cosine = (predicted * target)?.sum(1)?;
+                        Some((1.0 - cosine)?.mean_all()?)
+                    }
+                    None => None,
+                };
+                (out, distill_loss)
+            }
+        };
+        let e = unit(&out)?;
         let logits = (e.matmul(&e.t()?)? / options.temperature)?;
         let logits = (logits + Tensor::from_vec(self_mask.clone(), (m, m), &dev)?)?;
         let log_prob = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
         let pos = Tensor::from_vec(positives.clone(), (m, m), &dev)?;
         let per_row = ((log_prob * &pos)?.sum(1)? / pos.sum(1)?.clamp(1.0, f64::MAX)?)?;
-        let loss = per_row.mean_all()?.neg()?;
+        let mut loss = per_row.mean_all()?.neg()?;
+        if let Some(d) = distill_loss {
+            loss = (loss + (d * options.distill_weight)?)?;
+        }
         let value = loss.to_scalar::<f32>()?;
         Ok((loss, value))
     };
@@ -483,6 +831,7 @@ fn rebuild(varmap: &VarMap, config: &LesionCnnConfig) -> Result<LesionCnn> {
         .lock()
         .expect("var map lock")
         .iter()
+        .filter(|(k, _)| !k.starts_with("distill"))
         .map(|(k, v)| (k.clone(), v.as_tensor().copy().expect("copy")))
         .collect();
     LesionCnn::new(
@@ -492,12 +841,13 @@ fn rebuild(varmap: &VarMap, config: &LesionCnnConfig) -> Result<LesionCnn> {
     .map_err(|e| candle_error("lesion-cnn", e))
 }
 
-fn save_sorted(varmap: &VarMap, path: &Path) -> Result<()> {
+fn save_sorted(varmap: &VarMap, path: &Path, keep: fn(&str) -> bool) -> Result<()> {
     let tensors: std::collections::HashMap<String, Tensor> = varmap
         .data()
         .lock()
         .expect("var map lock")
         .iter()
+        .filter(|(k, _)| keep(k))
         .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
         .collect();
     candle_core::safetensors::save(&tensors, path)
