@@ -9,7 +9,7 @@ use candle_core::{Device, Module, Tensor};
 use lesion_search::dataset::{Dataset, DlInfoReader, PixelBox};
 use lesion_search::embed::{
     default_cache_dir, resolve_model, Embedder, ResnetStage, ResnetTrunk, TensorFile,
-    CT_RESNET_WEIGHTS, RESNET152_BLOCKS,
+    CT_RESNET_WEIGHTS,
 };
 use lesion_search::imaging::{extract_patch, load_image, CtImage, PatchGeometry, SliceStack};
 use lesion_search::Error;
