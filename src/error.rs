@@ -106,6 +106,10 @@ pub enum Error {
     #[error("the index was built with another model: {}", differences.join("; "))]
     ModelMismatch { differences: Vec<String> },
 
+    /// An index file that is missing, truncated or inconsistent.
+    #[error("{}: {message}", path.display())]
+    Index { path: PathBuf, message: String },
+
     #[error("weights import: {message}")]
     WeightsImport { message: String },
 }

@@ -19,6 +19,7 @@ pub mod dataset;
 pub mod embed;
 mod error;
 pub mod imaging;
+pub mod index;
 pub mod ontology;
 pub mod synth;
 

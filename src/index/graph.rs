@@ -1,0 +1,268 @@
+//! The approximate index: an HNSW graph built by hnsw_rs, searched by our own routine.
+//!
+//! hnsw_rs builds the graph (its insertion is sound, if slow) and we copy its neighbour
+//! lists into flat arrays. Its own search costs about 1 us per distance step against 0.3 us
+//! for hnswlib (a hash-map visited set, allocations per candidate, a lock per neighbour
+//! list; PERF.md), so the search here walks the copied arrays with a stamped visited list
+//! and SIMD dot products over the flat index's vectors, which also makes every score exact.
+
+use std::cell::RefCell;
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+
+use anndists::dist::DistDot;
+use hnsw_rs::prelude::Hnsw;
+
+use super::flat::{FlatIndex, Scored, TopK};
+use super::idset::IdSet;
+
+/// Build parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GraphParams {
+    /// Neighbours per node on upper layers (twice that on layer 0).
+    pub m: usize,
+    pub ef_construction: usize,
+}
+
+impl Default for GraphParams {
+    fn default() -> Self {
+        GraphParams {
+            m: 16,
+            ef_construction: 200,
+        }
+    }
+}
+
+/// Neighbour lists of one layer in one array.
+#[derive(Debug, Clone, Default)]
+struct Layer {
+    /// `offsets[id]..offsets[id + 1]` indexes `neighbours`; ids absent from the layer have an
+    /// empty range.
+    offsets: Vec<u32>,
+    neighbours: Vec<u32>,
+}
+
+impl Layer {
+    #[inline]
+    fn of(&self, id: u32) -> &[u32] {
+        let i = id as usize;
+        if i + 1 >= self.offsets.len() {
+            return &[];
+        }
+        &self.neighbours[self.offsets[i] as usize..self.offsets[i + 1] as usize]
+    }
+
+    fn from_lists(lists: &[Vec<u32>]) -> Self {
+        let mut offsets = Vec::with_capacity(lists.len() + 1);
+        let mut neighbours = Vec::with_capacity(lists.iter().map(Vec::len).sum());
+        offsets.push(0);
+        for list in lists {
+            neighbours.extend_from_slice(list);
+            offsets.push(neighbours.len() as u32);
+        }
+        Layer {
+            offsets,
+            neighbours,
+        }
+    }
+}
+
+/// One layer's offsets and neighbour ids, as stored on disk.
+pub(crate) type LayerParts<'a> = (&'a [u32], &'a [u32]);
+
+/// An HNSW graph over the ids of a [`FlatIndex`].
+#[derive(Debug, Clone, Default)]
+pub struct Graph {
+    entry: u32,
+    /// Layer 0 first.
+    layers: Vec<Layer>,
+}
+
+/// A candidate ordered by score (best first in a max-heap).
+#[derive(Clone, Copy, PartialEq)]
+struct Best(f32, u32);
+
+impl Eq for Best {}
+
+impl Ord for Best {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.total_cmp(&other.0).then(other.1.cmp(&self.1))
+    }
+}
+
+impl PartialOrd for Best {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+thread_local! {
+    /// Visited stamps per id; a new search bumps the stamp instead of clearing.
+    static VISITED: RefCell<(Vec<u32>, u32)> = const { RefCell::new((Vec::new(), 0)) };
+}
+
+impl Graph {
+    /// Builds the graph over every vector of `flat` (unit vectors; inner product).
+    pub fn build(flat: &FlatIndex, params: GraphParams) -> Graph {
+        let n = flat.len();
+        if n == 0 {
+            return Graph::default();
+        }
+        let max_layer = 16.min(((n as f32).ln().ceil() as usize).max(1));
+        let hnsw: Hnsw<f32, DistDot> =
+            Hnsw::new(params.m, n, max_layer, params.ef_construction, DistDot {});
+        let data: Vec<(&[f32], usize)> = (0..n).map(|i| (flat.vector(i as u32), i)).collect();
+        hnsw.parallel_insert_slice(&data);
+
+        let indexation = hnsw.get_point_indexation();
+        let top = indexation.get_max_level_observed() as usize;
+        let mut lists: Vec<Vec<Vec<u32>>> = vec![vec![Vec::new(); n]; top + 1];
+        let mut entry = 0u32;
+        for point in indexation {
+            let id = point.get_origin_id() as u32;
+            let level = point.get_point_id().0 as usize;
+            if level == top {
+                entry = id;
+            }
+            for (layer, neighbours) in point
+                .get_neighborhood_id()
+                .into_iter()
+                .enumerate()
+                .take(top + 1)
+            {
+                lists[layer][id as usize] = neighbours.iter().map(|nb| nb.d_id as u32).collect();
+            }
+        }
+        Graph {
+            entry,
+            layers: lists.iter().map(|l| Layer::from_lists(l)).collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.layers.is_empty()
+    }
+
+    /// Entry point and, per layer from 0 up, offsets and neighbour ids (for persistence).
+    pub(crate) fn parts(&self) -> (u32, Vec<LayerParts<'_>>) {
+        (
+            self.entry,
+            self.layers
+                .iter()
+                .map(|l| (l.offsets.as_slice(), l.neighbours.as_slice()))
+                .collect(),
+        )
+    }
+
+    pub(crate) fn from_parts(entry: u32, layers: Vec<(Vec<u32>, Vec<u32>)>) -> Self {
+        Graph {
+            entry,
+            layers: layers
+                .into_iter()
+                .map(|(offsets, neighbours)| Layer {
+                    offsets,
+                    neighbours,
+                })
+                .collect(),
+        }
+    }
+
+    /// Bytes held by the neighbour lists.
+    pub fn memory_bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| (l.offsets.len() + l.neighbours.len()) * 4)
+            .sum()
+    }
+
+    /// Top `k` by inner product among `allowed` ids (all when `None`), never `hidden` ones,
+    /// exploring `ef` candidates on layer 0. Filtered-out nodes are still walked through, so
+    /// selective filters need a larger `ef` (the planner decides).
+    pub fn search(
+        &self,
+        flat: &FlatIndex,
+        query: &[f32],
+        k: usize,
+        ef: usize,
+        allowed: Option<&IdSet>,
+        hidden: Option<&IdSet>,
+    ) -> Vec<Scored> {
+        if self.layers.is_empty() || k == 0 {
+            return Vec::new();
+        }
+        let ef = ef.max(k);
+        let mut current = self.entry;
+        let mut current_score = flat.score(query, current);
+        for layer in self.layers[1..].iter().rev() {
+            loop {
+                let mut moved = false;
+                for &nb in layer.of(current) {
+                    let s = flat.score(query, nb);
+                    if s > current_score {
+                        current_score = s;
+                        current = nb;
+                        moved = true;
+                    }
+                }
+                if !moved {
+                    break;
+                }
+            }
+        }
+
+        let accept = |id: u32| {
+            allowed.is_none_or(|a| a.contains(id)) && hidden.is_none_or(|h| !h.contains(id))
+        };
+        VISITED.with(|cell| {
+            let mut guard = cell.borrow_mut();
+            let (stamps, stamp) = &mut *guard;
+            if stamps.len() < flat.len() {
+                stamps.resize(flat.len(), 0);
+            }
+            *stamp = stamp.wrapping_add(1);
+            if *stamp == 0 {
+                stamps.iter_mut().for_each(|s| *s = 0);
+                *stamp = 1;
+            }
+            let stamp = *stamp;
+            let level0 = &self.layers[0];
+            let mut candidates = BinaryHeap::with_capacity(ef * 2);
+            // The ef best seen, worst on top.
+            let mut frontier: BinaryHeap<std::cmp::Reverse<Best>> =
+                BinaryHeap::with_capacity(ef + 1);
+            let mut results = TopK::new(k);
+            stamps[current as usize] = stamp;
+            candidates.push(Best(current_score, current));
+            frontier.push(std::cmp::Reverse(Best(current_score, current)));
+            if accept(current) {
+                results.push(current, current_score);
+            }
+            while let Some(Best(score, id)) = candidates.pop() {
+                let worst = frontier.peek().map(|r| r.0 .0).unwrap_or(f32::NEG_INFINITY);
+                if frontier.len() >= ef && score < worst {
+                    break;
+                }
+                for &nb in level0.of(id) {
+                    let slot = &mut stamps[nb as usize];
+                    if *slot == stamp {
+                        continue;
+                    }
+                    *slot = stamp;
+                    let s = flat.score(query, nb);
+                    let worst = frontier.peek().map(|r| r.0 .0).unwrap_or(f32::NEG_INFINITY);
+                    if frontier.len() < ef || s > worst {
+                        candidates.push(Best(s, nb));
+                        frontier.push(std::cmp::Reverse(Best(s, nb)));
+                        if frontier.len() > ef {
+                            frontier.pop();
+                        }
+                    }
+                    if accept(nb) {
+                        results.push(nb, s);
+                    }
+                }
+            }
+            results.into_sorted()
+        })
+    }
+}

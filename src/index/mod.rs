@@ -1,0 +1,236 @@
+//! Vector search: an exact flat index and an HNSW graph over the same dense lesion ids, and
+//! the planner that picks between them from the filter's cardinality.
+//!
+//! hnsw_rs is named only in `graph.rs`.
+
+mod flat;
+mod graph;
+mod idset;
+mod simd;
+mod store;
+
+pub use flat::{FlatIndex, Scored, TopK};
+pub use graph::{Graph, GraphParams};
+pub use idset::IdSet;
+pub use simd::dot;
+pub use store::{load_vector_index, save_vector_index};
+
+/// Recall@10 the approximate path is tuned for when its `ef` is chosen.
+pub const RECALL_TARGET: f32 = 0.99;
+
+/// Below this many candidate ids an exact scan is cheaper than a graph walk (and exact).
+pub const EXACT_SCAN_BELOW: usize = 20_000;
+
+/// `n` unit vectors of `dim` dimensions drawn around `clusters` random centres: the cone
+/// shape of CNN features, for tests and benchmarks (PERF.md's side-by-side used the same).
+pub fn clustered_unit_vectors(n: usize, dim: usize, clusters: usize, seed: u64) -> Vec<f32> {
+    let mut rng = crate::synth::Rng::new(seed);
+    let centres: Vec<Vec<f32>> = (0..clusters.max(1))
+        .map(|_| crate::embed::l2_normalised((0..dim).map(|_| rng.normal()).collect()))
+        .collect();
+    let spread = 0.6 / (dim as f32).sqrt();
+    let mut out = Vec::with_capacity(n * dim);
+    for _ in 0..n {
+        let c = &centres[(rng.next_u64() % centres.len() as u64) as usize];
+        let v: Vec<f32> = c.iter().map(|x| x + spread * rng.normal()).collect();
+        out.extend(crate::embed::l2_normalised(v));
+    }
+    out
+}
+
+/// How a query was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Plan {
+    Exact,
+    Graph { ef: usize },
+}
+
+/// The flat index, the graph over it, the tombstones, and the calibrated `ef`.
+#[derive(Debug, Clone, Default)]
+pub struct VectorIndex {
+    pub flat: FlatIndex,
+    pub graph: Option<Graph>,
+    /// Deleted ids, hidden from every result until the next rebuild.
+    pub tombstones: IdSet,
+    /// Smallest `ef` that met [`RECALL_TARGET`] on a sample of the index's own vectors.
+    pub ef: usize,
+    /// Fraction of sampled vectors that find themselves first through the graph.
+    pub self_recall: f32,
+}
+
+/// What a graph build measured.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Calibration {
+    pub ef: usize,
+    pub recall_at_10: f32,
+    pub self_recall: f32,
+}
+
+impl VectorIndex {
+    pub fn exact(flat: FlatIndex) -> Self {
+        let n = flat.len();
+        VectorIndex {
+            flat,
+            graph: None,
+            tombstones: IdSet::new(n),
+            ef: 0,
+            self_recall: 1.0,
+        }
+    }
+
+    /// Builds the graph, then measures self-recall and picks `ef` on a sample.
+    pub fn with_graph(flat: FlatIndex, params: GraphParams) -> (Self, Calibration) {
+        let graph = Graph::build(&flat, params);
+        let n = flat.len();
+        let mut index = VectorIndex {
+            flat,
+            graph: Some(graph),
+            tombstones: IdSet::new(n),
+            ef: 64,
+            self_recall: 1.0,
+        };
+        let calibration = index.calibrate(RECALL_TARGET);
+        (index, calibration)
+    }
+
+    pub fn len(&self) -> usize {
+        self.flat.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flat.is_empty()
+    }
+
+    pub fn live(&self) -> usize {
+        self.len() - self.tombstones.len()
+    }
+
+    /// Chooses `ef` as the smallest of a ladder whose recall@10 against the exact scan reaches
+    /// `target` on up to 300 queries made by perturbing the index's own vectors (new points
+    /// from the same distribution), and measures self-recall: how many stored vectors find
+    /// themselves first through the graph.
+    pub fn calibrate(&mut self, target: f32) -> Calibration {
+        let Some(graph) = &self.graph else {
+            return Calibration {
+                ef: 0,
+                recall_at_10: 1.0,
+                self_recall: 1.0,
+            };
+        };
+        let n = self.flat.len() as u32;
+        let dim = self.flat.dim();
+        let sample: Vec<u32> = (0..300u32.min(n))
+            .map(|i| (i as u64 * 2_654_435_761 % n as u64) as u32)
+            .collect();
+        let mut rng = crate::synth::Rng::new(0xCA11B);
+        let spread = 0.6 / (dim as f32).sqrt();
+        let queries: Vec<Vec<f32>> = sample
+            .iter()
+            .map(|&q| {
+                crate::embed::l2_normalised(
+                    self.flat
+                        .vector(q)
+                        .iter()
+                        .map(|x| x + spread * rng.normal())
+                        .collect(),
+                )
+            })
+            .collect();
+        let truth: Vec<Vec<u32>> = queries
+            .iter()
+            .map(|q| {
+                self.flat
+                    .search(q, 10, None, None)
+                    .into_iter()
+                    .map(|s| s.id)
+                    .collect()
+            })
+            .collect();
+        let self_found = sample
+            .iter()
+            .filter(|&&q| {
+                graph
+                    .search(&self.flat, self.flat.vector(q), 1, 64, None, None)
+                    .first()
+                    .map(|s| s.id)
+                    == Some(q)
+            })
+            .count();
+        self.self_recall = self_found as f32 / sample.len().max(1) as f32;
+        let mut chosen = Calibration {
+            ef: 512,
+            recall_at_10: 0.0,
+            self_recall: self.self_recall,
+        };
+        for ef in [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512] {
+            let mut hit = 0usize;
+            let mut total = 0usize;
+            for (q, truth) in queries.iter().zip(&truth) {
+                let found = graph.search(&self.flat, q, 10, ef, None, None);
+                hit += truth
+                    .iter()
+                    .filter(|t| found.iter().any(|f| f.id == **t))
+                    .count();
+                total += truth.len();
+            }
+            let recall = hit as f32 / total.max(1) as f32;
+            chosen = Calibration {
+                ef,
+                recall_at_10: recall,
+                self_recall: self.self_recall,
+            };
+            if recall >= target {
+                break;
+            }
+        }
+        self.ef = chosen.ef;
+        chosen
+    }
+
+    /// The plan for a query whose filter lets `candidates` ids through.
+    pub fn plan(&self, k: usize, candidates: usize) -> Plan {
+        match &self.graph {
+            Some(_) if candidates >= EXACT_SCAN_BELOW.max(k * 100) => {
+                // Over-fetch in proportion to what the filter removes.
+                let selectivity = candidates as f32 / self.len().max(1) as f32;
+                let ef = ((self.ef.max(k) as f32) / selectivity.max(0.01)).ceil() as usize;
+                Plan::Graph { ef: ef.min(4096) }
+            }
+            _ => Plan::Exact,
+        }
+    }
+
+    /// Top `k` among `allowed` (everything when `None`), deleted ids excluded; the results
+    /// always satisfy the filter.
+    pub fn search(&self, query: &[f32], k: usize, allowed: Option<&IdSet>) -> (Vec<Scored>, Plan) {
+        let candidates = allowed.map_or(self.live(), IdSet::len);
+        self.search_with(query, k, allowed, self.plan(k, candidates))
+    }
+
+    /// [`VectorIndex::search`] under a given plan (benchmarks and tests force one).
+    pub fn search_with(
+        &self,
+        query: &[f32],
+        k: usize,
+        allowed: Option<&IdSet>,
+        plan: Plan,
+    ) -> (Vec<Scored>, Plan) {
+        let candidates = allowed.map_or(self.live(), IdSet::len);
+        let hits = match (plan, &self.graph) {
+            (Plan::Graph { ef }, Some(graph)) => {
+                let hits = graph.search(&self.flat, query, k, ef, allowed, Some(&self.tombstones));
+                if hits.len() < k.min(candidates) {
+                    // The walk found too few allowed ids: answer exactly rather than short.
+                    return (
+                        self.flat.search(query, k, allowed, Some(&self.tombstones)),
+                        Plan::Exact,
+                    );
+                }
+                hits
+            }
+            _ => self.flat.search(query, k, allowed, Some(&self.tombstones)),
+        };
+        (hits, plan)
+    }
+}

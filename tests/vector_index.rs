@@ -1,0 +1,113 @@
+//! The approximate path against the exact oracle on 50k vectors, with and without filters.
+
+use lesion_search::index::{
+    clustered_unit_vectors, load_vector_index, save_vector_index, FlatIndex, GraphParams, IdSet,
+    Plan, VectorIndex,
+};
+use lesion_search::synth::Rng;
+
+const N: usize = 50_000;
+const DIM: usize = 64;
+
+fn recall(index: &VectorIndex, queries: &[f32], allowed: Option<&IdSet>, force_graph: bool) -> f32 {
+    let mut hit = 0;
+    let mut total = 0;
+    for q in queries.chunks_exact(DIM) {
+        let truth = index.flat.search(q, 10, allowed, None);
+        let plan = if force_graph {
+            let candidates = allowed.map_or(N, IdSet::len);
+            let ef = ((index.ef as f32) / (candidates as f32 / N as f32)).ceil() as usize;
+            Plan::Graph { ef: ef.min(4096) }
+        } else {
+            index.plan(10, allowed.map_or(N, IdSet::len))
+        };
+        let (found, _) = index.search_with(q, 10, allowed, plan);
+        if let Some(set) = allowed {
+            assert!(
+                found.iter().all(|s| set.contains(s.id)),
+                "a result outside the filter"
+            );
+        }
+        hit += truth
+            .iter()
+            .filter(|t| found.iter().any(|f| f.id == t.id))
+            .count();
+        total += truth.len();
+    }
+    hit as f32 / total as f32
+}
+
+fn random_subset(fraction: f32, seed: u64) -> IdSet {
+    let mut rng = Rng::new(seed);
+    IdSet::from_ids(N, (0..N as u32).filter(|_| rng.chance(fraction)))
+}
+
+#[test]
+fn graph_recall_at_10_is_at_least_098_with_and_without_filters() {
+    // Queries are held-out draws from the same distribution as the data.
+    let mut data = clustered_unit_vectors(N + 200, DIM, 200, 1);
+    let queries = data.split_off(N * DIM);
+    let flat = FlatIndex::from_data(DIM, data);
+    let (index, calibration) = VectorIndex::with_graph(flat, GraphParams::default());
+    assert!(
+        calibration.self_recall >= 0.98,
+        "self-recall {}",
+        calibration.self_recall
+    );
+
+    let unfiltered = recall(&index, &queries, None, true);
+    assert!(
+        unfiltered >= 0.98,
+        "recall@10 {unfiltered} at ef {}",
+        index.ef
+    );
+    for (fraction, seed) in [(0.1, 7), (0.01, 8)] {
+        let allowed = random_subset(fraction, seed);
+        let forced = recall(&index, &queries, Some(&allowed), true);
+        assert!(
+            forced >= 0.98,
+            "graph recall@10 {forced} with a {fraction} filter"
+        );
+        let planned = recall(&index, &queries, Some(&allowed), false);
+        assert!(
+            planned >= 0.98,
+            "planned recall@10 {planned} with a {fraction} filter"
+        );
+    }
+}
+
+#[test]
+fn tombstones_hide_and_the_index_round_trips_on_disk() {
+    let n = 3_000;
+    let flat = FlatIndex::from_data(DIM, clustered_unit_vectors(n, DIM, 20, 2));
+    let (mut index, _) = VectorIndex::with_graph(flat, GraphParams::default());
+    let q = index.flat.vector(42).to_vec();
+    let plan = Plan::Graph { ef: 64 };
+    assert_eq!(index.search_with(&q, 1, None, plan).0[0].id, 42);
+    index.tombstones.insert(42);
+    assert!(index
+        .search_with(&q, 10, None, plan)
+        .0
+        .iter()
+        .all(|s| s.id != 42));
+    assert!(index.search(&q, 10, None).0.iter().all(|s| s.id != 42));
+
+    let dir = tempfile::tempdir().unwrap();
+    save_vector_index(&index, dir.path()).unwrap();
+    let loaded = load_vector_index(dir.path()).unwrap();
+    assert_eq!(
+        loaded.search_with(&q, 10, None, plan).0,
+        index.search_with(&q, 10, None, plan).0
+    );
+    assert!(loaded.tombstones.contains(42));
+
+    // A truncated vector file is named, not read as garbage.
+    let path = dir.path().join("vectors.bin");
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 100]).unwrap();
+    let err = load_vector_index(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("vectors.bin") && err.contains("truncated"),
+        "{err}"
+    );
+}
