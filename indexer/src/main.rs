@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_embed;
+mod bench_vectors;
 mod embed;
 mod evaluate_model;
 mod inspect;
@@ -43,6 +44,8 @@ enum Command {
     /// Manage model weights.
     #[command(subcommand)]
     Weights(weights::WeightsCommand),
+    /// Measure the vector index (flat and HNSW, with and without filters) on generated vectors.
+    Bench(bench_vectors::Args),
     /// Measure embedding speed (patches/s) of models at several batch sizes.
     BenchEmbed(bench_embed::Args),
     /// Render a lesion's key slice as PNG with its box drawn.
@@ -63,6 +66,7 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::EvaluateModel(args) => evaluate_model::run(args),
         Command::BenchEmbed(args) => bench_embed::run(args),
+        Command::Bench(args) => bench_vectors::run(args),
         Command::Weights(command) => weights::run(command),
     };
     match outcome {

@@ -1,0 +1,145 @@
+use std::process::ExitCode;
+use std::time::Instant;
+
+use lesion_search::index::{
+    clustered_unit_vectors, load_vector_index, save_vector_index, FlatIndex, GraphParams, IdSet, Plan, VectorIndex,
+};
+use lesion_search::synth::Rng;
+use serde_json::json;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Vectors in the index.
+    #[arg(long, default_value_t = 100_000)]
+    vectors: usize,
+    #[arg(long, default_value_t = 256)]
+    dim: usize,
+    /// Held-out queries.
+    #[arg(long, default_value_t = 1000)]
+    queries: usize,
+    /// Clusters of the generated data.
+    #[arg(long, default_value_t = 200)]
+    clusters: usize,
+    #[arg(long, default_value_t = 16)]
+    m: usize,
+    #[arg(long, default_value_t = 200)]
+    ef_construction: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long)]
+    json: bool,
+}
+
+fn resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .map_or(0, |pages| pages * 4096)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let (n, d) = (args.vectors, args.dim);
+    let mut data = clustered_unit_vectors(n + args.queries, d, args.clusters, args.seed);
+    let queries = data.split_off(n * d);
+    let rss_before = resident_bytes();
+    let flat = FlatIndex::from_data(d, data);
+    let started = Instant::now();
+    let (index, calibration) = VectorIndex::with_graph(flat, GraphParams { m: args.m, ef_construction: args.ef_construction });
+    let build_s = started.elapsed().as_secs_f64();
+    let graph_bytes = index.graph.as_ref().map_or(0, |g| g.memory_bytes());
+    let rss_after = resident_bytes();
+
+    let dir = tempfile::tempdir()?;
+    save_vector_index(&index, dir.path())?;
+    drop(index);
+    let started = Instant::now();
+    let index = load_vector_index(dir.path())?;
+    let load_s = started.elapsed().as_secs_f64();
+
+    let mut rng = Rng::new(args.seed ^ 0xF17);
+    let filters: Vec<(&str, Option<IdSet>)> = vec![
+        ("none", None),
+        ("10%", Some(IdSet::from_ids(n, (0..n as u32).filter(|_| rng.chance(0.1))))),
+        ("1%", Some(IdSet::from_ids(n, (0..n as u32).filter(|_| rng.chance(0.01))))),
+    ];
+    let mut rows = Vec::new();
+    for (name, allowed) in &filters {
+        let allowed = allowed.as_ref();
+        let truth: Vec<Vec<u32>> = queries.chunks_exact(d).map(|q| index.flat.search(q, 10, allowed, None).iter().map(|s| s.id).collect()).collect();
+        for path in ["flat", "hnsw", "planned"] {
+            let mut latencies = Vec::with_capacity(args.queries);
+            let mut hit = 0usize;
+            let mut total = 0usize;
+            let mut plan_used = Plan::Exact;
+            for (q, truth) in queries.chunks_exact(d).zip(&truth) {
+                let t = Instant::now();
+                let (found, plan) = match path {
+                    "flat" => (index.flat.search(q, 10, allowed, None), Plan::Exact),
+                    "hnsw" => {
+                        let candidates = allowed.map_or(n, IdSet::len);
+                        let ef = ((index.ef as f64) * n as f64 / candidates as f64).ceil() as usize;
+                        index.search_with(q, 10, allowed, Plan::Graph { ef: ef.min(4096) })
+                    }
+                    _ => index.search(q, 10, allowed),
+                };
+                latencies.push(t.elapsed().as_secs_f64() * 1e3);
+                plan_used = plan;
+                hit += truth.iter().filter(|t| found.iter().any(|f| f.id == **t)).count();
+                total += truth.len();
+            }
+            let mean = latencies.iter().sum::<f64>() / latencies.len() as f64;
+            latencies.sort_by(f64::total_cmp);
+            rows.push(json!({
+                "path": path, "filter": name, "plan": plan_used,
+                "p50_ms": percentile(&latencies, 0.5), "p99_ms": percentile(&latencies, 0.99),
+                "queries_per_second": 1e3 / mean, "recall_at_10": hit as f64 / total.max(1) as f64,
+                "scan_gb_per_s": if path == "flat" && allowed.is_none() { (n * d * 4) as f64 / (mean / 1e3) / 1e9 } else { 0.0 },
+            }));
+        }
+    }
+    let report = json!({
+        "vectors": n, "dim": d, "queries": args.queries, "m": args.m, "ef_construction": args.ef_construction,
+        "build_seconds": build_s, "load_seconds": load_s,
+        "vector_bytes": n * d * 4, "graph_bytes": graph_bytes, "resident_growth_bytes": rss_after.saturating_sub(rss_before),
+        "calibrated_ef": calibration.ef, "calibration_recall_at_10": calibration.recall_at_10, "self_recall": calibration.self_recall,
+        "threads_for_queries": 1, "results": rows,
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{n} vectors x {d}: graph build {build_s:.1} s (M {}, ef_construction {}), load {load_s:.2} s, vectors {:.0} MB, graph {:.0} MB, RSS +{:.0} MB",
+        args.m,
+        args.ef_construction,
+        (n * d * 4) as f64 / 1e6,
+        graph_bytes as f64 / 1e6,
+        rss_after.saturating_sub(rss_before) as f64 / 1e6
+    );
+    println!(
+        "calibrated ef {} (recall@10 {:.3} on perturbed stored vectors), self-recall {:.3}",
+        calibration.ef, calibration.recall_at_10, calibration.self_recall
+    );
+    println!("{:<8} {:<7} {:<16} {:>9} {:>9} {:>10} {:>9} {:>8}", "path", "filter", "plan", "p50 ms", "p99 ms", "queries/s", "recall@10", "GB/s");
+    for r in &rows {
+        println!(
+            "{:<8} {:<7} {:<16} {:>9.3} {:>9.3} {:>10.0} {:>9.3} {:>8}",
+            r["path"].as_str().unwrap_or(""),
+            r["filter"].as_str().unwrap_or(""),
+            r["plan"].to_string().replace('"', ""),
+            r["p50_ms"].as_f64().unwrap_or(0.0),
+            r["p99_ms"].as_f64().unwrap_or(0.0),
+            r["queries_per_second"].as_f64().unwrap_or(0.0),
+            r["recall_at_10"].as_f64().unwrap_or(0.0),
+            match r["scan_gb_per_s"].as_f64() {
+                Some(v) if v > 0.0 => format!("{v:.1}"),
+                _ => "-".into(),
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
