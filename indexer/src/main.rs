@@ -8,6 +8,7 @@ mod evaluate_model;
 mod inspect;
 mod patch;
 mod progress;
+mod slice_args;
 mod synth;
 mod thumbnail;
 mod train;

@@ -26,6 +26,26 @@ pub enum Family {
     PelvicCyst,
 }
 
+impl Family {
+    pub const ALL: [Family; 15] = [
+        Family::SolidNodule,
+        Family::GroundGlassNodule,
+        Family::SpiculatedNodule,
+        Family::HypodenseLiver,
+        Family::HyperdenseLiver,
+        Family::KidneyCyst,
+        Family::RenalMass,
+        Family::LyticBone,
+        Family::ScleroticBone,
+        Family::LymphNode,
+        Family::AdrenalNodule,
+        Family::PancreaticMass,
+        Family::SoftTissueMass,
+        Family::PelvicMass,
+        Family::PelvicCyst,
+    ];
+}
+
 /// Where a lesion sits, in terms that survive a change of patient position between studies.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Anchor {

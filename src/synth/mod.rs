@@ -638,25 +638,8 @@ mod tests {
 
     #[test]
     fn every_report_word_for_a_family_is_an_ontology_term() {
-        use self::lesion::Family::*;
         let ontology = crate::ontology::Ontology::lesanet();
-        for family in [
-            SolidNodule,
-            GroundGlassNodule,
-            SpiculatedNodule,
-            HypodenseLiver,
-            HyperdenseLiver,
-            KidneyCyst,
-            RenalMass,
-            LyticBone,
-            ScleroticBone,
-            LymphNode,
-            AdrenalNodule,
-            PancreaticMass,
-            SoftTissueMass,
-            PelvicMass,
-            PelvicCyst,
-        ] {
+        for family in self::lesion::Family::ALL {
             let (types, attributes) = family_terms(family);
             for term in types.iter().chain(attributes) {
                 assert!(
