@@ -22,6 +22,7 @@ pub mod imaging;
 pub mod index;
 pub mod ontology;
 pub mod synth;
+pub mod text;
 
 pub use error::{Error, FieldProblem, Result};
 

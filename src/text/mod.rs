@@ -1,0 +1,276 @@
+//! Report text and searchable metadata in tantivy: BM25 with English stemming, ontology
+//! synonyms and parent terms, highlighted snippets. tantivy is named in this module only.
+//!
+//! Each report is indexed twice: as written (`report`, stemmed) and expanded (`expanded`):
+//! every LesaNet term the report mentions, by any synonym, contributes the term, all its
+//! synonyms and all its ancestors, so "renal" finds "kidney" and "lung" finds "right lower
+//! lobe". Matches in the report's own words weigh more than matches through the ontology.
+
+use std::path::{Path, PathBuf};
+
+use tantivy::collector::{Count, TopDocs};
+use tantivy::query::QueryParser;
+use tantivy::schema::{
+    Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, Value, FAST,
+    INDEXED, STORED, STRING,
+};
+use tantivy::snippet::SnippetGenerator;
+use tantivy::{doc, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocument};
+
+use crate::dataset::LesionRecord;
+use crate::error::{Error, Result};
+use crate::ontology::Ontology;
+
+/// What the text index holds for one lesion.
+#[derive(Debug, Clone)]
+pub struct TextEntry<'a> {
+    pub id: u32,
+    pub key: &'a str,
+    pub record: &'a LesionRecord,
+    pub report: &'a str,
+    pub tags: &'a [String],
+}
+
+/// One text hit: dense id, BM25 score, and the report with matched words in `<b>`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TextHit {
+    pub id: u32,
+    pub score: f32,
+    pub snippet: String,
+}
+
+#[derive(Clone, Copy)]
+struct Fields {
+    id: Field,
+    key: Field,
+    report: Field,
+    expanded: Field,
+    tags: Field,
+    coarse_type: Field,
+    sex: Field,
+    split: Field,
+    age: Field,
+    long_mm: Field,
+    location_z: Field,
+    patient: Field,
+    study: Field,
+}
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let stemmed = TextOptions::default()
+        .set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer("en_stem")
+                .set_index_option(IndexRecordOption::WithFreqsAndPositions),
+        )
+        .set_stored();
+    let number = NumericOptions::default()
+        .set_indexed()
+        .set_fast()
+        .set_stored();
+    let fields = Fields {
+        id: b.add_u64_field("id", INDEXED | STORED | FAST),
+        key: b.add_text_field("key", STRING | STORED),
+        report: b.add_text_field("report", stemmed.clone()),
+        expanded: b.add_text_field("expanded", stemmed.clone()),
+        tags: b.add_text_field("tags", stemmed),
+        coarse_type: b.add_text_field("type", STRING | STORED | FAST),
+        sex: b.add_text_field("sex", STRING | STORED | FAST),
+        split: b.add_text_field("split", STRING | STORED | FAST),
+        age: b.add_f64_field("age", number.clone()),
+        long_mm: b.add_f64_field("long_mm", number.clone()),
+        location_z: b.add_f64_field("location_z", number.clone()),
+        patient: b.add_u64_field("patient", number.clone()),
+        study: b.add_u64_field("study", number),
+    };
+    (b.build(), fields)
+}
+
+fn text_error(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Index {
+        path: path.to_path_buf(),
+        message: format!("text index: {e}"),
+    }
+}
+
+/// Ontology terms a text mentions (by any synonym), expanded with synonyms and ancestors.
+pub fn expand_with_ontology(text: &str) -> String {
+    let ontology = Ontology::lesanet();
+    let lower = text.to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphanumeric() && c != '-')
+        .filter(|w| !w.is_empty())
+        .collect();
+    let mut out: Vec<String> = Vec::new();
+    for len in (1..=4).rev() {
+        for window in words.windows(len) {
+            if let Some(term) = ontology.find(&window.join(" ")) {
+                for t in std::iter::once(term).chain(ontology.ancestors(&term.term)) {
+                    out.push(t.term.clone());
+                    out.extend(t.synonyms.iter().cloned());
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out.join(" ; ")
+}
+
+/// Builds a text index in a new folder.
+pub struct TextIndexWriter {
+    path: PathBuf,
+    writer: IndexWriter,
+    fields: Fields,
+}
+
+impl TextIndexWriter {
+    pub fn create(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let (schema, fields) = schema();
+        let index = Index::create_in_dir(dir, schema).map_err(|e| text_error(dir, e))?;
+        let writer = index
+            .writer(64 * 1024 * 1024)
+            .map_err(|e| text_error(dir, e))?;
+        Ok(TextIndexWriter {
+            path: dir.to_path_buf(),
+            writer,
+            fields,
+        })
+    }
+
+    pub fn add(&mut self, entry: &TextEntry) -> Result<()> {
+        let f = self.fields;
+        let r = entry.record;
+        let mut document = doc!(
+            f.id => u64::from(entry.id),
+            f.key => entry.key,
+            f.report => entry.report,
+            f.expanded => expand_with_ontology(&format!("{} {}", entry.report, entry.tags.join(" "))),
+            f.tags => entry.tags.join(" ; "),
+            f.coarse_type => r.coarse_type.name(),
+            f.sex => r.sex.code(),
+            f.split => r.split.name(),
+            f.long_mm => f64::from(r.long_diameter_mm()),
+            f.location_z => f64::from(r.location.z),
+            f.patient => u64::from(r.patient),
+            f.study => u64::from(r.study),
+        );
+        if let Some(age) = r.age {
+            document.add_f64(f.age, f64::from(age));
+        }
+        self.writer
+            .add_document(document)
+            .map_err(|e| text_error(&self.path, e))?;
+        Ok(())
+    }
+
+    /// Commits; until then nothing is visible (and a crash loses the uncommitted documents,
+    /// which is why an index generation is only published after this returns).
+    pub fn commit(mut self) -> Result<()> {
+        self.writer
+            .commit()
+            .map_err(|e| text_error(&self.path, e))?;
+        self.writer
+            .wait_merging_threads()
+            .map_err(|e| text_error(&self.path, e))
+    }
+}
+
+/// A committed text index, open for searching.
+pub struct TextIndex {
+    path: PathBuf,
+    index: Index,
+    reader: IndexReader,
+    fields: Fields,
+}
+
+impl TextIndex {
+    pub fn open(dir: &Path) -> Result<Self> {
+        let index = Index::open_in_dir(dir).map_err(|e| text_error(dir, e))?;
+        let (_, fields) = schema();
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(|e| text_error(dir, e))?;
+        Ok(TextIndex {
+            path: dir.to_path_buf(),
+            index,
+            reader,
+            fields,
+        })
+    }
+
+    pub fn len(&self) -> u64 {
+        self.reader.searcher().num_docs()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// BM25 top `k` for free text; syntax errors in the query are forgiven (a clinician's
+    /// "mass (left" still searches). `keep` decides which ids may come back.
+    pub fn search(
+        &self,
+        text: &str,
+        k: usize,
+        keep: &dyn Fn(u32) -> bool,
+    ) -> Result<(Vec<TextHit>, usize)> {
+        let f = self.fields;
+        let mut parser = QueryParser::for_index(&self.index, vec![f.report, f.expanded, f.tags]);
+        parser.set_field_boost(f.report, 2.0);
+        parser.set_field_boost(f.tags, 1.5);
+        let (query, _errors) = parser.parse_query_lenient(text);
+        let searcher = self.reader.searcher();
+        let total = searcher
+            .search(&query, &Count)
+            .map_err(|e| text_error(&self.path, e))?;
+        // Over-fetch so that filtering afterwards still leaves k.
+        let mut limit = (k * 4).max(32);
+        loop {
+            let top = searcher
+                .search(&query, &TopDocs::with_limit(limit).order_by_score())
+                .map_err(|e| text_error(&self.path, e))?;
+            let snippets = SnippetGenerator::create(&searcher, &*query, f.report)
+                .map_err(|e| text_error(&self.path, e))?;
+            let mut hits = Vec::new();
+            for (score, address) in &top {
+                let document: TantivyDocument = searcher
+                    .doc(*address)
+                    .map_err(|e| text_error(&self.path, e))?;
+                let id = document
+                    .get_first(f.id)
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(u64::MAX) as u32;
+                if !keep(id) {
+                    continue;
+                }
+                let mut snippet = snippets.snippet_from_doc(&document);
+                if snippet.is_empty() {
+                    // Matched through the ontology only: show the report as it is.
+                    snippet = snippets.snippet(
+                        document
+                            .get_first(f.report)
+                            .and_then(|v| v.as_str())
+                            .unwrap_or(""),
+                    );
+                }
+                hits.push(TextHit {
+                    id,
+                    score: *score,
+                    snippet: snippet.to_html(),
+                });
+                if hits.len() == k {
+                    break;
+                }
+            }
+            if hits.len() == k || top.len() < limit || limit >= total {
+                return Ok((hits, total));
+            }
+            limit *= 4;
+        }
+    }
+}
