@@ -15,12 +15,14 @@
 //! Every fallible function returns [`Result`] with the one [`Error`] type, whose variants
 //! name the file, line, field or argument at fault.
 
+pub mod archive;
 pub mod dataset;
 pub mod embed;
 mod error;
 pub mod imaging;
 pub mod index;
 pub mod ontology;
+pub mod store;
 pub mod synth;
 pub mod text;
 

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_embed;
 mod bench_vectors;
+mod build;
 mod embed;
 mod evaluate_model;
 mod inspect;
@@ -30,6 +31,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build a searchable index (records, vectors, text) from a DeepLesion-format archive.
+    Build(build::BuildArgs),
+    /// Check that records, vectors and text of an index agree.
+    Verify(build::VerifyArgs),
     /// Generate a realistic DeepLesion-format archive (CT-like slices, table, reports).
     Synth(synth::Args),
     /// Validate a DeepLesion-format archive: a summary and every malformed row.
@@ -59,6 +64,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Synth(args) => synth::run(args),
+        Command::Build(args) => build::run_build(args),
+        Command::Verify(args) => build::run_verify(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Patch(args) => patch::run(args),
         Command::BenchPatches(args) => bench::run(args),

@@ -351,3 +351,8 @@ pub fn resolve_model(name_or_dir: &str, cache: &Path) -> Result<Box<dyn Embedder
         ),
     ))
 }
+
+/// Lower-case hex of a digest.
+pub fn hex_digest(bytes: &[u8]) -> String {
+    hex(bytes)
+}

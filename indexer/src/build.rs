@@ -1,0 +1,85 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use lesion_search::archive::{build, Archive, BuildEvent, BuildOptions};
+use lesion_search::embed::{default_cache_dir, resolve_model};
+use lesion_search::index::GraphParams;
+
+use crate::progress::Progress;
+
+#[derive(clap::Args)]
+pub struct BuildArgs {
+    /// A DeepLesion-format archive.
+    #[arg(long)]
+    dataset: PathBuf,
+    /// The index folder (created if absent; a new generation is published in it).
+    #[arg(long)]
+    index: PathBuf,
+    #[arg(long, default_value = crate::DEFAULT_MODEL)]
+    model: String,
+    /// Report sentences (default: DATASET/reports.jsonl when present).
+    #[arg(long)]
+    reports: Option<PathBuf>,
+}
+
+pub fn run_build(args: BuildArgs) -> anyhow::Result<ExitCode> {
+    let model = resolve_model(&args.model, &default_cache_dir())?;
+    let options = BuildOptions {
+        dataset: args.dataset,
+        reports: args.reports,
+        model: model.as_ref(),
+        graph: GraphParams::default(),
+    };
+    let embedding = Progress::new("embedding lesions");
+    let summary = build(&args.index, &options, &|event| match event {
+        BuildEvent::Embedding { done, total } => embedding.update(done, total),
+        BuildEvent::Writing => eprintln!("writing records, vectors and text"),
+    })?;
+    println!(
+        "generation {} of {} published: {} lesions ({} embeddings resumed), {}",
+        summary.generation,
+        args.index.display(),
+        summary.lesions,
+        summary.resumed_embeddings,
+        if summary.has_graph {
+            format!(
+                "HNSW graph with ef {} (self-recall {:.3})",
+                summary.ef, summary.self_recall
+            )
+        } else {
+            "exact vector search".to_string()
+        }
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    #[arg(long)]
+    index: PathBuf,
+}
+
+pub fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let archive = Archive::open(&args.index)?;
+    let problems = archive.verify()?;
+    for p in &problems {
+        println!("error: {}: {p}", archive.dir.display());
+    }
+    println!(
+        "{}: generation {}, {} lesions, model {}: {}",
+        args.index.display(),
+        archive.manifest.generation,
+        archive.manifest.lesions,
+        archive.manifest.model.name,
+        if problems.is_empty() {
+            "records, vectors and text agree".to_string()
+        } else {
+            format!("{} problems", problems.len())
+        }
+    );
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

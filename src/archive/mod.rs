@@ -1,0 +1,439 @@
+//! An index folder: immutable generations, each holding records (sled), vectors (flat and
+//! HNSW), text (tantivy) and a manifest; `CURRENT` names the one served and is replaced by a
+//! single atomic rename, so readers keep the previous generation until a build is complete.
+//!
+//! ```text
+//! IDX/CURRENT            "gen-000002"
+//! IDX/gen-000002/        manifest.json, records/, vectors/, text/
+//! IDX/staging/           embeddings computed so far (a killed build resumes from them)
+//! IDX/LOCK               the writer's pid while a build runs
+//! ```
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::{lesion_keys, read_reports, Dataset, DlInfoReader, LesionRecord};
+use crate::embed::{sha256_file, Embedder, ModelCard};
+use crate::error::{Error, Result};
+use crate::imaging::{extract_patch, render_thumbnail, ThumbnailSpec};
+use crate::index::{load_vector_index, save_vector_index, FlatIndex, GraphParams, VectorIndex};
+use crate::store::{RecordStore, StoredLesion};
+use crate::text::{TextEntry, TextIndex, TextIndexWriter};
+
+/// Version of the on-disk layout; a reader refuses others.
+pub const SCHEMA_VERSION: u32 = 1;
+const CURRENT: &str = "CURRENT";
+const MANIFEST: &str = "manifest.json";
+/// Below this many lesions the exact scan is all an index needs.
+pub const GRAPH_FROM: usize = 20_000;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub schema_version: u32,
+    pub generation: u64,
+    pub lesions: usize,
+    pub model: ModelCard,
+    pub dataset: String,
+    pub dl_info_sha256: String,
+    pub has_graph: bool,
+    pub ef: usize,
+    pub self_recall: f32,
+    pub records_sha256: String,
+    pub vectors_sha256: String,
+}
+
+fn index_error(path: &Path, message: impl Into<String>) -> Error {
+    Error::Index {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+/// Held while writing an index folder; a second writer is refused.
+pub struct WriteLock {
+    path: PathBuf,
+}
+
+impl WriteLock {
+    pub fn acquire(dir: &Path) -> Result<Self> {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let path = dir.join("LOCK");
+        for _ in 0..2 {
+            match fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(mut file) => {
+                    let _ = write!(file, "{}", std::process::id());
+                    return Ok(WriteLock { path });
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let pid = fs::read_to_string(&path).unwrap_or_default();
+                    let alive = pid
+                        .trim()
+                        .parse::<u32>()
+                        .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
+                    if alive {
+                        return Err(index_error(
+                            &path,
+                            format!("another writer (process {}) holds this index", pid.trim()),
+                        ));
+                    }
+                    // Left by a writer that died: take it over.
+                    let _ = fs::remove_file(&path);
+                }
+                Err(e) => return Err(Error::io(&path, e)),
+            }
+        }
+        Err(index_error(&path, "could not take the write lock"))
+    }
+}
+
+impl Drop for WriteLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// What `build` reads.
+pub struct BuildOptions<'a> {
+    pub dataset: PathBuf,
+    /// Report sentences; `DATASET/reports.jsonl` when present and this is `None`.
+    pub reports: Option<PathBuf>,
+    pub model: &'a dyn Embedder,
+    pub graph: GraphParams,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildSummary {
+    pub generation: u64,
+    pub lesions: usize,
+    pub resumed_embeddings: usize,
+    pub has_graph: bool,
+    pub ef: usize,
+    pub self_recall: f32,
+}
+
+/// Progress of a build.
+#[derive(Debug, Clone, Copy)]
+pub enum BuildEvent {
+    Embedding { done: usize, total: usize },
+    Writing,
+}
+
+fn current_generation(dir: &Path) -> Result<Option<(u64, PathBuf)>> {
+    let pointer = dir.join(CURRENT);
+    if !pointer.exists() {
+        return Ok(None);
+    }
+    let name = fs::read_to_string(&pointer).map_err(|e| Error::io(&pointer, e))?;
+    let name = name.trim();
+    let number = name
+        .strip_prefix("gen-")
+        .and_then(|n| n.parse::<u64>().ok())
+        .ok_or_else(|| index_error(&pointer, format!("`{name}` is not a generation name")))?;
+    Ok(Some((number, dir.join(name))))
+}
+
+/// Builds a new generation from a DeepLesion-format archive and publishes it.
+pub fn build(
+    dir: &Path,
+    options: &BuildOptions,
+    progress: &(dyn Fn(BuildEvent) + Sync),
+) -> Result<BuildSummary> {
+    let _lock = WriteLock::acquire(dir)?;
+    let dataset = Dataset::new(&options.dataset);
+    let mut records: Vec<LesionRecord> = Vec::new();
+    let mut row_indices = Vec::new();
+    for row in DlInfoReader::open(&dataset.dl_info_path())? {
+        let row = row?;
+        row_indices.push(row.row_index);
+        records.push(row.record);
+    }
+    let keys = lesion_keys(&records);
+    let reports_path = options
+        .reports
+        .clone()
+        .unwrap_or_else(|| dataset.reports_path());
+    let reports = if reports_path.exists() {
+        read_reports(&reports_path)?
+    } else {
+        Default::default()
+    };
+    let card = options.model.card().clone();
+    let dim = card.output_dim;
+    let dl_info_sha256 = sha256_file(&dataset.dl_info_path())?;
+
+    // Embeddings, appended batch by batch so that a killed build resumes where it stopped.
+    let staging = dir.join("staging");
+    fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+    let cache = staging.join(format!(
+        "embeddings-{}-{}.f32",
+        &card.weights_sha256[..12.min(card.weights_sha256.len())],
+        &dl_info_sha256[..12]
+    ));
+    let existing = fs::read(&cache).unwrap_or_default();
+    let resumed = (existing.len() / (dim * 4)).min(records.len());
+    let mut vectors: Vec<f32> = existing[..resumed * dim * 4]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let mut thumbnails: Vec<Option<Vec<u8>>> = vec![None; records.len()];
+    let mut out = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(&cache)
+        .map_err(|e| Error::io(&cache, e))?;
+    out.set_len((resumed * dim * 4) as u64)
+        .map_err(|e| Error::io(&cache, e))?;
+    use std::io::Seek;
+    out.seek(std::io::SeekFrom::End(0))
+        .map_err(|e| Error::io(&cache, e))?;
+    let thumbnail_spec = ThumbnailSpec {
+        size_px: 128,
+        around_box_mm: Some(80.0),
+        draw_box: true,
+    };
+    let batch = 64;
+    let mut done = resumed;
+    while done < records.len() {
+        let end = (done + batch).min(records.len());
+        let outcomes: Vec<(crate::imaging::Patch, Vec<u8>)> = records[done..end]
+            .par_iter()
+            .map(|r| {
+                let slices = dataset.load_slices(r, &card.patch)?;
+                let patch = extract_patch(
+                    &slices.stack(),
+                    &crate::dataset::geometry_of(r),
+                    &card.patch,
+                )?;
+                let thumb = render_thumbnail(
+                    &slices.key,
+                    &r.window,
+                    Some(&r.bbox),
+                    (r.spacing.x_mm, r.spacing.y_mm),
+                    &thumbnail_spec,
+                )?
+                .to_png()?;
+                Ok((patch, thumb))
+            })
+            .collect::<Result<_>>()?;
+        let patches: Vec<_> = outcomes.iter().map(|o| o.0.clone()).collect();
+        let embedded = options.model.embed(&patches)?;
+        let bytes: Vec<u8> = embedded
+            .iter()
+            .flatten()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        out.write_all(&bytes)
+            .and_then(|_| out.sync_data())
+            .map_err(|e| Error::io(&cache, e))?;
+        for (i, (_, thumb)) in outcomes.into_iter().enumerate() {
+            thumbnails[done + i] = Some(thumb);
+        }
+        vectors.extend(embedded.into_iter().flatten());
+        done = end;
+        progress(BuildEvent::Embedding {
+            done,
+            total: records.len(),
+        });
+    }
+    progress(BuildEvent::Writing);
+
+    // The new generation is written beside the served one and published by renames.
+    let generation = current_generation(dir)?.map_or(1, |(n, _)| n + 1);
+    let name = format!("gen-{generation:06}");
+    let partial = dir.join(format!("{name}.partial"));
+    if partial.exists() {
+        fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+    }
+    fs::create_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+
+    let store = RecordStore::open(&partial.join("records"))?;
+    let mut text = TextIndexWriter::create(&partial.join("text"))?;
+    for (id, ((record, key), row_index)) in records.iter().zip(&keys).zip(&row_indices).enumerate()
+    {
+        let report = reports
+            .get(&(key.file_name.clone(), key.ordinal))
+            .cloned()
+            .unwrap_or_default();
+        let lesion = StoredLesion {
+            key: key.to_string(),
+            row_index: *row_index,
+            record: record.clone(),
+            report,
+            tags: Vec::new(),
+        };
+        // Thumbnails of resumed lesions are rendered now.
+        let thumb = match thumbnails[id].take() {
+            Some(t) => t,
+            None => {
+                let key_slice = dataset.load_key_slice(record)?;
+                render_thumbnail(
+                    &key_slice,
+                    &record.window,
+                    Some(&record.bbox),
+                    (record.spacing.x_mm, record.spacing.y_mm),
+                    &thumbnail_spec,
+                )?
+                .to_png()?
+            }
+        };
+        store.insert(id as u32, &lesion, Some(&thumb))?;
+        text.add(&TextEntry {
+            id: id as u32,
+            key: &lesion.key,
+            record,
+            report: &lesion.report,
+            tags: &lesion.tags,
+        })?;
+    }
+    store.flush()?;
+    text.commit()?;
+    let records_sha256 = store.checksum()?;
+    drop(store);
+
+    let flat = FlatIndex::from_data(dim, vectors);
+    let index = if records.len() >= GRAPH_FROM {
+        VectorIndex::with_graph(flat, options.graph).0
+    } else {
+        VectorIndex::exact(flat)
+    };
+    let vectors_dir = partial.join("vectors");
+    fs::create_dir_all(&vectors_dir).map_err(|e| Error::io(&vectors_dir, e))?;
+    save_vector_index(&index, &vectors_dir)?;
+    let manifest = Manifest {
+        schema_version: SCHEMA_VERSION,
+        generation,
+        lesions: records.len(),
+        model: card,
+        dataset: options.dataset.display().to_string(),
+        dl_info_sha256,
+        has_graph: index.graph.is_some(),
+        ef: index.ef,
+        self_recall: index.self_recall,
+        records_sha256,
+        vectors_sha256: sha256_file(&vectors_dir.join("vectors.bin"))?,
+    };
+    let manifest_path = partial.join(MANIFEST);
+    fs::write(
+        &manifest_path,
+        serde_json::to_string_pretty(&manifest).unwrap_or_default(),
+    )
+    .map_err(|e| Error::io(&manifest_path, e))?;
+
+    let published = dir.join(&name);
+    fs::rename(&partial, &published).map_err(|e| Error::io(&published, e))?;
+    let pointer_tmp = dir.join("CURRENT.tmp");
+    fs::write(&pointer_tmp, &name).map_err(|e| Error::io(&pointer_tmp, e))?;
+    fs::File::open(&pointer_tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(&pointer_tmp, e))?;
+    fs::rename(&pointer_tmp, dir.join(CURRENT)).map_err(|e| Error::io(dir.join(CURRENT), e))?;
+    let _ = fs::remove_file(&cache);
+    Ok(BuildSummary {
+        generation,
+        lesions: records.len(),
+        resumed_embeddings: resumed,
+        has_graph: index.graph.is_some(),
+        ef: index.ef,
+        self_recall: index.self_recall,
+    })
+}
+
+/// A published generation, open for reading.
+pub struct Archive {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub records: RecordStore,
+    pub vectors: VectorIndex,
+    pub text: TextIndex,
+}
+
+impl Archive {
+    pub fn open(index_dir: &Path) -> Result<Self> {
+        let (_, dir) = current_generation(index_dir)?.ok_or_else(|| {
+            index_error(
+                index_dir,
+                "no published generation (CURRENT is missing): build the index first",
+            )
+        })?;
+        let manifest_path = dir.join(MANIFEST);
+        let text = fs::read_to_string(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
+        let manifest: Manifest = serde_json::from_str(&text)
+            .map_err(|e| index_error(&manifest_path, format!("not a manifest: {e}")))?;
+        if manifest.schema_version != SCHEMA_VERSION {
+            return Err(index_error(
+                &manifest_path,
+                format!(
+                    "schema version {} (this program reads {SCHEMA_VERSION}): rebuild the index",
+                    manifest.schema_version
+                ),
+            ));
+        }
+        Ok(Archive {
+            records: RecordStore::open(&dir.join("records"))?,
+            vectors: load_vector_index(&dir.join("vectors"))?,
+            text: TextIndex::open(&dir.join("text"))?,
+            manifest,
+            dir,
+        })
+    }
+
+    /// Refuses a model other than the one that built the index, saying what differs.
+    pub fn check_model(&self, model: &dyn Embedder) -> Result<()> {
+        self.manifest.model.check_same_model(model.card())
+    }
+
+    /// Counts, ids and checksums agree across the three stores; every disagreement listed.
+    pub fn verify(&self) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        let n = self.manifest.lesions;
+        let counts = [
+            ("records", self.records.len()),
+            ("vectors", self.vectors.len()),
+            ("text documents", self.text.len() as usize),
+        ];
+        for (what, count) in counts {
+            if count != n {
+                problems.push(format!("{what}: {count}, manifest says {n}"));
+            }
+        }
+        for (id, lesion) in self.records.all()? {
+            if id as usize >= n {
+                problems.push(format!("record id {id} is beyond the {n} lesions"));
+            }
+            if self.records.id_of(&lesion.key)? != Some(id) {
+                problems.push(format!("key {} does not map back to id {id}", lesion.key));
+            }
+        }
+        let records_sha = self.records.checksum()?;
+        if records_sha != self.manifest.records_sha256 {
+            problems.push(format!(
+                "records checksum {records_sha} differs from the manifest's {}",
+                self.manifest.records_sha256
+            ));
+        }
+        let vectors_sha = sha256_file(&self.dir.join("vectors/vectors.bin"))?;
+        if vectors_sha != self.manifest.vectors_sha256 {
+            problems.push(format!(
+                "vectors.bin checksum {vectors_sha} differs from the manifest's {}",
+                self.manifest.vectors_sha256
+            ));
+        }
+        if self.vectors.flat.dim() != self.manifest.model.output_dim {
+            problems.push(format!(
+                "vectors have {} dimensions, the model {}",
+                self.vectors.flat.dim(),
+                self.manifest.model.output_dim
+            ));
+        }
+        Ok(problems)
+    }
+}

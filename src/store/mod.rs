@@ -1,0 +1,154 @@
+//! Lesion records in sled: every DL_info field, report text, tags and a thumbnail per dense
+//! id, and the key-to-id map. sled is named in this module only; its author calls it beta,
+//! so every record carries into a checksum that `verify` recomputes.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use crate::dataset::LesionRecord;
+use crate::error::{Error, Result};
+
+/// Everything kept for one lesion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredLesion {
+    /// `File_name`, with `#n` past the first lesion of a slice.
+    pub key: String,
+    /// 0-based row of the source table (LesaNet labels key on it).
+    pub row_index: usize,
+    pub record: LesionRecord,
+    pub report: String,
+    pub tags: Vec<String>,
+}
+
+/// The records of one index generation.
+pub struct RecordStore {
+    path: PathBuf,
+    db: sled::Db,
+    records: sled::Tree,
+    keys: sled::Tree,
+    thumbnails: sled::Tree,
+}
+
+fn store_error(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Index {
+        path: path.to_path_buf(),
+        message: format!("records: {e}"),
+    }
+}
+
+impl RecordStore {
+    /// Opens (creating if absent) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(dir)
+            .open()
+            .map_err(|e| store_error(dir, e))?;
+        let tree = |name: &str| db.open_tree(name).map_err(|e| store_error(dir, e));
+        Ok(RecordStore {
+            path: dir.to_path_buf(),
+            records: tree("records")?,
+            keys: tree("keys")?,
+            thumbnails: tree("thumbnails")?,
+            db,
+        })
+    }
+
+    pub fn insert(
+        &self,
+        id: u32,
+        lesion: &StoredLesion,
+        thumbnail_png: Option<&[u8]>,
+    ) -> Result<()> {
+        let value = serde_json::to_vec(lesion).map_err(|e| store_error(&self.path, e))?;
+        self.records
+            .insert(id.to_be_bytes(), value)
+            .map_err(|e| store_error(&self.path, e))?;
+        self.keys
+            .insert(lesion.key.as_bytes(), &id.to_be_bytes())
+            .map_err(|e| store_error(&self.path, e))?;
+        if let Some(png) = thumbnail_png {
+            self.thumbnails
+                .insert(id.to_be_bytes(), png)
+                .map_err(|e| store_error(&self.path, e))?;
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, id: u32) -> Result<Option<StoredLesion>> {
+        match self
+            .records
+            .get(id.to_be_bytes())
+            .map_err(|e| store_error(&self.path, e))?
+        {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| store_error(&self.path, format!("record {id} is corrupt: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    pub fn id_of(&self, key: &str) -> Result<Option<u32>> {
+        Ok(self
+            .keys
+            .get(key.as_bytes())
+            .map_err(|e| store_error(&self.path, e))?
+            .and_then(|v| v.as_ref().try_into().ok().map(u32::from_be_bytes)))
+    }
+
+    pub fn thumbnail(&self, id: u32) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .thumbnails
+            .get(id.to_be_bytes())
+            .map_err(|e| store_error(&self.path, e))?
+            .map(|v| v.to_vec()))
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Every record in id order.
+    pub fn all(&self) -> Result<Vec<(u32, StoredLesion)>> {
+        self.records
+            .iter()
+            .map(|entry| {
+                let (k, v) = entry.map_err(|e| store_error(&self.path, e))?;
+                let id = u32::from_be_bytes(
+                    k.as_ref()
+                        .try_into()
+                        .map_err(|_| store_error(&self.path, "bad record key"))?,
+                );
+                let lesion = serde_json::from_slice(&v)
+                    .map_err(|e| store_error(&self.path, format!("record {id} is corrupt: {e}")))?;
+                Ok((id, lesion))
+            })
+            .collect()
+    }
+
+    /// Sha256 over ids and record bytes in id order, and over the key map.
+    pub fn checksum(&self) -> Result<String> {
+        let mut hasher = sha2::Sha256::new();
+        for tree in [&self.records, &self.keys] {
+            for entry in tree.iter() {
+                let (k, v) = entry.map_err(|e| store_error(&self.path, e))?;
+                hasher.update((k.len() as u32).to_le_bytes());
+                hasher.update(&k);
+                hasher.update((v.len() as u32).to_le_bytes());
+                hasher.update(&v);
+            }
+        }
+        Ok(crate::embed::hex_digest(&hasher.finalize()))
+    }
+
+    /// Makes everything written so far durable.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush().map_err(|e| store_error(&self.path, e))?;
+        Ok(())
+    }
+}

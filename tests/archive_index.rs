@@ -1,0 +1,102 @@
+//! Index generations: build, open, verify, resume, lock.
+
+mod common;
+
+use lesion_search::archive::{build, Archive, BuildOptions, WriteLock};
+use lesion_search::embed::{bundled_lesion_cnn, Embedder};
+use lesion_search::index::GraphParams;
+
+fn options<'a>(dataset: &std::path::Path, model: &'a dyn Embedder) -> BuildOptions<'a> {
+    BuildOptions {
+        dataset: dataset.to_path_buf(),
+        reports: None,
+        model,
+        graph: GraphParams::default(),
+    }
+}
+
+#[test]
+fn a_built_index_verifies_and_answers_by_vector_and_text() {
+    let archive = common::synth_archive(40, 41, true);
+    let model = bundled_lesion_cnn().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let summary = build(dir.path(), &options(archive.path(), &model), &|_| {}).unwrap();
+    assert_eq!((summary.generation, summary.lesions), (1, 40));
+    let index = Archive::open(dir.path()).unwrap();
+    assert!(index.verify().unwrap().is_empty());
+    assert!(index.check_model(&model).is_ok());
+    // A lesion's own vector finds it first.
+    let (hits, _) = index.vectors.search(index.vectors.flat.vector(7), 3, None);
+    assert_eq!(hits[0].id, 7);
+    let stored = index.records.get(7).unwrap().unwrap();
+    assert_eq!(index.records.id_of(&stored.key).unwrap(), Some(7));
+    assert!(index
+        .records
+        .thumbnail(7)
+        .unwrap()
+        .unwrap()
+        .starts_with(b"\x89PNG"));
+    let (text_hits, _) = index.text.search("mm", 5, &|_| true).unwrap();
+    assert_eq!(text_hits.len(), 5);
+}
+
+#[test]
+fn an_interrupted_build_leaves_the_last_generation_and_resumes() {
+    let archive = common::synth_archive(30, 42, true);
+    let model = bundled_lesion_cnn().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), &options(archive.path(), &model), &|_| {}).unwrap();
+    let first = Archive::open(dir.path()).unwrap();
+    let ten: Vec<u8> = first.vectors.flat.data()[..10 * model.card().output_dim]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    drop(first);
+    // What a build killed after ten embeddings leaves: a staging file and a partial generation.
+    let staging = dir.path().join("staging");
+    let sha = lesion_search::embed::sha256_file(&archive.path().join("DL_info.csv")).unwrap();
+    let name = format!(
+        "embeddings-{}-{}.f32",
+        &model.card().weights_sha256[..12],
+        &sha[..12]
+    );
+    std::fs::write(staging.join(name), &ten).unwrap();
+    std::fs::create_dir_all(dir.path().join("gen-000002.partial/records")).unwrap();
+    assert_eq!(
+        Archive::open(dir.path()).unwrap().manifest.generation,
+        1,
+        "the last good generation stays readable"
+    );
+
+    let summary = build(dir.path(), &options(archive.path(), &model), &|_| {}).unwrap();
+    assert_eq!((summary.generation, summary.resumed_embeddings), (2, 10));
+    let second = Archive::open(dir.path()).unwrap();
+    assert!(second.verify().unwrap().is_empty());
+}
+
+#[test]
+fn a_second_writer_is_refused_and_tampering_is_reported() {
+    let archive = common::synth_archive(20, 43, true);
+    let model = bundled_lesion_cnn().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), &options(archive.path(), &model), &|_| {}).unwrap();
+    let lock = WriteLock::acquire(dir.path()).unwrap();
+    let err = build(dir.path(), &options(archive.path(), &model), &|_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("another writer"), "{err}");
+    drop(lock);
+
+    let index = Archive::open(dir.path()).unwrap();
+    let vectors = index.dir.join("vectors/vectors.bin");
+    drop(index);
+    let mut bytes = std::fs::read(&vectors).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xFF;
+    std::fs::write(&vectors, bytes).unwrap();
+    let problems = Archive::open(dir.path()).unwrap().verify().unwrap();
+    assert!(
+        problems.iter().any(|p| p.contains("vectors.bin checksum")),
+        "{problems:?}"
+    );
+}
