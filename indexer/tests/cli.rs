@@ -204,14 +204,30 @@ fn build_then_verify_an_index() {
     let archive = dir.path().join("archive");
     let index = dir.path().join("index");
     let (a, i) = (archive.to_str().unwrap(), index.to_str().unwrap());
-    assert!(indexer(&["synth", "--out", a, "--lesions", "15", "--seed", "4"]).status.success());
+    assert!(
+        indexer(&["synth", "--out", a, "--lesions", "15", "--seed", "4"])
+            .status
+            .success()
+    );
     let build = indexer(&["build", "--dataset", a, "--index", i]);
     assert!(build.status.success(), "{}", text(&build));
     assert!(text(&build).contains("generation 1 of"), "{}", text(&build));
     let verify = indexer(&["verify", "--index", i]);
     assert!(verify.status.success(), "{}", text(&verify));
-    assert!(text(&verify).contains("records, vectors and text agree"), "{}", text(&verify));
-    let missing = indexer(&["verify", "--index", dir.path().join("nothing").to_str().unwrap()]);
+    assert!(
+        text(&verify).contains("records, vectors and text agree"),
+        "{}",
+        text(&verify)
+    );
+    let missing = indexer(&[
+        "verify",
+        "--index",
+        dir.path().join("nothing").to_str().unwrap(),
+    ]);
     assert_eq!(missing.status.code(), Some(2));
-    assert!(text(&missing).contains("no published generation"), "{}", text(&missing));
+    assert!(
+        text(&missing).contains("no published generation"),
+        "{}",
+        text(&missing)
+    );
 }
