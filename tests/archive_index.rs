@@ -12,6 +12,7 @@ fn options<'a>(dataset: &std::path::Path, model: &'a dyn Embedder) -> BuildOptio
         reports: None,
         model,
         graph: GraphParams::default(),
+        labels: None,
     }
 }
 
@@ -99,4 +100,65 @@ fn a_second_writer_is_refused_and_tampering_is_reported() {
         problems.iter().any(|p| p.contains("vectors.bin checksum")),
         "{problems:?}"
     );
+}
+
+#[test]
+fn lesanet_labels_become_searchable_tags_and_a_short_table_is_refused() {
+    let archive = common::synth_archive(12, 44, true);
+    let model = bundled_lesion_cnn().unwrap();
+    let labels = archive.path().join("labels.json");
+    std::fs::write(
+        &labels,
+        r#"{"term_list": ["chest", "pneumatocele", "lung"], "train_lesion_idxs": [3], "train_relevant_labels": [[1, 2, 1]],
+            "val_lesion_idxs": [5], "val_relevant_labels": [[0]], "test_lesion_idxs": [], "test_relevant_labels": []}"#,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = options(archive.path(), &model);
+    o.labels = Some(labels.clone());
+    build(dir.path(), &o, &|_| {}).unwrap();
+    let index = Archive::open(dir.path()).unwrap();
+    assert_eq!(
+        index.records.get(3).unwrap().unwrap().tags,
+        ["pneumatocele", "lung"]
+    );
+    let (hits, _) = index.text.search("pneumatocele", 5, &|_| true).unwrap();
+    assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), [3]);
+
+    std::fs::write(
+        &labels,
+        r#"{"term_list": ["chest"], "train_lesion_idxs": [24120], "train_relevant_labels": [[0]]}"#,
+    )
+    .unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let err = build(other.path(), &o, &|_| {}).unwrap_err().to_string();
+    assert!(
+        err.contains("refers to row 24120") && err.contains("has 12 rows"),
+        "{err}"
+    );
+}
+
+#[test]
+fn real_lesanet_labels_are_refused_against_a_partial_table() {
+    let Some(shared) =
+        common::shared_data("real_lesanet_labels_are_refused_against_a_partial_table")
+    else {
+        return;
+    };
+    let dataset = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        shared.join("deeplesion/DL_info_partial.csv"),
+        dataset.path().join("DL_info.csv"),
+    )
+    .unwrap();
+    let model = bundled_lesion_cnn().unwrap();
+    let mut o = options(dataset.path(), &model);
+    o.labels = Some(shared.join("lesanet/text_mined_labels_171_and_split.json"));
+    let dir = tempfile::tempdir().unwrap();
+    let err = build(dir.path(), &o, &|_| {}).unwrap_err().to_string();
+    assert!(
+        err.contains("has 10857 rows") && err.contains("full DeepLesion table"),
+        "{err}"
+    );
+    assert!(!dir.path().join("CURRENT").exists());
 }

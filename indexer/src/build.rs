@@ -20,6 +20,10 @@ pub struct BuildArgs {
     /// Report sentences (default: DATASET/reports.jsonl when present).
     #[arg(long)]
     reports: Option<PathBuf>,
+    /// LesaNet text-mined labels (text_mined_labels_171_and_split.json), keyed by row of the
+    /// full DL_info.csv.
+    #[arg(long)]
+    labels: Option<PathBuf>,
 }
 
 pub fn run_build(args: BuildArgs) -> anyhow::Result<ExitCode> {
@@ -29,6 +33,7 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<ExitCode> {
         reports: args.reports,
         model: model.as_ref(),
         graph: GraphParams::default(),
+        labels: args.labels,
     };
     let embedding = Progress::new("embedding lesions");
     let summary = build(&args.index, &options, &|event| match event {

@@ -16,7 +16,9 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::{lesion_keys, read_reports, Dataset, DlInfoReader, LesionRecord};
+use crate::dataset::{
+    lesion_keys, read_lesanet_labels, read_reports, Dataset, DlInfoReader, LesionRecord,
+};
 use crate::embed::{sha256_file, Embedder, ModelCard};
 use crate::error::{Error, Result};
 use crate::imaging::{extract_patch, render_thumbnail, ThumbnailSpec};
@@ -107,6 +109,8 @@ pub struct BuildOptions<'a> {
     pub reports: Option<PathBuf>,
     pub model: &'a dyn Embedder,
     pub graph: GraphParams,
+    /// LesaNet text-mined labels, attached as tags by 0-based row of the table.
+    pub labels: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -156,6 +160,26 @@ pub fn build(
         records.push(row.record);
     }
     let keys = lesion_keys(&records);
+    let labels = match &options.labels {
+        Some(path) => {
+            let labels = read_lesanet_labels(path)?;
+            if let Some(max) = labels.max_row() {
+                if max >= records.len() {
+                    return Err(Error::invalid_argument(
+                        "--labels",
+                        format!(
+                            "{} refers to row {max}, but {} has {} rows: the labels were mined for the full DeepLesion table",
+                            path.display(),
+                            dataset.dl_info_path().display(),
+                            records.len()
+                        ),
+                    ));
+                }
+            }
+            labels
+        }
+        None => Default::default(),
+    };
     let reports_path = options
         .reports
         .clone()
@@ -268,7 +292,7 @@ pub fn build(
             row_index: *row_index,
             record: record.clone(),
             report,
-            tags: Vec::new(),
+            tags: labels.by_row.get(row_index).cloned().unwrap_or_default(),
         };
         // Thumbnails of resumed lesions are rendered now.
         let thumb = match thumbnails[id].take() {

@@ -6,12 +6,14 @@
 mod dl_info;
 pub mod fields;
 mod inspect;
+mod labels;
 mod patches;
 mod record;
 mod reports;
 
 pub use dl_info::{write_dl_info, DlInfoReader, LesionRow, COLUMNS};
 pub use inspect::{inspect, InspectOptions, InspectReport, Issue, Severity};
+pub use labels::{read_lesanet_labels, LesionLabels};
 pub use patches::{geometry_of, Dataset, LesionSlices};
 pub use record::*;
 pub use reports::{read_reports, write_reports, ReportEntry};
