@@ -19,6 +19,7 @@ pub mod archive;
 pub mod dataset;
 pub mod embed;
 mod error;
+mod fsutil;
 pub mod imaging;
 pub mod index;
 pub mod ontology;

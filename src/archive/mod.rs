@@ -354,12 +354,7 @@ pub fn build(
 
     let published = dir.join(&name);
     fs::rename(&partial, &published).map_err(|e| Error::io(&published, e))?;
-    let pointer_tmp = dir.join("CURRENT.tmp");
-    fs::write(&pointer_tmp, &name).map_err(|e| Error::io(&pointer_tmp, e))?;
-    fs::File::open(&pointer_tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(&pointer_tmp, e))?;
-    fs::rename(&pointer_tmp, dir.join(CURRENT)).map_err(|e| Error::io(dir.join(CURRENT), e))?;
+    crate::fsutil::write_atomically(&dir.join(CURRENT), |w| w.write_all(name.as_bytes()))?;
     let _ = fs::remove_file(&cache);
     Ok(BuildSummary {
         generation,

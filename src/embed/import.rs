@@ -248,9 +248,6 @@ fn write_cards(cache: &Path, sha: &str) -> Result<Vec<PathBuf>> {
 
 /// Writes `card.json` through a temporary file and a rename.
 pub fn write_card(dir: &Path, card: &ModelCard) -> Result<()> {
-    let path = dir.join(CARD_FILE);
-    let tmp = dir.join(format!("{CARD_FILE}.tmp"));
     let text = serde_json::to_string_pretty(card).map_err(|e| fail(e.to_string()))?;
-    fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-    fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+    crate::fsutil::write_atomically(&dir.join(CARD_FILE), |w| w.write_all(text.as_bytes()))
 }

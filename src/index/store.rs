@@ -3,12 +3,13 @@
 //! error naming it.
 
 use std::fs;
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::path::Path;
 
 use super::graph::Graph;
 use super::{FlatIndex, IdSet, VectorIndex};
 use crate::error::{Error, Result};
+use crate::fsutil::write_atomically;
 
 const VECTORS_FILE: &str = "vectors.bin";
 const GRAPH_FILE: &str = "graph.bin";
@@ -33,20 +34,6 @@ fn bad(path: &Path, message: impl Into<String>) -> Error {
     }
 }
 
-fn write_file(
-    path: &Path,
-    write: impl FnOnce(&mut BufWriter<fs::File>) -> std::io::Result<()>,
-) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let file = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let mut w = BufWriter::with_capacity(1 << 20, file);
-    write(&mut w)
-        .and_then(|_| w.flush())
-        .and_then(|_| w.get_ref().sync_all())
-        .map_err(|e| Error::io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-}
-
 fn u32s_to_bytes(values: &[u32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
@@ -54,7 +41,7 @@ fn u32s_to_bytes(values: &[u32]) -> Vec<u8> {
 /// Writes the index into `dir` (which must exist).
 pub fn save_vector_index(index: &VectorIndex, dir: &Path) -> Result<()> {
     let dim = index.flat.dim();
-    write_file(&dir.join(VECTORS_FILE), |w| {
+    write_atomically(&dir.join(VECTORS_FILE), |w| {
         w.write_all(MAGIC)?;
         w.write_all(&(dim as u64).to_le_bytes())?;
         w.write_all(&(index.len() as u64).to_le_bytes())?;
@@ -66,7 +53,7 @@ pub fn save_vector_index(index: &VectorIndex, dir: &Path) -> Result<()> {
     })?;
     if let Some(graph) = &index.graph {
         let (entry, layers) = graph.parts();
-        write_file(&dir.join(GRAPH_FILE), |w| {
+        write_atomically(&dir.join(GRAPH_FILE), |w| {
             w.write_all(GRAPH_MAGIC)?;
             w.write_all(&(entry as u64).to_le_bytes())?;
             w.write_all(&(layers.len() as u64).to_le_bytes())?;
@@ -89,7 +76,7 @@ pub fn save_vector_index(index: &VectorIndex, dir: &Path) -> Result<()> {
     };
     let text =
         serde_json::to_string(&meta).map_err(|e| bad(&dir.join(META_FILE), e.to_string()))?;
-    write_file(&dir.join(META_FILE), |w| w.write_all(text.as_bytes()))
+    write_atomically(&dir.join(META_FILE), |w| w.write_all(text.as_bytes()))
 }
 
 struct Reader<'a> {

@@ -15,7 +15,6 @@ mod rng;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -34,6 +33,7 @@ use crate::dataset::{
     IMAGES_DIR, REPORTS_FILE,
 };
 use crate::error::{Error, Result};
+use crate::fsutil::write_atomically;
 use crate::imaging::{encode_png16, Window, WindowPreset};
 
 /// What to generate.
@@ -207,20 +207,6 @@ pub fn generate(
         slices: total,
         bytes,
     })
-}
-
-fn write_atomically(
-    path: &Path,
-    write: impl FnOnce(&mut BufWriter<fs::File>) -> std::io::Result<()>,
-) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    let file = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let mut writer = BufWriter::new(file);
-    write(&mut writer)
-        .and_then(|_| writer.flush())
-        .and_then(|_| writer.get_ref().sync_all())
-        .map_err(|e| Error::io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
 }
 
 fn read_like(path: &Path) -> Result<Vec<RealMetadata>> {

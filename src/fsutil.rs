@@ -1,0 +1,23 @@
+//! Files others read are published whole: written to a temporary sibling, synced, renamed.
+
+use std::fs;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Writes `path` through `path.tmp` and a rename, so a reader sees the old file or the new
+/// one, never half of either.
+pub(crate) fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut BufWriter<fs::File>) -> std::io::Result<()>,
+) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let file = fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let mut writer = BufWriter::with_capacity(1 << 20, file);
+    write(&mut writer)
+        .and_then(|_| writer.flush())
+        .and_then(|_| writer.get_ref().sync_all())
+        .map_err(|e| Error::io(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
