@@ -2,7 +2,7 @@
 
 mod common;
 
-use lesion_search::archive::{build, Archive, BuildOptions, WriteLock};
+use lesion_search::archive::{add, build, delete, AddOptions, Archive, BuildOptions, WriteLock};
 use lesion_search::embed::{bundled_lesion_cnn, Embedder};
 use lesion_search::index::GraphParams;
 
@@ -161,4 +161,117 @@ fn real_lesanet_labels_are_refused_against_a_partial_table() {
         "{err}"
     );
     assert!(!dir.path().join("CURRENT").exists());
+}
+
+/// Splits a generated archive into two DeepLesion folders over the same slices: the first
+/// `first` rows, and the rest.
+fn split_archive(
+    archive: &std::path::Path,
+    first: usize,
+) -> (tempfile::TempDir, tempfile::TempDir) {
+    let table = std::fs::read_to_string(archive.join("DL_info.csv")).unwrap();
+    let mut lines = table.lines();
+    let header = lines.next().unwrap();
+    let rows: Vec<&str> = lines.collect();
+    let part = |rows: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let body: String = rows.iter().map(|r| format!("{r}\n")).collect();
+        std::fs::write(dir.path().join("DL_info.csv"), format!("{header}\n{body}")).unwrap();
+        std::os::unix::fs::symlink(archive.join("Images_png"), dir.path().join("Images_png"))
+            .unwrap();
+        std::fs::copy(
+            archive.join("reports.jsonl"),
+            dir.path().join("reports.jsonl"),
+        )
+        .unwrap();
+        dir
+    };
+    (part(&rows[..first]), part(&rows[first..]))
+}
+
+#[test]
+fn added_lesions_are_found_and_deleted_ones_vanish_from_every_store() {
+    let archive = common::synth_archive(30, 44, true);
+    let (older, newer) = split_archive(archive.path(), 20);
+    let model = bundled_lesion_cnn().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), &options(older.path(), &model), &|_| {}).unwrap();
+
+    let add_options = AddOptions {
+        dataset: newer.path().to_path_buf(),
+        reports: None,
+        model: &model,
+        graph: GraphParams::default(),
+    };
+    let added = add(dir.path(), &add_options, &|_| {}).unwrap();
+    assert_eq!((added.generation, added.live), (2, 30));
+    assert_eq!(
+        added.changed.first().unwrap().0,
+        20,
+        "ids continue after the last"
+    );
+    let index = Archive::open(dir.path()).unwrap();
+    assert_eq!(index.verify().unwrap(), Vec::<String>::new());
+    let (id, key) = added.changed[3].clone();
+    let (hits, _) = index.vectors.search(index.vectors.flat.vector(id), 1, None);
+    assert_eq!(hits[0].id, id);
+    let stored = index.records.get(id).unwrap().unwrap();
+    assert_eq!(stored.key, key);
+    assert!(index
+        .dataset_of(&stored)
+        .load_key_slice(&stored.record)
+        .is_ok());
+    let (text_hits, _) = index.text.search(&stored.report, 30, &|_| true).unwrap();
+    assert!(text_hits.iter().any(|h| h.id == id));
+    drop(index);
+
+    // The same lesions again: refused, every key named, nothing published.
+    let again = add(dir.path(), &add_options, &|_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(again.contains(&key), "{again}");
+    assert_eq!(Archive::current_manifest(dir.path()).unwrap().generation, 2);
+
+    // Delete one old and one added lesion.
+    let old_key = Archive::open(dir.path())
+        .unwrap()
+        .records
+        .get(5)
+        .unwrap()
+        .unwrap()
+        .key;
+    let deleted = delete(
+        dir.path(),
+        &[old_key.clone(), key.clone()],
+        GraphParams::default(),
+    )
+    .unwrap();
+    assert_eq!((deleted.generation, deleted.live), (3, 28));
+    let index = Archive::open(dir.path()).unwrap();
+    assert_eq!(index.verify().unwrap(), Vec::<String>::new());
+    for (gone, k) in [(5, &old_key), (id, &key)] {
+        assert!(index.records.get(gone).unwrap().is_none());
+        assert_eq!(index.records.id_of(k).unwrap(), None);
+        let (hits, _) = index
+            .vectors
+            .search(index.vectors.flat.vector(gone), 30, None);
+        assert!(hits.iter().all(|h| h.id != gone));
+        let (text_hits, _) = index.text.search("mm", 100, &|_| true).unwrap();
+        assert!(text_hits.iter().all(|h| h.id != gone));
+    }
+    drop(index);
+
+    let unknown = delete(
+        dir.path(),
+        &["nope_1_2_3.png".into()],
+        GraphParams::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(unknown.contains("nope_1_2_3.png"), "{unknown}");
+    assert_eq!(Archive::current_manifest(dir.path()).unwrap().generation, 3);
+    assert!(
+        !dir.path().join("gen-000001").exists(),
+        "generations older than the previous one are pruned"
+    );
 }

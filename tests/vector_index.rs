@@ -111,3 +111,45 @@ fn tombstones_hide_and_the_index_round_trips_on_disk() {
         "{err}"
     );
 }
+
+#[test]
+fn appended_vectors_are_found_before_a_rebuild_and_deleted_ones_leave_the_graph() {
+    let data = clustered_unit_vectors(6_000, DIM, 20, 9);
+    let (first, later) = data.split_at(5_000 * DIM);
+    let (mut index, _) = VectorIndex::with_graph(
+        FlatIndex::from_data(DIM, first.to_vec()),
+        GraphParams::default(),
+    );
+    let ids = index.append(&later[..200 * DIM]);
+    assert_eq!(ids, 5_000..5_200);
+    assert!(
+        !index.needs_rebuild(),
+        "200 unindexed of 5,200 is under the threshold"
+    );
+    for id in [5_000u32, 5_123, 5_199] {
+        let (hits, _) = index.search_with(index.flat.vector(id), 5, None, Plan::Graph { ef: 64 });
+        assert_eq!(
+            hits[0].id, id,
+            "an appended vector is found through the graph plan"
+        );
+    }
+    index.append(&later[200 * DIM..]);
+    assert!(
+        index.needs_rebuild(),
+        "1,000 unindexed of 6,000 passes the threshold"
+    );
+    for id in 0..700u32 {
+        index.delete(id * 7);
+    }
+    index.rebuild(GraphParams::default());
+    assert!(!index.needs_rebuild() || index.tombstones.len() * 10 > index.len());
+    assert!(
+        index.self_recall > 0.95,
+        "self-recall {}",
+        index.self_recall
+    );
+    let (hits, _) = index.search_with(index.flat.vector(14), 10, None, Plan::Graph { ef: 64 });
+    assert!(hits.iter().all(|h| h.id % 7 != 0 || h.id >= 4_900));
+    let (hits, _) = index.search_with(index.flat.vector(5_900), 1, None, Plan::Graph { ef: 64 });
+    assert_eq!(hits[0].id, 5_900);
+}

@@ -1,7 +1,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use lesion_search::archive::{build, Archive, BuildEvent, BuildOptions};
+use lesion_search::archive::{
+    add, build, delete, AddOptions, Archive, BuildEvent, BuildOptions, ChangeSummary,
+};
 use lesion_search::embed::{default_cache_dir, resolve_model};
 use lesion_search::index::GraphParams;
 
@@ -87,4 +89,77 @@ pub fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[derive(clap::Args)]
+pub struct AddArgs {
+    /// The index folder (a new generation is published in it).
+    #[arg(long)]
+    index: PathBuf,
+    /// A DeepLesion-format folder holding the new lesions (DL_info.csv, Images_png/).
+    #[arg(long)]
+    dataset: PathBuf,
+    /// Report sentences (default: DATASET/reports.jsonl when present).
+    #[arg(long)]
+    reports: Option<PathBuf>,
+    /// Default: the model that built the index (another one is refused).
+    #[arg(long)]
+    model: Option<String>,
+}
+
+pub fn run_add(args: AddArgs) -> anyhow::Result<ExitCode> {
+    let name = match args.model {
+        Some(name) => name,
+        None => Archive::current_manifest(&args.index)?.model.name,
+    };
+    let model = resolve_model(&name, &default_cache_dir())?;
+    let options = AddOptions {
+        dataset: args.dataset,
+        reports: args.reports,
+        model: model.as_ref(),
+        graph: GraphParams::default(),
+    };
+    let embedding = Progress::new("embedding lesions");
+    let summary = add(&args.index, &options, &|event| match event {
+        BuildEvent::Embedding { done, total } => embedding.update(done, total),
+        BuildEvent::Writing => eprintln!("writing records, vectors and text"),
+    })?;
+    print_change("added", &args.index, &summary);
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args)]
+pub struct DeleteArgs {
+    /// The index folder (a new generation is published in it).
+    #[arg(long)]
+    index: PathBuf,
+    /// Lesion keys: the `File_name`, with `#n` for the n-th lesion of a slice (from 2).
+    #[arg(required = true)]
+    keys: Vec<String>,
+}
+
+pub fn run_delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
+    let summary = delete(&args.index, &args.keys, GraphParams::default())?;
+    print_change("deleted", &args.index, &summary);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_change(verb: &str, index: &std::path::Path, summary: &ChangeSummary) {
+    for (id, key) in &summary.changed {
+        println!("{verb} {key} (id {id})");
+    }
+    println!(
+        "generation {} of {} published: {} lesions searchable{}",
+        summary.generation,
+        index.display(),
+        summary.live,
+        if summary.graph_rebuilt {
+            format!(
+                "; HNSW graph rebuilt (ef {}, self-recall {:.3})",
+                summary.ef, summary.self_recall
+            )
+        } else {
+            String::new()
+        }
+    );
 }

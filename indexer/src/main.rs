@@ -33,6 +33,10 @@ struct Cli {
 enum Command {
     /// Build a searchable index (records, vectors, text) from a DeepLesion-format archive.
     Build(build::BuildArgs),
+    /// Add the lesions of a DeepLesion-format folder to an index (a new generation).
+    Add(build::AddArgs),
+    /// Delete lesions from an index by key (a new generation; hidden from every store).
+    Delete(build::DeleteArgs),
     /// Check that records, vectors and text of an index agree.
     Verify(build::VerifyArgs),
     /// Generate a realistic DeepLesion-format archive (CT-like slices, table, reports).
@@ -66,6 +70,8 @@ fn main() -> ExitCode {
         Command::Synth(args) => synth::run(args),
         Command::Build(args) => build::run_build(args),
         Command::Verify(args) => build::run_verify(args),
+        Command::Add(args) => build::run_add(args),
+        Command::Delete(args) => build::run_delete(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Patch(args) => patch::run(args),
         Command::BenchPatches(args) => bench::run(args),

@@ -10,7 +10,7 @@
 //! ```
 
 use std::fs;
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -25,6 +25,9 @@ use crate::imaging::{extract_patch, render_thumbnail, ThumbnailSpec};
 use crate::index::{load_vector_index, save_vector_index, FlatIndex, GraphParams, VectorIndex};
 use crate::store::{RecordStore, StoredLesion};
 use crate::text::{TextEntry, TextIndex, TextIndexWriter};
+
+mod change;
+pub use change::{add, delete, AddOptions, ChangeSummary};
 
 /// Version of the on-disk layout; a reader refuses others.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -46,6 +49,10 @@ pub struct Manifest {
     pub self_recall: f32,
     pub records_sha256: String,
     pub vectors_sha256: String,
+    /// Deleted lesions: their ids stay reserved (hidden everywhere), so `lesions - deleted`
+    /// are searchable.
+    #[serde(default)]
+    pub deleted: usize,
 }
 
 fn index_error(path: &Path, message: impl Into<String>) -> Error {
@@ -130,7 +137,7 @@ pub enum BuildEvent {
     Writing,
 }
 
-fn current_generation(dir: &Path) -> Result<Option<(u64, PathBuf)>> {
+pub(crate) fn current_generation(dir: &Path) -> Result<Option<(u64, PathBuf)>> {
     let pointer = dir.join(CURRENT);
     if !pointer.exists() {
         return Ok(None);
@@ -144,6 +151,140 @@ fn current_generation(dir: &Path) -> Result<Option<(u64, PathBuf)>> {
     Ok(Some((number, dir.join(name))))
 }
 
+/// Embeddings and thumbnails of a list of lesions.
+struct Embedded {
+    vectors: Vec<f32>,
+    /// `None` for lesions whose embedding was resumed from the staging file.
+    thumbnails: Vec<Option<Vec<u8>>>,
+    resumed: usize,
+    /// The staging file; removed once the generation is published.
+    cache: PathBuf,
+}
+
+const THUMBNAIL: ThumbnailSpec = ThumbnailSpec {
+    size_px: 128,
+    around_box_mm: Some(80.0),
+    draw_box: true,
+};
+
+/// The stored thumbnail of a lesion: its key slice around the box, in its own window.
+fn thumbnail_of(key_slice: &crate::imaging::CtImage, record: &LesionRecord) -> Result<Vec<u8>> {
+    render_thumbnail(
+        key_slice,
+        &record.window,
+        Some(&record.bbox),
+        (record.spacing.x_mm, record.spacing.y_mm),
+        &THUMBNAIL,
+    )?
+    .to_png()
+}
+
+/// Embeds `records` batch by batch, appending each batch to a staging file under `dir` so
+/// that a killed run resumes where it stopped. The file is named by model weights and table
+/// digest, so a different model or table never resumes from it.
+fn embed_lesions(
+    dir: &Path,
+    dataset: &Dataset,
+    records: &[LesionRecord],
+    model: &dyn Embedder,
+    table_sha256: &str,
+    progress: &(dyn Fn(BuildEvent) + Sync),
+) -> Result<Embedded> {
+    let card = model.card();
+    let dim = card.output_dim;
+    let staging = dir.join("staging");
+    fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
+    let cache = staging.join(format!(
+        "embeddings-{}-{}.f32",
+        &card.weights_sha256[..12.min(card.weights_sha256.len())],
+        &table_sha256[..12.min(table_sha256.len())]
+    ));
+    let existing = fs::read(&cache).unwrap_or_default();
+    let resumed = (existing.len() / (dim * 4)).min(records.len());
+    let mut vectors: Vec<f32> = existing[..resumed * dim * 4]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let mut thumbnails: Vec<Option<Vec<u8>>> = vec![None; records.len()];
+    let mut out = fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(false)
+        .open(&cache)
+        .map_err(|e| Error::io(&cache, e))?;
+    // A batch half-written when the process died is cut off.
+    out.set_len((resumed * dim * 4) as u64)
+        .map_err(|e| Error::io(&cache, e))?;
+    out.seek(SeekFrom::End(0))
+        .map_err(|e| Error::io(&cache, e))?;
+    let batch = 64;
+    let mut done = resumed;
+    while done < records.len() {
+        let end = (done + batch).min(records.len());
+        let outcomes: Vec<(crate::imaging::Patch, Vec<u8>)> = records[done..end]
+            .par_iter()
+            .map(|r| {
+                let slices = dataset.load_slices(r, &card.patch)?;
+                let patch = extract_patch(
+                    &slices.stack(),
+                    &crate::dataset::geometry_of(r),
+                    &card.patch,
+                )?;
+                Ok((patch, thumbnail_of(&slices.key, r)?))
+            })
+            .collect::<Result<_>>()?;
+        let patches: Vec<_> = outcomes.iter().map(|o| o.0.clone()).collect();
+        let embedded = model.embed(&patches)?;
+        let bytes: Vec<u8> = embedded
+            .iter()
+            .flatten()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        out.write_all(&bytes)
+            .and_then(|_| out.sync_data())
+            .map_err(|e| Error::io(&cache, e))?;
+        for (i, (_, thumb)) in outcomes.into_iter().enumerate() {
+            thumbnails[done + i] = Some(thumb);
+        }
+        vectors.extend(embedded.into_iter().flatten());
+        done = end;
+        progress(BuildEvent::Embedding {
+            done,
+            total: records.len(),
+        });
+    }
+    Ok(Embedded {
+        vectors,
+        thumbnails,
+        resumed,
+        cache,
+    })
+}
+
+/// An empty `gen-NNNNNN.partial` folder for the next generation (a leftover of a killed
+/// writer is discarded).
+fn fresh_partial(dir: &Path, generation: u64) -> Result<PathBuf> {
+    let partial = dir.join(format!("gen-{generation:06}.partial"));
+    if partial.exists() {
+        fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+    }
+    fs::create_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+    Ok(partial)
+}
+
+/// Writes the manifest into a complete `partial` generation, renames it to its final name
+/// and points `CURRENT` at it: readers see the old generation or the new one, whole.
+fn publish(dir: &Path, partial: &Path, manifest: &Manifest) -> Result<()> {
+    let name = format!("gen-{:06}", manifest.generation);
+    let manifest_path = partial.join(MANIFEST);
+    let text = serde_json::to_string_pretty(manifest)
+        .map_err(|e| index_error(&manifest_path, e.to_string()))?;
+    crate::fsutil::write_atomically(&manifest_path, |w| w.write_all(text.as_bytes()))?;
+    let published = dir.join(&name);
+    fs::rename(partial, &published).map_err(|e| Error::io(&published, e))?;
+    crate::fsutil::write_atomically(&dir.join(CURRENT), |w| w.write_all(name.as_bytes()))
+}
+
 /// Builds a new generation from a DeepLesion-format archive and publishes it.
 pub fn build(
     dir: &Path,
@@ -151,7 +292,10 @@ pub fn build(
     progress: &(dyn Fn(BuildEvent) + Sync),
 ) -> Result<BuildSummary> {
     let _lock = WriteLock::acquire(dir)?;
-    let dataset = Dataset::new(&options.dataset);
+    // Absolute, so that images are found whatever the reader's working directory.
+    let dataset_root =
+        fs::canonicalize(&options.dataset).map_err(|e| Error::io(&options.dataset, e))?;
+    let dataset = Dataset::new(&dataset_root);
     let mut records: Vec<LesionRecord> = Vec::new();
     let mut row_indices = Vec::new();
     for row in DlInfoReader::open(&dataset.dl_info_path())? {
@@ -190,94 +334,25 @@ pub fn build(
         Default::default()
     };
     let card = options.model.card().clone();
-    let dim = card.output_dim;
     let dl_info_sha256 = sha256_file(&dataset.dl_info_path())?;
-
-    // Embeddings, appended batch by batch so that a killed build resumes where it stopped.
-    let staging = dir.join("staging");
-    fs::create_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
-    let cache = staging.join(format!(
-        "embeddings-{}-{}.f32",
-        &card.weights_sha256[..12.min(card.weights_sha256.len())],
-        &dl_info_sha256[..12]
-    ));
-    let existing = fs::read(&cache).unwrap_or_default();
-    let resumed = (existing.len() / (dim * 4)).min(records.len());
-    let mut vectors: Vec<f32> = existing[..resumed * dim * 4]
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    let mut thumbnails: Vec<Option<Vec<u8>>> = vec![None; records.len()];
-    let mut out = fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(false)
-        .open(&cache)
-        .map_err(|e| Error::io(&cache, e))?;
-    out.set_len((resumed * dim * 4) as u64)
-        .map_err(|e| Error::io(&cache, e))?;
-    use std::io::Seek;
-    out.seek(std::io::SeekFrom::End(0))
-        .map_err(|e| Error::io(&cache, e))?;
-    let thumbnail_spec = ThumbnailSpec {
-        size_px: 128,
-        around_box_mm: Some(80.0),
-        draw_box: true,
-    };
-    let batch = 64;
-    let mut done = resumed;
-    while done < records.len() {
-        let end = (done + batch).min(records.len());
-        let outcomes: Vec<(crate::imaging::Patch, Vec<u8>)> = records[done..end]
-            .par_iter()
-            .map(|r| {
-                let slices = dataset.load_slices(r, &card.patch)?;
-                let patch = extract_patch(
-                    &slices.stack(),
-                    &crate::dataset::geometry_of(r),
-                    &card.patch,
-                )?;
-                let thumb = render_thumbnail(
-                    &slices.key,
-                    &r.window,
-                    Some(&r.bbox),
-                    (r.spacing.x_mm, r.spacing.y_mm),
-                    &thumbnail_spec,
-                )?
-                .to_png()?;
-                Ok((patch, thumb))
-            })
-            .collect::<Result<_>>()?;
-        let patches: Vec<_> = outcomes.iter().map(|o| o.0.clone()).collect();
-        let embedded = options.model.embed(&patches)?;
-        let bytes: Vec<u8> = embedded
-            .iter()
-            .flatten()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
-        out.write_all(&bytes)
-            .and_then(|_| out.sync_data())
-            .map_err(|e| Error::io(&cache, e))?;
-        for (i, (_, thumb)) in outcomes.into_iter().enumerate() {
-            thumbnails[done + i] = Some(thumb);
-        }
-        vectors.extend(embedded.into_iter().flatten());
-        done = end;
-        progress(BuildEvent::Embedding {
-            done,
-            total: records.len(),
-        });
-    }
+    let Embedded {
+        vectors,
+        mut thumbnails,
+        resumed,
+        cache,
+    } = embed_lesions(
+        dir,
+        &dataset,
+        &records,
+        options.model,
+        &dl_info_sha256,
+        progress,
+    )?;
     progress(BuildEvent::Writing);
 
     // The new generation is written beside the served one and published by renames.
     let generation = current_generation(dir)?.map_or(1, |(n, _)| n + 1);
-    let name = format!("gen-{generation:06}");
-    let partial = dir.join(format!("{name}.partial"));
-    if partial.exists() {
-        fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
-    }
-    fs::create_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+    let partial = fresh_partial(dir, generation)?;
 
     let store = RecordStore::open(&partial.join("records"))?;
     let mut text = TextIndexWriter::create(&partial.join("text"))?;
@@ -293,21 +368,12 @@ pub fn build(
             record: record.clone(),
             report,
             tags: labels.by_row.get(row_index).cloned().unwrap_or_default(),
+            source: None,
         };
         // Thumbnails of resumed lesions are rendered now.
         let thumb = match thumbnails[id].take() {
             Some(t) => t,
-            None => {
-                let key_slice = dataset.load_key_slice(record)?;
-                render_thumbnail(
-                    &key_slice,
-                    &record.window,
-                    Some(&record.bbox),
-                    (record.spacing.x_mm, record.spacing.y_mm),
-                    &thumbnail_spec,
-                )?
-                .to_png()?
-            }
+            None => thumbnail_of(&dataset.load_key_slice(record)?, record)?,
         };
         store.insert(id as u32, &lesion, Some(&thumb))?;
         text.add(&TextEntry {
@@ -323,7 +389,7 @@ pub fn build(
     let records_sha256 = store.checksum()?;
     drop(store);
 
-    let flat = FlatIndex::from_data(dim, vectors);
+    let flat = FlatIndex::from_data(card.output_dim, vectors);
     let index = if records.len() >= GRAPH_FROM {
         VectorIndex::with_graph(flat, options.graph).0
     } else {
@@ -337,7 +403,8 @@ pub fn build(
         generation,
         lesions: records.len(),
         model: card,
-        dataset: options.dataset.display().to_string(),
+        dataset: dataset_root.display().to_string(),
+        deleted: 0,
         dl_info_sha256,
         has_graph: index.graph.is_some(),
         ef: index.ef,
@@ -345,16 +412,7 @@ pub fn build(
         records_sha256,
         vectors_sha256: sha256_file(&vectors_dir.join("vectors.bin"))?,
     };
-    let manifest_path = partial.join(MANIFEST);
-    fs::write(
-        &manifest_path,
-        serde_json::to_string_pretty(&manifest).unwrap_or_default(),
-    )
-    .map_err(|e| Error::io(&manifest_path, e))?;
-
-    let published = dir.join(&name);
-    fs::rename(&partial, &published).map_err(|e| Error::io(&published, e))?;
-    crate::fsutil::write_atomically(&dir.join(CURRENT), |w| w.write_all(name.as_bytes()))?;
+    publish(dir, &partial, &manifest)?;
     let _ = fs::remove_file(&cache);
     Ok(BuildSummary {
         generation,
@@ -364,6 +422,23 @@ pub fn build(
         ef: index.ef,
         self_recall: index.self_recall,
     })
+}
+
+fn read_manifest(generation_dir: &Path) -> Result<Manifest> {
+    let manifest_path = generation_dir.join(MANIFEST);
+    let text = fs::read_to_string(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
+    let manifest: Manifest = serde_json::from_str(&text)
+        .map_err(|e| index_error(&manifest_path, format!("not a manifest: {e}")))?;
+    if manifest.schema_version != SCHEMA_VERSION {
+        return Err(index_error(
+            &manifest_path,
+            format!(
+                "schema version {} (this program reads {SCHEMA_VERSION}): rebuild the index",
+                manifest.schema_version
+            ),
+        ));
+    }
+    Ok(manifest)
 }
 
 /// A published generation, open for reading.
@@ -383,19 +458,7 @@ impl Archive {
                 "no published generation (CURRENT is missing): build the index first",
             )
         })?;
-        let manifest_path = dir.join(MANIFEST);
-        let text = fs::read_to_string(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?;
-        let manifest: Manifest = serde_json::from_str(&text)
-            .map_err(|e| index_error(&manifest_path, format!("not a manifest: {e}")))?;
-        if manifest.schema_version != SCHEMA_VERSION {
-            return Err(index_error(
-                &manifest_path,
-                format!(
-                    "schema version {} (this program reads {SCHEMA_VERSION}): rebuild the index",
-                    manifest.schema_version
-                ),
-            ));
-        }
+        let manifest = read_manifest(&dir)?;
         Ok(Archive {
             records: RecordStore::open(&dir.join("records"))?,
             vectors: load_vector_index(&dir.join("vectors"))?,
@@ -403,6 +466,27 @@ impl Archive {
             manifest,
             dir,
         })
+    }
+
+    /// The manifest of the served generation, read without opening the stores.
+    pub fn current_manifest(index_dir: &Path) -> Result<Manifest> {
+        let (_, dir) = current_generation(index_dir)?.ok_or_else(|| {
+            index_error(
+                index_dir,
+                "no published generation (CURRENT is missing): build the index first",
+            )
+        })?;
+        read_manifest(&dir)
+    }
+
+    /// The folder holding a lesion's slices.
+    pub fn dataset_of(&self, lesion: &StoredLesion) -> Dataset {
+        Dataset::new(
+            lesion
+                .source
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(&self.manifest.dataset)),
+        )
     }
 
     /// Refuses a model other than the one that built the index, saying what differs.
@@ -414,19 +498,31 @@ impl Archive {
     pub fn verify(&self) -> Result<Vec<String>> {
         let mut problems = Vec::new();
         let n = self.manifest.lesions;
+        let live = n - self.manifest.deleted.min(n);
         let counts = [
-            ("records", self.records.len()),
-            ("vectors", self.vectors.len()),
-            ("text documents", self.text.len() as usize),
+            ("records", self.records.len(), live),
+            ("vectors", self.vectors.len(), n),
+            (
+                "deleted vectors",
+                self.vectors.tombstones.len(),
+                self.manifest.deleted,
+            ),
+            ("text documents", self.text.len() as usize, live),
         ];
-        for (what, count) in counts {
-            if count != n {
-                problems.push(format!("{what}: {count}, manifest says {n}"));
+        for (what, count, expected) in counts {
+            if count != expected {
+                problems.push(format!("{what}: {count}, manifest says {expected}"));
             }
         }
         for (id, lesion) in self.records.all()? {
             if id as usize >= n {
                 problems.push(format!("record id {id} is beyond the {n} lesions"));
+            }
+            if self.vectors.tombstones.contains(id) {
+                problems.push(format!(
+                    "record {id} ({}) is deleted from the vectors but not from the records",
+                    lesion.key
+                ));
             }
             if self.records.id_of(&lesion.key)? != Some(id) {
                 problems.push(format!("key {} does not map back to id {id}", lesion.key));

@@ -104,14 +104,31 @@ thread_local! {
 impl Graph {
     /// Builds the graph over every vector of `flat` (unit vectors; inner product).
     pub fn build(flat: &FlatIndex, params: GraphParams) -> Graph {
+        Graph::build_over(flat, None, params)
+    }
+
+    /// Builds the graph over the vectors of `flat` whose ids are not `excluded` (deleted
+    /// lesions are left out of a rebuild, so no walk passes through them).
+    pub fn build_over(flat: &FlatIndex, excluded: Option<&IdSet>, params: GraphParams) -> Graph {
         let n = flat.len();
-        if n == 0 {
+        let ids: Vec<u32> = (0..n as u32)
+            .filter(|&id| excluded.is_none_or(|x| !x.contains(id)))
+            .collect();
+        if ids.is_empty() {
             return Graph::default();
         }
-        let max_layer = 16.min(((n as f32).ln().ceil() as usize).max(1));
-        let hnsw: Hnsw<f32, DistDot> =
-            Hnsw::new(params.m, n, max_layer, params.ef_construction, DistDot {});
-        let data: Vec<(&[f32], usize)> = (0..n).map(|i| (flat.vector(i as u32), i)).collect();
+        let max_layer = 16.min(((ids.len() as f32).ln().ceil() as usize).max(1));
+        let hnsw: Hnsw<f32, DistDot> = Hnsw::new(
+            params.m,
+            ids.len(),
+            max_layer,
+            params.ef_construction,
+            DistDot {},
+        );
+        let data: Vec<(&[f32], usize)> = ids
+            .iter()
+            .map(|&id| (flat.vector(id), id as usize))
+            .collect();
         hnsw.parallel_insert_slice(&data);
 
         let indexation = hnsw.get_point_indexation();
@@ -141,6 +158,13 @@ impl Graph {
 
     pub fn is_empty(&self) -> bool {
         self.layers.is_empty()
+    }
+
+    /// Ids `0..covers()` were present when the graph was built; later ones are not in it.
+    pub fn covers(&self) -> usize {
+        self.layers
+            .first()
+            .map_or(0, |l| l.offsets.len().saturating_sub(1))
     }
 
     /// Entry point and, per layer from 0 up, offsets and neighbour ids (for persistence).

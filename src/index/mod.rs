@@ -21,6 +21,10 @@ pub const RECALL_TARGET: f32 = 0.99;
 /// Below this many candidate ids an exact scan is cheaper than a graph walk (and exact).
 pub const EXACT_SCAN_BELOW: usize = 20_000;
 
+/// The graph is rebuilt once deleted ids, or ids added since the build (scanned exactly),
+/// pass this fraction of the index.
+pub const REBUILD_FRACTION: f32 = 0.1;
+
 /// `n` unit vectors of `dim` dimensions drawn around `clusters` random centres: the cone
 /// shape of CNN features, for tests and benchmarks (PERF.md's side-by-side used the same).
 pub fn clustered_unit_vectors(n: usize, dim: usize, clusters: usize, seed: u64) -> Vec<f32> {
@@ -106,6 +110,51 @@ impl VectorIndex {
         self.len() - self.tombstones.len()
     }
 
+    /// Ids added after the graph was built; searched exactly beside the graph walk.
+    fn unindexed(&self) -> std::ops::Range<u32> {
+        let covered = self.graph.as_ref().map_or(0, Graph::covers);
+        covered as u32..self.len() as u32
+    }
+
+    /// Appends vectors (row-major, `dim` each) and returns their ids. They are searched
+    /// exactly until the graph is rebuilt.
+    pub fn append(&mut self, vectors: &[f32]) -> std::ops::Range<u32> {
+        let first = self.len() as u32;
+        for v in vectors.chunks_exact(self.flat.dim()) {
+            self.flat.push(v);
+        }
+        first..self.len() as u32
+    }
+
+    /// Hides `id` from every search from now on.
+    pub fn delete(&mut self, id: u32) {
+        self.tombstones.insert(id);
+    }
+
+    /// Whether the graph should be rebuilt: too many deleted or unindexed ids, or a
+    /// collection grown past the size where an exact scan is enough.
+    pub fn needs_rebuild(&self) -> bool {
+        let n = self.len().max(1) as f32;
+        match &self.graph {
+            Some(_) => {
+                self.tombstones.len() as f32 / n > REBUILD_FRACTION
+                    || self.unindexed().len() as f32 / n > REBUILD_FRACTION
+            }
+            None => self.live() >= EXACT_SCAN_BELOW,
+        }
+    }
+
+    /// Rebuilds the graph over the live ids and recalibrates; deleted ids stay hidden (ids
+    /// are stable, so the tombstones remain), but no walk passes through them any more.
+    pub fn rebuild(&mut self, params: GraphParams) -> Calibration {
+        self.graph = Some(Graph::build_over(
+            &self.flat,
+            Some(&self.tombstones),
+            params,
+        ));
+        self.calibrate(RECALL_TARGET)
+    }
+
     /// Chooses `ef` as the smallest of a ladder whose recall@10 against the exact scan reaches
     /// `target` on up to 300 queries made by perturbing the index's own vectors (new points
     /// from the same distribution), and measures self-recall: how many stored vectors find
@@ -118,10 +167,13 @@ impl VectorIndex {
                 self_recall: 1.0,
             };
         };
-        let n = self.flat.len() as u32;
         let dim = self.flat.dim();
-        let sample: Vec<u32> = (0..300u32.min(n))
-            .map(|i| (i as u64 * 2_654_435_761 % n as u64) as u32)
+        let live: Vec<u32> = (0..graph.covers() as u32)
+            .filter(|&id| !self.tombstones.contains(id))
+            .collect();
+        let n = live.len();
+        let sample: Vec<u32> = (0..300.min(n))
+            .map(|i| live[(i as u64 * 2_654_435_761 % n as u64) as usize])
             .collect();
         let mut rng = crate::synth::Rng::new(0xCA11B);
         let spread = 0.6 / (dim as f32).sqrt();
@@ -141,7 +193,7 @@ impl VectorIndex {
             .iter()
             .map(|q| {
                 self.flat
-                    .search(q, 10, None, None)
+                    .search(q, 10, None, Some(&self.tombstones))
                     .into_iter()
                     .map(|s| s.id)
                     .collect()
@@ -167,7 +219,7 @@ impl VectorIndex {
             let mut hit = 0usize;
             let mut total = 0usize;
             for (q, truth) in queries.iter().zip(&truth) {
-                let found = graph.search(&self.flat, q, 10, ef, None, None);
+                let found = graph.search(&self.flat, q, 10, ef, None, Some(&self.tombstones));
                 hit += truth
                     .iter()
                     .filter(|t| found.iter().any(|f| f.id == **t))
@@ -219,7 +271,21 @@ impl VectorIndex {
         let candidates = allowed.map_or(self.live(), IdSet::len);
         let hits = match (plan, &self.graph) {
             (Plan::Graph { ef }, Some(graph)) => {
-                let hits = graph.search(&self.flat, query, k, ef, allowed, Some(&self.tombstones));
+                let mut hits =
+                    graph.search(&self.flat, query, k, ef, allowed, Some(&self.tombstones));
+                let tail = self.unindexed();
+                if !tail.is_empty() {
+                    let mut top = TopK::new(k);
+                    for hit in &hits {
+                        top.push(hit.id, hit.score);
+                    }
+                    for id in tail {
+                        if allowed.is_none_or(|a| a.contains(id)) && !self.tombstones.contains(id) {
+                            top.push(id, self.flat.score(query, id));
+                        }
+                    }
+                    hits = top.into_sorted();
+                }
                 if hits.len() < k.min(candidates) {
                     // The walk found too few allowed ids: answer exactly rather than short.
                     return (

@@ -183,7 +183,9 @@ pub fn load_vector_index(dir: &Path) -> Result<VectorIndex> {
             let (offsets_len, neighbours_len) = (r.u64()? as usize, r.u64()? as usize);
             let offsets = r.u32s(offsets_len)?;
             let neighbours = r.u32s(neighbours_len)?;
-            if offsets.len() != count + 1
+            // A graph may cover fewer ids than there are vectors (lesions added since).
+            if offsets.is_empty()
+                || offsets.len() > count + 1
                 || offsets.last().copied() != Some(neighbours.len() as u32)
                 || neighbours.iter().any(|&n| n as usize >= count)
             {

@@ -20,6 +20,10 @@ pub struct StoredLesion {
     pub record: LesionRecord,
     pub report: String,
     pub tags: Vec<String>,
+    /// The DeepLesion-format folder holding this lesion's slices, when it is not the one the
+    /// index was built from (lesions added later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<PathBuf>,
 }
 
 /// The records of one index generation.
@@ -74,6 +78,23 @@ impl RecordStore {
                 .map_err(|e| store_error(&self.path, e))?;
         }
         Ok(())
+    }
+
+    /// Removes a lesion's record, key and thumbnail; returns whether it was there.
+    pub fn remove(&self, id: u32) -> Result<bool> {
+        let Some(lesion) = self.get(id)? else {
+            return Ok(false);
+        };
+        self.records
+            .remove(id.to_be_bytes())
+            .map_err(|e| store_error(&self.path, e))?;
+        self.keys
+            .remove(lesion.key.as_bytes())
+            .map_err(|e| store_error(&self.path, e))?;
+        self.thumbnails
+            .remove(id.to_be_bytes())
+            .map_err(|e| store_error(&self.path, e))?;
+        Ok(true)
     }
 
     pub fn get(&self, id: u32) -> Result<Option<StoredLesion>> {

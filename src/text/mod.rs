@@ -140,6 +140,26 @@ impl TextIndexWriter {
         })
     }
 
+    /// Opens an existing index (a copy of a published generation) to change it.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let index = Index::open_in_dir(dir).map_err(|e| text_error(dir, e))?;
+        let (_, fields) = schema();
+        let writer = index
+            .writer(64 * 1024 * 1024)
+            .map_err(|e| text_error(dir, e))?;
+        Ok(TextIndexWriter {
+            path: dir.to_path_buf(),
+            writer,
+            fields,
+        })
+    }
+
+    /// Removes the lesion's document (at commit).
+    pub fn delete(&mut self, id: u32) {
+        self.writer
+            .delete_term(tantivy::Term::from_field_u64(self.fields.id, u64::from(id)));
+    }
+
     pub fn add(&mut self, entry: &TextEntry) -> Result<()> {
         let f = self.fields;
         let r = entry.record;
