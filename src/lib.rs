@@ -23,6 +23,7 @@ mod fsutil;
 pub mod imaging;
 pub mod index;
 pub mod ontology;
+pub mod search;
 pub mod store;
 pub mod synth;
 pub mod text;

@@ -1,0 +1,273 @@
+//! The hybrid search engine on a generated index: every query kind, filters, grouping,
+//! facets, suggestion, follow-ups.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use lesion_search::archive::{build, BuildOptions};
+use lesion_search::dataset::{CoarseType, Dataset};
+use lesion_search::embed::bundled_lesion_cnn;
+use lesion_search::index::GraphParams;
+use lesion_search::search::{Engine, Filter, Fusion, ImageQuery, Matched, Range, SearchRequest};
+
+struct Fixture {
+    _archive: tempfile::TempDir,
+    _index: tempfile::TempDir,
+    engine: Engine,
+    dataset: Dataset,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let archive = common::synth_archive(160, 71, true);
+        let model = bundled_lesion_cnn().unwrap();
+        let index = tempfile::tempdir().unwrap();
+        let options = BuildOptions {
+            dataset: archive.path().to_path_buf(),
+            reports: None,
+            model: &model,
+            graph: GraphParams::default(),
+            labels: None,
+        };
+        build(index.path(), &options, &|_| {}).unwrap();
+        let engine = Engine::open(index.path(), Box::new(model)).unwrap();
+        Fixture {
+            dataset: Dataset::new(archive.path()),
+            _archive: archive,
+            _index: index,
+            engine,
+        }
+    })
+}
+
+#[test]
+fn more_like_this_excludes_the_query_patient_and_groups_by_patient() {
+    let f = fixture();
+    let query = f.engine.catalog.get(10).unwrap().clone();
+    let response = f
+        .engine
+        .search(&SearchRequest {
+            lesion: Some(10),
+            k: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(response.hits.len(), 10);
+    let patients: Vec<u32> = response
+        .hits
+        .iter()
+        .map(|h| f.engine.catalog.get(h.id).unwrap().patient)
+        .collect();
+    assert!(patients.iter().all(|&p| p != query.patient));
+    let mut unique = patients.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), patients.len(), "one hit per patient");
+    assert!(response.hits.iter().all(|h| h.matched == Matched::Image));
+    let cosines: Vec<f32> = response
+        .hits
+        .iter()
+        .map(|h| h.image.unwrap().cosine)
+        .collect();
+    assert!(cosines.windows(2).all(|w| w[0] >= w[1]));
+    let suggestion = response.suggestion.expect("typed neighbours vote");
+    let shares: f32 = suggestion.votes.iter().map(|v| v.1).sum();
+    assert!((shares - 1.0).abs() < 1e-4);
+
+    // Without grouping and with the patient allowed, the lesion finds itself first.
+    let own = f
+        .engine
+        .search(&SearchRequest {
+            lesion: Some(10),
+            exclude_query_patient: false,
+            group_by_patient: false,
+            k: 5,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(own.hits[0].id, 10);
+}
+
+#[test]
+fn filters_hold_for_every_hit_and_facets_count_the_filtered_set() {
+    let f = fixture();
+    let filter = Filter {
+        types: vec![CoarseType::Lung, CoarseType::Liver],
+        long_mm: Range {
+            min: Some(5.0),
+            max: Some(60.0),
+        },
+        ..Default::default()
+    };
+    let response = f
+        .engine
+        .search(&SearchRequest {
+            lesion: Some(3),
+            filter: filter.clone(),
+            group_by_patient: false,
+            k: 50,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(!response.hits.is_empty());
+    for hit in &response.hits {
+        assert!(filter.accepts(f.engine.catalog.get(hit.id).unwrap()));
+    }
+    let facet_types: usize = response.facets.types.values().sum();
+    assert_eq!(facet_types, response.facets.total);
+    assert!(response
+        .facets
+        .types
+        .keys()
+        .all(|t| t == "lung" || t == "liver"));
+}
+
+#[test]
+fn text_search_highlights_and_hybrid_fusion_explains_both_signals() {
+    let f = fixture();
+    let text = f.engine.search(&SearchRequest {
+        text: Some("lung nodule".into()),
+        group_by_patient: false,
+        ..Default::default()
+    });
+    let text = text.unwrap();
+    assert!(!text.hits.is_empty());
+    let first = text.hits[0].text.as_ref().unwrap();
+    assert!(first.snippet.contains("<b>"), "{}", first.snippet);
+    assert!(text.text_matches.unwrap() >= text.hits.len());
+
+    let hybrid = f
+        .engine
+        .search(&SearchRequest {
+            text: Some("lung nodule".into()),
+            lesion: Some(text.hits[0].id),
+            exclude_query_patient: false,
+            group_by_patient: false,
+            k: 30,
+            fusion: Fusion::Weighted { image_weight: 0.5 },
+            ..Default::default()
+        })
+        .unwrap();
+    let top = &hybrid.hits[0];
+    assert_eq!(top.id, text.hits[0].id);
+    assert_eq!(top.matched, Matched::Both);
+    assert!(hybrid.hits.iter().any(|h| h.matched != Matched::Both));
+}
+
+#[test]
+fn an_uploaded_slice_with_a_box_finds_its_own_lesion() {
+    let f = fixture();
+    let lesion = f.engine.lesion(25).unwrap().unwrap();
+    let image = f.dataset.load_key_slice(&lesion.record).unwrap();
+    let response = f
+        .engine
+        .search(&SearchRequest {
+            image: Some(ImageQuery {
+                image,
+                bbox: lesion.record.bbox,
+                spacing_mm: Some(lesion.record.spacing.x_mm),
+            }),
+            group_by_patient: false,
+            k: 3,
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(response.degraded.is_none());
+    assert!(
+        response.hits.iter().any(|h| h.id == 25),
+        "{:?}",
+        response.hits
+    );
+}
+
+#[test]
+fn paging_continues_where_the_last_page_stopped_and_no_query_lists_the_cohort() {
+    let f = fixture();
+    let request = SearchRequest {
+        lesion: Some(0),
+        group_by_patient: false,
+        k: 10,
+        ..Default::default()
+    };
+    let all = f
+        .engine
+        .search(&SearchRequest {
+            k: 20,
+            ..request.clone()
+        })
+        .unwrap();
+    let second = f
+        .engine
+        .search(&SearchRequest {
+            offset: 10,
+            ..request
+        })
+        .unwrap();
+    let ids: Vec<u32> = second.hits.iter().map(|h| h.id).collect();
+    let expected: Vec<u32> = all.hits[10..].iter().map(|h| h.id).collect();
+    assert_eq!(ids, expected);
+
+    let cohort = f
+        .engine
+        .search(&SearchRequest {
+            filter: Filter {
+                sex: Some(lesion_search::dataset::Sex::Female),
+                ..Default::default()
+            },
+            group_by_patient: false,
+            k: 500,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(cohort.hits.len(), cohort.facets.total);
+    assert!(cohort.hits.iter().all(|h| h.matched == Matched::Filter));
+}
+
+#[test]
+fn followups_stay_in_the_patient_and_order_by_study() {
+    let f = fixture();
+    // A lesion whose patient has more than one study.
+    let id = (0..160u32)
+        .find(|&id| {
+            let facts = f.engine.catalog.get(id).unwrap();
+            f.engine
+                .catalog
+                .of_patient(facts.patient)
+                .iter()
+                .any(|&o| f.engine.catalog.get(o).unwrap().study != facts.study)
+        })
+        .expect("the archive has follow-up studies");
+    let followups = f.engine.followups(id).unwrap();
+    let patient = f.engine.catalog.get(id).unwrap().patient;
+    assert_eq!(followups.series.iter().filter(|s| s.id == id).count(), 1);
+    for s in &followups.series {
+        assert_eq!(f.engine.catalog.get(s.id).unwrap().patient, patient);
+    }
+    assert!(followups.series.windows(2).all(|w| w[0].study < w[1].study));
+    assert!(f.engine.followups(9_999).is_err());
+}
+
+#[test]
+fn bad_requests_name_their_field() {
+    let f = fixture();
+    let k = f
+        .engine
+        .search(&SearchRequest {
+            k: 0,
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(k.contains("k"), "{k}");
+    let lesion = f
+        .engine
+        .search(&SearchRequest {
+            lesion: Some(100_000),
+            ..Default::default()
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(lesion.contains("lesion"), "{lesion}");
+}
