@@ -32,7 +32,7 @@ fn fixture() -> &'static Fixture {
             labels: None,
         };
         build(index.path(), &options, &|_| {}).unwrap();
-        let engine = Engine::open(index.path(), Box::new(model)).unwrap();
+        let engine = Engine::open(index.path(), std::sync::Arc::new(model)).unwrap();
         Fixture {
             dataset: Dataset::new(archive.path()),
             _archive: archive,

@@ -14,6 +14,7 @@ use crate::store::{RecordStore, StoredLesion};
 /// What filters and facets read of one lesion.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LesionFacts {
+    pub key: String,
     pub patient: u32,
     pub study: u32,
     pub coarse_type: CoarseType,
@@ -30,6 +31,7 @@ impl LesionFacts {
     pub fn of(lesion: &StoredLesion) -> Self {
         let r = &lesion.record;
         LesionFacts {
+            key: lesion.key.clone(),
             patient: r.patient,
             study: r.study,
             coarse_type: r.coarse_type,
@@ -110,14 +112,14 @@ pub struct Facets {
     pub split: BTreeMap<String, usize>,
 }
 
-fn age_bin(age: Option<f32>) -> String {
+fn age_bin(age: Option<f32>) -> &'static str {
     match age {
-        None => "unknown".into(),
-        Some(a) if a >= 80.0 => "80+".into(),
-        Some(a) => {
-            let low = ((a.max(0.0) / 20.0).floor() * 20.0) as u32;
-            format!("{low}-{}", low + 19)
-        }
+        None => "unknown",
+        Some(a) if a < 20.0 => "0-19",
+        Some(a) if a < 40.0 => "20-39",
+        Some(a) if a < 60.0 => "40-59",
+        Some(a) if a < 80.0 => "60-79",
+        Some(_) => "80+",
     }
 }
 
@@ -193,26 +195,63 @@ impl Catalog {
             .collect()
     }
 
-    /// Facet counts over `ids`.
+    /// Facet counts over `ids`: counted in arrays (this runs on every request), named once.
     pub fn facets(&self, ids: &IdSet) -> Facets {
-        let mut facets = Facets::default();
+        const AGE_BINS: [&str; 6] = ["0-19", "20-39", "40-59", "60-79", "80+", "unknown"];
+        const SIZE_BINS: [&str; 5] = ["<10", "10-19", "20-29", "30-49", "50+"];
+        let mut types = [0usize; 9];
+        let mut sexes = [0usize; 3];
+        let mut ages = [0usize; AGE_BINS.len()];
+        let mut sizes = [0usize; SIZE_BINS.len()];
+        let mut splits = [0usize; 3];
+        let mut total = 0;
         for id in ids.iter() {
             let Some(f) = self.get(id) else { continue };
-            facets.total += 1;
-            *facets
-                .types
-                .entry(f.coarse_type.name().to_string())
-                .or_default() += 1;
-            *facets.sex.entry(sex_name(f.sex).to_string()).or_default() += 1;
-            *facets.age.entry(age_bin(f.age)).or_default() += 1;
-            *facets
-                .size_mm
-                .entry(size_bin(f.long_mm).to_string())
-                .or_default() += 1;
-            *facets.split.entry(f.split.name().to_string()).or_default() += 1;
+            total += 1;
+            types[type_slot(f.coarse_type)] += 1;
+            sexes[f.sex as usize] += 1;
+            let age = age_bin(f.age);
+            ages[AGE_BINS.iter().position(|b| *b == age).unwrap_or(5)] += 1;
+            let size = size_bin(f.long_mm);
+            sizes[SIZE_BINS.iter().position(|b| *b == size).unwrap_or(0)] += 1;
+            splits[(f.split.code() - 1).clamp(0, 2) as usize] += 1;
         }
-        facets
+        let named = |names: &[&str], counts: &[usize]| -> BTreeMap<String, usize> {
+            names
+                .iter()
+                .zip(counts)
+                .filter(|(_, &c)| c > 0)
+                .map(|(n, &c)| (n.to_string(), c))
+                .collect()
+        };
+        let type_names: Vec<&str> = ALL_TYPES.iter().map(|t| t.name()).collect();
+        // `Sex` discriminants are 0, 1, 2 in this order.
+        let sex_names = [Sex::Female, Sex::Male, Sex::Unknown].map(sex_name);
+        Facets {
+            total,
+            types: named(&type_names, &types),
+            sex: named(&sex_names, &sexes),
+            age: named(&AGE_BINS, &ages),
+            size_mm: named(&SIZE_BINS, &sizes),
+            split: named(&["train", "validation", "test"], &splits),
+        }
     }
+}
+
+const ALL_TYPES: [CoarseType; 9] = [
+    CoarseType::Bone,
+    CoarseType::Abdomen,
+    CoarseType::Mediastinum,
+    CoarseType::Liver,
+    CoarseType::Lung,
+    CoarseType::Kidney,
+    CoarseType::SoftTissue,
+    CoarseType::Pelvis,
+    CoarseType::Unknown,
+];
+
+fn type_slot(t: CoarseType) -> usize {
+    ALL_TYPES.iter().position(|x| *x == t).unwrap_or(8)
 }
 
 #[cfg(test)]
@@ -221,6 +260,7 @@ mod tests {
 
     fn facts(patient: u32, age: Option<f32>, long_mm: f32) -> LesionFacts {
         LesionFacts {
+            key: format!("{patient}.png"),
             patient,
             study: 1,
             coarse_type: CoarseType::Lung,

@@ -92,10 +92,9 @@ impl Engine {
 
         let key_of = |id: u32| -> Result<String> {
             Ok(self
-                .archive
-                .records
-                .get(id)?
-                .map(|l| l.key)
+                .catalog
+                .get(id)
+                .map(|f| f.key.clone())
                 .unwrap_or_default())
         };
         let change = |long_mm: f32| 100.0 * (long_mm / query.long_mm.max(0.1) - 1.0);

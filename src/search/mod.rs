@@ -9,6 +9,7 @@ mod followup;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -26,8 +27,8 @@ use crate::store::StoredLesion;
 
 /// Reciprocal rank fusion's constant (Cormack et al. 2009 use 60).
 pub const RRF_K: f32 = 60.0;
-/// Largest `k` a request may ask for.
-pub const MAX_K: usize = 500;
+/// Largest `k` a request may ask for (exports of whole cohorts included).
+pub const MAX_K: usize = 10_000;
 /// Pixel spacing assumed for an uploaded slice that states none (DeepLesion's median is
 /// about 0.78 mm).
 pub const ASSUMED_SPACING_MM: f32 = 0.8;
@@ -180,12 +181,12 @@ fn ms(d: Duration) -> f64 {
 pub struct Engine {
     pub archive: Archive,
     pub catalog: Catalog,
-    model: Box<dyn Embedder>,
+    model: Arc<dyn Embedder>,
 }
 
 impl Engine {
     /// Opens the served generation of `index_dir`; `model` must be the one that built it.
-    pub fn open(index_dir: &Path, model: Box<dyn Embedder>) -> Result<Self> {
+    pub fn open(index_dir: &Path, model: Arc<dyn Embedder>) -> Result<Self> {
         let archive = Archive::open(index_dir)?;
         archive.check_model(model.as_ref())?;
         let catalog = Catalog::load(&archive.records, archive.vectors.len())?;
@@ -196,8 +197,8 @@ impl Engine {
         })
     }
 
-    pub fn model(&self) -> &dyn Embedder {
-        self.model.as_ref()
+    pub fn model(&self) -> &Arc<dyn Embedder> {
+        &self.model
     }
 
     pub fn lesion(&self, id: u32) -> Result<Option<StoredLesion>> {
@@ -366,7 +367,7 @@ impl Engine {
 
         // Deep enough that grouping by patient and paging still fill the page.
         let wanted = request.offset + request.k;
-        let depth = (wanted * if request.group_by_patient { 6 } else { 2 }).clamp(100, 3000);
+        let depth = (wanted * if request.group_by_patient { 6 } else { 2 }).clamp(100, 4 * MAX_K);
 
         let mut image_list = Vec::new();
         if let Some(q) = &query {
@@ -414,10 +415,9 @@ impl Engine {
         response.total = grouped.len();
         for (id, score, image, text) in grouped.into_iter().skip(request.offset).take(request.k) {
             let key = self
-                .archive
-                .records
-                .get(id)?
-                .map(|l| l.key)
+                .catalog
+                .get(id)
+                .map(|f| f.key.clone())
                 .unwrap_or_default();
             let matched = match (&image, &text) {
                 (Some(_), Some(_)) => Matched::Both,

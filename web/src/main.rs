@@ -1,16 +1,264 @@
-//! `lesion-web`: the HTTP server and web UI of Lesion Search.
-//!
-//! The server itself arrives with the search API; for now the binary reports its version so
-//! that packaging and the quick start can be exercised end to end.
+//! `lesion-web`: serves an index (or the demo archive) over HTTP with the web UI.
 
-use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, HttpServer};
+use anyhow::{anyhow, bail, Context};
+use clap::{Parser, Subcommand};
+use lesion_search::embed::{default_cache_dir, resolve_model, Embedder};
+use lesion_web::{app, demo, load, AppState, Config};
+use serde::Deserialize;
 
 #[derive(Parser)]
-#[command(name = "lesion-web", version = lesion_search::version(), about = "Serve a lesion archive over HTTP (search API and web UI)")]
-struct Cli {}
+#[command(name = "lesion-web", version = lesion_search::version(), about = "Serve a lesion index over HTTP with the web UI", args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
 
-fn main() -> anyhow::Result<()> {
-    Cli::parse();
-    println!("lesion-web {}", lesion_search::version());
-    Ok(())
+#[derive(Subcommand)]
+enum Command {
+    /// Load-test a running server: keep-alive connections sending one kind of query.
+    Load(LoadArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The index folder to serve.
+    #[arg(long, required_unless_present = "demo", conflicts_with = "demo")]
+    index: Option<PathBuf>,
+    /// Serve the demo archive, generating it and its index on first run.
+    #[arg(long)]
+    demo: bool,
+    /// Where the demo archive lives.
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/demo"))]
+    demo_dir: PathBuf,
+    /// Address to listen on; anything but loopback needs a read key.
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+    /// Default: the model that built the index.
+    #[arg(long)]
+    model: Option<String>,
+    /// A JSON settings file (listen, read_key, admin_key, cors_origin, max_upload_mb,
+    /// max_image_side, max_k, request_timeout_s, image_deadline_ms). Keys may also come
+    /// from LESION_WEB_READ_KEY and LESION_WEB_ADMIN_KEY.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Allow this origin to call the API from the browser (CORS is off otherwise).
+    #[arg(long)]
+    cors_origin: Option<String>,
+    /// HTTP worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    listen: Option<std::net::SocketAddr>,
+    read_key: Option<String>,
+    admin_key: Option<String>,
+    cors_origin: Option<String>,
+    max_upload_mb: Option<usize>,
+    max_image_side: Option<usize>,
+    max_k: Option<usize>,
+    request_timeout_s: Option<u64>,
+    image_deadline_ms: Option<u64>,
+}
+
+fn config_of(args: &ServeArgs) -> anyhow::Result<Config> {
+    let file: ConfigFile = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a settings file", path.display()))?
+        }
+        None => ConfigFile::default(),
+    };
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let mut config = Config::default();
+    config.listen = args.listen.or(file.listen).unwrap_or(config.listen);
+    config.read_key = env("LESION_WEB_READ_KEY").or(file.read_key);
+    config.admin_key = env("LESION_WEB_ADMIN_KEY").or(file.admin_key);
+    config.cors_origin = args.cors_origin.clone().or(file.cors_origin);
+    if let Some(mb) = file.max_upload_mb {
+        config.max_upload_bytes = mb << 20;
+    }
+    config.max_image_side = file.max_image_side.unwrap_or(config.max_image_side);
+    config.max_k = file.max_k.unwrap_or(config.max_k);
+    if let Some(s) = file.request_timeout_s {
+        config.request_timeout = Duration::from_secs(s);
+    }
+    if let Some(ms) = file.image_deadline_ms {
+        config.image_deadline = Duration::from_millis(ms);
+    }
+    config.check().map_err(|e| anyhow!(e))?;
+    Ok(config)
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = config_of(&args)?;
+    let cache = default_cache_dir();
+    let (index, model): (PathBuf, Arc<dyn Embedder>) = if args.demo {
+        let model: Arc<dyn Embedder> = Arc::from(resolve_model(
+            args.model
+                .as_deref()
+                .unwrap_or(lesion_search::embed::DEFAULT_MODEL),
+            &cache,
+        )?);
+        (demo::prepare(&args.demo_dir, model.as_ref())?, model)
+    } else {
+        let index = args
+            .index
+            .clone()
+            .expect("clap requires --index without --demo");
+        let name = match &args.model {
+            Some(name) => name.clone(),
+            None => {
+                lesion_search::archive::Archive::current_manifest(&index)?
+                    .model
+                    .name
+            }
+        };
+        (index, Arc::from(resolve_model(&name, &cache)?))
+    };
+    let listen = config.listen;
+    let workers = args.workers;
+    let state = web::Data::new(AppState::open(index.clone(), model, config)?);
+    let engine = state.engine();
+    eprintln!(
+        "serving {} (generation {}, {} lesions, model {}) on http://{listen}",
+        index.display(),
+        engine.archive.manifest.generation,
+        engine.catalog.live(),
+        engine.archive.manifest.model.name
+    );
+    drop(engine);
+    actix_web::rt::System::new().block_on(async move {
+        let mut server = HttpServer::new(move || app(state.clone()));
+        if let Some(n) = workers {
+            server = server.workers(n);
+        }
+        server
+            .bind(listen)
+            .with_context(|| format!("binding {listen}"))?
+            .run()
+            .await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// The server, host:port.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    address: String,
+    /// text (a report phrase), lesion (more like this), image (an uploaded slice), or a
+    /// path to GET.
+    #[arg(long, default_value = "text")]
+    kind: String,
+    /// The slice for `--kind image` and its box.
+    #[arg(long)]
+    image: Option<PathBuf>,
+    #[arg(long = "box", default_value = "200,200,260,260")]
+    bbox: String,
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Print JSON instead of a line.
+    #[arg(long)]
+    json: bool,
+}
+
+fn load_test(args: LoadArgs) -> anyhow::Result<ExitCode> {
+    let key = std::env::var("LESION_WEB_READ_KEY").ok();
+    let json = |body: serde_json::Value| load::LoadRequest {
+        method: "POST".into(),
+        path: "/api/search".into(),
+        content_type: Some("application/json".into()),
+        body: body.to_string().into_bytes(),
+        key: key.clone(),
+    };
+    let request = match args.kind.as_str() {
+        "text" => json(serde_json::json!({"text": "enlarged lymph node", "k": 20})),
+        "lesion" => json(serde_json::json!({"lesion": 7, "k": 20})),
+        "image" => {
+            let path = args
+                .image
+                .as_ref()
+                .ok_or_else(|| anyhow!("--kind image needs --image FILE"))?;
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            let boundary = "lesionsearchload";
+            let mut body = Vec::new();
+            body.extend_from_slice(
+                format!(
+                    "--{boundary}\r\nContent-Disposition: form-data; name=\"box\"\r\n\r\n{}\r\n",
+                    args.bbox
+                )
+                .as_bytes(),
+            );
+            body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"slice\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes());
+            body.extend_from_slice(&bytes);
+            body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+            load::LoadRequest {
+                method: "POST".into(),
+                path: "/api/search".into(),
+                content_type: Some(format!("multipart/form-data; boundary={boundary}")),
+                body,
+                key: key.clone(),
+            }
+        }
+        path if path.starts_with('/') => load::LoadRequest {
+            method: "GET".into(),
+            path: path.into(),
+            content_type: None,
+            body: Vec::new(),
+            key: key.clone(),
+        },
+        other => bail!("--kind: `{other}` is not text, lesion, image or a /path"),
+    };
+    let report = load::run(
+        &args.address,
+        &request,
+        args.connections,
+        Duration::from_secs(args.seconds),
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} {}: {} requests in {:.1} s at {} connections: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms, {} errors",
+            request.method, args.kind, report.requests, report.seconds, report.connections,
+            report.requests_per_second, report.p50_ms, report.p99_ms, report.max_ms, report.errors
+        );
+    }
+    Ok(if report.errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Some(Command::Load(args)) => load_test(args),
+        None => serve(cli.serve),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }

@@ -1,0 +1,49 @@
+//! Health, metrics, facets and the OpenAPI document.
+
+use actix_web::{web, HttpResponse};
+
+use super::Shared;
+use crate::error::ApiResult;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/metrics", web::get().to(metrics))
+        .route("/api/openapi.json", web::get().to(openapi))
+        .route("/api/facets", web::get().to(facets));
+}
+
+/// The OpenAPI document; a test checks that its paths are exactly the registered routes.
+pub const OPENAPI: &str = include_str!("../../openapi.json");
+
+async fn healthz(state: Shared) -> HttpResponse {
+    let engine = state.engine();
+    HttpResponse::Ok().json(serde_json::json!({
+        "status": "ok",
+        "version": lesion_search::version(),
+        "generation": engine.archive.manifest.generation,
+        "lesions": engine.catalog.live(),
+        "model": engine.archive.manifest.model.name,
+        "writes": state.config.admin_key.is_some(),
+    }))
+}
+
+async fn metrics(state: Shared) -> HttpResponse {
+    let engine = state.engine();
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(
+            state
+                .metrics
+                .render(engine.catalog.live(), engine.archive.manifest.generation),
+        )
+}
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(OPENAPI)
+}
+
+async fn facets(state: Shared) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(state.engine().facets()))
+}

@@ -1,0 +1,409 @@
+//! `POST /api/search` (JSON, or multipart with an `image` part and a `box`), `GET
+//! /api/lesions/{id}/similar`, `POST /api/export`.
+
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{web, HttpRequest, HttpResponse};
+use lesion_search::dataset::PixelBox;
+use lesion_search::imaging::CtImage;
+use lesion_search::search::{Engine, ImageQuery, SearchRequest};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::{blocking, decode_upload, is_multipart, read_form, read_json, resolve, Shared};
+use crate::error::{ApiError, ApiResult};
+use crate::wire::{FilterBody, LesionRef, SearchBody, SearchReply};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/search", web::post().to(search))
+        .route("/api/lesions/{id}/similar", web::get().to(similar))
+        .route("/api/export", web::post().to(export));
+}
+
+const FILTER_PARTS: [&str; 9] = [
+    "types",
+    "sex",
+    "age",
+    "size_mm",
+    "location_x",
+    "location_y",
+    "location_z",
+    "split",
+    "exclude_patients",
+];
+
+/// A form part's text as JSON: numbers, booleans and JSON arrays as such, `a,b` lists for
+/// the list-valued filters, anything else as a string.
+fn part_value(name: &str, text: &str) -> Value {
+    let text = text.trim();
+    let listy = matches!(
+        name,
+        "types"
+            | "age"
+            | "size_mm"
+            | "location_x"
+            | "location_y"
+            | "location_z"
+            | "exclude_patients"
+            | "positives"
+            | "negatives"
+    );
+    if let Ok(v) = serde_json::from_str::<Value>(text) {
+        if !listy || v.is_array() {
+            return v;
+        }
+    }
+    if listy {
+        return Value::Array(
+            text.split(',')
+                .map(|t| t.trim())
+                .map(|t| {
+                    if t.is_empty() {
+                        Value::Null
+                    } else {
+                        serde_json::from_str::<Value>(t).unwrap_or_else(|_| Value::String(t.into()))
+                    }
+                })
+                .collect(),
+        );
+    }
+    Value::String(text.into())
+}
+
+/// The request's search body and the uploaded slice, if any.
+async fn read_search(
+    state: &Shared,
+    req: &HttpRequest,
+    payload: web::Payload,
+) -> ApiResult<(SearchBody, Option<CtImage>)> {
+    if !is_multipart(req) {
+        return Ok((read_json(payload, 1 << 20).await?, None));
+    }
+    let form = read_form(state, req, payload, "image").await?;
+    let mut body = Map::new();
+    let mut filters = Map::new();
+    for (name, text) in &form.fields {
+        if name == "filters" || name == "query" {
+            let value: Value = super::parse_json(text.as_bytes())?;
+            let Value::Object(object) = value else {
+                return Err(ApiError::bad(
+                    name.clone(),
+                    format!("{name}: expected a JSON object"),
+                ));
+            };
+            let target = if name == "filters" {
+                &mut filters
+            } else {
+                &mut body
+            };
+            target.extend(object);
+        } else if FILTER_PARTS.contains(&name.as_str()) {
+            filters.insert(name.clone(), part_value(name, text));
+        } else if name == "box" || name == "text" || name == "fusion" || name == "upload" {
+            body.insert(name.clone(), Value::String(text.clone()));
+        } else {
+            body.insert(name.clone(), part_value(name, text));
+        }
+    }
+    if !filters.is_empty() {
+        body.insert("filters".into(), Value::Object(filters));
+    }
+    let search: SearchBody = serde_json::from_value(Value::Object(body)).map_err(|e| {
+        let message = e.to_string();
+        let field = message.split('`').nth(1).unwrap_or("multipart").to_string();
+        ApiError::bad(field, format!("form: {message}"))
+    })?;
+    let image = match form.file {
+        Some((name, bytes)) => Some(decode_upload(state, &bytes, &name)?),
+        None => None,
+    };
+    Ok((search, image))
+}
+
+/// The core request for a wire body; `image` is an uploaded slice.
+fn to_request(
+    state: &Shared,
+    engine: &Engine,
+    body: &SearchBody,
+    image: Option<Arc<CtImage>>,
+    max_k: usize,
+) -> ApiResult<SearchRequest> {
+    if body.k == 0 || body.k > max_k {
+        return Err(ApiError::bad(
+            "k",
+            format!("k: must be 1 to {max_k}, not {}", body.k),
+        ));
+    }
+    let image = match (image, &body.upload) {
+        (Some(image), _) => Some(image),
+        (None, Some(upload)) => Some(state.upload(upload).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "upload: `{upload}` is not (or no longer) held; upload the slice again"
+            ))
+            .with_field("upload")
+        })?),
+        (None, None) => None,
+    };
+    let image = match image {
+        Some(image) => {
+            let text = body.bbox.as_deref().ok_or_else(|| {
+                ApiError::bad(
+                    "box",
+                    "box: an image query needs the lesion's box as x1,y1,x2,y2",
+                )
+            })?;
+            let bbox =
+                PixelBox::parse(text).map_err(|e| ApiError::bad("box", format!("box: {e}")))?;
+            if !bbox.intersects_image(image.width, image.height) {
+                return Err(ApiError::bad(
+                    "box",
+                    format!(
+                        "box: {text} lies outside the {}x{} image",
+                        image.width, image.height
+                    ),
+                ));
+            }
+            if let Some(s) = body.spacing_mm {
+                if !(0.05..=10.0).contains(&s) {
+                    return Err(ApiError::bad(
+                        "spacing_mm",
+                        format!("spacing_mm: {s} mm is not a CT pixel spacing"),
+                    ));
+                }
+            }
+            Some(ImageQuery {
+                image: (*image).clone(),
+                bbox,
+                spacing_mm: body.spacing_mm,
+            })
+        }
+        None => {
+            if body.bbox.is_some() {
+                return Err(ApiError::bad(
+                    "image",
+                    "image: a box was given without an image",
+                ));
+            }
+            None
+        }
+    };
+    let refs = |list: &[LesionRef], field: &str| -> ApiResult<Vec<u32>> {
+        list.iter()
+            .enumerate()
+            .map(|(i, r)| resolve(engine, r, &format!("{field}[{i}]")))
+            .collect()
+    };
+    Ok(SearchRequest {
+        text: body.text.clone(),
+        image,
+        lesion: body
+            .lesion
+            .as_ref()
+            .map(|r| resolve(engine, r, "lesion"))
+            .transpose()?,
+        positives: refs(&body.positives, "positives")?,
+        negatives: refs(&body.negatives, "negatives")?,
+        filter: body.filters.to_filter()?,
+        exclude_query_patient: body.exclude_query_patient,
+        k: body.k,
+        offset: body.offset,
+        group_by_patient: body.group_by_patient,
+        fusion: body.fusion()?,
+        image_deadline: Some(state.config.image_deadline),
+    })
+}
+
+/// Runs a search on a worker thread and shapes the reply.
+pub async fn run_search(
+    state: &Shared,
+    body: SearchBody,
+    image: Option<CtImage>,
+    max_k: usize,
+) -> ApiResult<SearchReply> {
+    let engine = state.engine();
+    let shared = state.clone();
+    blocking(state, move || {
+        let request = to_request(&shared, &engine, &body, image.map(Arc::new), max_k)?;
+        let response = engine
+            .search(&request)
+            .map_err(|e| ApiError::from_core(e, "image"))?;
+        Ok(SearchReply::new(response, body.offset, body.k, |id| {
+            engine.catalog.get(id).cloned()
+        }))
+    })
+    .await
+}
+
+async fn search(state: Shared, req: HttpRequest, payload: web::Payload) -> ApiResult<HttpResponse> {
+    let (body, image) = read_search(&state, &req, payload).await?;
+    let max_k = state.config.max_k;
+    Ok(HttpResponse::Ok().json(run_search(&state, body, image, max_k).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SimilarQuery {
+    k: Option<usize>,
+    offset: Option<usize>,
+    group_by_patient: Option<bool>,
+}
+
+async fn similar(
+    state: Shared,
+    path: web::Path<String>,
+    query: web::Query<SimilarQuery>,
+) -> ApiResult<HttpResponse> {
+    let id = super::path_lesion(&state.engine(), &path)?;
+    let body = SearchBody {
+        lesion: Some(LesionRef::Id(id)),
+        k: query.k.unwrap_or(20),
+        offset: query.offset.unwrap_or(0),
+        group_by_patient: query.group_by_patient.unwrap_or(true),
+        ..empty_body()
+    };
+    let max_k = state.config.max_k;
+    Ok(HttpResponse::Ok().json(run_search(&state, body, None, max_k).await?))
+}
+
+pub fn empty_body() -> SearchBody {
+    SearchBody {
+        text: None,
+        lesion: None,
+        positives: Vec::new(),
+        negatives: Vec::new(),
+        filters: FilterBody::default(),
+        exclude_query_patient: true,
+        k: 20,
+        offset: 0,
+        group_by_patient: true,
+        fusion: None,
+        image_weight: None,
+        upload: None,
+        bbox: None,
+        spacing_mm: None,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExportBody {
+    /// The search whose results to export (its `k` is replaced by `limit`).
+    #[serde(default)]
+    query: Option<SearchBody>,
+    /// `csv` (default) or `json`.
+    #[serde(default)]
+    format: Option<String>,
+    /// Rows, up to the server's export cap (default: all of them).
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+fn csv_field(value: &str) -> String {
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value.to_string()
+    }
+}
+
+async fn export(state: Shared, payload: web::Payload) -> ApiResult<HttpResponse> {
+    let body: ExportBody = read_json(payload, 1 << 20).await?;
+    let format = body.format.as_deref().unwrap_or("csv").to_ascii_lowercase();
+    if format != "csv" && format != "json" {
+        return Err(ApiError::bad(
+            "format",
+            format!("format: `{format}` is not csv or json"),
+        ));
+    }
+    let cap = state.config.max_export;
+    let limit = body.limit.unwrap_or(cap);
+    if limit == 0 || limit > cap {
+        return Err(ApiError::bad(
+            "limit",
+            format!("limit: must be 1 to {cap}, not {limit}"),
+        ));
+    }
+    let mut query = body.query.unwrap_or_else(empty_body);
+    query.k = limit;
+    query.offset = 0;
+    let reply = run_search(&state, query, None, cap).await?;
+    let engine = state.engine();
+    let reports = {
+        let ids: Vec<u32> = reply.hits.iter().map(|h| h.id).collect();
+        let engine = engine.clone();
+        blocking(&state, move || {
+            ids.iter()
+                .map(|&id| {
+                    Ok(engine
+                        .lesion(id)
+                        .map_err(|e| ApiError::from_core(e, "id"))?
+                        .map(|l| l.report)
+                        .unwrap_or_default())
+                })
+                .collect::<ApiResult<Vec<String>>>()
+        })
+        .await?
+    };
+    let disposition = |ext: &str| {
+        (
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"lesions.{ext}\""),
+        )
+    };
+    if format == "json" {
+        let rows: Vec<Value> = reply
+            .hits
+            .iter()
+            .zip(&reports)
+            .map(|(hit, report)| {
+                let mut row = serde_json::to_value(&hit.lesion).unwrap_or(Value::Null);
+                if let Value::Object(map) = &mut row {
+                    map.insert("score".into(), hit.score.into());
+                    map.insert(
+                        "matched".into(),
+                        serde_json::to_value(hit.matched).unwrap_or(Value::Null),
+                    );
+                    map.insert("report".into(), report.clone().into());
+                }
+                row
+            })
+            .collect();
+        return Ok(HttpResponse::Ok()
+            .insert_header(disposition("json"))
+            .json(serde_json::json!({ "total": reply.total, "lesions": rows })));
+    }
+    let mut csv = String::from(
+        "id,key,score,matched,coarse_type,sex,age,long_mm,short_mm,location_x,location_y,location_z,split,patient,study,report\n",
+    );
+    for (hit, report) in reply.hits.iter().zip(&reports) {
+        let l = &hit.lesion;
+        let row = [
+            l.id.to_string(),
+            csv_field(&l.key),
+            format!("{:.6}", hit.score),
+            serde_json::to_value(hit.matched)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default(),
+            l.coarse_type.name().to_string(),
+            l.sex.code().to_string(),
+            l.age.map(|a| a.to_string()).unwrap_or_default(),
+            l.long_mm.to_string(),
+            l.short_mm.to_string(),
+            l.location.x.to_string(),
+            l.location.y.to_string(),
+            l.location.z.to_string(),
+            l.split.name().to_string(),
+            l.patient.to_string(),
+            l.study.to_string(),
+            csv_field(report),
+        ];
+        csv.push_str(&row.join(","));
+        csv.push('\n');
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/csv; charset=utf-8"))
+        .insert_header(disposition("csv"))
+        .body(csv))
+}

@@ -1,0 +1,89 @@
+//! `POST /api/uploads`: a slice to search with, decoded once and held in memory; its
+//! rendering and raw pixels for the viewer.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Serialize;
+
+use super::lesions::{pixels_response, render_png, window_of, ImageQuery};
+use super::{blocking, decode_upload, read_form, Shared};
+use crate::error::{ApiError, ApiResult};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/uploads", web::post().to(upload))
+        .route("/api/uploads/{upload}/image", web::get().to(image))
+        .route("/api/uploads/{upload}/pixels", web::get().to(pixels));
+}
+
+#[derive(Serialize)]
+struct Uploaded {
+    upload: String,
+    width: usize,
+    height: usize,
+    /// hounsfield, modality or display.
+    unit: &'static str,
+    spacing_mm: Option<(f32, f32)>,
+    /// The file's own window `[low, high]`, when it states one.
+    window: Option<[f32; 2]>,
+}
+
+async fn upload(state: Shared, req: HttpRequest, payload: web::Payload) -> ApiResult<HttpResponse> {
+    let form = read_form(&state, &req, payload, "image").await?;
+    if let Some((name, _)) = form.fields.first() {
+        return Err(ApiError::bad(
+            name.clone(),
+            format!("{name}: unexpected part (send only `image`)"),
+        ));
+    }
+    let (name, bytes) = form
+        .file
+        .ok_or_else(|| ApiError::bad("image", "image: the form has no `image` part"))?;
+    let shared = state.clone();
+    let image = blocking(&state, move || decode_upload(&shared, &bytes, &name)).await?;
+    let reply = Uploaded {
+        width: image.width,
+        height: image.height,
+        unit: match image.unit {
+            lesion_search::imaging::PixelUnit::Hounsfield => "hounsfield",
+            lesion_search::imaging::PixelUnit::Modality => "modality",
+            lesion_search::imaging::PixelUnit::Display => "display",
+        },
+        spacing_mm: image.spacing_mm,
+        window: image.window.map(|w| [w.low, w.high]),
+        upload: String::new(),
+    };
+    let id = state.keep_upload(image);
+    Ok(HttpResponse::Created().json(Uploaded {
+        upload: id,
+        ..reply
+    }))
+}
+
+fn held(state: &Shared, id: &str) -> ApiResult<std::sync::Arc<lesion_search::imaging::CtImage>> {
+    state.upload(id).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "upload `{id}` is not (or no longer) held; upload the slice again"
+        ))
+        .with_field("upload")
+    })
+}
+
+async fn image(
+    state: Shared,
+    path: web::Path<String>,
+    query: web::Query<ImageQuery>,
+) -> ApiResult<HttpResponse> {
+    let slice = held(&state, &path)?;
+    let window = window_of(&query.window)?;
+    let query = query.into_inner();
+    let bytes = blocking(&state, move || {
+        let spacing = slice.spacing_mm.unwrap_or((1.0, 1.0));
+        render_png(&slice, window, slice.window, None, spacing, &query)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().content_type("image/png").body(bytes))
+}
+
+async fn pixels(state: Shared, path: web::Path<String>) -> ApiResult<HttpResponse> {
+    let slice = held(&state, &path)?;
+    Ok(pixels_response(&slice))
+}

@@ -1,0 +1,60 @@
+//! Server settings: where to listen, the access keys, CORS and the caps on requests.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Access keys and limits; defaults are safe for a workstation.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Required on read routes when set (header `Authorization: Bearer KEY` or `X-Api-Key`).
+    pub read_key: Option<String>,
+    /// Required on write routes; without it the write routes are off.
+    pub admin_key: Option<String>,
+    /// The one origin allowed to call the API from another site; none: CORS off.
+    pub cors_origin: Option<String>,
+    pub max_upload_bytes: usize,
+    /// Largest width or height of an uploaded slice.
+    pub max_image_side: usize,
+    pub max_k: usize,
+    /// Rows an export may hold.
+    pub max_export: usize,
+    pub request_timeout: Duration,
+    /// Budget of the image path of a search; past it the answer is text-only, flagged.
+    pub image_deadline: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            read_key: None,
+            admin_key: None,
+            cors_origin: None,
+            max_upload_bytes: 64 << 20,
+            max_image_side: 4096,
+            max_k: 200,
+            max_export: 10_000,
+            request_timeout: Duration::from_secs(30),
+            image_deadline: Duration::from_secs(3),
+        }
+    }
+}
+
+impl Config {
+    /// Refuses to serve patient images beyond this machine without a read key.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.listen.ip().is_loopback() && self.read_key.is_none() {
+            return Err(format!(
+                "refusing to listen on {} without a read key: set LESION_WEB_READ_KEY (and LESION_WEB_ADMIN_KEY for writes), or listen on 127.0.0.1",
+                self.listen
+            ));
+        }
+        for (name, key) in [("read", &self.read_key), ("admin", &self.admin_key)] {
+            if key.as_ref().is_some_and(|k| k.len() < 16) {
+                return Err(format!("the {name} key must be at least 16 characters"));
+            }
+        }
+        Ok(())
+    }
+}

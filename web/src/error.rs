@@ -1,0 +1,104 @@
+//! Every failure as JSON `{"error":{"code","message","field"}}` with its HTTP status.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use lesion_search::Error as CoreError;
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorBody {
+    pub code: &'static str,
+    pub message: String,
+    /// The request part at fault, when one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub body: ErrorBody,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            body: ErrorBody {
+                code,
+                message: message.into(),
+                field: None,
+            },
+        }
+    }
+
+    pub fn with_field(mut self, field: impl Into<String>) -> Self {
+        self.body.field = Some(field.into());
+        self
+    }
+
+    /// A malformed or out-of-range request part.
+    pub fn bad(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message).with_field(field)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+    }
+
+    /// A core error met while handling `field` (the request part that carried the input).
+    pub fn from_core(error: CoreError, field: &str) -> Self {
+        match &error {
+            CoreError::InvalidArgument { name, message } => {
+                ApiError::bad(name.trim_start_matches("--"), message.clone())
+            }
+            CoreError::BoxOutsideImage { .. } => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "box_outside_image",
+                error.to_string(),
+            )
+            .with_field("box"),
+            CoreError::Image { message, .. } | CoreError::Dicom { message, .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unreadable_image",
+                format!("{field}: {message}"),
+            )
+            .with_field(field),
+            CoreError::NoPixelData { .. } | CoreError::WrongPixelFormat { .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "unreadable_image",
+                error.to_string(),
+            )
+            .with_field(field),
+            CoreError::ModelMismatch { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "model_mismatch", error.to_string())
+            }
+            CoreError::Index { .. } if error.to_string().contains("another writer") => {
+                ApiError::new(StatusCode::CONFLICT, "index_locked", error.to_string())
+            }
+            _ => ApiError::internal(error.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.body.code, self.body.message)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status).json(serde_json::json!({ "error": self.body }))
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

@@ -1,0 +1,159 @@
+//! A small HTTP/1.1 load generator for `lesion-web load`: keep-alive connections on
+//! threads, each sending one request after another for a fixed time; reports throughput
+//! and latency percentiles. Enough for loopback benchmarks without another tool.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use serde::Serialize;
+
+/// One request, sent again and again.
+#[derive(Debug, Clone)]
+pub struct LoadRequest {
+    pub method: String,
+    pub path: String,
+    pub content_type: Option<String>,
+    pub body: Vec<u8>,
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    pub connections: usize,
+    pub seconds: f64,
+    pub requests: usize,
+    pub errors: usize,
+    pub requests_per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+fn send(
+    stream: &mut BufReader<TcpStream>,
+    host: &str,
+    request: &LoadRequest,
+) -> anyhow::Result<u16> {
+    let mut head = format!(
+        "{} {} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n",
+        request.method,
+        request.path,
+        request.body.len()
+    );
+    if let Some(ct) = &request.content_type {
+        head.push_str(&format!("Content-Type: {ct}\r\n"));
+    }
+    if let Some(key) = &request.key {
+        head.push_str(&format!("Authorization: Bearer {key}\r\n"));
+    }
+    head.push_str("\r\n");
+    let socket = stream.get_mut();
+    socket.write_all(head.as_bytes())?;
+    socket.write_all(&request.body)?;
+    let mut status_line = String::new();
+    stream.read_line(&mut status_line)?;
+    let status: u16 = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("not an HTTP response: {status_line:?}"))?;
+    let mut length = None;
+    loop {
+        let mut line = String::new();
+        if stream.read_line(&mut line)? == 0 {
+            bail!("connection closed in the headers");
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                length = value.trim().parse::<usize>().ok();
+            }
+        }
+    }
+    let length = length.ok_or_else(|| anyhow!("response without Content-Length"))?;
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body)?;
+    Ok(status)
+}
+
+/// Runs `connections` keep-alive clients against `address` for `duration`.
+pub fn run(
+    address: &str,
+    request: &LoadRequest,
+    connections: usize,
+    duration: Duration,
+) -> anyhow::Result<LoadReport> {
+    let socket = address
+        .to_socket_addrs()
+        .with_context(|| format!("resolving {address}"))?
+        .next()
+        .ok_or_else(|| anyhow!("{address} resolves to nothing"))?;
+    let started = Instant::now();
+    let outcomes: Vec<anyhow::Result<(Vec<f64>, usize)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..connections)
+            .map(|_| {
+                scope.spawn(move || -> anyhow::Result<(Vec<f64>, usize)> {
+                    let mut stream = BufReader::new(
+                        TcpStream::connect(socket)
+                            .with_context(|| format!("connecting to {socket}"))?,
+                    );
+                    stream.get_ref().set_nodelay(true)?;
+                    let mut latencies = Vec::new();
+                    let mut errors = 0;
+                    while started.elapsed() < duration {
+                        let t = Instant::now();
+                        match send(&mut stream, address, request) {
+                            Ok(status) if status < 400 => {
+                                latencies.push(t.elapsed().as_secs_f64() * 1e3)
+                            }
+                            Ok(_) => errors += 1,
+                            Err(_) => {
+                                errors += 1;
+                                stream = BufReader::new(TcpStream::connect(socket)?);
+                            }
+                        }
+                    }
+                    Ok((latencies, errors))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow!("a client thread panicked")))
+            })
+            .collect()
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for outcome in outcomes {
+        let (l, e) = outcome?;
+        latencies.extend(l);
+        errors += e;
+    }
+    latencies.sort_by(f64::total_cmp);
+    let pick = |q: f64| {
+        if latencies.is_empty() {
+            0.0
+        } else {
+            latencies[((latencies.len() - 1) as f64 * q).round() as usize]
+        }
+    };
+    Ok(LoadReport {
+        connections,
+        seconds,
+        requests: latencies.len(),
+        errors,
+        requests_per_second: latencies.len() as f64 / seconds,
+        p50_ms: pick(0.5),
+        p99_ms: pick(0.99),
+        max_ms: latencies.last().copied().unwrap_or(0.0),
+    })
+}

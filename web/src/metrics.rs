@@ -1,0 +1,105 @@
+//! Prometheus counters and latency histograms per route pattern (never the concrete path,
+//! which may carry a lesion key and so a patient number).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+#[derive(Default)]
+struct Series {
+    count: u64,
+    sum_seconds: f64,
+    buckets: [u64; BUCKETS.len()],
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    latency: Mutex<BTreeMap<String, Series>>,
+}
+
+impl Metrics {
+    pub fn record(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        if let Ok(mut requests) = self.requests.lock() {
+            *requests
+                .entry((method.to_string(), route.to_string(), status))
+                .or_default() += 1;
+        }
+        if let Ok(mut latency) = self.latency.lock() {
+            let series = latency.entry(route.to_string()).or_default();
+            series.count += 1;
+            series.sum_seconds += seconds;
+            for (bucket, bound) in series.buckets.iter_mut().zip(BUCKETS) {
+                if seconds <= bound {
+                    *bucket += 1;
+                }
+            }
+        }
+    }
+
+    /// The Prometheus text exposition format.
+    pub fn render(&self, lesions: usize, generation: u64) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP lesion_index_lesions Searchable lesions in the served generation."
+        );
+        let _ = writeln!(out, "# TYPE lesion_index_lesions gauge");
+        let _ = writeln!(out, "lesion_index_lesions {lesions}");
+        let _ = writeln!(
+            out,
+            "# HELP lesion_index_generation Served index generation."
+        );
+        let _ = writeln!(out, "# TYPE lesion_index_generation gauge");
+        let _ = writeln!(out, "lesion_index_generation {generation}");
+        let _ = writeln!(
+            out,
+            "# HELP http_requests_total Requests by method, route and status."
+        );
+        let _ = writeln!(out, "# TYPE http_requests_total counter");
+        if let Ok(requests) = self.requests.lock() {
+            for ((method, route, status), n) in requests.iter() {
+                let _ = writeln!(
+                    out,
+                    "http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP http_request_duration_seconds Request latency by route."
+        );
+        let _ = writeln!(out, "# TYPE http_request_duration_seconds histogram");
+        if let Ok(latency) = self.latency.lock() {
+            for (route, s) in latency.iter() {
+                for (bound, n) in BUCKETS.iter().zip(s.buckets) {
+                    let _ = writeln!(
+                        out,
+                        "http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {n}"
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
+                    s.count
+                );
+                let _ = writeln!(
+                    out,
+                    "http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+                    s.sum_seconds
+                );
+                let _ = writeln!(
+                    out,
+                    "http_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                    s.count
+                );
+            }
+        }
+        out
+    }
+}

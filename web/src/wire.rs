@@ -1,0 +1,388 @@
+//! The JSON shapes of the API. Only this crate knows them; the core's types map onto them
+//! here, with every malformed part named.
+
+use lesion_search::dataset::{CoarseType, Sex, Split};
+use lesion_search::search::{
+    Facets, Filter, Fusion, Hit, ImageMatch, LesionFacts, Matched, Range, SearchResponse,
+    TextMatch, Timings, TypeSuggestion,
+};
+use lesion_search::store::StoredLesion;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ApiError, ApiResult};
+
+/// A lesion named by dense id or by key (`File_name`, `#n` for the n-th on a slice).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum LesionRef {
+    Id(u32),
+    Key(String),
+}
+
+/// `[min, max]`, either end `null`.
+pub type Bounds = [Option<f32>; 2];
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FilterBody {
+    /// Coarse types: bone, abdomen, mediastinum, liver, lung, kidney, soft_tissue, pelvis,
+    /// unknown.
+    pub types: Vec<String>,
+    /// `F`, `M` (or female, male).
+    pub sex: Option<String>,
+    pub age: Option<Bounds>,
+    /// Long diameter in mm.
+    pub size_mm: Option<Bounds>,
+    /// Normalized location box (each axis 0..1).
+    pub location_x: Option<Bounds>,
+    pub location_y: Option<Bounds>,
+    pub location_z: Option<Bounds>,
+    /// train, validation or test.
+    pub split: Option<String>,
+    pub exclude_patients: Vec<u32>,
+}
+
+fn range(bounds: Option<Bounds>, field: &str) -> ApiResult<Range> {
+    let Some([min, max]) = bounds else {
+        return Ok(Range::default());
+    };
+    if let (Some(a), Some(b)) = (min, max) {
+        if a > b {
+            return Err(ApiError::bad(
+                field,
+                format!("{field}: minimum {a} is above maximum {b}"),
+            ));
+        }
+    }
+    Ok(Range { min, max })
+}
+
+pub fn parse_sex(text: &str, field: &str) -> ApiResult<Sex> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "f" | "female" => Ok(Sex::Female),
+        "m" | "male" => Ok(Sex::Male),
+        "" | "u" | "unknown" => Ok(Sex::Unknown),
+        other => Err(ApiError::bad(
+            field,
+            format!("{field}: `{other}` is not F, M or unknown"),
+        )),
+    }
+}
+
+pub fn parse_type(text: &str, field: &str) -> ApiResult<CoarseType> {
+    CoarseType::parse(text).ok_or_else(|| {
+        ApiError::bad(
+            field,
+            format!(
+                "{field}: `{text}` is not a coarse type (bone, abdomen, mediastinum, liver, lung, kidney, soft_tissue, pelvis, unknown)"
+            ),
+        )
+    })
+}
+
+impl FilterBody {
+    pub fn to_filter(&self) -> ApiResult<Filter> {
+        let types = self
+            .types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| parse_type(t, &format!("filters.types[{i}]")))
+            .collect::<ApiResult<_>>()?;
+        let split = match &self.split {
+            Some(s) => Some(Split::parse(s).ok_or_else(|| {
+                ApiError::bad(
+                    "filters.split",
+                    format!("filters.split: `{s}` is not train, validation or test"),
+                )
+            })?),
+            None => None,
+        };
+        Ok(Filter {
+            types,
+            sex: self
+                .sex
+                .as_deref()
+                .map(|s| parse_sex(s, "filters.sex"))
+                .transpose()?,
+            age: range(self.age, "filters.age")?,
+            long_mm: range(self.size_mm, "filters.size_mm")?,
+            location_x: range(self.location_x, "filters.location_x")?,
+            location_y: range(self.location_y, "filters.location_y")?,
+            location_z: range(self.location_z, "filters.location_z")?,
+            split,
+            exclude_patients: self.exclude_patients.clone(),
+        })
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn twenty() -> usize {
+    20
+}
+
+/// `POST /api/search` as JSON (or the non-file parts of a multipart upload).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchBody {
+    #[serde(default)]
+    pub text: Option<String>,
+    /// "More like this".
+    #[serde(default)]
+    pub lesion: Option<LesionRef>,
+    #[serde(default)]
+    pub positives: Vec<LesionRef>,
+    #[serde(default)]
+    pub negatives: Vec<LesionRef>,
+    #[serde(default)]
+    pub filters: FilterBody,
+    #[serde(default = "yes")]
+    pub exclude_query_patient: bool,
+    #[serde(default = "twenty")]
+    pub k: usize,
+    #[serde(default)]
+    pub offset: usize,
+    #[serde(default = "yes")]
+    pub group_by_patient: bool,
+    /// `rrf` (default) or `weighted`.
+    #[serde(default)]
+    pub fusion: Option<String>,
+    /// Weighted fusion: share of the image list, 0..1 (0.5 when absent).
+    #[serde(default)]
+    pub image_weight: Option<f32>,
+    /// A slice uploaded before (`POST /api/uploads`) to search with, and the box on it.
+    #[serde(default)]
+    pub upload: Option<String>,
+    #[serde(default, rename = "box")]
+    pub bbox: Option<String>,
+    /// Pixel spacing in mm of the uploaded slice, when its file does not state it.
+    #[serde(default)]
+    pub spacing_mm: Option<f32>,
+}
+
+impl SearchBody {
+    pub fn fusion(&self) -> ApiResult<Fusion> {
+        if let Some(w) = self.image_weight {
+            if !(0.0..=1.0).contains(&w) {
+                return Err(ApiError::bad(
+                    "image_weight",
+                    format!("image_weight: {w} is outside 0..1"),
+                ));
+            }
+        }
+        match self
+            .fusion
+            .as_deref()
+            .unwrap_or(if self.image_weight.is_some() {
+                "weighted"
+            } else {
+                "rrf"
+            }) {
+            "rrf" => Ok(Fusion::Rrf),
+            "weighted" => Ok(Fusion::Weighted {
+                image_weight: self.image_weight.unwrap_or(0.5),
+            }),
+            other => Err(ApiError::bad(
+                "fusion",
+                format!("fusion: `{other}` is not rrf or weighted"),
+            )),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Location {
+    pub x: f32,
+    pub y: f32,
+    pub z: f32,
+}
+
+/// What a result card shows of a lesion.
+#[derive(Debug, Clone, Serialize)]
+pub struct LesionSummary {
+    pub id: u32,
+    pub key: String,
+    pub coarse_type: CoarseType,
+    pub sex: Sex,
+    pub age: Option<f32>,
+    pub long_mm: f32,
+    pub short_mm: f32,
+    pub location: Location,
+    pub split: Split,
+    pub patient: u32,
+    pub study: u32,
+    pub thumbnail: String,
+    pub image: String,
+}
+
+impl LesionSummary {
+    pub fn of(id: u32, f: &LesionFacts) -> Self {
+        LesionSummary {
+            id,
+            key: f.key.clone(),
+            coarse_type: f.coarse_type,
+            sex: f.sex,
+            age: f.age,
+            long_mm: round1(f.long_mm),
+            short_mm: round1(f.short_mm),
+            location: Location {
+                x: f.location[0],
+                y: f.location[1],
+                z: f.location[2],
+            },
+            split: f.split,
+            patient: f.patient,
+            study: f.study,
+            thumbnail: format!("/api/lesions/{id}/thumbnail"),
+            image: format!("/api/lesions/{id}/image"),
+        }
+    }
+}
+
+fn round1(v: f32) -> f32 {
+    (v * 10.0).round() / 10.0
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HitOut {
+    pub id: u32,
+    pub key: String,
+    pub score: f32,
+    pub matched: Matched,
+    pub image: Option<ImageMatch>,
+    pub text: Option<TextMatch>,
+    pub lesion: LesionSummary,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Vote {
+    pub coarse_type: CoarseType,
+    pub share: f32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SuggestionOut {
+    pub coarse_type: CoarseType,
+    pub votes: Vec<Vote>,
+    pub neighbours: usize,
+}
+
+impl From<TypeSuggestion> for SuggestionOut {
+    fn from(s: TypeSuggestion) -> Self {
+        SuggestionOut {
+            coarse_type: s.coarse_type,
+            votes: s
+                .votes
+                .into_iter()
+                .map(|(coarse_type, share)| Vote { coarse_type, share })
+                .collect(),
+            neighbours: s.neighbours,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchReply {
+    pub hits: Vec<HitOut>,
+    pub total: usize,
+    pub offset: usize,
+    pub k: usize,
+    pub text_matches: Option<usize>,
+    pub facets: Facets,
+    pub suggestion: Option<SuggestionOut>,
+    pub degraded: bool,
+    pub degraded_reason: Option<String>,
+    pub plan: Option<lesion_search::index::Plan>,
+    pub assumed_spacing_mm: Option<f32>,
+    pub timings: Timings,
+}
+
+impl SearchReply {
+    pub fn new(
+        response: SearchResponse,
+        offset: usize,
+        k: usize,
+        facts: impl Fn(u32) -> Option<LesionFacts>,
+    ) -> Self {
+        let hits = response
+            .hits
+            .into_iter()
+            .filter_map(|hit: Hit| {
+                let f = facts(hit.id)?;
+                Some(HitOut {
+                    lesion: LesionSummary::of(hit.id, &f),
+                    id: hit.id,
+                    key: hit.key,
+                    score: hit.score,
+                    matched: hit.matched,
+                    image: hit.image,
+                    text: hit.text,
+                })
+            })
+            .collect();
+        SearchReply {
+            hits,
+            total: response.total,
+            offset,
+            k,
+            text_matches: response.text_matches,
+            facets: response.facets,
+            suggestion: response.suggestion.map(Into::into),
+            degraded: response.degraded.is_some(),
+            degraded_reason: response.degraded,
+            plan: response.plan,
+            assumed_spacing_mm: response.assumed_spacing_mm,
+            timings: response.timings,
+        }
+    }
+}
+
+/// `GET /api/lesions/{id}`: everything stored about a lesion.
+#[derive(Debug, Clone, Serialize)]
+pub struct LesionDetail {
+    #[serde(flatten)]
+    pub summary: LesionSummary,
+    pub report: String,
+    pub tags: Vec<String>,
+    /// `[x1, y1, x2, y2]` in pixels of the key slice.
+    pub bbox: [f32; 4],
+    /// RECIST long and short axes, `[x1, y1, x2, y2]` each.
+    pub recist_long: [f32; 4],
+    pub recist_short: [f32; 4],
+    pub spacing_mm: [f32; 3],
+    pub image_size: [u32; 2],
+    /// The lesion's own window `[low, high]` in HU.
+    pub window: [f32; 2],
+    pub key_slice: u32,
+    pub possibly_noisy: bool,
+    /// Other lesions of the same patient: `(id, key, study)`.
+    pub patient_lesions: Vec<LesionSummary>,
+}
+
+impl LesionDetail {
+    pub fn new(
+        id: u32,
+        stored: StoredLesion,
+        facts: &LesionFacts,
+        others: Vec<LesionSummary>,
+    ) -> Self {
+        let r = &stored.record;
+        let axis = |a: &[lesion_search::dataset::Point; 2]| [a[0].x, a[0].y, a[1].x, a[1].y];
+        LesionDetail {
+            summary: LesionSummary::of(id, facts),
+            report: stored.report.clone(),
+            tags: stored.tags.clone(),
+            bbox: [r.bbox.x1, r.bbox.y1, r.bbox.x2, r.bbox.y2],
+            recist_long: axis(&r.recist.long_axis),
+            recist_short: axis(&r.recist.short_axis),
+            spacing_mm: [r.spacing.x_mm, r.spacing.y_mm, r.spacing.z_mm],
+            image_size: [r.image_width, r.image_height],
+            window: [r.window.low, r.window.high],
+            key_slice: r.key_slice,
+            possibly_noisy: r.possibly_noisy,
+            patient_lesions: others,
+        }
+    }
+}

@@ -1,0 +1,788 @@
+//! The HTTP API on a generated index: every route, uploads of real DICOM files, errors that
+//! name the request part at fault, access keys.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use actix_web::http::StatusCode;
+use actix_web::{test, web};
+use lesion_search::archive::{build, BuildOptions};
+use lesion_search::embed::{bundled_lesion_cnn, Embedder};
+use lesion_search::index::GraphParams;
+use lesion_search::synth::{generate, SynthOptions};
+use lesion_web::{app, AppState, Config};
+use serde_json::{json, Value};
+
+const ADMIN_KEY: &str = "admin-key-for-tests-0123456789";
+const READ_KEY: &str = "read-key-for-tests-0123456789";
+
+/// One generated archive and index shared by the tests; each test copies the index when it
+/// writes.
+fn fixture() -> &'static (tempfile::TempDir, PathBuf) {
+    static FIXTURE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let archive = dir.path().join("archive");
+        std::fs::create_dir_all(&archive).unwrap();
+        let options = SynthOptions {
+            lesions: 120,
+            seed: 5,
+            label_train: true,
+            ..Default::default()
+        };
+        generate(&archive, &options, &|_, _| {}).unwrap();
+        let model = bundled_lesion_cnn().unwrap();
+        let index = dir.path().join("index");
+        build(
+            &index,
+            &BuildOptions {
+                dataset: archive,
+                reports: None,
+                model: &model,
+                graph: GraphParams::default(),
+                labels: None,
+            },
+            &|_| {},
+        )
+        .unwrap();
+        (dir, index)
+    })
+}
+
+fn model() -> Arc<dyn Embedder> {
+    Arc::new(bundled_lesion_cnn().unwrap())
+}
+
+/// The fixture's engine, opened once (sled admits one opener of a generation per process).
+fn shared_engine() -> Arc<lesion_search::search::Engine> {
+    static ENGINE: OnceLock<Arc<lesion_search::search::Engine>> = OnceLock::new();
+    ENGINE
+        .get_or_init(|| {
+            Arc::new(lesion_search::search::Engine::open(&fixture().1, model()).unwrap())
+        })
+        .clone()
+}
+
+fn state(config: Config) -> web::Data<AppState> {
+    web::Data::new(AppState::with_engine(
+        shared_engine(),
+        fixture().1.clone(),
+        model(),
+        config,
+    ))
+}
+
+/// A writable copy of the fixture index.
+fn writable_state(config: Config) -> (tempfile::TempDir, web::Data<AppState>) {
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(&fixture().1, copy.path());
+    let state = web::Data::new(AppState::open(copy.path().to_path_buf(), model(), config).unwrap());
+    (copy, state)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+fn dicom_dir() -> PathBuf {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/dicom");
+    if shared.join("CT_small.dcm").is_file() {
+        shared
+    } else {
+        eprintln!("../shared/data/dicom absent: using the copies committed under data/dicom");
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/dicom")
+    }
+}
+
+/// A form part: name, file name (for a file part), bytes.
+type Part<'a> = (&'a str, Option<&'a str>, &'a [u8]);
+
+/// A multipart body from its parts.
+fn multipart(parts: &[Part]) -> (String, Vec<u8>) {
+    let boundary = "xTestBoundaryx";
+    let mut body = Vec::new();
+    for (name, filename, bytes) in parts {
+        body.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        match filename {
+            Some(f) => body.extend_from_slice(
+                format!("Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
+            ),
+            None => body.extend_from_slice(format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n").as_bytes()),
+        }
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+async fn call(
+    app: &impl actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+    >,
+    req: test::TestRequest,
+) -> (StatusCode, Vec<u8>) {
+    let res = test::call_service(app, req.to_request()).await;
+    let status = res.status();
+    let body = test::read_body(res).await.to_vec();
+    (status, body)
+}
+
+fn json_of(body: &[u8]) -> Value {
+    serde_json::from_slice(body)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)))
+}
+
+fn error_field(body: &[u8]) -> String {
+    json_of(body)["error"]["field"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+#[actix_web::test]
+async fn text_search_returns_hits_with_ids_keys_facets() {
+    let app = test::init_service(app(state(Config::default()))).await;
+    let (status, body) = call(
+        &app,
+        test::TestRequest::post()
+            .uri("/api/search")
+            .set_json(json!({"text": "lymph node", "k": 5, "filters": {"sex": "F"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    let reply = json_of(&body);
+    let hits = reply["hits"].as_array().unwrap();
+    assert!(!hits.is_empty());
+    for hit in hits {
+        assert!(hit["id"].is_u64() && hit["key"].as_str().unwrap().ends_with(".png"));
+        assert_eq!(hit["lesion"]["sex"], "female");
+        assert!(hit["text"]["snippet"].as_str().unwrap().contains("<b>"));
+    }
+    assert!(reply["facets"]["total"].as_u64().unwrap() > 0);
+    assert_eq!(reply["degraded"], false);
+}
+
+#[actix_web::test]
+async fn every_lesion_route_answers() {
+    let app = test::init_service(app(state(Config::default()))).await;
+    let (status, body) = call(&app, test::TestRequest::get().uri("/api/lesions/3")).await;
+    assert_eq!(status, StatusCode::OK);
+    let detail = json_of(&body);
+    let key = detail["key"].as_str().unwrap().to_string();
+    assert!(detail["report"].is_string() && detail["bbox"].is_array());
+    // By key too, `#` encoded.
+    let (status, _) = call(
+        &app,
+        test::TestRequest::get().uri(&format!("/api/lesions/{}", key.replace('#', "%23"))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+
+    let (status, body) = call(
+        &app,
+        test::TestRequest::get().uri("/api/lesions/3/similar?k=5"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let similar = json_of(&body);
+    let patient = detail["patient"].as_u64().unwrap();
+    assert!(similar["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|h| h["lesion"]["patient"].as_u64() != Some(patient)));
+    assert!(similar["suggestion"]["votes"].is_array());
+
+    let (status, body) = call(
+        &app,
+        test::TestRequest::get().uri("/api/lesions/3/followups"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(json_of(&body)["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["id"] == 3));
+
+    for uri in [
+        "/api/lesions/3/image?window=lung&box=1",
+        "/api/lesions/3/image?window=dicom&size=256&around_mm=60",
+        "/api/lesions/3/thumbnail",
+    ] {
+        let (status, body) = call(&app, test::TestRequest::get().uri(uri)).await;
+        assert_eq!(status, StatusCode::OK, "{uri}");
+        assert!(body.starts_with(b"\x89PNG"), "{uri}");
+    }
+    let res = test::call_service(
+        &app,
+        test::TestRequest::get()
+            .uri("/api/lesions/3/pixels")
+            .to_request(),
+    )
+    .await;
+    let width: usize = res
+        .headers()
+        .get("X-Image-Width")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let height: usize = res
+        .headers()
+        .get("X-Image-Height")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(test::read_body(res).await.len(), width * height * 2);
+
+    let (status, body) = call(
+        &app,
+        test::TestRequest::get().uri("/api/lesions/3/image?window=purple"),
+    )
+    .await;
+    assert_eq!(
+        (status, error_field(&body).as_str()),
+        (StatusCode::BAD_REQUEST, "window")
+    );
+    let (status, body) = call(&app, test::TestRequest::get().uri("/api/lesions/99999")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(json_of(&body)["error"]["code"], "not_found");
+}
+
+#[actix_web::test]
+async fn real_dicom_uploads_with_a_box_return_hits() {
+    let app = test::init_service(app(state(Config::default()))).await;
+    let dir = dicom_dir();
+    for name in [
+        "CT_small.dcm",
+        "chest_ct_rle.dcm",
+        "J2K_pixelrep_mismatch.dcm",
+        "abdomen_ct_vr_un.dcm",
+    ] {
+        let bytes = std::fs::read(dir.join(name)).unwrap();
+        let side = if name == "CT_small.dcm" { 128 } else { 512 };
+        let c = side / 2;
+        let bbox = format!(
+            "{},{},{},{}",
+            c - side / 8,
+            c - side / 8,
+            c + side / 8,
+            c + side / 8
+        );
+        let (ct, body) = multipart(&[
+            ("image", Some(name), &bytes),
+            ("box", None, bbox.as_bytes()),
+            ("k", None, b"5"),
+        ]);
+        let (status, reply) = call(
+            &app,
+            test::TestRequest::post()
+                .uri("/api/search")
+                .insert_header(("content-type", ct))
+                .set_payload(body),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{name}: {}",
+            String::from_utf8_lossy(&reply)
+        );
+        let reply = json_of(&reply);
+        assert_eq!(reply["degraded"], false, "{name}");
+        assert_eq!(reply["hits"].as_array().unwrap().len(), 5, "{name}");
+        assert!(reply["hits"][0]["image"]["cosine"].as_f64().unwrap() > 0.0);
+    }
+
+    // Upload once, search by the held upload with text and filters combined.
+    let bytes = std::fs::read(dir.join("chest_ct_rle.dcm")).unwrap();
+    let (ct, body) = multipart(&[("image", Some("chest.dcm"), &bytes)]);
+    let (status, reply) = call(
+        &app,
+        test::TestRequest::post()
+            .uri("/api/uploads")
+            .insert_header(("content-type", ct))
+            .set_payload(body),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let uploaded = json_of(&reply);
+    assert_eq!(uploaded["unit"], "hounsfield");
+    let upload = uploaded["upload"].as_str().unwrap();
+    let (status, png) = call(
+        &app,
+        test::TestRequest::get().uri(&format!("/api/uploads/{upload}/image?window=lung&size=256")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(png.starts_with(b"\x89PNG"));
+    let (status, reply) = call(
+        &app,
+        test::TestRequest::post().uri("/api/search").set_json(json!({
+            "upload": upload, "box": "200,200,300,300", "text": "lung nodule", "fusion": "weighted", "image_weight": 0.7,
+            "filters": {"types": ["lung", "mediastinum"]}, "k": 10
+        })),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    let reply = json_of(&reply);
+    for hit in reply["hits"].as_array().unwrap() {
+        assert!(["lung", "mediastinum"].contains(&hit["lesion"]["coarse_type"].as_str().unwrap()));
+    }
+}
+
+#[actix_web::test]
+async fn bad_uploads_get_a_4xx_naming_the_field() {
+    let config = Config {
+        max_image_side: 256,
+        ..Default::default()
+    };
+    let app = test::init_service(app(state(config))).await;
+    let dir = dicom_dir();
+    let small = std::fs::read(dir.join("CT_small.dcm")).unwrap();
+    let large = std::fs::read(dir.join("chest_ct_rle.dcm")).unwrap();
+    let cases: Vec<(&str, Vec<Part>, &str)> = vec![
+        (
+            "a non-image file",
+            vec![
+                ("image", Some("notes.txt"), b"these are not pixels"),
+                ("box", None, b"1,1,5,5"),
+            ],
+            "image",
+        ),
+        (
+            "an oversized image",
+            vec![
+                ("image", Some("chest.dcm"), &large),
+                ("box", None, b"1,1,50,50"),
+            ],
+            "image",
+        ),
+        (
+            "a box outside the image",
+            vec![
+                ("image", Some("small.dcm"), &small),
+                ("box", None, b"300,300,400,400"),
+            ],
+            "box",
+        ),
+        (
+            "a malformed box",
+            vec![
+                ("image", Some("small.dcm"), &small),
+                ("box", None, b"1,2,three"),
+            ],
+            "box",
+        ),
+        (
+            "an image without a box",
+            vec![("image", Some("small.dcm"), &small)],
+            "box",
+        ),
+        (
+            "an unknown part",
+            vec![
+                ("image", Some("small.dcm"), &small),
+                ("box", None, b"10,10,40,40"),
+                ("colour", None, b"red"),
+            ],
+            "colour",
+        ),
+        (
+            "a bad filter part",
+            vec![("text", None, b"nodule"), ("types", None, b"lung,spleen")],
+            "filters.types[1]",
+        ),
+    ];
+    for (what, parts, field) in cases {
+        let (ct, body) = multipart(&parts);
+        let (status, reply) = call(
+            &app,
+            test::TestRequest::post()
+                .uri("/api/search")
+                .insert_header(("content-type", ct))
+                .set_payload(body),
+        )
+        .await;
+        assert!(status.is_client_error(), "{what}: {status}");
+        assert_eq!(
+            error_field(&reply),
+            field,
+            "{what}: {}",
+            String::from_utf8_lossy(&reply)
+        );
+    }
+    // A multipart body that is cut off.
+    let (ct, mut body) = multipart(&[("image", Some("small.dcm"), &small)]);
+    body.truncate(body.len() / 2);
+    let (status, reply) = call(
+        &app,
+        test::TestRequest::post()
+            .uri("/api/search")
+            .insert_header(("content-type", ct))
+            .set_payload(body),
+    )
+    .await;
+    assert!(status.is_client_error(), "{status}");
+    assert!(
+        !error_field(&reply).is_empty(),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    // No boundary at all.
+    let (status, reply) = call(
+        &app,
+        test::TestRequest::post()
+            .uri("/api/search")
+            .insert_header(("content-type", "multipart/form-data"))
+            .set_payload("x"),
+    )
+    .await;
+    assert_eq!(
+        (status, error_field(&reply).as_str()),
+        (StatusCode::BAD_REQUEST, "multipart")
+    );
+}
+
+#[actix_web::test]
+async fn bad_json_requests_name_the_field() {
+    let app = test::init_service(app(state(Config::default()))).await;
+    let cases = [
+        (json!({"text": "x", "k": 1000}), "k"),
+        (json!({"txt": "x"}), "txt"),
+        (json!({"lesion": 99999}), "lesion"),
+        (json!({"positives": [1, "nope.png"]}), "positives[1]"),
+        (json!({"filters": {"age": [80, 20]}}), "filters.age"),
+        (json!({"filters": {"sex": "X"}}), "filters.sex"),
+        (json!({"fusion": "magic"}), "fusion"),
+        (json!({"image_weight": 2.0}), "image_weight"),
+        (json!({"box": "1,1,2,2"}), "image"),
+        (json!({"upload": "u-gone", "box": "1,1,5,5"}), "upload"),
+    ];
+    for (body, field) in cases {
+        let (status, reply) = call(
+            &app,
+            test::TestRequest::post().uri("/api/search").set_json(&body),
+        )
+        .await;
+        assert!(status.is_client_error(), "{body}: {status}");
+        assert_eq!(
+            error_field(&reply),
+            field,
+            "{body}: {}",
+            String::from_utf8_lossy(&reply)
+        );
+    }
+    let (status, reply) = call(
+        &app,
+        test::TestRequest::post()
+            .uri("/api/search")
+            .insert_header(("content-type", "application/json"))
+            .set_payload("{\"text\": "),
+    )
+    .await;
+    assert_eq!(
+        (status, error_field(&reply).as_str()),
+        (StatusCode::BAD_REQUEST, "body")
+    );
+    let (status, reply) = call(&app, test::TestRequest::get().uri("/api/nothing")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(json_of(&reply)["error"]["code"], "not_found");
+}
+
+#[actix_web::test]
+async fn export_writes_csv_and_json_of_a_result_set() {
+    let app = test::init_service(app(state(Config::default()))).await;
+    let query =
+        json!({"text": "liver", "group_by_patient": false, "filters": {"types": ["liver"]}});
+    let (status, body) = call(
+        &app,
+        test::TestRequest::post()
+            .uri("/api/export")
+            .set_json(json!({"query": query, "format": "csv", "limit": 30})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let csv = String::from_utf8(body).unwrap();
+    let mut lines = csv.lines();
+    assert!(lines
+        .next()
+        .unwrap()
+        .starts_with("id,key,score,matched,coarse_type"));
+    let rows: Vec<&str> = lines.collect();
+    assert!(!rows.is_empty() && rows.len() <= 30);
+    assert!(rows.iter().all(|r| r.split(',').nth(4) == Some("liver")));
+    let (status, body) = call(
+        &app,
+        test::TestRequest::post()
+            .uri("/api/export")
+            .set_json(json!({"query": query, "format": "json"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let exported = json_of(&body);
+    assert_eq!(
+        exported["lesions"].as_array().unwrap().len(),
+        rows.len()
+            .max(exported["lesions"].as_array().unwrap().len())
+    );
+    assert!(exported["lesions"][0]["report"].is_string());
+    let (status, body) = call(
+        &app,
+        test::TestRequest::post()
+            .uri("/api/export")
+            .set_json(json!({"format": "xls"})),
+    )
+    .await;
+    assert_eq!(
+        (status, error_field(&body).as_str()),
+        (StatusCode::BAD_REQUEST, "format")
+    );
+}
+
+#[actix_web::test]
+async fn openapi_lists_exactly_the_routes_and_ops_routes_answer() {
+    let app = test::init_service(app(state(Config::default()))).await;
+    let (status, body) = call(&app, test::TestRequest::get().uri("/api/openapi.json")).await;
+    assert_eq!(status, StatusCode::OK);
+    let doc = json_of(&body);
+    let mut documented: Vec<(String, String)> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .flat_map(|(path, ops)| {
+            ops.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (m.to_uppercase(), path.clone()))
+        })
+        .collect();
+    documented.sort();
+    let mut routes: Vec<(String, String)> = lesion_web::api::ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    routes.sort();
+    assert_eq!(documented, routes);
+    // Every listed route is registered (none answers the JSON "no such route").
+    for (method, path) in lesion_web::api::ROUTES {
+        let uri = path.replace("{id}", "1").replace("{upload}", "none");
+        let req = match *method {
+            "GET" => test::TestRequest::get(),
+            "POST" => test::TestRequest::post(),
+            _ => test::TestRequest::delete(),
+        };
+        let (_, body) = call(&app, req.uri(&uri)).await;
+        assert!(
+            !String::from_utf8_lossy(&body).contains("no such route"),
+            "{method} {path}"
+        );
+    }
+    let (_, body) = call(&app, test::TestRequest::get().uri("/healthz")).await;
+    assert_eq!(json_of(&body)["status"], "ok");
+    let (_, body) = call(&app, test::TestRequest::get().uri("/metrics")).await;
+    let metrics = String::from_utf8(body).unwrap();
+    assert!(
+        metrics.contains("http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"}"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("_01_"),
+        "no lesion keys (patient numbers) in metrics"
+    );
+    let (_, body) = call(&app, test::TestRequest::get().uri("/api/facets")).await;
+    assert_eq!(json_of(&body)["total"], 120);
+}
+
+#[actix_web::test]
+async fn keys_guard_reads_and_writes() {
+    let config = Config {
+        read_key: Some(READ_KEY.into()),
+        ..Default::default()
+    };
+    let app = test::init_service(app(state(config))).await;
+    let (status, body) = call(&app, test::TestRequest::get().uri("/api/lesions/1")).await;
+    assert_eq!(
+        (status, json_of(&body)["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+    let (status, _) = call(
+        &app,
+        test::TestRequest::get()
+            .uri("/api/lesions/1")
+            .insert_header(("Authorization", format!("Bearer {READ_KEY}"))),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = call(&app, test::TestRequest::get().uri("/healthz")).await;
+    assert_eq!(status, StatusCode::OK, "health stays open");
+    // No admin key configured: writes are off.
+    let (status, body) = call(
+        &app,
+        test::TestRequest::delete()
+            .uri("/api/lesions/1")
+            .insert_header(("X-Api-Key", READ_KEY)),
+    )
+    .await;
+    assert_eq!(
+        (status, json_of(&body)["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("writes_disabled"))
+    );
+
+    let open = Config {
+        listen: "0.0.0.0:8080".parse().unwrap(),
+        ..Default::default()
+    };
+    assert!(open.check().unwrap_err().contains("read key"));
+}
+
+#[actix_web::test]
+async fn admin_adds_a_dicom_lesion_and_deletes_it() {
+    let config = Config {
+        admin_key: Some(ADMIN_KEY.into()),
+        ..Default::default()
+    };
+    let (_copy, state) = writable_state(config);
+    let app = test::init_service(app(state.clone())).await;
+    let bytes = std::fs::read(dicom_dir().join("chest_ct_rle.dcm")).unwrap();
+    let parts: Vec<Part> = vec![
+        ("image", Some("chest.dcm"), &bytes),
+        ("box", None, b"300,220,340,262"),
+        ("patient", None, b"990001"),
+        ("study", None, b"1"),
+        ("type", None, b"lung"),
+        ("sex", None, b"F"),
+        ("age", None, b"61"),
+        ("location", None, b"0.6,0.4,0.3"),
+        ("report", None, b"Spiculated right upper lobe nodule, 15 mm"),
+    ];
+    let (ct, body) = multipart(&parts);
+    let (status, _) = call(
+        &app,
+        test::TestRequest::post()
+            .uri("/api/lesions")
+            .insert_header(("content-type", ct.clone()))
+            .set_payload(body.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the admin key is needed");
+    let auth = ("Authorization", format!("Bearer {ADMIN_KEY}"));
+    let (status, reply) = call(
+        &app,
+        test::TestRequest::post()
+            .uri("/api/lesions")
+            .insert_header(("content-type", ct.clone()))
+            .insert_header(auth.clone())
+            .set_payload(body.clone()),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    let added = json_of(&reply);
+    let id = added["id"].as_u64().unwrap();
+    assert_eq!(id, 120);
+    assert_eq!(added["generation"], 2);
+
+    // Served at once: found by its report and its detail reads back.
+    let (_, reply) = call(
+        &app,
+        test::TestRequest::post()
+            .uri("/api/search")
+            .set_json(json!({"text": "spiculated", "k": 5})),
+    )
+    .await;
+    assert!(json_of(&reply)["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|h| h["id"] == id));
+    let (status, reply) = call(
+        &app,
+        test::TestRequest::get().uri(&format!("/api/lesions/{id}")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json_of(&reply)["coarse_type"], "lung");
+    let (status, png) = call(
+        &app,
+        test::TestRequest::get().uri(&format!("/api/lesions/{id}/image?window=lung")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(png.starts_with(b"\x89PNG"));
+
+    // The same lesion again is a conflict naming the part.
+    let (status, reply) = call(
+        &app,
+        test::TestRequest::post()
+            .uri("/api/lesions")
+            .insert_header(("content-type", ct))
+            .insert_header(auth.clone())
+            .set_payload(body),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+
+    let (status, reply) = call(
+        &app,
+        test::TestRequest::delete()
+            .uri(&format!("/api/lesions/{id}"))
+            .insert_header(auth.clone()),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    let (status, _) = call(
+        &app,
+        test::TestRequest::get().uri(&format!("/api/lesions/{id}")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, reply) = call(
+        &app,
+        test::TestRequest::post()
+            .uri("/api/search")
+            .set_json(json!({"text": "spiculated", "k": 5})),
+    )
+    .await;
+    assert!(json_of(&reply)["hits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|h| h["id"] != id));
+    assert!(state.engine().archive.verify().unwrap().is_empty());
+}
