@@ -460,7 +460,7 @@ impl Archive {
         })?;
         let manifest = read_manifest(&dir)?;
         Ok(Archive {
-            records: RecordStore::open(&dir.join("records"))?,
+            records: RecordStore::open_published(&dir.join("records"))?,
             vectors: load_vector_index(&dir.join("vectors"))?,
             text: TextIndex::open(&dir.join("text"))?,
             manifest,

@@ -29,6 +29,8 @@ pub struct StoredLesion {
 /// The records of one index generation.
 pub struct RecordStore {
     path: PathBuf,
+    /// A private copy opened because another process holds the generation; removed on drop.
+    snapshot: Option<PathBuf>,
     db: sled::Db,
     records: sled::Tree,
     keys: sled::Tree,
@@ -42,6 +44,28 @@ fn store_error(path: &Path, e: impl std::fmt::Display) -> Error {
     }
 }
 
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
+    for entry in std::fs::read_dir(from).map_err(|e| Error::io(from, e))? {
+        let entry = entry.map_err(|e| Error::io(from, e))?;
+        let target = to.join(entry.file_name());
+        if entry.file_type().map_err(|e| Error::io(entry.path(), e))?.is_dir() {
+            copy_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target).map_err(|e| Error::io(entry.path(), e))?;
+        }
+    }
+    Ok(())
+}
+
+impl Drop for RecordStore {
+    fn drop(&mut self) {
+        if let Some(copy) = &self.snapshot {
+            let _ = std::fs::remove_dir_all(copy);
+        }
+    }
+}
+
 impl RecordStore {
     /// Opens (creating if absent) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self> {
@@ -52,6 +76,7 @@ impl RecordStore {
         let tree = |name: &str| db.open_tree(name).map_err(|e| store_error(dir, e));
         Ok(RecordStore {
             path: dir.to_path_buf(),
+            snapshot: None,
             records: tree("records")?,
             keys: tree("keys")?,
             thumbnails: tree("thumbnails")?,
@@ -81,6 +106,32 @@ impl RecordStore {
     }
 
     /// Removes a lesion's record, key and thumbnail; returns whether it was there.
+    /// Opens a published (immutable) generation for reading. sled admits one process per
+    /// database, so when another process (a running server) holds it, a private copy is
+    /// opened instead: the generation never changes, so the copy is the same records.
+    pub fn open_published(dir: &Path) -> Result<Self> {
+        match sled::Config::new().path(dir).open() {
+            Ok(db) => {
+                drop(db);
+                RecordStore::open(dir)
+            }
+            Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                static SNAPSHOTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+                let n = SNAPSHOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let copy = std::env::temp_dir().join(format!(
+                    "lesion-search-records-{}-{n}",
+                    std::process::id()
+                ));
+                copy_tree(dir, &copy)?;
+                let mut store = RecordStore::open(&copy)?;
+                store.path = dir.to_path_buf();
+                store.snapshot = Some(copy);
+                Ok(store)
+            }
+            Err(e) => Err(store_error(dir, e)),
+        }
+    }
+
     pub fn remove(&self, id: u32) -> Result<bool> {
         let Some(lesion) = self.get(id)? else {
             return Ok(false);

@@ -1,0 +1,231 @@
+//! `lesion-indexer query`: the search request of the API, from the command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context};
+use lesion_search::archive::Archive;
+use lesion_search::dataset::{CoarseType, PixelBox, Sex, Split};
+use lesion_search::embed::{default_cache_dir, resolve_model};
+use lesion_search::imaging::{load_dicom, load_image};
+use lesion_search::search::{Engine, Filter, Fusion, ImageQuery, Range, SearchRequest};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    index: PathBuf,
+    /// Free text (report words; ontology synonyms and parents match too).
+    #[arg(long)]
+    text: Option<String>,
+    /// A slice to search by example: DICOM, 16-bit PNG, 8-bit PNG or JPEG.
+    #[arg(long, requires = "bbox")]
+    image: Option<PathBuf>,
+    /// The lesion's box on `--image`, in pixels.
+    #[arg(long = "box", value_name = "x1,y1,x2,y2")]
+    bbox: Option<String>,
+    /// Pixel spacing in mm of `--image` when the file states none.
+    #[arg(long)]
+    spacing: Option<f32>,
+    /// Frame of a multi-frame DICOM file (0-based).
+    #[arg(long, default_value_t = 0)]
+    frame: u32,
+    /// More like this lesion: a key (File_name, #n) or a dense id.
+    #[arg(long)]
+    lesion: Option<String>,
+    /// Liked results (refine), by key or id; repeatable.
+    #[arg(long = "like")]
+    positives: Vec<String>,
+    /// Disliked results, by key or id; repeatable.
+    #[arg(long = "unlike")]
+    negatives: Vec<String>,
+    /// Coarse types to keep; repeatable.
+    #[arg(long = "type")]
+    types: Vec<String>,
+    #[arg(long)]
+    sex: Option<String>,
+    /// Age range in years, `min,max` (either may be empty).
+    #[arg(long)]
+    age: Option<String>,
+    /// Long-diameter range in mm, `min,max`.
+    #[arg(long)]
+    size_mm: Option<String>,
+    /// Normalized location box per axis, `min,max` each in 0..1.
+    #[arg(long)]
+    location_x: Option<String>,
+    #[arg(long)]
+    location_y: Option<String>,
+    #[arg(long)]
+    location_z: Option<String>,
+    #[arg(long)]
+    split: Option<String>,
+    /// Leave this patient out; repeatable.
+    #[arg(long = "exclude-patient")]
+    exclude_patients: Vec<u32>,
+    /// Keep hits from the example lesions' own patients.
+    #[arg(long)]
+    include_query_patient: bool,
+    /// Every hit, not one per patient.
+    #[arg(long)]
+    all_per_patient: bool,
+    #[arg(long, default_value_t = 10)]
+    k: usize,
+    #[arg(long, default_value_t = 0)]
+    offset: usize,
+    /// Weighted fusion with this image share (0..1) instead of reciprocal rank fusion.
+    #[arg(long)]
+    image_weight: Option<f32>,
+    #[arg(long)]
+    json: bool,
+}
+
+fn range(text: &Option<String>, flag: &str) -> anyhow::Result<Range> {
+    let Some(text) = text else {
+        return Ok(Range::default());
+    };
+    let (min, max) = text
+        .split_once(',')
+        .ok_or_else(|| anyhow!("--{flag}: `{text}` is not min,max (either may be empty)"))?;
+    let parse = |v: &str| -> anyhow::Result<Option<f32>> {
+        let v = v.trim();
+        if v.is_empty() {
+            Ok(None)
+        } else {
+            v.parse()
+                .map(Some)
+                .map_err(|_| anyhow!("--{flag}: `{v}` is not a number"))
+        }
+    };
+    Ok(Range {
+        min: parse(min)?,
+        max: parse(max)?,
+    })
+}
+
+fn lesion_id(engine: &Engine, text: &str, flag: &str) -> anyhow::Result<u32> {
+    let id = match text.parse::<u32>() {
+        Ok(id) => Some(id),
+        Err(_) => engine.id_of(text)?,
+    };
+    id.filter(|id| engine.catalog.get(*id).is_some())
+        .ok_or_else(|| anyhow!("--{flag}: no lesion `{text}` in the index"))
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let manifest = Archive::current_manifest(&args.index)?;
+    let model = resolve_model(&manifest.model.name, &default_cache_dir())?;
+    let engine = Engine::open(&args.index, Arc::from(model))?;
+    let filter = Filter {
+        types: args
+            .types
+            .iter()
+            .map(|t| CoarseType::parse(t).ok_or_else(|| anyhow!("--type: `{t}` is not a coarse type")))
+            .collect::<anyhow::Result<_>>()?,
+        sex: match args.sex.as_deref() {
+            None => None,
+            Some("F" | "f" | "female") => Some(Sex::Female),
+            Some("M" | "m" | "male") => Some(Sex::Male),
+            Some(other) => bail!("--sex: `{other}` is not F or M"),
+        },
+        age: range(&args.age, "age")?,
+        long_mm: range(&args.size_mm, "size-mm")?,
+        location_x: range(&args.location_x, "location-x")?,
+        location_y: range(&args.location_y, "location-y")?,
+        location_z: range(&args.location_z, "location-z")?,
+        split: args
+            .split
+            .as_deref()
+            .map(|s| Split::parse(s).ok_or_else(|| anyhow!("--split: `{s}` is not train, validation or test")))
+            .transpose()?,
+        exclude_patients: args.exclude_patients.clone(),
+    };
+    let image = match (&args.image, &args.bbox) {
+        (Some(path), Some(bbox)) => {
+            let image = if args.frame > 0 {
+                load_dicom(path, args.frame)?
+            } else {
+                load_image(path)?
+            };
+            Some(ImageQuery {
+                image,
+                bbox: PixelBox::parse(bbox).map_err(|e| anyhow!("--box: {e}"))?,
+                spacing_mm: args.spacing,
+            })
+        }
+        (None, Some(_)) => bail!("--box needs --image"),
+        _ => None,
+    };
+    let ids = |list: &[String], flag: &str| -> anyhow::Result<Vec<u32>> {
+        list.iter().map(|t| lesion_id(&engine, t, flag)).collect()
+    };
+    let request = SearchRequest {
+        text: args.text.clone(),
+        image,
+        lesion: args
+            .lesion
+            .as_deref()
+            .map(|t| lesion_id(&engine, t, "lesion"))
+            .transpose()?,
+        positives: ids(&args.positives, "like")?,
+        negatives: ids(&args.negatives, "unlike")?,
+        filter,
+        exclude_query_patient: !args.include_query_patient,
+        k: args.k,
+        offset: args.offset,
+        group_by_patient: !args.all_per_patient,
+        fusion: match args.image_weight {
+            Some(w) => Fusion::Weighted { image_weight: w },
+            None => Fusion::Rrf,
+        },
+        image_deadline: None,
+    };
+    let response = engine.search(&request).context("searching")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&response)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(reason) = &response.degraded {
+        eprintln!("degraded: {reason}");
+    }
+    println!(
+        "{:>4} {:>6} {:<26} {:>8} {:<6} {:<12} {:>6} {:>4} {:>3}  snippet",
+        "rank", "id", "key", "score", "match", "type", "mm", "age", "sex"
+    );
+    for (rank, hit) in response.hits.iter().enumerate() {
+        let f = engine.catalog.get(hit.id).expect("a hit is live");
+        let matched = match (&hit.image, &hit.text) {
+            (Some(_), Some(_)) => "both",
+            (Some(_), None) => "image",
+            (None, Some(_)) => "text",
+            (None, None) => "filter",
+        };
+        println!(
+            "{:>4} {:>6} {:<26} {:>8.4} {:<6} {:<12} {:>6.1} {:>4} {:>3}  {}",
+            args.offset + rank + 1,
+            hit.id,
+            hit.key,
+            hit.score,
+            matched,
+            f.coarse_type.name(),
+            f.long_mm,
+            f.age.map(|a| format!("{a:.0}")).unwrap_or_default(),
+            f.sex.code(),
+            hit.text.as_ref().map(|t| t.snippet.as_str()).unwrap_or("")
+        );
+    }
+    println!(
+        "{} of {} results; filtered set {} lesions",
+        response.hits.len(),
+        response.total,
+        response.facets.total
+    );
+    if let Some(s) = &response.suggestion {
+        let votes: Vec<String> = s
+            .votes
+            .iter()
+            .map(|(t, share)| format!("{} {:.0}%", t.name(), share * 100.0))
+            .collect();
+        println!("suggested type: {} ({})", s.coarse_type.name(), votes.join(", "));
+    }
+    Ok(ExitCode::SUCCESS)
+}
