@@ -2,6 +2,7 @@
 
 mod bench;
 mod bench_embed;
+mod bench_search;
 mod bench_vectors;
 mod build;
 mod embed;
@@ -59,6 +60,8 @@ enum Command {
     Weights(weights::WeightsCommand),
     /// Measure the vector index (flat and HNSW, with and without filters) on generated vectors.
     Bench(bench_vectors::Args),
+    /// Measure in-process query latency (text, by lesion, both, image) on a built index.
+    BenchSearch(bench_search::Args),
     /// Measure embedding speed (patches/s) of models at several batch sizes.
     BenchEmbed(bench_embed::Args),
     /// Render a lesion's key slice as PNG with its box drawn.
@@ -83,6 +86,7 @@ fn main() -> ExitCode {
         Command::Embed(args) => embed::run(args),
         Command::Train(args) => train::run(args),
         Command::EvaluateModel(args) => evaluate_model::run(args),
+        Command::BenchSearch(args) => bench_search::run(args),
         Command::BenchEmbed(args) => bench_embed::run(args),
         Command::Bench(args) => bench_vectors::run(args),
         Command::Weights(command) => weights::run(command),

@@ -119,7 +119,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         types: args
             .types
             .iter()
-            .map(|t| CoarseType::parse(t).ok_or_else(|| anyhow!("--type: `{t}` is not a coarse type")))
+            .map(|t| {
+                CoarseType::parse(t).ok_or_else(|| anyhow!("--type: `{t}` is not a coarse type"))
+            })
             .collect::<anyhow::Result<_>>()?,
         sex: match args.sex.as_deref() {
             None => None,
@@ -135,7 +137,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         split: args
             .split
             .as_deref()
-            .map(|s| Split::parse(s).ok_or_else(|| anyhow!("--split: `{s}` is not train, validation or test")))
+            .map(|s| {
+                Split::parse(s)
+                    .ok_or_else(|| anyhow!("--split: `{s}` is not train, validation or test"))
+            })
             .transpose()?,
         exclude_patients: args.exclude_patients.clone(),
     };
@@ -225,7 +230,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|(t, share)| format!("{} {:.0}%", t.name(), share * 100.0))
             .collect();
-        println!("suggested type: {} ({})", s.coarse_type.name(), votes.join(", "));
+        println!(
+            "suggested type: {} ({})",
+            s.coarse_type.name(),
+            votes.join(", ")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

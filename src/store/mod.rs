@@ -49,7 +49,11 @@ fn copy_tree(from: &Path, to: &Path) -> Result<()> {
     for entry in std::fs::read_dir(from).map_err(|e| Error::io(from, e))? {
         let entry = entry.map_err(|e| Error::io(from, e))?;
         let target = to.join(entry.file_name());
-        if entry.file_type().map_err(|e| Error::io(entry.path(), e))?.is_dir() {
+        if entry
+            .file_type()
+            .map_err(|e| Error::io(entry.path(), e))?
+            .is_dir()
+        {
             copy_tree(&entry.path(), &target)?;
         } else {
             std::fs::copy(entry.path(), &target).map_err(|e| Error::io(entry.path(), e))?;
@@ -116,12 +120,11 @@ impl RecordStore {
                 RecordStore::open(dir)
             }
             Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                static SNAPSHOTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+                static SNAPSHOTS: std::sync::atomic::AtomicUsize =
+                    std::sync::atomic::AtomicUsize::new(0);
                 let n = SNAPSHOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let copy = std::env::temp_dir().join(format!(
-                    "lesion-search-records-{}-{n}",
-                    std::process::id()
-                ));
+                let copy = std::env::temp_dir()
+                    .join(format!("lesion-search-records-{}-{n}", std::process::id()));
                 copy_tree(dir, &copy)?;
                 let mut store = RecordStore::open(&copy)?;
                 store.path = dir.to_path_buf();

@@ -1,0 +1,196 @@
+//! `lesion-indexer bench-search`: in-process latency of text, by-lesion and image queries on
+//! a built index (one thread, the full request: filters, fusion, facets, suggestion).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use lesion_search::archive::Archive;
+use lesion_search::embed::{default_cache_dir, resolve_model};
+use lesion_search::search::{Engine, ImageQuery, SearchRequest};
+use serde::Serialize;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long)]
+    index: PathBuf,
+    /// Queries per kind (image queries: a fifth of this).
+    #[arg(long, default_value_t = 1000)]
+    queries: usize,
+    #[arg(long, default_value_t = 20)]
+    k: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Phrases a researcher types, in the words of the reports.
+const PHRASES: [&str; 10] = [
+    "lung nodule",
+    "enlarged mediastinal lymph node",
+    "hypodense liver lesion",
+    "renal cyst",
+    "lytic bone lesion",
+    "pelvic mass",
+    "soft tissue nodule",
+    "adrenal nodule",
+    "spiculated mass right upper lobe",
+    "retroperitoneal lymphadenopathy",
+];
+
+#[derive(Serialize)]
+struct KindReport {
+    kind: &'static str,
+    queries: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    mean_ms: f64,
+    queries_per_second: f64,
+    /// Image queries: median embedding time (patch cut and model).
+    embed_p50_ms: Option<f64>,
+}
+
+fn report(kind: &'static str, mut latencies: Vec<f64>, mut embed: Vec<f64>) -> KindReport {
+    latencies.sort_by(f64::total_cmp);
+    embed.sort_by(f64::total_cmp);
+    let pick = |v: &[f64], q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    let total: f64 = latencies.iter().sum();
+    KindReport {
+        kind,
+        queries: latencies.len(),
+        p50_ms: pick(&latencies, 0.5),
+        p99_ms: pick(&latencies, 0.99),
+        mean_ms: total / latencies.len() as f64,
+        queries_per_second: latencies.len() as f64 / (total / 1e3),
+        embed_p50_ms: (!embed.is_empty()).then(|| pick(&embed, 0.5)),
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let manifest = Archive::current_manifest(&args.index)?;
+    let model = resolve_model(&manifest.model.name, &default_cache_dir())?;
+    let engine = Engine::open(&args.index, Arc::from(model))?;
+    let live: Vec<u32> = (0..engine.catalog.capacity() as u32)
+        .filter(|&id| engine.catalog.get(id).is_some())
+        .collect();
+    anyhow::ensure!(!live.is_empty(), "the index holds no lesions");
+    let pick = |i: usize| live[(i as u64 * 2_654_435_761 % live.len() as u64) as usize];
+    let time = |request: &SearchRequest| -> anyhow::Result<(f64, f64)> {
+        let t = Instant::now();
+        let response = engine.search(request)?;
+        Ok((t.elapsed().as_secs_f64() * 1e3, response.timings.embed_ms))
+    };
+    let base = SearchRequest {
+        k: args.k,
+        ..Default::default()
+    };
+    // Warm caches (and lazily built thread-locals) before measuring.
+    for i in 0..20 {
+        time(&SearchRequest {
+            lesion: Some(pick(i)),
+            ..base.clone()
+        })?;
+    }
+
+    let mut kinds = Vec::new();
+    let mut latencies = Vec::new();
+    for i in 0..args.queries {
+        let text = PHRASES[i % PHRASES.len()].to_string();
+        latencies.push(
+            time(&SearchRequest {
+                text: Some(text),
+                ..base.clone()
+            })?
+            .0,
+        );
+    }
+    kinds.push(report("text", latencies, Vec::new()));
+
+    let mut latencies = Vec::new();
+    for i in 0..args.queries {
+        latencies.push(
+            time(&SearchRequest {
+                lesion: Some(pick(i)),
+                ..base.clone()
+            })?
+            .0,
+        );
+    }
+    kinds.push(report("lesion", latencies, Vec::new()));
+
+    let mut latencies = Vec::new();
+    for i in 0..args.queries {
+        let request = SearchRequest {
+            text: Some(PHRASES[i % PHRASES.len()].to_string()),
+            lesion: Some(pick(i)),
+            ..base.clone()
+        };
+        latencies.push(time(&request)?.0);
+    }
+    kinds.push(report("text+lesion", latencies, Vec::new()));
+
+    let mut latencies = Vec::new();
+    let mut embed = Vec::new();
+    for i in 0..(args.queries / 5).max(10) {
+        let lesion = engine.lesion(pick(i))?.expect("live");
+        let image = engine
+            .archive
+            .dataset_of(&lesion)
+            .load_key_slice(&lesion.record)?;
+        let request = SearchRequest {
+            image: Some(ImageQuery {
+                image,
+                bbox: lesion.record.bbox,
+                spacing_mm: Some(lesion.record.spacing.x_mm),
+            }),
+            ..base.clone()
+        };
+        let (total, embedding) = time(&request)?;
+        latencies.push(total);
+        embed.push(embedding);
+    }
+    kinds.push(report("image", latencies, embed));
+
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "index": args.index.display().to_string(),
+                "lesions": live.len(),
+                "graph": engine.archive.vectors.graph.is_some(),
+                "k": args.k,
+                "kinds": kinds,
+            }))?
+        );
+    } else {
+        println!(
+            "{} lesions ({}), k {}, one thread",
+            live.len(),
+            if engine.archive.vectors.graph.is_some() {
+                "HNSW graph"
+            } else {
+                "exact scan"
+            },
+            args.k
+        );
+        println!(
+            "{:<12} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10}",
+            "kind", "queries", "p50 ms", "p99 ms", "mean ms", "q/s", "embed p50"
+        );
+        for k in &kinds {
+            println!(
+                "{:<12} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.0} {:>10}",
+                k.kind,
+                k.queries,
+                k.p50_ms,
+                k.p99_ms,
+                k.mean_ms,
+                k.queries_per_second,
+                k.embed_p50_ms
+                    .map(|e| format!("{e:.2}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
