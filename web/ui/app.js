@@ -1,1 +1,652 @@
+// Lesion Search web UI: one page, no framework, no external resources.
+// State lives in `state` and in the URL (so a search can be shared and Back works).
+"use strict";
 
+const PRESETS = {
+  soft: [400, 40], lung: [1500, -600], liver: [150, 90], bone: [2500, 480],
+  brain: [80, 40], mediastinum: [350, 50], abdomen: [400, 60],
+};
+const TYPES = ["bone", "abdomen", "mediastinum", "liver", "lung", "kidney", "soft_tissue", "pelvis", "unknown"];
+const PAGE = 24;
+
+const $ = (id) => document.getElementById(id);
+const state = {
+  slice: null,        // {pixels: Int16Array, width, height, unit, ownWindow: [low, high] | null}
+  source: null,       // {upload} or {lesion: id}
+  box: null,          // [x1, y1, x2, y2] in slice pixels
+  window: { name: "soft", width: 400, level: 40 },
+  positives: [], negatives: [],
+  hits: [], offset: 0, total: 0, lastBody: null, loading: false,
+};
+
+// ---------- messages ----------
+function showError(message) {
+  $("error-text").textContent = message;
+  $("error").hidden = false;
+}
+function clearError() { $("error").hidden = true; }
+$("error-close").addEventListener("click", clearError);
+function busy(message) {
+  $("busy").textContent = message || "";
+  $("busy").hidden = !message;
+  $("results").setAttribute("aria-busy", message ? "true" : "false");
+}
+
+// ---------- API ----------
+async function api(path, options = {}) {
+  let response;
+  try {
+    response = await fetch(path, options);
+  } catch (e) {
+    throw new Error(`Cannot reach the server (${e.message}). Is lesion-web running?`);
+  }
+  if (!response.ok) {
+    let message = `${response.status} ${response.statusText}`;
+    try {
+      const body = await response.json();
+      if (body.error) message = body.error.message + (body.error.field ? ` [${body.error.field}]` : "");
+    } catch (_) { /* not JSON */ }
+    throw new Error(message);
+  }
+  return response;
+}
+const json = (body) => ({ method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+
+async function loadPixels(url) {
+  const response = await api(url);
+  const width = Number(response.headers.get("X-Image-Width"));
+  const height = Number(response.headers.get("X-Image-Height"));
+  const unit = response.headers.get("X-Pixel-Unit");
+  const pixels = new Int16Array(await response.arrayBuffer());
+  return { pixels, width, height, unit };
+}
+
+// ---------- windowing and drawing ----------
+function windowBounds(w) { return [w.level - w.width / 2, w.level + w.width / 2]; }
+function windowParam() {
+  if (state.window.name && state.window.name !== "custom") return state.window.name;
+  const [low, high] = windowBounds(state.window);
+  return `${Math.round(low)},${Math.round(high)}`;
+}
+function setWindow(name, target = state) {
+  let w;
+  if (name === "dicom") {
+    const own = target.slice && target.slice.ownWindow;
+    w = own ? { width: own[1] - own[0], level: (own[0] + own[1]) / 2 } : { width: 400, level: 40 };
+  } else {
+    const [width, level] = PRESETS[name] || PRESETS.soft;
+    w = { width, level };
+  }
+  target.window = { name, ...w };
+}
+
+function render(canvas, slice, win, box, colour = "#ffd600") {
+  const ctx = canvas.getContext("2d");
+  if (!slice) { ctx.clearRect(0, 0, canvas.width, canvas.height); return; }
+  const { width, height, pixels } = slice;
+  const image = new ImageData(width, height);
+  const [low, high] = slice.unit === "display" ? [0, 255] : windowBounds(win);
+  const scale = 255 / Math.max(1e-6, high - low);
+  for (let i = 0; i < pixels.length; i++) {
+    const v = Math.max(0, Math.min(255, (pixels[i] - low) * scale));
+    const o = i * 4;
+    image.data[o] = image.data[o + 1] = image.data[o + 2] = v;
+    image.data[o + 3] = 255;
+  }
+  const off = document.createElement("canvas");
+  off.width = width; off.height = height;
+  off.getContext("2d").putImageData(image, 0, 0);
+  ctx.imageSmoothingEnabled = true;
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  ctx.drawImage(off, 0, 0, canvas.width, canvas.height);
+  if (box) {
+    const sx = canvas.width / width, sy = canvas.height / height;
+    ctx.strokeStyle = colour;
+    ctx.lineWidth = 2;
+    ctx.strokeRect(box[0] * sx, box[1] * sy, (box[2] - box[0]) * sx, (box[3] - box[1]) * sy);
+  }
+}
+
+function drawViewer() {
+  render($("viewer"), state.slice, state.window, state.box);
+  $("viewer-empty").hidden = !!state.slice;
+  $("wl-readout").textContent = `W ${Math.round(state.window.width)} L ${Math.round(state.window.level)}`;
+  $("box-readout").textContent = state.box ? `Box: ${state.box.map(Math.round).join(",")}` : "Box: none";
+  document.querySelectorAll("#query .windows button").forEach((b) =>
+    b.setAttribute("aria-pressed", String(b.dataset.window === state.window.name)));
+}
+
+// Drag draws the box; shift-drag or right-drag changes the window (horizontal: width, vertical: level).
+function attachWindowDrag(canvas, getWindow, onChange) {
+  let drag = null;
+  canvas.addEventListener("contextmenu", (e) => e.preventDefault());
+  canvas.addEventListener("pointerdown", (e) => {
+    if (!(e.shiftKey || e.button === 2)) return;
+    drag = { x: e.clientX, y: e.clientY, start: { ...getWindow() } };
+    canvas.setPointerCapture(e.pointerId);
+    e.stopImmediatePropagation();
+  });
+  canvas.addEventListener("pointermove", (e) => {
+    if (!drag) return;
+    const w = getWindow();
+    w.width = Math.max(1, drag.start.width + (e.clientX - drag.x) * 4);
+    w.level = drag.start.level + (e.clientY - drag.y) * 2;
+    w.name = "custom";
+    onChange();
+  });
+  canvas.addEventListener("pointerup", () => { drag = null; });
+  return () => drag !== null;
+}
+
+function viewerPoint(e) {
+  const canvas = $("viewer");
+  const rect = canvas.getBoundingClientRect();
+  return [
+    ((e.clientX - rect.left) / rect.width) * state.slice.width,
+    ((e.clientY - rect.top) / rect.height) * state.slice.height,
+  ];
+}
+
+(function setUpViewer() {
+  const canvas = $("viewer");
+  const windowing = attachWindowDrag(canvas, () => state.window, drawViewer);
+  let start = null;
+  canvas.addEventListener("pointerdown", (e) => {
+    if (!state.slice || windowing() || e.shiftKey || e.button !== 0) return;
+    start = viewerPoint(e);
+    canvas.setPointerCapture(e.pointerId);
+  });
+  canvas.addEventListener("pointermove", (e) => {
+    if (!start) return;
+    const p = viewerPoint(e);
+    state.box = [Math.min(start[0], p[0]), Math.min(start[1], p[1]), Math.max(start[0], p[0]), Math.max(start[1], p[1])];
+    drawViewer();
+  });
+  canvas.addEventListener("pointerup", () => {
+    if (start && state.box && (state.box[2] - state.box[0] < 3 || state.box[3] - state.box[1] < 3)) state.box = null;
+    start = null;
+    drawViewer();
+  });
+  canvas.addEventListener("keydown", (e) => {
+    if (!state.slice) return;
+    const step = e.shiftKey ? 10 : 2;
+    if (!state.box) {
+      const c = [state.slice.width / 2, state.slice.height / 2];
+      state.box = [c[0] - 32, c[1] - 32, c[0] + 32, c[1] + 32];
+    }
+    const b = state.box;
+    const moves = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] };
+    if (moves[e.key]) { const [dx, dy] = moves[e.key]; b[0] += dx; b[2] += dx; b[1] += dy; b[3] += dy; }
+    else if (e.key === "+" || e.key === "=") { b[0] -= step; b[1] -= step; b[2] += step; b[3] += step; }
+    else if (e.key === "-" && b[2] - b[0] > 2 * step + 4) { b[0] += step; b[1] += step; b[2] -= step; b[3] -= step; }
+    else if (e.key === "Enter") { search(); return; }
+    else return;
+    e.preventDefault();
+    drawViewer();
+  });
+  document.querySelectorAll("#query .windows button").forEach((b) =>
+    b.addEventListener("click", () => { setWindow(b.dataset.window); drawViewer(); refreshThumbnails(); }));
+})();
+
+// ---------- query sources ----------
+async function openFile(file) {
+  clearError();
+  busy(`Uploading ${file.name}…`);
+  try {
+    const form = new FormData();
+    form.append("image", file, file.name);
+    const uploaded = await (await api("/api/uploads", { method: "POST", body: form })).json();
+    const slice = await loadPixels(`/api/uploads/${uploaded.upload}/pixels`);
+    slice.ownWindow = uploaded.window;
+    state.slice = slice;
+    state.source = { upload: uploaded.upload, spacing: uploaded.spacing_mm };
+    state.box = null;
+    setWindow(uploaded.window ? "dicom" : "soft");
+    drawViewer();
+    $("summary").textContent = `${file.name}: ${slice.width}×${slice.height}${uploaded.spacing_mm ? "" : " (no pixel spacing stated: 0.8 mm assumed)"}. Draw a box around the lesion, then search.`;
+    $("viewer").focus();
+  } catch (e) {
+    showError(`Could not open ${file.name}: ${e.message}`);
+  } finally {
+    busy("");
+  }
+}
+
+$("file").addEventListener("change", (e) => { if (e.target.files[0]) openFile(e.target.files[0]); });
+const drop = $("drop");
+["dragenter", "dragover"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.add("over"); }));
+["dragleave", "drop"].forEach((t) => drop.addEventListener(t, (e) => { e.preventDefault(); drop.classList.remove("over"); }));
+drop.addEventListener("drop", (e) => { const f = e.dataTransfer.files[0]; if (f) openFile(f); });
+
+async function pickLesion(ref, { run = true } = {}) {
+  clearError();
+  busy("Loading lesion…");
+  try {
+    const detail = await (await api(`/api/lesions/${encodeURIComponent(ref)}`)).json();
+    const slice = await loadPixels(`/api/lesions/${detail.id}/pixels`);
+    slice.ownWindow = detail.window;
+    state.slice = slice;
+    state.source = { lesion: detail.id, key: detail.key };
+    state.box = detail.bbox.slice();
+    $("pick").value = detail.key;
+    drawViewer();
+    if (run) await search();
+  } catch (e) {
+    showError(`Could not load lesion ${ref}: ${e.message}`);
+  } finally {
+    busy("");
+  }
+}
+$("pick-form").addEventListener("submit", (e) => { e.preventDefault(); if ($("pick").value.trim()) pickLesion($("pick").value.trim()); });
+
+// ---------- filters and facets ----------
+(function buildTypeFilters() {
+  const box = $("f-types");
+  for (const t of TYPES) {
+    const label = document.createElement("label");
+    label.className = "inline";
+    label.innerHTML = `<input type="checkbox" name="type" value="${t}"> ${t.replace("_", " ")} <span class="count" data-type="${t}"></span>`;
+    box.appendChild(label);
+  }
+})();
+
+function showFacets(facets) {
+  document.querySelectorAll("[data-type]").forEach((el) => { el.textContent = `(${facets.types[el.dataset.type] || 0})`; });
+  document.querySelectorAll("[data-sex]").forEach((el) => { el.textContent = `(${facets.sex[el.dataset.sex] || 0})`; });
+  $("facet-summary").textContent = `${facets.total} lesions pass the filters`;
+  const bins = (m) => Object.entries(m).map(([k, v]) => `${k}: ${v}`).join(", ");
+  $("facet-bins").textContent = `Age ${bins(facets.age)} · Size (mm) ${bins(facets.size_mm)}`;
+}
+
+function numberOrNull(id) { const v = $(id).value; return v === "" ? null : Number(v); }
+function filters() {
+  const f = {};
+  const types = [...document.querySelectorAll("input[name=type]:checked")].map((i) => i.value);
+  if (types.length) f.types = types;
+  const sex = document.querySelector("input[name=sex]:checked").value;
+  if (sex) f.sex = sex;
+  const pairs = { age: ["age-min", "age-max"], size_mm: ["size-min", "size-max"], location_z: ["z-min", "z-max"] };
+  for (const [key, [a, b]] of Object.entries(pairs)) {
+    const lo = numberOrNull(a), hi = numberOrNull(b);
+    if (lo !== null || hi !== null) f[key] = [lo, hi];
+  }
+  return f;
+}
+
+$("weight").addEventListener("input", () => { $("weighted").checked = true; showWeight(); });
+$("weighted").addEventListener("change", showWeight);
+function showWeight() {
+  $("weight-out").textContent = $("weighted").checked ? `${$("weight").value}% image` : "RRF";
+}
+
+// ---------- the request and the URL ----------
+function requestBody() {
+  const body = { k: PAGE, offset: 0, group_by_patient: $("per-patient").checked };
+  const text = $("text").value.trim();
+  if (text) body.text = text;
+  if (state.source && state.source.upload && state.box) {
+    body.upload = state.source.upload;
+    body.box = state.box.map((v) => v.toFixed(1)).join(",");
+  } else if (state.source && state.source.lesion !== undefined) {
+    body.lesion = state.source.lesion;
+  }
+  if (state.positives.length) body.positives = state.positives.map((p) => p.id);
+  if (state.negatives.length) body.negatives = state.negatives.map((p) => p.id);
+  const f = filters();
+  if (Object.keys(f).length) body.filters = f;
+  if ($("weighted").checked) { body.fusion = "weighted"; body.image_weight = Number($("weight").value) / 100; }
+  return body;
+}
+
+function toUrl(body) {
+  const p = new URLSearchParams();
+  if (body.text) p.set("q", body.text);
+  if (body.lesion !== undefined) p.set("lesion", body.lesion);
+  if (body.upload) { p.set("upload", body.upload); p.set("box", body.box); }
+  if (body.positives) p.set("pos", body.positives.join(","));
+  if (body.negatives) p.set("neg", body.negatives.join(","));
+  const f = body.filters || {};
+  if (f.types) p.set("types", f.types.join(","));
+  if (f.sex) p.set("sex", f.sex);
+  for (const key of ["age", "size_mm", "location_z"]) if (f[key]) p.set(key, f[key].map((v) => (v === null ? "" : v)).join(","));
+  if (!body.group_by_patient) p.set("all", "1");
+  if (body.fusion === "weighted") p.set("w", Math.round(body.image_weight * 100));
+  p.set("win", windowParam());
+  return `?${p.toString()}`;
+}
+
+async function fromUrl() {
+  const p = new URLSearchParams(location.search);
+  $("text").value = p.get("q") || "";
+  document.querySelectorAll("input[name=type]").forEach((i) => { i.checked = (p.get("types") || "").split(",").includes(i.value); });
+  const sex = p.get("sex") || "";
+  document.querySelectorAll("input[name=sex]").forEach((i) => { i.checked = i.value === sex; });
+  const pairs = { age: ["age-min", "age-max"], size_mm: ["size-min", "size-max"], location_z: ["z-min", "z-max"] };
+  for (const [key, [a, b]] of Object.entries(pairs)) {
+    const [lo, hi] = (p.get(key) || ",").split(",");
+    $(a).value = lo || ""; $(b).value = hi || "";
+  }
+  $("per-patient").checked = p.get("all") !== "1";
+  $("weighted").checked = p.has("w");
+  if (p.has("w")) $("weight").value = p.get("w");
+  showWeight();
+  const win = p.get("win");
+  if (win && PRESETS[win]) setWindow(win);
+  else if (win && win.includes(",")) {
+    const [low, high] = win.split(",").map(Number);
+    state.window = { name: "custom", width: high - low, level: (low + high) / 2 };
+  }
+  state.positives = (p.get("pos") || "").split(",").filter(Boolean).map((id) => ({ id: Number(id) }));
+  state.negatives = (p.get("neg") || "").split(",").filter(Boolean).map((id) => ({ id: Number(id) }));
+  showRefine();
+  if (p.has("lesion")) {
+    await pickLesion(p.get("lesion"), { run: false });
+  } else if (p.has("upload")) {
+    try {
+      const slice = await loadPixels(`/api/uploads/${encodeURIComponent(p.get("upload"))}/pixels`);
+      state.slice = slice;
+      state.source = { upload: p.get("upload") };
+      state.box = p.get("box").split(",").map(Number);
+    } catch (e) {
+      showError(`The uploaded slice of this link is no longer held by the server; open the file again. (${e.message})`);
+    }
+  } else {
+    state.slice = null; state.source = null; state.box = null;
+  }
+  drawViewer();
+  const hasQuery = p.has("q") || p.has("lesion") || p.has("upload") || p.has("types") || p.has("sex") || p.has("pos");
+  if (hasQuery) await search({ push: false });
+}
+
+// ---------- search and results ----------
+async function search({ push = true, append = false } = {}) {
+  if (state.loading) return;
+  clearError();
+  const body = append ? { ...state.lastBody, offset: state.offset } : requestBody();
+  if (state.source && state.source.upload && !state.box && !append) {
+    showError("Draw a box around the lesion on the slice first (drag on the image).");
+    return;
+  }
+  state.loading = true;
+  busy(append ? "Loading more results…" : "Searching…");
+  try {
+    const reply = await (await api("/api/search", json(body))).json();
+    if (!append) {
+      state.lastBody = body;
+      state.hits = [];
+      $("grid").textContent = "";
+      if (push) history.pushState(null, "", toUrl(body));
+    }
+    state.hits.push(...reply.hits);
+    state.offset = body.offset + reply.hits.length;
+    state.total = reply.total;
+    reply.hits.forEach((hit) => $("grid").appendChild(card(hit)));
+    showFacets(reply.facets);
+    showSuggestion(reply.suggestion);
+    const signals = [body.upload ? "image" : null, body.lesion !== undefined ? "lesion" : null, body.text ? "text" : null].filter(Boolean);
+    $("summary").textContent = `${state.total} results${reply.degraded ? " (text only: " + reply.degraded_reason + ")" : ""}` +
+      ` · ${signals.join(" + ") || "filters only"} · ${reply.timings.total_ms.toFixed(1)} ms` +
+      (reply.assumed_spacing_mm ? ` · pixel spacing assumed ${reply.assumed_spacing_mm} mm` : "");
+    if (reply.degraded) showError(`Image search unavailable, showing text results: ${reply.degraded_reason}`);
+    $("more").hidden = state.offset >= state.total || reply.hits.length === 0;
+  } catch (e) {
+    showError(`Search failed: ${e.message}`);
+  } finally {
+    state.loading = false;
+    busy("");
+  }
+}
+
+function thumbUrl(id) {
+  return `/api/lesions/${id}/image?window=${encodeURIComponent(windowParam())}&box=1&size=224&around_mm=90`;
+}
+function refreshThumbnails() {
+  document.querySelectorAll(".card img").forEach((img) => { img.src = thumbUrl(img.dataset.id); });
+}
+
+function escapeHtml(s) {
+  return String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+}
+
+function card(hit) {
+  const l = hit.lesion;
+  const li = document.createElement("li");
+  li.className = "card";
+  li.dataset.id = hit.id;
+  const similarity = hit.image ? `cos ${hit.image.cosine.toFixed(3)}` : hit.text ? `BM25 ${hit.text.bm25.toFixed(1)}` : "";
+  const where = `z ${l.location.z.toFixed(2)}`;
+  li.innerHTML = `
+    <img alt="${escapeHtml(l.coarse_type)} lesion ${escapeHtml(l.key)}" data-id="${hit.id}" loading="lazy" tabindex="0">
+    <div class="head"><strong>${escapeHtml(l.key)}</strong><span class="badge match-${hit.matched}" title="which signal matched">${hit.matched}</span></div>
+    <div class="muted">${similarity} · score ${hit.score.toFixed(4)}${hit.image ? " · image #" + hit.image.rank : ""}${hit.text ? " · text #" + hit.text.rank : ""}</div>
+    <div class="badges">
+      <span class="badge">${escapeHtml(l.coarse_type.replace("_", " "))}</span>
+      <span class="badge">${l.long_mm} × ${l.short_mm} mm</span>
+      <span class="badge">${where}</span>
+      <span class="badge">${l.age === null ? "age ?" : Math.round(l.age) + " y"}</span>
+      <span class="badge">${l.sex === "female" ? "F" : l.sex === "male" ? "M" : "sex ?"}</span>
+    </div>
+    <p class="snippet"></p>
+    <div class="buttons">
+      <button type="button" data-act="like" title="Refine: more like this one">+ Like</button>
+      <button type="button" data-act="dislike" title="Refine: less like this one">− Unlike</button>
+      <button type="button" data-act="detail">Compare</button>
+      <button type="button" data-act="pivot">More like this</button>
+    </div>`;
+  // The snippet is HTML from the server: report text escaped, matches in <b>.
+  if (hit.text) li.querySelector(".snippet").innerHTML = hit.text.snippet;
+  const img = li.querySelector("img");
+  img.src = thumbUrl(hit.id);
+  img.addEventListener("click", () => openDetail(hit.id));
+  img.addEventListener("keydown", (e) => { if (e.key === "Enter") openDetail(hit.id); });
+  li.querySelector("[data-act=like]").addEventListener("click", () => refine(hit, true));
+  li.querySelector("[data-act=dislike]").addEventListener("click", () => refine(hit, false));
+  li.querySelector("[data-act=detail]").addEventListener("click", () => openDetail(hit.id));
+  li.querySelector("[data-act=pivot]").addEventListener("click", () => pivot(hit.id));
+  if (state.positives.some((p) => p.id === hit.id)) li.classList.add("liked");
+  if (state.negatives.some((p) => p.id === hit.id)) li.classList.add("disliked");
+  return li;
+}
+
+function showSuggestion(s) {
+  const el = $("suggestion");
+  if (!s) { el.hidden = true; return; }
+  el.hidden = false;
+  el.innerHTML = `<strong>Suggested type: ${escapeHtml(s.coarse_type.replace("_", " "))}</strong>
+    <span class="muted">(${s.neighbours} nearest typed lesions of other patients)</span><div class="votes"></div>`;
+  const bar = el.querySelector(".votes");
+  for (const v of s.votes) {
+    const span = document.createElement("span");
+    span.style.width = `${(v.share * 100).toFixed(1)}%`;
+    span.textContent = `${v.coarse_type.replace("_", " ")} ${Math.round(v.share * 100)}%`;
+    span.title = span.textContent;
+    bar.appendChild(span);
+  }
+}
+
+function showRefine() {
+  const el = $("refine");
+  el.textContent = "";
+  for (const [list, cls, sign] of [[state.positives, "pos", "+"], [state.negatives, "neg", "−"]]) {
+    for (const item of list) {
+      const chip = document.createElement("button");
+      chip.type = "button";
+      chip.className = `chip ${cls}`;
+      chip.textContent = `${sign} ${item.key || item.id} ×`;
+      chip.setAttribute("aria-label", `Remove ${item.key || item.id} from the refinement`);
+      chip.addEventListener("click", () => { list.splice(list.indexOf(item), 1); showRefine(); search(); });
+      el.appendChild(chip);
+    }
+  }
+}
+
+function refine(hit, like) {
+  const [to, from] = like ? [state.positives, state.negatives] : [state.negatives, state.positives];
+  const i = from.findIndex((p) => p.id === hit.id);
+  if (i >= 0) from.splice(i, 1);
+  if (!to.some((p) => p.id === hit.id)) to.push({ id: hit.id, key: hit.key });
+  showRefine();
+  search();
+}
+
+function pivot(id) {
+  state.positives = []; state.negatives = [];
+  showRefine();
+  $("detail").open && $("detail").close();
+  pickLesion(String(id));
+}
+
+$("search-form").addEventListener("submit", (e) => { e.preventDefault(); search(); });
+$("clear").addEventListener("click", () => {
+  state.slice = null; state.source = null; state.box = null; state.positives = []; state.negatives = [];
+  $("text").value = ""; $("pick").value = "";
+  document.querySelectorAll("#filters input[type=checkbox][name=type]").forEach((i) => { i.checked = false; });
+  document.querySelectorAll("#filters input[type=number]").forEach((i) => { i.value = ""; });
+  showRefine(); drawViewer();
+  $("grid").textContent = ""; $("more").hidden = true; $("suggestion").hidden = true;
+  $("summary").textContent = "Open a slice and draw a box, pick a lesion, or type some text.";
+  history.pushState(null, "", location.pathname);
+});
+$("more").addEventListener("click", () => search({ append: true }));
+new IntersectionObserver((entries) => {
+  if (entries.some((e) => e.isIntersecting) && !$("more").hidden) search({ append: true });
+}).observe($("more"));
+window.addEventListener("popstate", () => fromUrl());
+
+// ---------- export ----------
+async function exportAs(format) {
+  clearError();
+  const query = { ...(state.lastBody || requestBody()) };
+  delete query.k; delete query.offset;
+  busy(`Exporting ${format.toUpperCase()}…`);
+  try {
+    const response = await api("/api/export", json({ query, format }));
+    const blob = await response.blob();
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = `lesions.${format}`;
+    document.body.appendChild(a);
+    a.click();
+    setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
+  } catch (e) {
+    showError(`Export failed: ${e.message}`);
+  } finally {
+    busy("");
+  }
+}
+$("export-csv").addEventListener("click", () => exportAs("csv"));
+$("export-json").addEventListener("click", () => exportAs("json"));
+
+// ---------- detail: side by side under one window ----------
+const detail = { id: null, query: null, result: null, window: null };
+
+function drawDetail() {
+  render($("cmp-query"), detail.query && detail.query.slice, detail.window, detail.query && detail.query.box);
+  render($("cmp-result"), detail.result && detail.result.slice, detail.window, detail.result && detail.result.box);
+  document.querySelectorAll("#detail-windows button").forEach((b) =>
+    b.setAttribute("aria-pressed", String(b.dataset.window === detail.window.name)));
+}
+attachWindowDrag($("cmp-query"), () => detail.window, drawDetail);
+attachWindowDrag($("cmp-result"), () => detail.window, drawDetail);
+for (const id of ["cmp-query", "cmp-result"]) {
+  // In the detail view a plain drag changes the window too.
+  const canvas = $(id);
+  let drag = null;
+  canvas.addEventListener("pointerdown", (e) => { if (!e.shiftKey && e.button === 0) { drag = { x: e.clientX, y: e.clientY, start: { ...detail.window } }; canvas.setPointerCapture(e.pointerId); } });
+  canvas.addEventListener("pointermove", (e) => {
+    if (!drag) return;
+    detail.window = { name: "custom", width: Math.max(1, drag.start.width + (e.clientX - drag.x) * 4), level: drag.start.level + (e.clientY - drag.y) * 2 };
+    drawDetail();
+  });
+  canvas.addEventListener("pointerup", () => { drag = null; });
+}
+document.querySelectorAll("#detail-windows button").forEach((b) => b.addEventListener("click", () => {
+  const name = b.dataset.window;
+  if (name === "dicom") {
+    const own = detail.result && detail.result.slice.ownWindow;
+    detail.window = own ? { name, width: own[1] - own[0], level: (own[0] + own[1]) / 2 } : { name, width: 400, level: 40 };
+  } else {
+    detail.window = { name, width: PRESETS[name][0], level: PRESETS[name][1] };
+  }
+  drawDetail();
+}));
+$("detail-close").addEventListener("click", () => $("detail").close());
+$("detail-more").addEventListener("click", () => pivot(detail.id));
+
+function followupChart(series) {
+  if (series.length < 2) return `<p class="muted">No match in the patient's other studies.</p>`;
+  const W = 420, H = 170, pad = 34;
+  const max = Math.max(...series.map((s) => s.long_mm)) * 1.15;
+  const x = (i) => pad + (i * (W - 2 * pad)) / (series.length - 1);
+  const y = (v) => H - pad + 8 - (v / max) * (H - pad - 8);
+  const path = (key) => series.map((s, i) => `${i ? "L" : "M"}${x(i).toFixed(1)},${y(s[key]).toFixed(1)}`).join(" ");
+  const dots = series.map((s, i) => `<circle class="dot" cx="${x(i)}" cy="${y(s.long_mm)}" r="4"><title>study ${s.study}: ${s.long_mm.toFixed(1)} × ${s.short_mm.toFixed(1)} mm</title></circle>
+    <text x="${x(i)}" y="${H - 6}" text-anchor="middle">study ${s.study}</text>
+    <text x="${x(i)}" y="${y(s.long_mm) - 8}" text-anchor="middle">${s.long_mm.toFixed(1)}</text>`).join("");
+  return `<svg class="chart" viewBox="0 0 ${W} ${H}" role="img" aria-label="Long and short diameter over the studies">
+    <line x1="${pad}" y1="${H - pad + 8}" x2="${W - pad}" y2="${H - pad + 8}" stroke="#ccc"/>
+    <path class="line" d="${path("long_mm")}"/><path class="line short" d="${path("short_mm")}"/>${dots}
+    <text x="4" y="12">mm (long: blue, short: green)</text></svg>`;
+}
+
+async function openDetail(id) {
+  clearError();
+  busy("Loading the comparison…");
+  try {
+    const [info, followups, pixels] = await Promise.all([
+      api(`/api/lesions/${id}`).then((r) => r.json()),
+      api(`/api/lesions/${id}/followups`).then((r) => r.json()),
+      loadPixels(`/api/lesions/${id}/pixels`),
+    ]);
+    pixels.ownWindow = info.window;
+    detail.id = id;
+    detail.result = { slice: pixels, box: info.bbox };
+    detail.query = state.slice ? { slice: state.slice, box: state.box } : null;
+    detail.window = { ...state.window };
+    $("detail-title").textContent = `${info.key} · ${info.coarse_type.replace("_", " ")}`;
+    $("cmp-query-cap").textContent = state.source && state.source.upload ? "Query: uploaded slice" :
+      state.source && state.source.key ? `Query: ${state.source.key}` : "No image query";
+    $("cmp-result-cap").textContent = `Result: ${info.key}`;
+    $("detail-report").textContent = info.report || "(no report text)";
+    const meta = {
+      Type: info.coarse_type, "Size (mm)": `${info.long_mm} × ${info.short_mm}`,
+      Location: `x ${info.location.x.toFixed(2)}, y ${info.location.y.toFixed(2)}, z ${info.location.z.toFixed(2)}`,
+      Age: info.age ?? "?", Sex: info.sex, Split: info.split, "Patient / study": `${info.patient} / ${info.study}`,
+      Tags: (info.tags || []).join(", ") || "–",
+    };
+    $("detail-meta").innerHTML = Object.entries(meta).map(([k, v]) => `<dt>${escapeHtml(k)}</dt><dd>${escapeHtml(v)}</dd>`).join("");
+    const growth = followups.growth_mm_per_year != null ? `${followups.growth_mm_per_year.toFixed(1)} mm/year` :
+      followups.growth_percent_per_study != null ? `${followups.growth_percent_per_study.toFixed(1)}% per study` : "";
+    $("detail-followups").innerHTML = followupChart(followups.series) + (growth ? `<p>Growth: ${escapeHtml(growth)}</p>` : "");
+    const others = $("detail-others");
+    others.textContent = "";
+    for (const o of info.patient_lesions) {
+      const li = document.createElement("li");
+      li.innerHTML = `${escapeHtml(o.key)} · ${escapeHtml(o.coarse_type)} · ${o.long_mm} mm · study ${o.study} <button type="button">Open</button>`;
+      li.querySelector("button").addEventListener("click", () => openDetail(o.id));
+      others.appendChild(li);
+    }
+    if (!others.children.length) others.innerHTML = `<li class="muted">None</li>`;
+    if (!$("detail").open) $("detail").showModal();
+    drawDetail();
+  } catch (e) {
+    showError(`Could not open lesion ${id}: ${e.message}`);
+  } finally {
+    busy("");
+  }
+}
+
+// ---------- start ----------
+(async function start() {
+  setWindow("soft");
+  drawViewer();
+  showWeight();
+  try {
+    const [health, facets] = await Promise.all([api("/healthz").then((r) => r.json()), api("/api/facets").then((r) => r.json())]);
+    $("archive-status").textContent = `${health.lesions} lesions · generation ${health.generation} · model ${health.model}`;
+    showFacets(facets);
+  } catch (e) {
+    showError(e.message);
+  }
+  await fromUrl();
+})();

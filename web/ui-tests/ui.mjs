@@ -1,0 +1,179 @@
+// Drives the Lesion Search UI in a real headless Chromium, step by step, saving a
+// screenshot of each step. Run by web/tests/browser.rs, which starts the server:
+//   node ui.mjs --base http://127.0.0.1:PORT --dicom FILE --out DIR [--chromium /usr/bin/chromium]
+import { chromium } from "playwright-core";
+import { readFileSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+
+const args = Object.fromEntries(
+  process.argv.slice(2).reduce((pairs, a, i, all) => (a.startsWith("--") ? [...pairs, [a.slice(2), all[i + 1]]] : pairs), []),
+);
+const base = args.base;
+const out = args.out;
+mkdirSync(out, { recursive: true });
+
+function check(condition, message) {
+  if (!condition) throw new Error(`UI check failed: ${message}`);
+}
+
+const browser = await chromium.launch({
+  executablePath: args.chromium || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+});
+const context = await browser.newContext({ viewport: { width: 1440, height: 900 }, acceptDownloads: true });
+const page = await context.newPage();
+const consoleErrors = [];
+page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
+page.on("pageerror", (e) => consoleErrors.push(String(e)));
+let step = 0;
+const shot = async (name) => {
+  step += 1;
+  const file = join(out, `${String(step).padStart(2, "0")}-${name}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+  console.log(`step ${step}: ${name} (${file})`);
+};
+const cards = () => page.locator("#grid .card");
+const waitIdle = async () => page.waitForFunction(() => document.getElementById("busy").hidden, null, { timeout: 30000 });
+
+try {
+  // 1. The page loads from the server alone and shows the archive.
+  await page.goto(base);
+  await page.waitForFunction(() => /lesions/.test(document.getElementById("archive-status").textContent));
+  await shot("start");
+
+  // 2. Open a real DICOM slice, choose the lung window, draw a box.
+  await page.setInputFiles("#file", args.dicom);
+  await page.waitForFunction(() => document.getElementById("viewer-empty").hidden, null, { timeout: 30000 });
+  await waitIdle();
+  await page.click("#query .windows button[data-window=lung]");
+  check((await page.getAttribute("#query .windows button[data-window=lung]", "aria-pressed")) === "true", "the lung preset is selected");
+  const viewer = await page.locator("#viewer").boundingBox();
+  const at = (fx, fy) => [viewer.x + viewer.width * fx, viewer.y + viewer.height * fy];
+  await page.mouse.move(...at(0.55, 0.42));
+  await page.mouse.down();
+  await page.mouse.move(...at(0.62, 0.48), { steps: 5 });
+  await page.mouse.up();
+  const boxText = await page.textContent("#box-readout");
+  check(/Box: \d/.test(boxText), `a box was drawn (${boxText})`);
+  // Window/level by shift-drag.
+  const before = await page.textContent("#wl-readout");
+  await page.keyboard.down("Shift");
+  await page.mouse.move(...at(0.2, 0.8));
+  await page.mouse.down();
+  await page.mouse.move(...at(0.25, 0.75), { steps: 4 });
+  await page.mouse.up();
+  await page.keyboard.up("Shift");
+  check((await page.textContent("#wl-readout")) !== before, "shift-drag changes window and level");
+  await page.click("#query .windows button[data-window=lung]");
+  await shot("dicom-with-box");
+
+  // 3. Search by image: results with thumbnails, badges, which signal matched.
+  await page.click("#search");
+  await cards().first().waitFor({ timeout: 30000 });
+  await waitIdle();
+  const n = await cards().count();
+  check(n > 0, "image search returns results");
+  check((await page.locator("#grid .card .match-image").count()) === n, "every hit matched by image");
+  check(!(await page.isHidden("#suggestion")), "a type suggestion is shown");
+  check(page.url().includes("upload=") && page.url().includes("box="), "the URL holds the query");
+  await page.waitForFunction(() => [...document.querySelectorAll("#grid img")].slice(0, 4).every((i) => i.complete && i.naturalWidth > 0));
+  await shot("image-results");
+
+  // 4. Detail: side by side, report, follow-ups.
+  await cards().first().locator("[data-act=detail]").click();
+  await page.waitForSelector("#detail[open]");
+  await waitIdle();
+  check((await page.textContent("#detail-report")).length > 0, "the report is shown");
+  check((await page.locator("#detail-meta dt").count()) >= 5, "metadata is shown");
+  await page.click("#detail-windows button[data-window=soft]");
+  await shot("detail");
+
+  // 5. Pivot: more like this result.
+  const pivotKey = (await page.textContent("#detail-title")).split(" · ")[0];
+  await page.click("#detail-more");
+  await page.waitForFunction(() => !document.getElementById("detail").open);
+  await page.waitForFunction(() => new URLSearchParams(location.search).has("lesion"), null, { timeout: 30000 });
+  await waitIdle();
+  check((await cards().count()) > 0, "more like this returns results");
+  check((await page.inputValue("#pick")) === pivotKey, "the pivot lesion is the query");
+  await shot("pivot");
+  const pivotUrl = page.url();
+
+  // 6. Refine: thumbs up on a result re-runs the query with it.
+  await cards().nth(1).locator("[data-act=like]").click();
+  await page.waitForSelector("#refine .chip.pos");
+  await waitIdle();
+  check(page.url().includes("pos="), "the liked result is in the URL");
+  await shot("refined");
+  const refinedUrl = page.url();
+
+  // 7. Research by text with a filter.
+  await page.click("#clear");
+  await page.fill("#text", "lung nodule");
+  await page.check("input[name=type][value=lung]");
+  await page.click("#search");
+  await page.waitForFunction(() => document.querySelectorAll("#grid .card").length > 0, null, { timeout: 30000 });
+  await waitIdle();
+  const types = await page.locator("#grid .card .badges .badge:first-child").allTextContents();
+  check(types.length > 0 && types.every((t) => t === "lung"), `the type filter holds (${types.join(",")})`);
+  check((await page.locator("#grid .card .snippet b").count()) > 0, "matching words are highlighted");
+  check(/\(\d+\)/.test(await page.textContent("[data-type=lung]")), "the filter shows its count");
+  await shot("text-filter");
+
+  // 8. Export the result set.
+  const [csvDownload] = await Promise.all([page.waitForEvent("download"), page.click("#export-csv")]);
+  const csvPath = join(out, "export.csv");
+  await csvDownload.saveAs(csvPath);
+  const csv = readFileSync(csvPath, "utf8").trim().split("\n");
+  check(csv[0].startsWith("id,key,score"), "CSV header");
+  check(csv.length > 1 && csv.slice(1).every((row) => row.split(",")[4] === "lung"), "exported rows follow the filter");
+  const [jsonDownload] = await Promise.all([page.waitForEvent("download"), page.click("#export-json")]);
+  const jsonPath = join(out, "export.json");
+  await jsonDownload.saveAs(jsonPath);
+  check(JSON.parse(readFileSync(jsonPath, "utf8")).lesions.length === csv.length - 1, "JSON export has the same rows");
+  await shot("exported");
+
+  // 9. Back (twice: past the cleared page) returns to the refined pivot, results included.
+  await page.goBack();
+  await page.goBack();
+  await page.waitForFunction((u) => location.href === u, refinedUrl, { timeout: 15000 });
+  await page.waitForFunction(() => document.querySelectorAll("#grid .card").length > 0, null, { timeout: 30000 });
+  await waitIdle();
+  check((await page.inputValue("#pick")) === pivotKey, "back restores the pivot query");
+  check((await page.locator("#refine .chip.pos").count()) === 1, "back restores the refinement");
+  check(pivotUrl !== refinedUrl, "refining made a new history entry");
+  await shot("back");
+
+  // 10. A bad file shows an error in the page, not a blank screen.
+  await page.setInputFiles("#file", { name: "notes.txt", mimeType: "text/plain", buffer: Buffer.from("not a slice") });
+  await page.waitForSelector("#error:not([hidden])");
+  check(/notes\.txt/.test(await page.textContent("#error-text")), "the error names the file");
+  check((await cards().count()) > 0, "the results stay");
+  await shot("bad-file");
+
+  // 11. Keyboard: the viewer takes a box from the keyboard and Enter searches.
+  await page.click("#error-close");
+  await page.setInputFiles("#file", args.dicom);
+  await page.waitForFunction(() => document.getElementById("viewer-empty").hidden);
+  await waitIdle();
+  await page.focus("#viewer");
+  await page.keyboard.press("ArrowRight");
+  await page.keyboard.press("+");
+  check(/Box: \d/.test(await page.textContent("#box-readout")), "the keyboard draws a box");
+  await page.keyboard.press("Enter");
+  await page.waitForFunction(() => new URLSearchParams(location.search).has("upload"), null, { timeout: 30000 });
+  await waitIdle();
+  check((await cards().count()) > 0, "Enter on the viewer searches");
+  await shot("keyboard");
+
+  check(consoleErrors.filter((e) => !/Failed to load resource/.test(e)).length === 0, `no script errors: ${consoleErrors.join(" | ")}`);
+  writeFileSync(join(out, "PASSED"), `${step} steps\n`);
+  console.log(`UI: ${step} steps passed; screenshots in ${out}`);
+} catch (e) {
+  await page.screenshot({ path: join(out, "failure.png"), fullPage: true }).catch(() => {});
+  console.error(e.stack || String(e));
+  if (consoleErrors.length) console.error(`console: ${consoleErrors.join(" | ")}`);
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
