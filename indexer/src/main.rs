@@ -40,7 +40,7 @@ enum Command {
     /// Delete lesions from an index by key (a new generation; hidden from every store).
     Delete(build::DeleteArgs),
     /// Search an index: text, an image example, a lesion, filters (the API's request).
-    Query(query::Args),
+    Query(Box<query::Args>),
     /// Check that records, vectors and text of an index agree.
     Verify(build::VerifyArgs),
     /// Generate a realistic DeepLesion-format archive (CT-like slices, table, reports).
@@ -76,7 +76,7 @@ fn main() -> ExitCode {
         Command::Synth(args) => synth::run(args),
         Command::Build(args) => build::run_build(args),
         Command::Verify(args) => build::run_verify(args),
-        Command::Query(args) => query::run(args),
+        Command::Query(args) => query::run(*args),
         Command::Add(args) => build::run_add(args),
         Command::Delete(args) => build::run_delete(args),
         Command::Inspect(args) => inspect::run(args),
