@@ -19,6 +19,7 @@ pub mod archive;
 pub mod dataset;
 pub mod embed;
 mod error;
+pub mod eval;
 mod fsutil;
 pub mod imaging;
 pub mod index;

@@ -6,6 +6,7 @@ mod bench_search;
 mod bench_vectors;
 mod build;
 mod embed;
+mod eval;
 mod evaluate_model;
 mod inspect;
 mod patch;
@@ -51,6 +52,8 @@ enum Command {
     Patch(patch::Args),
     /// Train lesion-cnn by metric learning on an archive.
     Train(train::Args),
+    /// Measure retrieval quality, follow-up matching, text retrieval, recall and latency.
+    Eval(Box<eval::Args>),
     /// Held-out P@5 by coarse type of models on an archive (validation and test splits).
     EvaluateModel(evaluate_model::Args),
     /// Print the embedding of one lesion (a debugging and integration aid).
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         Command::Thumbnail(args) => thumbnail::run(args),
         Command::Embed(args) => embed::run(args),
         Command::Train(args) => train::run(args),
+        Command::Eval(args) => eval::run(*args),
         Command::EvaluateModel(args) => evaluate_model::run(args),
         Command::BenchSearch(args) => bench_search::run(args),
         Command::BenchEmbed(args) => bench_embed::run(args),

@@ -231,3 +231,146 @@ fn build_then_verify_an_index() {
         text(&missing)
     );
 }
+
+/// The evaluation harness end to end on a generated archive, with floors a broken model or
+/// index would miss (issue: mMV@5 >= 0.85 for the default model, recall@10 >= 0.98).
+#[test]
+fn eval_on_3000_generated_lesions_meets_the_floors() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    let index = dir.path().join("index");
+    let report = dir.path().join("report");
+    let (a, i, r) = (
+        archive.to_str().unwrap(),
+        index.to_str().unwrap(),
+        report.to_str().unwrap(),
+    );
+    let synth = indexer(&["synth", "--out", a, "--lesions", "3000", "--seed", "3"]);
+    assert!(synth.status.success(), "{}", text(&synth));
+    let build = indexer(&["build", "--dataset", a, "--index", i]);
+    assert!(build.status.success(), "{}", text(&build));
+    let eval = indexer(&[
+        "eval",
+        "--dataset",
+        a,
+        "--index",
+        i,
+        "--out",
+        r,
+        "--image-queries",
+        "5",
+    ]);
+    assert!(eval.status.success(), "{}", text(&eval));
+    for file in [
+        "report.json",
+        "report.md",
+        "p_at_k.svg",
+        "confusion.svg",
+        "latency.svg",
+    ] {
+        assert!(report.join(file).is_file(), "{file} missing");
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.join("report.json")).unwrap()).unwrap();
+    let retrieval = &json["retrieval"];
+    let figure = |name: &str| retrieval[name].as_f64().unwrap();
+    assert!(figure("mmv_at_5") >= 0.85, "mMV@5 {}", figure("mmv_at_5"));
+    assert!(
+        figure("recall_at_10") >= 0.98,
+        "recall@10 {}",
+        figure("recall_at_10")
+    );
+    assert!(retrieval["typed_queries"].as_u64().unwrap() > 100);
+    // synth records its follow-ups; the same lesion is found again in most other studies.
+    let followups = &retrieval["followups"];
+    assert!(followups["resolved"].as_u64().unwrap() > 100, "{followups}");
+    assert!(
+        followups["accuracy_at_1"].as_f64().unwrap() >= 0.7,
+        "{followups}"
+    );
+    // Ontology expansion must help on LesaNet's phrases.
+    let text_benchmark = &json["text_benchmark"];
+    assert!(
+        text_benchmark["with_expansion"]["ndcg_at_10"]
+            .as_f64()
+            .unwrap()
+            > text_benchmark["without_expansion"]["ndcg_at_10"]
+                .as_f64()
+                .unwrap(),
+        "{text_benchmark}"
+    );
+    let md = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(md.contains("mMV@5") && md.contains("confusion.svg"));
+
+    // The same index from the query command.
+    let query = indexer(&[
+        "query",
+        "--index",
+        i,
+        "--text",
+        "lung nodule",
+        "--type",
+        "lung",
+        "--k",
+        "5",
+    ]);
+    assert!(query.status.success(), "{}", text(&query));
+    assert!(text(&query).contains("<b>"), "{}", text(&query));
+    let similar = indexer(&["query", "--index", i, "--lesion", "7", "--k", "5", "--json"]);
+    assert!(similar.status.success(), "{}", text(&similar));
+    let reply: serde_json::Value = serde_json::from_slice(&similar.stdout).unwrap();
+    assert_eq!(reply["hits"].as_array().unwrap().len(), 5);
+    let bad = indexer(&["query", "--index", i, "--age", "forty"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad).contains("--age"), "{}", text(&bad));
+}
+
+#[test]
+fn delete_then_add_back_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    let index = dir.path().join("index");
+    let (a, i) = (archive.to_str().unwrap(), index.to_str().unwrap());
+    assert!(
+        indexer(&["synth", "--out", a, "--lesions", "20", "--seed", "8"])
+            .status
+            .success()
+    );
+    assert!(indexer(&["build", "--dataset", a, "--index", i])
+        .status
+        .success());
+    let key = std::fs::read_to_string(archive.join("DL_info.csv"))
+        .unwrap()
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+    let delete = indexer(&["delete", "--index", i, &key]);
+    assert!(delete.status.success(), "{}", text(&delete));
+    assert!(
+        text(&delete).contains(&format!("deleted {key}")),
+        "{}",
+        text(&delete)
+    );
+    assert!(
+        text(&delete).contains("19 lesions searchable"),
+        "{}",
+        text(&delete)
+    );
+    let again = indexer(&["delete", "--index", i, &key]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(text(&again).contains(&key), "{}", text(&again));
+    // The whole table again: every key but the deleted one is refused, so nothing changes.
+    let add = indexer(&["add", "--index", i, "--dataset", a]);
+    assert_eq!(add.status.code(), Some(2), "{}", text(&add));
+    assert!(
+        text(&add).contains("already in the index"),
+        "{}",
+        text(&add)
+    );
+    let verify = indexer(&["verify", "--index", i]);
+    assert!(verify.status.success(), "{}", text(&verify));
+}

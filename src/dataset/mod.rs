@@ -22,3 +22,5 @@ pub use reports::{read_reports, write_reports, ReportEntry};
 pub const DL_INFO_FILE: &str = "DL_info.csv";
 /// Name of the report-text file inside a dataset folder.
 pub const REPORTS_FILE: &str = "reports.jsonl";
+/// Same-lesion pairs across studies that `synth` writes (DLT benchmark format).
+pub const FOLLOWUP_PAIRS_FILE: &str = "followup_pairs.json";

@@ -43,6 +43,14 @@ impl IdSet {
     }
 
     #[inline]
+    pub fn remove(&mut self, id: u32) {
+        let (w, b) = (id as usize / 64, id % 64);
+        if w < self.words.len() && self.words[w] & (1 << b) != 0 {
+            self.words[w] &= !(1 << b);
+            self.len -= 1;
+        }
+    }
+
     pub fn contains(&self, id: u32) -> bool {
         let w = id as usize / 64;
         w < self.words.len() && self.words[w] & (1 << (id % 64)) != 0

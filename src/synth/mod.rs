@@ -30,7 +30,7 @@ pub use self::rng::Rng;
 use crate::dataset::{
     write_dl_info, write_reports, CoarseType, DlInfoReader, LesionRecord, NormalizedLocation,
     PixelBox, Point, Recist, ReportEntry, Sex, SliceRange, Spacing, Split, DL_INFO_FILE,
-    IMAGES_DIR, REPORTS_FILE,
+    FOLLOWUP_PAIRS_FILE, IMAGES_DIR, REPORTS_FILE,
 };
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomically;
@@ -191,6 +191,39 @@ pub fn generate(
         .collect::<Result<Vec<u64>>>()?
         .into_iter()
         .sum();
+
+    // Same-lesion pairs across studies, for follow-up matching (DLT benchmark format).
+    let mut by_lesion: BTreeMap<(usize, usize), Vec<&PlannedRow>> = BTreeMap::new();
+    for row in &rows {
+        by_lesion
+            .entry((row.patient, row.lesion))
+            .or_default()
+            .push(row);
+    }
+    let mut pairs = Vec::new();
+    for group in by_lesion.values() {
+        for (i, a) in group.iter().enumerate() {
+            for b in &group[i + 1..] {
+                if a.study == b.study {
+                    continue;
+                }
+                let end = |r: &PlannedRow| crate::eval::pairs::PairEnd {
+                    file_name: r.record.file_name.clone(),
+                    center: [r.record.bbox.center().x, r.record.bbox.center().y],
+                };
+                pairs.push(crate::eval::FollowUpPair {
+                    source: end(a),
+                    target: end(b),
+                });
+            }
+        }
+    }
+    let pairs_path = out.join(FOLLOWUP_PAIRS_FILE);
+    let pairs_text =
+        serde_json::to_string_pretty(&crate::eval::pairs::pairs_json(&pairs)).unwrap_or_default();
+    write_atomically(&pairs_path, |w| {
+        std::io::Write::write_all(w, pairs_text.as_bytes())
+    })?;
 
     let reports = report_entries(&patients, &rows, options.seed);
     let reports_path = out.join(REPORTS_FILE);

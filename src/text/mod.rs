@@ -239,8 +239,34 @@ impl TextIndex {
         k: usize,
         keep: &dyn Fn(u32) -> bool,
     ) -> Result<(Vec<TextHit>, usize)> {
+        self.search_fields(text, k, keep, true)
+    }
+
+    /// [`TextIndex::search`] over the report's own words only, without ontology expansion
+    /// (the baseline of the text benchmark).
+    pub fn search_unexpanded(
+        &self,
+        text: &str,
+        k: usize,
+        keep: &dyn Fn(u32) -> bool,
+    ) -> Result<(Vec<TextHit>, usize)> {
+        self.search_fields(text, k, keep, false)
+    }
+
+    fn search_fields(
+        &self,
+        text: &str,
+        k: usize,
+        keep: &dyn Fn(u32) -> bool,
+        expanded: bool,
+    ) -> Result<(Vec<TextHit>, usize)> {
         let f = self.fields;
-        let mut parser = QueryParser::for_index(&self.index, vec![f.report, f.expanded, f.tags]);
+        let fields = if expanded {
+            vec![f.report, f.expanded, f.tags]
+        } else {
+            vec![f.report, f.tags]
+        };
+        let mut parser = QueryParser::for_index(&self.index, fields);
         parser.set_field_boost(f.report, 2.0);
         parser.set_field_boost(f.tags, 1.5);
         let (query, _errors) = parser.parse_query_lenient(text);

@@ -1,0 +1,606 @@
+//! Retrieval quality the way the DeepLesion literature measures it: queries are the lesions
+//! of one split, the database the others, hits from the query's own patient excluded.
+//! Also follow-up matching on same-lesion pairs, text retrieval, the approximate index
+//! against the exact one, and latency per query kind. [`plots`] draws the figures;
+//! [`text_benchmark`] is the LesaNet report-phrase benchmark.
+
+pub mod pairs;
+pub mod plots;
+pub mod text_benchmark;
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::{CoarseType, Split};
+use crate::error::{Error, Result};
+use crate::index::{FlatIndex, GraphParams, IdSet, Plan, VectorIndex};
+use crate::search::{Engine, ImageQuery, SearchRequest};
+
+pub use pairs::{read_pairs, FollowUpPair};
+
+/// A text query and what is relevant to it: listed lesion keys, or every lesion of the
+/// listed coarse types.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TextQuery {
+    pub text: String,
+    #[serde(default)]
+    pub relevant: Vec<String>,
+    #[serde(default)]
+    pub types: Vec<CoarseType>,
+}
+
+/// Phrases per coarse type, used when no text queries are given: relevant = that type.
+pub fn default_text_queries() -> Vec<TextQuery> {
+    let phrases: [(&str, CoarseType); 10] = [
+        ("lung nodule", CoarseType::Lung),
+        ("pulmonary mass", CoarseType::Lung),
+        ("liver lesion", CoarseType::Liver),
+        ("hepatic hypodensity", CoarseType::Liver),
+        ("renal lesion", CoarseType::Kidney),
+        ("mediastinal lymph node", CoarseType::Mediastinum),
+        ("bone lesion", CoarseType::Bone),
+        ("pelvic mass", CoarseType::Pelvis),
+        ("soft tissue nodule", CoarseType::SoftTissue),
+        ("abdominal lymph node", CoarseType::Abdomen),
+    ];
+    phrases
+        .iter()
+        .map(|(text, t)| TextQuery {
+            text: text.to_string(),
+            relevant: Vec::new(),
+            types: vec![*t],
+        })
+        .collect()
+}
+
+/// What to evaluate.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    pub query_split: Split,
+    pub pairs: Vec<FollowUpPair>,
+    pub text_queries: Vec<TextQuery>,
+    /// Image queries (embedding included) timed on this many lesions.
+    pub image_queries: usize,
+}
+
+/// Per-type retrieval figures.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TypeFigures {
+    pub queries: usize,
+    pub p_at_1: f32,
+    pub p_at_5: f32,
+    pub p_at_10: f32,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Latency {
+    pub queries: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    /// Every latency, for the histogram.
+    #[serde(skip)]
+    pub samples: Vec<f64>,
+}
+
+impl Latency {
+    fn of(mut samples: Vec<f64>) -> Self {
+        samples.sort_by(f64::total_cmp);
+        let pick = |q: f64| {
+            if samples.is_empty() {
+                0.0
+            } else {
+                samples[((samples.len() - 1) as f64 * q).round() as usize]
+            }
+        };
+        Latency {
+            queries: samples.len(),
+            p50_ms: pick(0.5),
+            p99_ms: pick(0.99),
+            samples: samples.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FollowUpFigures {
+    pub pairs: usize,
+    /// Pairs whose two lesions were both found in the index.
+    pub resolved: usize,
+    pub accuracy_at_1: f32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TextFigures {
+    pub queries: usize,
+    pub ndcg_at_10: f32,
+    pub p_at_10: f32,
+}
+
+/// Everything `eval` measures.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    pub model: String,
+    pub lesions: usize,
+    pub query_split: Split,
+    pub queries: usize,
+    pub typed_queries: usize,
+    pub database: usize,
+    pub p_at_1: f32,
+    pub p_at_5: f32,
+    pub p_at_10: f32,
+    pub map_at_10: f32,
+    /// Share of queries whose top 5 has a strict majority of the query's type.
+    pub mmv_at_5: f32,
+    /// Mean distance of normalized location over the top 10.
+    pub location_difference: f32,
+    /// Mean |ln long-diameter ratio| over the top 10.
+    pub log_size_difference: f32,
+    /// Majority vote of the top 5 as the predicted type.
+    pub knn_type_accuracy: f32,
+    /// `confusion[true][predicted]` over [`CoarseType::KNOWN`].
+    pub confusion: Vec<Vec<usize>>,
+    pub per_type: Vec<(CoarseType, TypeFigures)>,
+    pub recall_at_10: f32,
+    /// How the approximate path was measured (the index's graph, or one built for the
+    /// evaluation when the index is small enough to need none).
+    pub recall_source: String,
+    pub followups: Option<FollowUpFigures>,
+    pub text: Option<TextFigures>,
+    pub latency: Vec<(String, Latency)>,
+}
+
+fn typed(t: CoarseType) -> bool {
+    t.is_known()
+}
+
+/// Runs the evaluation on an open engine.
+pub fn evaluate(engine: &Engine, options: &EvalOptions) -> Result<EvalReport> {
+    let catalog = &engine.catalog;
+    let vectors = &engine.archive.vectors;
+    let live: Vec<u32> = (0..catalog.capacity() as u32)
+        .filter(|&id| catalog.get(id).is_some())
+        .collect();
+    let queries: Vec<u32> = live
+        .iter()
+        .copied()
+        .filter(|&id| {
+            catalog
+                .get(id)
+                .is_some_and(|f| f.split == options.query_split)
+        })
+        .collect();
+    if queries.is_empty() {
+        return Err(Error::invalid_argument(
+            "--query-split",
+            format!(
+                "no lesion of the index is in the {} split",
+                options.query_split.name()
+            ),
+        ));
+    }
+    let database: Vec<u32> = live
+        .iter()
+        .copied()
+        .filter(|&id| {
+            catalog
+                .get(id)
+                .is_some_and(|f| f.split != options.query_split)
+        })
+        .collect();
+    let capacity = catalog.capacity();
+    let typed_database = IdSet::from_ids(
+        capacity,
+        database
+            .iter()
+            .copied()
+            .filter(|&id| catalog.get(id).is_some_and(|f| typed(f.coarse_type))),
+    );
+    let whole_database = IdSet::from_ids(capacity, database.iter().copied());
+
+    let known = CoarseType::KNOWN;
+    let slot = |t: CoarseType| known.iter().position(|k| *k == t);
+    let mut confusion = vec![vec![0usize; known.len()]; known.len()];
+    let mut per_type: HashMap<CoarseType, (usize, f32, f32, f32)> = HashMap::new();
+    let (mut p1, mut p5, mut p10, mut map10, mut mmv) = (0f32, 0f32, 0f32, 0f32, 0f32);
+    let mut knn_correct = 0usize;
+    let mut typed_queries = 0usize;
+    let (mut location_sum, mut size_sum, mut neighbour_count) = (0f64, 0f64, 0usize);
+    let mut exact_latency = Vec::new();
+
+    for &q in &queries {
+        let facts = catalog.get(q).expect("live");
+        let own_patient = |set: &IdSet| {
+            let mut s = set.clone();
+            for other in catalog.of_patient(facts.patient) {
+                s.remove(other);
+            }
+            s
+        };
+        let query = vectors.flat.vector(q);
+        // Location and size over the whole database (typed or not).
+        let allowed = own_patient(&whole_database);
+        let t = Instant::now();
+        let (hits, _) = vectors.search_with(query, 10, Some(&allowed), Plan::Exact);
+        exact_latency.push(t.elapsed().as_secs_f64() * 1e3);
+        for hit in &hits {
+            let f = catalog.get(hit.id).expect("live");
+            let d: f32 = facts
+                .location
+                .iter()
+                .zip(&f.location)
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum::<f32>()
+                .sqrt();
+            location_sum += f64::from(d);
+            size_sum += f64::from((f.long_mm.max(0.1) / facts.long_mm.max(0.1)).ln().abs());
+            neighbour_count += 1;
+        }
+        if !typed(facts.coarse_type) {
+            continue;
+        }
+        typed_queries += 1;
+        let allowed = own_patient(&typed_database);
+        let (hits, _) = vectors.search_with(query, 10, Some(&allowed), Plan::Exact);
+        let same: Vec<bool> = hits
+            .iter()
+            .map(|h| {
+                catalog
+                    .get(h.id)
+                    .is_some_and(|f| f.coarse_type == facts.coarse_type)
+            })
+            .collect();
+        let precision = |k: usize| same.iter().take(k).filter(|s| **s).count() as f32 / k as f32;
+        let (a, b, c) = (precision(1), precision(5), precision(10));
+        p1 += a;
+        p5 += b;
+        p10 += c;
+        let entry = per_type.entry(facts.coarse_type).or_default();
+        entry.0 += 1;
+        entry.1 += a;
+        entry.2 += b;
+        entry.3 += c;
+        // Average precision over the top 10 (relevant = same type among the retrieved).
+        let mut found = 0;
+        let mut ap = 0.0;
+        for (i, s) in same.iter().enumerate() {
+            if *s {
+                found += 1;
+                ap += found as f32 / (i + 1) as f32;
+            }
+        }
+        if found > 0 {
+            map10 += ap / found as f32;
+        }
+        if same.iter().take(5).filter(|s| **s).count() >= 3 {
+            mmv += 1.0;
+        }
+        // k-NN type: the majority of the top 5, ties to the better ranked.
+        let mut votes: Vec<(CoarseType, usize, usize)> = Vec::new();
+        for (rank, hit) in hits.iter().take(5).enumerate() {
+            let t = catalog.get(hit.id).expect("live").coarse_type;
+            match votes.iter_mut().find(|v| v.0 == t) {
+                Some(v) => v.1 += 1,
+                None => votes.push((t, 1, rank)),
+            }
+        }
+        votes.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
+        if let Some(&(predicted, ..)) = votes.first() {
+            if predicted == facts.coarse_type {
+                knn_correct += 1;
+            }
+            if let (Some(t), Some(p)) = (slot(facts.coarse_type), slot(predicted)) {
+                confusion[t][p] += 1;
+            }
+        }
+    }
+    let tq = typed_queries.max(1) as f32;
+
+    // The approximate path against the exact one, on the same queries.
+    let built;
+    let (approximate, recall_source): (&VectorIndex, String) = if vectors.graph.is_some() {
+        (
+            vectors,
+            format!("the index's HNSW graph (ef {})", vectors.ef),
+        )
+    } else {
+        let (index, calibration) = VectorIndex::with_graph(
+            FlatIndex::from_data(vectors.flat.dim(), vectors.flat.data().to_vec()),
+            GraphParams::default(),
+        );
+        built = index;
+        (
+            &built,
+            format!(
+                "an HNSW graph built for the evaluation (the index is exact-only below its graph threshold; ef {})",
+                calibration.ef
+            ),
+        )
+    };
+    let mut graph_latency = Vec::new();
+    let (mut hit, mut total) = (0usize, 0usize);
+    for &q in &queries {
+        let query = approximate.flat.vector(q);
+        let (truth, _) = approximate.search_with(query, 10, None, Plan::Exact);
+        let t = Instant::now();
+        let (found, _) = approximate.search_with(
+            query,
+            10,
+            None,
+            Plan::Graph {
+                ef: approximate.ef.max(10),
+            },
+        );
+        graph_latency.push(t.elapsed().as_secs_f64() * 1e3);
+        hit += truth
+            .iter()
+            .filter(|t| found.iter().any(|f| f.id == t.id))
+            .count();
+        total += truth.len();
+    }
+
+    let followups = if options.pairs.is_empty() {
+        None
+    } else {
+        Some(pairs::evaluate_followups(engine, &options.pairs)?)
+    };
+
+    let mut latency = vec![
+        (
+            "vector exact top-10".to_string(),
+            Latency::of(exact_latency),
+        ),
+        (
+            "vector graph top-10".to_string(),
+            Latency::of(graph_latency),
+        ),
+    ];
+
+    let text = if options.text_queries.is_empty() {
+        None
+    } else {
+        let (figures, samples) = text_retrieval(engine, &options.text_queries, &whole_database)?;
+        latency.push(("text (BM25)".to_string(), Latency::of(samples)));
+        Some(figures)
+    };
+
+    // Full engine requests: by lesion, and image (embedding included).
+    let mut lesion_latency = Vec::new();
+    for &q in queries.iter().take(500) {
+        let t = Instant::now();
+        engine.search(&SearchRequest {
+            lesion: Some(q),
+            k: 10,
+            ..Default::default()
+        })?;
+        lesion_latency.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    latency.push(("search by lesion".to_string(), Latency::of(lesion_latency)));
+    let mut image_latency = Vec::new();
+    for &q in queries.iter().take(options.image_queries) {
+        let lesion = engine.lesion(q)?.expect("live");
+        let image = engine
+            .archive
+            .dataset_of(&lesion)
+            .load_key_slice(&lesion.record)?;
+        let request = SearchRequest {
+            image: Some(ImageQuery {
+                image,
+                bbox: lesion.record.bbox,
+                spacing_mm: Some(lesion.record.spacing.x_mm),
+            }),
+            k: 10,
+            ..Default::default()
+        };
+        let t = Instant::now();
+        engine.search(&request)?;
+        image_latency.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    if !image_latency.is_empty() {
+        latency.push((
+            "search by image (embedding included)".to_string(),
+            Latency::of(image_latency),
+        ));
+    }
+
+    let mut per_type: Vec<(CoarseType, TypeFigures)> = per_type
+        .into_iter()
+        .map(|(t, (n, a, b, c))| {
+            let n32 = n.max(1) as f32;
+            (
+                t,
+                TypeFigures {
+                    queries: n,
+                    p_at_1: a / n32,
+                    p_at_5: b / n32,
+                    p_at_10: c / n32,
+                },
+            )
+        })
+        .collect();
+    per_type.sort_by_key(|(t, _)| *t);
+    Ok(EvalReport {
+        model: engine.archive.manifest.model.name.clone(),
+        lesions: live.len(),
+        query_split: options.query_split,
+        queries: queries.len(),
+        typed_queries,
+        database: database.len(),
+        p_at_1: p1 / tq,
+        p_at_5: p5 / tq,
+        p_at_10: p10 / tq,
+        map_at_10: map10 / tq,
+        mmv_at_5: mmv / tq,
+        location_difference: (location_sum / neighbour_count.max(1) as f64) as f32,
+        log_size_difference: (size_sum / neighbour_count.max(1) as f64) as f32,
+        knn_type_accuracy: knn_correct as f32 / tq,
+        confusion,
+        per_type,
+        recall_at_10: hit as f32 / total.max(1) as f32,
+        recall_source,
+        followups,
+        text,
+        latency,
+    })
+}
+
+/// nDCG@10 and P@10 of text queries over the database (binary relevance).
+fn text_retrieval(
+    engine: &Engine,
+    queries: &[TextQuery],
+    database: &IdSet,
+) -> Result<(TextFigures, Vec<f64>)> {
+    let catalog = &engine.catalog;
+    let (mut ndcg, mut p10) = (0f32, 0f32);
+    let mut samples = Vec::new();
+    for query in queries {
+        let keys: Vec<u32> = query
+            .relevant
+            .iter()
+            .filter_map(|k| engine.id_of(k).ok().flatten())
+            .collect();
+        let relevant = |id: u32| {
+            keys.contains(&id)
+                || catalog
+                    .get(id)
+                    .is_some_and(|f| query.types.contains(&f.coarse_type))
+        };
+        let relevant_total = database.iter().filter(|&id| relevant(id)).count();
+        let t = Instant::now();
+        let (hits, _) = engine
+            .archive
+            .text
+            .search(&query.text, 10, &|id| database.contains(id))?;
+        samples.push(t.elapsed().as_secs_f64() * 1e3);
+        let gains: Vec<bool> = hits.iter().map(|h| relevant(h.id)).collect();
+        ndcg += ndcg_at_10(&gains, relevant_total);
+        p10 += gains.iter().filter(|g| **g).count() as f32 / 10.0;
+    }
+    let n = queries.len().max(1) as f32;
+    Ok((
+        TextFigures {
+            queries: queries.len(),
+            ndcg_at_10: ndcg / n,
+            p_at_10: p10 / n,
+        },
+        samples,
+    ))
+}
+
+/// Binary-relevance nDCG@10: DCG of the ranking over the DCG of an ideal one.
+pub fn ndcg_at_10(gains: &[bool], relevant_total: usize) -> f32 {
+    let dcg: f32 = gains
+        .iter()
+        .take(10)
+        .enumerate()
+        .filter(|(_, g)| **g)
+        .map(|(i, _)| 1.0 / ((i + 2) as f32).log2())
+        .sum();
+    let ideal: f32 = (0..relevant_total.min(10))
+        .map(|i| 1.0 / ((i + 2) as f32).log2())
+        .sum();
+    if ideal == 0.0 {
+        0.0
+    } else {
+        dcg / ideal
+    }
+}
+
+/// The report as Markdown.
+pub fn markdown(report: &EvalReport) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "# Retrieval evaluation\n");
+    let _ = writeln!(
+        out,
+        "Model `{}`, {} lesions; queries: the {} split ({} lesions, {} typed); database: the other splits ({} lesions); hits from the query's own patient excluded.\n",
+        report.model,
+        report.lesions,
+        report.query_split.name(),
+        report.queries,
+        report.typed_queries,
+        report.database
+    );
+    let _ = writeln!(out, "| metric | value |\n|---|---:|");
+    for (name, value) in [
+        ("P@1 (coarse type)", report.p_at_1),
+        ("P@5", report.p_at_5),
+        ("P@10", report.p_at_10),
+        ("mAP@10", report.map_at_10),
+        ("mMV@5", report.mmv_at_5),
+        ("k-NN type accuracy (top 5)", report.knn_type_accuracy),
+        (
+            "mean location difference, top 10",
+            report.location_difference,
+        ),
+        (
+            "mean absolute ln size ratio, top 10",
+            report.log_size_difference,
+        ),
+        ("recall@10, approximate vs exact", report.recall_at_10),
+    ] {
+        let _ = writeln!(out, "| {name} | {value:.3} |");
+    }
+    if let Some(f) = &report.followups {
+        let _ = writeln!(
+            out,
+            "| follow-up matching accuracy@1 ({} of {} pairs resolved) | {:.3} |",
+            f.resolved, f.pairs, f.accuracy_at_1
+        );
+    }
+    if let Some(t) = &report.text {
+        let _ = writeln!(
+            out,
+            "| text nDCG@10 ({} queries) | {:.3} |",
+            t.queries, t.ndcg_at_10
+        );
+        let _ = writeln!(out, "| text P@10 | {:.3} |", t.p_at_10);
+    }
+    let _ = writeln!(out, "\nRecall measured with {}.\n", report.recall_source);
+    let _ = writeln!(
+        out,
+        "## Per type\n\n| type | queries | P@1 | P@5 | P@10 |\n|---|---:|---:|---:|---:|"
+    );
+    for (t, f) in &report.per_type {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.3} | {:.3} | {:.3} |",
+            t.name(),
+            f.queries,
+            f.p_at_1,
+            f.p_at_5,
+            f.p_at_10
+        );
+    }
+    let _ = writeln!(out, "\n![P@K per type](p_at_k.svg)\n\n## Confusion of the k-NN type (rows: true, columns: predicted)\n");
+    let names: Vec<&str> = CoarseType::KNOWN.iter().map(|t| t.name()).collect();
+    let _ = writeln!(out, "| | {} |", names.join(" | "));
+    let _ = writeln!(out, "|---|{}|", vec!["---:"; names.len()].join("|"));
+    for (i, row) in report.confusion.iter().enumerate() {
+        let cells: Vec<String> = row.iter().map(|c| c.to_string()).collect();
+        let _ = writeln!(out, "| {} | {} |", names[i], cells.join(" | "));
+    }
+    let _ = writeln!(out, "\n![Confusion matrix](confusion.svg)\n\n## Latency (one thread, in process)\n\n| query kind | queries | p50 ms | p99 ms |\n|---|---:|---:|---:|");
+    for (kind, l) in &report.latency {
+        let _ = writeln!(
+            out,
+            "| {kind} | {} | {:.3} | {:.3} |",
+            l.queries, l.p50_ms, l.p99_ms
+        );
+    }
+    let _ = writeln!(out, "\n![Latency](latency.svg)");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ndcg_is_one_for_an_ideal_ranking_and_less_otherwise() {
+        assert!((ndcg_at_10(&[true, true, false], 2) - 1.0).abs() < 1e-6);
+        assert!(ndcg_at_10(&[false, true, true], 2) < 1.0);
+        assert_eq!(ndcg_at_10(&[false; 10], 0), 0.0);
+    }
+}
