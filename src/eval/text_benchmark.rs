@@ -138,7 +138,7 @@ pub fn run_text_benchmark(phrases_path: &Path, work_dir: &Path) -> Result<TextBe
             let gains: Vec<bool> = hits.iter().map(|h| relevant.contains(&h.id)).collect();
             scores.ndcg_at_10 += super::ndcg_at_10(&gains, relevant.len());
             let found = |k: usize| gains.iter().take(k).filter(|g| **g).count() as f32;
-            scores.recall_at_10 += found(10) / relevant.len().min(10).max(1) as f32;
+            scores.recall_at_10 += found(10) / relevant.len().clamp(1, 10) as f32;
             scores.recall_at_100 += found(100) / relevant.len().max(1) as f32;
         }
         let n = queries.len().max(1) as f32;
