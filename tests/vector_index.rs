@@ -153,3 +153,18 @@ fn appended_vectors_are_found_before_a_rebuild_and_deleted_ones_leave_the_graph(
     let (hits, _) = index.search_with(index.flat.vector(5_900), 1, None, Plan::Graph { ef: 64 });
     assert_eq!(hits[0].id, 5_900);
 }
+
+/// Regression: hnsw_rs with anndists' `DistDot` panicked ("assertion failed: dot >= 0.") when
+/// two stored vectors were equal up to rounding, as a lesion and its follow-up often are; a
+/// 32k-lesion build crashed on it.
+#[test]
+fn a_graph_over_duplicate_and_rounding_heavy_vectors_builds() {
+    let mut data = clustered_unit_vectors(3_000, DIM, 5, 21);
+    let copy: Vec<f32> = data[..500 * DIM].iter().map(|x| x * 1.000_01).collect();
+    data.extend_from_slice(&copy);
+    let (index, _) =
+        VectorIndex::with_graph(FlatIndex::from_data(DIM, data), GraphParams::default());
+    let (hits, _) = index.search_with(index.flat.vector(7), 2, None, Plan::Graph { ef: 64 });
+    let ids: Vec<u32> = hits.iter().map(|h| h.id).collect();
+    assert!(ids.contains(&7) && ids.contains(&3_007), "{ids:?}");
+}
