@@ -48,9 +48,19 @@ struct KindReport {
     queries_per_second: f64,
     /// Image queries: median embedding time (patch cut and model).
     embed_p50_ms: Option<f64>,
+    /// Mean time in the text index (ranking and snippets) and in the vector index.
+    text_mean_ms: f64,
+    vector_mean_ms: f64,
 }
 
-fn report(kind: &'static str, mut latencies: Vec<f64>, mut embed: Vec<f64>) -> KindReport {
+fn report(
+    kind: &'static str,
+    mut latencies: Vec<f64>,
+    mut embed: Vec<f64>,
+    stages: &std::cell::RefCell<(f64, f64, usize)>,
+) -> KindReport {
+    let (text, vector, n) = stages.replace((0.0, 0.0, 0));
+    let n = n.max(1) as f64;
     latencies.sort_by(f64::total_cmp);
     embed.sort_by(f64::total_cmp);
     let pick = |v: &[f64], q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
@@ -63,6 +73,8 @@ fn report(kind: &'static str, mut latencies: Vec<f64>, mut embed: Vec<f64>) -> K
         mean_ms: total / latencies.len() as f64,
         queries_per_second: latencies.len() as f64 / (total / 1e3),
         embed_p50_ms: (!embed.is_empty()).then(|| pick(&embed, 0.5)),
+        text_mean_ms: text / n,
+        vector_mean_ms: vector / n,
     }
 }
 
@@ -75,9 +87,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .collect();
     anyhow::ensure!(!live.is_empty(), "the index holds no lesions");
     let pick = |i: usize| live[(i as u64 * 2_654_435_761 % live.len() as u64) as usize];
+    let stages = std::cell::RefCell::new((0.0f64, 0.0f64, 0usize));
     let time = |request: &SearchRequest| -> anyhow::Result<(f64, f64)> {
         let t = Instant::now();
         let response = engine.search(request)?;
+        let mut s = stages.borrow_mut();
+        s.0 += response.timings.text_ms;
+        s.1 += response.timings.vector_ms;
+        s.2 += 1;
         Ok((t.elapsed().as_secs_f64() * 1e3, response.timings.embed_ms))
     };
     let base = SearchRequest {
@@ -104,7 +121,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .0,
         );
     }
-    kinds.push(report("text", latencies, Vec::new()));
+    kinds.push(report("text", latencies, Vec::new(), &stages));
 
     let mut latencies = Vec::new();
     for i in 0..args.queries {
@@ -116,7 +133,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .0,
         );
     }
-    kinds.push(report("lesion", latencies, Vec::new()));
+    kinds.push(report("lesion", latencies, Vec::new(), &stages));
 
     let mut latencies = Vec::new();
     for i in 0..args.queries {
@@ -127,7 +144,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         latencies.push(time(&request)?.0);
     }
-    kinds.push(report("text+lesion", latencies, Vec::new()));
+    kinds.push(report("text+lesion", latencies, Vec::new(), &stages));
 
     let mut latencies = Vec::new();
     let mut embed = Vec::new();
@@ -149,7 +166,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         latencies.push(total);
         embed.push(embedding);
     }
-    kinds.push(report("image", latencies, embed));
+    kinds.push(report("image", latencies, embed, &stages));
 
     if args.json {
         println!(
@@ -174,12 +191,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.k
         );
         println!(
-            "{:<12} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10}",
-            "kind", "queries", "p50 ms", "p99 ms", "mean ms", "q/s", "embed p50"
+            "{:<12} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9}",
+            "kind",
+            "queries",
+            "p50 ms",
+            "p99 ms",
+            "mean ms",
+            "q/s",
+            "embed p50",
+            "text ms",
+            "vector ms"
         );
         for k in &kinds {
             println!(
-                "{:<12} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.0} {:>10}",
+                "{:<12} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.0} {:>10} {:>9.2} {:>9.2}",
                 k.kind,
                 k.queries,
                 k.p50_ms,
@@ -188,7 +213,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 k.queries_per_second,
                 k.embed_p50_ms
                     .map(|e| format!("{e:.2}"))
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
+                k.text_mean_ms,
+                k.vector_mean_ms
             );
         }
     }

@@ -112,24 +112,20 @@ pub struct Facets {
     pub split: BTreeMap<String, usize>,
 }
 
-fn age_bin(age: Option<f32>) -> &'static str {
+fn age_slot(age: Option<f32>) -> usize {
     match age {
-        None => "unknown",
-        Some(a) if a < 20.0 => "0-19",
-        Some(a) if a < 40.0 => "20-39",
-        Some(a) if a < 60.0 => "40-59",
-        Some(a) if a < 80.0 => "60-79",
-        Some(_) => "80+",
+        None => 5,
+        Some(a) => ((a.max(0.0) / 20.0) as usize).min(4),
     }
 }
 
-fn size_bin(mm: f32) -> &'static str {
+fn size_slot(mm: f32) -> usize {
     match mm {
-        m if m < 10.0 => "<10",
-        m if m < 20.0 => "10-19",
-        m if m < 30.0 => "20-29",
-        m if m < 50.0 => "30-49",
-        _ => "50+",
+        m if m < 10.0 => 0,
+        m if m < 20.0 => 1,
+        m if m < 30.0 => 2,
+        m if m < 50.0 => 3,
+        _ => 4,
     }
 }
 
@@ -141,24 +137,58 @@ fn sex_name(sex: Sex) -> &'static str {
     }
 }
 
-/// Facts of every live lesion by dense id.
+/// Facts of every live lesion by dense id, with the id sets most requests start from.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     facts: Vec<Option<LesionFacts>>,
     live: usize,
+    live_set: IdSet,
+    typed_set: IdSet,
+    by_patient: std::collections::HashMap<u32, Vec<u32>>,
+    all_counts: FacetCounts,
 }
 
 impl Catalog {
     pub fn load(records: &RecordStore, ids: usize) -> Result<Self> {
         let mut facts = vec![None; ids];
         let mut live = 0;
+        let mut live_set = IdSet::new(ids);
+        let mut typed_set = IdSet::new(ids);
+        let mut by_patient: std::collections::HashMap<u32, Vec<u32>> = Default::default();
+        let mut all_counts = FacetCounts::default();
         for (id, lesion) in records.all()? {
             if let Some(slot) = facts.get_mut(id as usize) {
-                *slot = Some(LesionFacts::of(&lesion));
+                let f = LesionFacts::of(&lesion);
+                live_set.insert(id);
+                if f.coarse_type.is_known() {
+                    typed_set.insert(id);
+                }
+                by_patient.entry(f.patient).or_default().push(id);
+                all_counts.add(&f, 1);
+                *slot = Some(f);
                 live += 1;
             }
         }
-        Ok(Catalog { facts, live })
+        Ok(Catalog {
+            facts,
+            live,
+            live_set,
+            typed_set,
+            by_patient,
+            all_counts,
+        })
+    }
+
+    /// Live lesions of a known coarse type, leaving out some patients (the neighbours that
+    /// vote on a type suggestion).
+    pub fn typed_except(&self, patients: impl IntoIterator<Item = u32>) -> IdSet {
+        let mut set = self.typed_set.clone();
+        for patient in patients {
+            for &id in self.by_patient.get(&patient).map_or(&[][..], Vec::as_slice) {
+                set.remove(id);
+            }
+        }
+        set
     }
 
     pub fn get(&self, id: u32) -> Option<&LesionFacts> {
@@ -176,6 +206,20 @@ impl Catalog {
 
     /// Live ids passing `filter`.
     pub fn allowed(&self, filter: &Filter) -> IdSet {
+        let only_patients = Filter {
+            exclude_patients: filter.exclude_patients.clone(),
+            ..Default::default()
+        };
+        if *filter == only_patients {
+            // The common request (no filter but the query's own patient): no pass needed.
+            let mut set = self.live_set.clone();
+            for patient in &filter.exclude_patients {
+                for &id in self.by_patient.get(patient).map_or(&[][..], Vec::as_slice) {
+                    set.remove(id);
+                }
+            }
+            return set;
+        }
         let mut set = IdSet::new(self.facts.len());
         for (id, facts) in self.facts.iter().enumerate() {
             if facts.as_ref().is_some_and(|f| filter.accepts(f)) {
@@ -187,53 +231,89 @@ impl Catalog {
 
     /// Ids of one patient's lesions.
     pub fn of_patient(&self, patient: u32) -> Vec<u32> {
-        self.facts
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| f.as_ref().is_some_and(|f| f.patient == patient))
-            .map(|(id, _)| id as u32)
-            .collect()
+        self.by_patient.get(&patient).cloned().unwrap_or_default()
     }
 
-    /// Facet counts over `ids`: counted in arrays (this runs on every request), named once.
+    /// Facet counts over `ids`.
     pub fn facets(&self, ids: &IdSet) -> Facets {
-        const AGE_BINS: [&str; 6] = ["0-19", "20-39", "40-59", "60-79", "80+", "unknown"];
-        const SIZE_BINS: [&str; 5] = ["<10", "10-19", "20-29", "30-49", "50+"];
-        let mut types = [0usize; 9];
-        let mut sexes = [0usize; 3];
-        let mut ages = [0usize; AGE_BINS.len()];
-        let mut sizes = [0usize; SIZE_BINS.len()];
-        let mut splits = [0usize; 3];
-        let mut total = 0;
+        let mut counts = FacetCounts::default();
         for id in ids.iter() {
-            let Some(f) = self.get(id) else { continue };
-            total += 1;
-            types[type_slot(f.coarse_type)] += 1;
-            sexes[f.sex as usize] += 1;
-            let age = age_bin(f.age);
-            ages[AGE_BINS.iter().position(|b| *b == age).unwrap_or(5)] += 1;
-            let size = size_bin(f.long_mm);
-            sizes[SIZE_BINS.iter().position(|b| *b == size).unwrap_or(0)] += 1;
-            splits[(f.split.code() - 1).clamp(0, 2) as usize] += 1;
+            if let Some(f) = self.get(id) {
+                counts.add(f, 1);
+            }
         }
-        let named = |names: &[&str], counts: &[usize]| -> BTreeMap<String, usize> {
+        counts.named()
+    }
+
+    /// Facet counts over `allowed`, the ids passing `filter`: for the common filter (only
+    /// some patients left out) the archive's counts less those patients', without a pass.
+    pub fn facets_for(&self, filter: &Filter, allowed: &IdSet) -> Facets {
+        let only_patients = filter.types.is_empty()
+            && *filter
+                == (Filter {
+                    exclude_patients: filter.exclude_patients.clone(),
+                    ..Default::default()
+                });
+        if !only_patients {
+            return self.facets(allowed);
+        }
+        let mut counts = self.all_counts.clone();
+        let patients: std::collections::BTreeSet<u32> =
+            filter.exclude_patients.iter().copied().collect();
+        for patient in &patients {
+            for &id in self.by_patient.get(patient).map_or(&[][..], Vec::as_slice) {
+                if let Some(f) = self.get(id) {
+                    counts.add(f, -1);
+                }
+            }
+        }
+        counts.named()
+    }
+}
+
+const AGE_BINS: [&str; 6] = ["0-19", "20-39", "40-59", "60-79", "80+", "unknown"];
+const SIZE_BINS: [&str; 5] = ["<10", "10-19", "20-29", "30-49", "50+"];
+
+/// Facet counts in arrays (this runs on every request), named once at the end.
+#[derive(Debug, Clone, Default)]
+struct FacetCounts {
+    total: i64,
+    types: [i64; 9],
+    sexes: [i64; 3],
+    ages: [i64; AGE_BINS.len()],
+    sizes: [i64; SIZE_BINS.len()],
+    splits: [i64; 3],
+}
+
+impl FacetCounts {
+    fn add(&mut self, f: &LesionFacts, by: i64) {
+        self.total += by;
+        self.types[type_slot(f.coarse_type)] += by;
+        // `Sex` discriminants are 0, 1, 2 in the order of the names below.
+        self.sexes[f.sex as usize] += by;
+        self.ages[age_slot(f.age)] += by;
+        self.sizes[size_slot(f.long_mm)] += by;
+        self.splits[(f.split.code() - 1).clamp(0, 2) as usize] += by;
+    }
+
+    fn named(&self) -> Facets {
+        let named = |names: &[&str], counts: &[i64]| -> BTreeMap<String, usize> {
             names
                 .iter()
                 .zip(counts)
                 .filter(|(_, &c)| c > 0)
-                .map(|(n, &c)| (n.to_string(), c))
+                .map(|(n, &c)| (n.to_string(), c as usize))
                 .collect()
         };
         let type_names: Vec<&str> = ALL_TYPES.iter().map(|t| t.name()).collect();
-        // `Sex` discriminants are 0, 1, 2 in this order.
         let sex_names = [Sex::Female, Sex::Male, Sex::Unknown].map(sex_name);
         Facets {
-            total,
-            types: named(&type_names, &types),
-            sex: named(&sex_names, &sexes),
-            age: named(&AGE_BINS, &ages),
-            size_mm: named(&SIZE_BINS, &sizes),
-            split: named(&["train", "validation", "test"], &splits),
+            total: self.total.max(0) as usize,
+            types: named(&type_names, &self.types),
+            sex: named(&sex_names, &self.sexes),
+            age: named(&AGE_BINS, &self.ages),
+            size_mm: named(&SIZE_BINS, &self.sizes),
+            split: named(&["train", "validation", "test"], &self.splits),
         }
     }
 }
@@ -295,13 +375,44 @@ mod tests {
     }
 
     #[test]
+    fn facets_without_some_patients_match_a_full_count() {
+        let mut catalog = Catalog::default();
+        let mut all = FacetCounts::default();
+        for id in 0..30u32 {
+            let f = facts(id % 7, Some(20.0 + id as f32 * 2.0), 3.0 * id as f32);
+            all.add(&f, 1);
+            catalog.by_patient.entry(f.patient).or_default().push(id);
+            catalog.live_set.insert(id);
+            catalog.facts.push(Some(f));
+        }
+        catalog.live = 30;
+        catalog.all_counts = all;
+        let filter = Filter {
+            exclude_patients: vec![3, 5, 3],
+            ..Default::default()
+        };
+        let allowed = catalog.allowed(&filter);
+        assert_eq!(
+            catalog.facets_for(&filter, &allowed),
+            catalog.facets(&allowed)
+        );
+        assert_eq!(
+            catalog.facets(&allowed).total,
+            30 - 8,
+            "patients 3 and 5 have 4 lesions each"
+        );
+    }
+
+    #[test]
     fn bins_cover_every_value() {
-        assert_eq!(age_bin(Some(0.0)), "0-19");
-        assert_eq!(age_bin(Some(39.9)), "20-39");
-        assert_eq!(age_bin(Some(85.0)), "80+");
-        assert_eq!(age_bin(None), "unknown");
-        assert_eq!(size_bin(9.99), "<10");
-        assert_eq!(size_bin(49.0), "30-49");
-        assert_eq!(size_bin(120.0), "50+");
+        let age = |a| AGE_BINS[age_slot(a)];
+        let size = |mm| SIZE_BINS[size_slot(mm)];
+        assert_eq!(age(Some(0.0)), "0-19");
+        assert_eq!(age(Some(39.9)), "20-39");
+        assert_eq!(age(Some(85.0)), "80+");
+        assert_eq!(age(None), "unknown");
+        assert_eq!(size(9.99), "<10");
+        assert_eq!(size(49.0), "30-49");
+        assert_eq!(size(120.0), "50+");
     }
 }

@@ -363,7 +363,7 @@ impl Engine {
                 .extend(query_patients.iter().copied());
         }
         let allowed = self.catalog.allowed(&filter);
-        response.facets = self.catalog.facets(&allowed);
+        response.facets = self.catalog.facets_for(&filter, &allowed);
 
         // Deep enough that grouping by patient and paging still fill the page.
         let wanted = request.offset + request.k;
@@ -379,12 +379,17 @@ impl Engine {
             response.timings.vector_ms = ms(t.elapsed());
         }
         let mut text_list = Vec::new();
-        if let Some(text) = request.text.as_deref().filter(|t| !t.trim().is_empty()) {
+        let text = request.text.as_deref().filter(|t| !t.trim().is_empty());
+        if let Some(text) = text {
             let t = Instant::now();
-            let (hits, total) = self
-                .archive
-                .text
-                .search(text, depth, &|id| allowed.contains(id))?;
+            let share = allowed.len() as f32 / self.catalog.live().max(1) as f32;
+            let (hits, total) = self.archive.text.ranked_with(
+                text,
+                depth,
+                &|id| allowed.contains(id),
+                share,
+                true,
+            )?;
             response.text_matches = Some(total.min(allowed.len()));
             text_list = hits;
             response.timings.text_ms = ms(t.elapsed());
@@ -398,7 +403,8 @@ impl Engine {
                     .map(|id| (id, 0.0, None, None))
                     .collect::<Vec<_>>()
             } else {
-                fuse(&image_list, &text_list, request.fusion)
+                let scored: Vec<(u32, f32)> = text_list.iter().map(|h| (h.id, h.score)).collect();
+                fuse(&image_list, &scored, request.fusion)
             };
 
         let mut seen_patients = HashSet::new();
@@ -434,18 +440,35 @@ impl Engine {
                 text,
             });
         }
+        // Snippets only for the page shown (each reads a stored document).
+        if let Some(text) = text {
+            let t = Instant::now();
+            let on_page: Vec<crate::text::RankedText> = response
+                .hits
+                .iter()
+                .filter(|h| h.text.is_some())
+                .filter_map(|h| text_list.iter().find(|r| r.id == h.id).copied())
+                .collect();
+            let snippets = self.archive.text.snippets(text, &on_page, true)?;
+            for (ranked, snippet) in on_page.iter().zip(snippets) {
+                if let Some(m) = response
+                    .hits
+                    .iter_mut()
+                    .find(|h| h.id == ranked.id)
+                    .and_then(|h| h.text.as_mut())
+                {
+                    m.snippet = snippet;
+                }
+            }
+            response.timings.text_ms += ms(t.elapsed());
+        }
         response.timings.total_ms = ms(started.elapsed());
         Ok(response)
     }
 
     /// Majority of the typed nearest neighbours from other patients.
     fn suggest_type(&self, query: &[f32], own_patients: &HashSet<u32>) -> Option<TypeSuggestion> {
-        let filter = Filter {
-            types: CoarseType::KNOWN.to_vec(),
-            exclude_patients: own_patients.iter().copied().collect(),
-            ..Default::default()
-        };
-        let allowed = self.catalog.allowed(&filter);
+        let allowed = self.catalog.typed_except(own_patients.iter().copied());
         let (hits, _) = self
             .archive
             .vectors
@@ -487,11 +510,7 @@ impl Engine {
 type Fused = (u32, f32, Option<ImageMatch>, Option<TextMatch>);
 
 /// One ranked list from the image and text lists, best first.
-fn fuse(
-    image: &[crate::index::Scored],
-    text: &[crate::text::TextHit],
-    fusion: Fusion,
-) -> Vec<Fused> {
+fn fuse(image: &[crate::index::Scored], text: &[(u32, f32)], fusion: Fusion) -> Vec<Fused> {
     let mut by_id: HashMap<u32, (Option<ImageMatch>, Option<TextMatch>)> = HashMap::new();
     for (rank, hit) in image.iter().enumerate() {
         by_id.entry(hit.id).or_default().0 = Some(ImageMatch {
@@ -499,11 +518,11 @@ fn fuse(
             cosine: hit.score,
         });
     }
-    for (rank, hit) in text.iter().enumerate() {
-        by_id.entry(hit.id).or_default().1 = Some(TextMatch {
+    for (rank, &(id, bm25)) in text.iter().enumerate() {
+        by_id.entry(id).or_default().1 = Some(TextMatch {
             rank: rank + 1,
-            bm25: hit.score,
-            snippet: hit.snippet.clone(),
+            bm25,
+            snippet: String::new(),
         });
     }
     let scale = |scores: Vec<f32>| {
@@ -512,7 +531,7 @@ fn fuse(
         move |s: f32| if hi > lo { (s - lo) / (hi - lo) } else { 1.0 }
     };
     let image_scale = scale(image.iter().map(|h| h.score).collect());
-    let text_scale = scale(text.iter().map(|h| h.score).collect());
+    let text_scale = scale(text.iter().map(|h| h.1).collect());
     let mut fused: Vec<Fused> = by_id
         .into_iter()
         .map(|(id, (i, t))| {
@@ -538,14 +557,9 @@ fn fuse(
 mod tests {
     use super::*;
     use crate::index::Scored;
-    use crate::text::TextHit;
 
-    fn text_hit(id: u32, score: f32) -> TextHit {
-        TextHit {
-            id,
-            score,
-            snippet: String::new(),
-        }
+    fn text_hit(id: u32, score: f32) -> (u32, f32) {
+        (id, score)
     }
 
     #[test]

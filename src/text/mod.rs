@@ -39,6 +39,14 @@ pub struct TextHit {
     pub snippet: String,
 }
 
+/// A BM25 hit before its snippet is made.
+#[derive(Debug, Clone, Copy)]
+pub struct RankedText {
+    pub id: u32,
+    pub score: f32,
+    address: tantivy::DocAddress,
+}
+
 #[derive(Clone, Copy)]
 struct Fields {
     id: Field,
@@ -260,6 +268,21 @@ impl TextIndex {
         keep: &dyn Fn(u32) -> bool,
         expanded: bool,
     ) -> Result<(Vec<TextHit>, usize)> {
+        let (ranked, total) = self.ranked(text, k, keep, expanded)?;
+        let snippets = self.snippets(text, &ranked, expanded)?;
+        let hits = ranked
+            .into_iter()
+            .zip(snippets)
+            .map(|(r, snippet)| TextHit {
+                id: r.id,
+                score: r.score,
+                snippet,
+            })
+            .collect();
+        Ok((hits, total))
+    }
+
+    fn query(&self, text: &str, expanded: bool) -> Box<dyn tantivy::query::Query> {
         let f = self.fields;
         let fields = if expanded {
             vec![f.report, f.expanded, f.tags]
@@ -269,45 +292,60 @@ impl TextIndex {
         let mut parser = QueryParser::for_index(&self.index, fields);
         parser.set_field_boost(f.report, 2.0);
         parser.set_field_boost(f.tags, 1.5);
-        let (query, _errors) = parser.parse_query_lenient(text);
+        parser.parse_query_lenient(text).0
+    }
+
+    /// BM25 top `k` ids without snippets (ids come from a fast field, so no stored document
+    /// is read): the deep candidate list of a hybrid search. Returns the matches in total.
+    pub fn ranked(
+        &self,
+        text: &str,
+        k: usize,
+        keep: &dyn Fn(u32) -> bool,
+        expanded: bool,
+    ) -> Result<(Vec<RankedText>, usize)> {
+        self.ranked_with(text, k, keep, 1.0, expanded)
+    }
+
+    /// [`TextIndex::ranked`] knowing roughly what share of documents `keep` lets through,
+    /// so the first fetch is deep enough without over-fetching four times.
+    pub fn ranked_with(
+        &self,
+        text: &str,
+        k: usize,
+        keep: &dyn Fn(u32) -> bool,
+        keep_share: f32,
+        expanded: bool,
+    ) -> Result<(Vec<RankedText>, usize)> {
+        let query = self.query(text, expanded);
         let searcher = self.reader.searcher();
-        let total = searcher
-            .search(&query, &Count)
+        let ids: Vec<tantivy::columnar::Column<u64>> = searcher
+            .segment_readers()
+            .iter()
+            .map(|segment| segment.fast_fields().u64("id"))
+            .collect::<std::result::Result<_, _>>()
             .map_err(|e| text_error(&self.path, e))?;
         // Over-fetch so that filtering afterwards still leaves k.
-        let mut limit = (k * 4).max(32);
+        let mut limit = ((k as f32 / keep_share.clamp(0.01, 1.0)) * 1.25) as usize + 16;
         loop {
-            let top = searcher
-                .search(&query, &TopDocs::with_limit(limit).order_by_score())
+            let (top, total) = searcher
+                .search(
+                    &*query,
+                    &(TopDocs::with_limit(limit).order_by_score(), Count),
+                )
                 .map_err(|e| text_error(&self.path, e))?;
-            let snippets = SnippetGenerator::create(&searcher, &*query, f.report)
-                .map_err(|e| text_error(&self.path, e))?;
-            let mut hits = Vec::new();
+            let mut hits = Vec::with_capacity(k);
             for (score, address) in &top {
-                let document: TantivyDocument = searcher
-                    .doc(*address)
-                    .map_err(|e| text_error(&self.path, e))?;
-                let id = document
-                    .get_first(f.id)
-                    .and_then(|v| v.as_u64())
+                let id = ids[address.segment_ord as usize]
+                    .first(address.doc_id)
                     .unwrap_or(u64::MAX) as u32;
                 if !keep(id) {
                     continue;
                 }
-                let mut snippet = snippets.snippet_from_doc(&document);
-                if snippet.is_empty() {
-                    // Matched through the ontology only: show the report as it is.
-                    snippet = snippets.snippet(
-                        document
-                            .get_first(f.report)
-                            .and_then(|v| v.as_str())
-                            .unwrap_or(""),
-                    );
-                }
-                hits.push(TextHit {
+                hits.push(RankedText {
                     id,
                     score: *score,
-                    snippet: snippet.to_html(),
+                    address: *address,
                 });
                 if hits.len() == k {
                     break;
@@ -318,5 +356,32 @@ impl TextIndex {
             }
             limit *= 4;
         }
+    }
+
+    /// The report of each ranked hit with the words `text` matched in `<b>` (HTML-escaped).
+    pub fn snippets(&self, text: &str, hits: &[RankedText], expanded: bool) -> Result<Vec<String>> {
+        let f = self.fields;
+        let query = self.query(text, expanded);
+        let searcher = self.reader.searcher();
+        let generator = SnippetGenerator::create(&searcher, &*query, f.report)
+            .map_err(|e| text_error(&self.path, e))?;
+        hits.iter()
+            .map(|hit| {
+                let document: TantivyDocument = searcher
+                    .doc(hit.address)
+                    .map_err(|e| text_error(&self.path, e))?;
+                let mut snippet = generator.snippet_from_doc(&document);
+                if snippet.is_empty() {
+                    // Matched through the ontology only: show the report as it is.
+                    snippet = generator.snippet(
+                        document
+                            .get_first(f.report)
+                            .and_then(|v| v.as_str())
+                            .unwrap_or(""),
+                    );
+                }
+                Ok(snippet.to_html())
+            })
+            .collect()
     }
 }
