@@ -360,7 +360,8 @@ pub fn evaluate(engine: &Engine, options: &EvalOptions) -> Result<EvalReport> {
     let text = if options.text_queries.is_empty() {
         None
     } else {
-        let (figures, samples) = text_retrieval(engine, &options.text_queries, &whole_database)?;
+        let (figures, samples) =
+            text_retrieval(engine, &options.text_queries, &whole_database, &typed_database)?;
         latency.push(("text (BM25)".to_string(), Latency::of(samples)));
         Some(figures)
     };
@@ -445,16 +446,24 @@ pub fn evaluate(engine: &Engine, options: &EvalOptions) -> Result<EvalReport> {
     })
 }
 
-/// nDCG@10 and P@10 of text queries over the database (binary relevance).
+/// nDCG@10 and P@10 of text queries over the database (binary relevance). Queries judged
+/// by coarse type search the typed lesions only, as the image metrics do (an untyped
+/// lesion cannot be judged).
 fn text_retrieval(
     engine: &Engine,
     queries: &[TextQuery],
-    database: &IdSet,
+    whole_database: &IdSet,
+    typed_database: &IdSet,
 ) -> Result<(TextFigures, Vec<f64>)> {
     let catalog = &engine.catalog;
     let (mut ndcg, mut p10) = (0f32, 0f32);
     let mut samples = Vec::new();
     for query in queries {
+        let database = if query.types.is_empty() {
+            whole_database
+        } else {
+            typed_database
+        };
         let keys: Vec<u32> = query
             .relevant
             .iter()
