@@ -360,8 +360,12 @@ pub fn evaluate(engine: &Engine, options: &EvalOptions) -> Result<EvalReport> {
     let text = if options.text_queries.is_empty() {
         None
     } else {
-        let (figures, samples) =
-            text_retrieval(engine, &options.text_queries, &whole_database, &typed_database)?;
+        let (figures, samples) = text_retrieval(
+            engine,
+            &options.text_queries,
+            &whole_database,
+            &typed_database,
+        )?;
         latency.push(("text (BM25)".to_string(), Latency::of(samples)));
         Some(figures)
     };
