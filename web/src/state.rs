@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use lesion_search::embed::Embedder;
 use lesion_search::imaging::CtImage;
@@ -25,7 +26,13 @@ pub struct AppState {
     pub writer: Mutex<()>,
     uploads: Mutex<VecDeque<(String, Arc<CtImage>)>>,
     upload_counter: std::sync::atomic::AtomicU64,
+    /// When `CURRENT` was last compared with the served generation.
+    last_check: Mutex<Instant>,
 }
+
+/// How often the server looks for a generation published by another process (`lesion-indexer
+/// add` or `delete` while it runs).
+const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 impl AppState {
     pub fn open(
@@ -54,15 +61,36 @@ impl AppState {
             writer: Mutex::new(()),
             uploads: Mutex::new(VecDeque::new()),
             upload_counter: Default::default(),
+            last_check: Mutex::new(Instant::now()),
         }
     }
 
-    /// The engine serving now; a request keeps the one it started with.
+    /// The engine serving now; a request keeps the one it started with. At most once a
+    /// second, a generation published by another process is picked up.
     pub fn engine(&self) -> Arc<Engine> {
-        self.engine
+        let current = self
+            .engine
             .read()
             .map(|e| e.clone())
-            .unwrap_or_else(|poisoned| poisoned.into_inner().clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone());
+        let due = self.last_check.try_lock().is_ok_and(|mut last| {
+            let due = last.elapsed() >= CHECK_EVERY;
+            if due {
+                *last = Instant::now();
+            }
+            due
+        });
+        if due && self.published_elsewhere(&current) && self.reload().is_ok() {
+            return self.engine();
+        }
+        current
+    }
+
+    fn published_elsewhere(&self, serving: &Engine) -> bool {
+        let Ok(name) = std::fs::read_to_string(self.index_dir.join("CURRENT")) else {
+            return false;
+        };
+        serving.archive.dir.file_name().and_then(|n| n.to_str()) != Some(name.trim())
     }
 
     /// Opens the generation just published and serves it from now on.

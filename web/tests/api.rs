@@ -786,3 +786,19 @@ async fn admin_adds_a_dicom_lesion_and_deletes_it() {
         .all(|h| h["id"] != id));
     assert!(state.engine().archive.verify().unwrap().is_empty());
 }
+
+#[actix_web::test]
+async fn a_generation_published_by_the_command_line_is_served_within_a_second() {
+    let (copy, state) = writable_state(Config::default());
+    let app = test::init_service(app(state.clone())).await;
+    let (status, body) = call(&app, test::TestRequest::get().uri("/api/lesions/4")).await;
+    assert_eq!(status, StatusCode::OK);
+    let key = json_of(&body)["key"].as_str().unwrap().to_string();
+    // What `lesion-indexer delete` does from another process.
+    lesion_search::archive::delete(copy.path(), &[key], GraphParams::default()).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    let (status, _) = call(&app, test::TestRequest::get().uri("/api/lesions/4")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, body) = call(&app, test::TestRequest::get().uri("/healthz")).await;
+    assert_eq!(json_of(&body)["generation"], 2);
+}
