@@ -271,3 +271,33 @@ fn bad_requests_name_their_field() {
         .to_string();
     assert!(lesion.contains("lesion"), "{lesion}");
 }
+
+#[test]
+fn an_image_path_past_its_deadline_degrades_to_text_results() {
+    let f = fixture();
+    let lesion = f.engine.lesion(30).unwrap().unwrap();
+    let image = f.dataset.load_key_slice(&lesion.record).unwrap();
+    let response = f
+        .engine
+        .search(&SearchRequest {
+            text: Some("lymph node".into()),
+            image: Some(ImageQuery {
+                image,
+                bbox: lesion.record.bbox,
+                spacing_mm: None,
+            }),
+            image_deadline: Some(std::time::Duration::ZERO),
+            group_by_patient: false,
+            ..Default::default()
+        })
+        .unwrap();
+    let reason = response.degraded.expect("flagged degraded");
+    assert!(reason.contains("deadline"), "{reason}");
+    assert!(!response.hits.is_empty());
+    assert!(response.hits.iter().all(|h| h.matched == Matched::Text));
+    assert_eq!(
+        response.assumed_spacing_mm,
+        Some(0.8),
+        "a PNG states no spacing"
+    );
+}

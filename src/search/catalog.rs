@@ -110,6 +110,8 @@ pub struct Facets {
     /// Long diameter: `"<10"`, `"10-19"`, `"20-29"`, `"30-49"`, `"50+"` (mm).
     pub size_mm: BTreeMap<String, usize>,
     pub split: BTreeMap<String, usize>,
+    /// Normalized body height z (0 head, 1 feet) in fifths: `"0.0-0.2"`, ... `"0.8-1.0"`.
+    pub location_z: BTreeMap<String, usize>,
 }
 
 fn age_slot(age: Option<f32>) -> usize {
@@ -273,6 +275,7 @@ impl Catalog {
 
 const AGE_BINS: [&str; 6] = ["0-19", "20-39", "40-59", "60-79", "80+", "unknown"];
 const SIZE_BINS: [&str; 5] = ["<10", "10-19", "20-29", "30-49", "50+"];
+const Z_BINS: [&str; 5] = ["0.0-0.2", "0.2-0.4", "0.4-0.6", "0.6-0.8", "0.8-1.0"];
 
 /// Facet counts in arrays (this runs on every request), named once at the end.
 #[derive(Debug, Clone, Default)]
@@ -283,6 +286,7 @@ struct FacetCounts {
     ages: [i64; AGE_BINS.len()],
     sizes: [i64; SIZE_BINS.len()],
     splits: [i64; 3],
+    heights: [i64; Z_BINS.len()],
 }
 
 impl FacetCounts {
@@ -294,6 +298,7 @@ impl FacetCounts {
         self.ages[age_slot(f.age)] += by;
         self.sizes[size_slot(f.long_mm)] += by;
         self.splits[(f.split.code() - 1).clamp(0, 2) as usize] += by;
+        self.heights[((f.location[2].clamp(0.0, 1.0) * 5.0) as usize).min(4)] += by;
     }
 
     fn named(&self) -> Facets {
@@ -314,6 +319,7 @@ impl FacetCounts {
             age: named(&AGE_BINS, &self.ages),
             size_mm: named(&SIZE_BINS, &self.sizes),
             split: named(&["train", "validation", "test"], &self.splits),
+            location_z: named(&Z_BINS, &self.heights),
         }
     }
 }

@@ -255,7 +255,7 @@ function showFacets(facets) {
   document.querySelectorAll("[data-sex]").forEach((el) => { el.textContent = `(${facets.sex[el.dataset.sex] || 0})`; });
   $("facet-summary").textContent = `${facets.total} lesions pass the filters`;
   const bins = (m) => Object.entries(m).map(([k, v]) => `${k}: ${v}`).join(", ");
-  $("facet-bins").textContent = `Age ${bins(facets.age)} · Size (mm) ${bins(facets.size_mm)}`;
+  $("facet-bins").textContent = `Age ${bins(facets.age)} · Size (mm) ${bins(facets.size_mm)} · Location z ${bins(facets.location_z)}`;
 }
 
 function numberOrNull(id) { const v = $(id).value; return v === "" ? null : Number(v); }
