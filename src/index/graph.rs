@@ -146,6 +146,9 @@ fn select_neighbours(flat: &FlatIndex, mut candidates: Vec<(u32, f32)>, degree: 
     kept
 }
 
+/// Width of the search on the layers above 0.
+const UPPER_BEAM: usize = 4;
+
 /// Passes of layer-0 refinement after the hnsw_rs build.
 const REFINE_PASSES: usize = 2;
 
@@ -333,23 +336,32 @@ impl Graph {
             return Vec::new();
         }
         let ef = ef.max(k);
-        let mut current = self.entry;
-        let mut current_score = flat.score(query, current);
+        // Upper layers: a beam of UPPER_BEAM instead of one greedy walker, so that a query
+        // near a cluster boundary does not descend into the wrong cluster.
+        let mut seeds: Vec<Best> = vec![Best(flat.score(query, self.entry), self.entry)];
         for layer in self.layers[1..].iter().rev() {
-            loop {
-                let mut moved = false;
-                for &nb in layer.of(current) {
-                    let s = flat.score(query, nb);
-                    if s > current_score {
-                        current_score = s;
-                        current = nb;
-                        moved = true;
-                    }
-                }
-                if !moved {
+            let mut seen: std::collections::HashSet<u32> = seeds.iter().map(|b| b.1).collect();
+            let mut frontier = seeds.clone();
+            let mut best = seeds.clone();
+            while let Some(i) = (0..frontier.len()).max_by(|&a, &b| frontier[a].cmp(&frontier[b])) {
+                let Best(score, id) = frontier.swap_remove(i);
+                best.sort_by(|a, b| b.cmp(a));
+                if best.len() >= UPPER_BEAM && score < best[UPPER_BEAM - 1].0 {
                     break;
                 }
+                for &nb in layer.of(id) {
+                    if seen.insert(nb) {
+                        let candidate = Best(flat.score(query, nb), nb);
+                        frontier.push(candidate);
+                        best.push(candidate);
+                    }
+                }
+                best.sort_by(|a, b| b.cmp(a));
+                best.truncate(UPPER_BEAM);
             }
+            best.sort_by(|a, b| b.cmp(a));
+            best.truncate(UPPER_BEAM);
+            seeds = best;
         }
 
         let accept = |id: u32| {
@@ -373,11 +385,13 @@ impl Graph {
             let mut frontier: BinaryHeap<std::cmp::Reverse<Best>> =
                 BinaryHeap::with_capacity(ef + 1);
             let mut results = TopK::new(k);
-            stamps[current as usize] = stamp;
-            candidates.push(Best(current_score, current));
-            frontier.push(std::cmp::Reverse(Best(current_score, current)));
-            if accept(current) {
-                results.push(current, current_score);
+            for &Best(score, id) in &seeds {
+                stamps[id as usize] = stamp;
+                candidates.push(Best(score, id));
+                frontier.push(std::cmp::Reverse(Best(score, id)));
+                if accept(id) {
+                    results.push(id, score);
+                }
             }
             while let Some(Best(score, id)) = candidates.pop() {
                 let worst = frontier.peek().map(|r| r.0 .0).unwrap_or(f32::NEG_INFINITY);
