@@ -13,11 +13,12 @@ use serde::Serialize;
 
 use super::{
     current_generation, embed_lesions, fresh_partial, index_error, publish, read_manifest,
-    thumbnail_of, BuildEvent, Embedded, Manifest, WriteLock,
+    reports_of, thumbnail_of, BuildEvent, Embedded, Manifest, WriteLock,
 };
-use crate::dataset::{lesion_keys, read_reports, Dataset, DlInfoReader, LesionRecord};
+use crate::dataset::{lesion_keys, Dataset, DlInfoReader, LesionRecord};
 use crate::embed::{sha256_file, Embedder};
 use crate::error::{Error, Result};
+use crate::fsutil::copy_dir;
 use crate::index::{load_vector_index, save_vector_index, GraphParams, VectorIndex};
 use crate::store::{RecordStore, StoredLesion};
 use crate::text::{TextEntry, TextIndexWriter};
@@ -44,21 +45,6 @@ pub struct ChangeSummary {
     pub has_graph: bool,
     pub ef: usize,
     pub self_recall: f32,
-}
-
-fn copy_dir(from: &Path, to: &Path) -> Result<()> {
-    fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
-    for entry in fs::read_dir(from).map_err(|e| Error::io(from, e))? {
-        let entry = entry.map_err(|e| Error::io(from, e))?;
-        let target = to.join(entry.file_name());
-        let kind = entry.file_type().map_err(|e| Error::io(entry.path(), e))?;
-        if kind.is_dir() {
-            copy_dir(&entry.path(), &target)?;
-        } else {
-            fs::copy(entry.path(), &target).map_err(|e| Error::io(entry.path(), e))?;
-        }
-    }
-    Ok(())
 }
 
 /// The served generation's stores, copied into a new partial generation and open for writing.
@@ -179,15 +165,7 @@ pub fn add(
     }
     let records: Vec<LesionRecord> = rows.iter().map(|(_, r)| r.clone()).collect();
     let keys = lesion_keys(&records);
-    let reports_path = options
-        .reports
-        .clone()
-        .unwrap_or_else(|| dataset.reports_path());
-    let reports = if reports_path.exists() {
-        read_reports(&reports_path)?
-    } else {
-        Default::default()
-    };
+    let reports = reports_of(&dataset, options.reports.as_deref())?;
 
     // Embedding is the slow part; it runs (and resumes) before anything is copied.
     let table_sha256 = sha256_file(&dataset.dl_info_path())?;

@@ -151,6 +151,20 @@ pub(crate) fn current_generation(dir: &Path) -> Result<Option<(u64, PathBuf)>> {
     Ok(Some((number, dir.join(name))))
 }
 
+/// Report sentences by (File_name, ordinal): from `explicit`, else the dataset's
+/// `reports.jsonl` when present, else none.
+fn reports_of(
+    dataset: &Dataset,
+    explicit: Option<&Path>,
+) -> Result<std::collections::HashMap<(String, u32), String>> {
+    let path = explicit.map_or_else(|| dataset.reports_path(), Path::to_path_buf);
+    if path.exists() {
+        read_reports(&path)
+    } else {
+        Ok(Default::default())
+    }
+}
+
 /// Embeddings and thumbnails of a list of lesions.
 struct Embedded {
     vectors: Vec<f32>,
@@ -324,15 +338,7 @@ pub fn build(
         }
         None => Default::default(),
     };
-    let reports_path = options
-        .reports
-        .clone()
-        .unwrap_or_else(|| dataset.reports_path());
-    let reports = if reports_path.exists() {
-        read_reports(&reports_path)?
-    } else {
-        Default::default()
-    };
+    let reports = reports_of(&dataset, options.reports.as_deref())?;
     let card = options.model.card().clone();
     let dl_info_sha256 = sha256_file(&dataset.dl_info_path())?;
     let Embedded {

@@ -44,24 +44,6 @@ fn store_error(path: &Path, e: impl std::fmt::Display) -> Error {
     }
 }
 
-fn copy_tree(from: &Path, to: &Path) -> Result<()> {
-    std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
-    for entry in std::fs::read_dir(from).map_err(|e| Error::io(from, e))? {
-        let entry = entry.map_err(|e| Error::io(from, e))?;
-        let target = to.join(entry.file_name());
-        if entry
-            .file_type()
-            .map_err(|e| Error::io(entry.path(), e))?
-            .is_dir()
-        {
-            copy_tree(&entry.path(), &target)?;
-        } else {
-            std::fs::copy(entry.path(), &target).map_err(|e| Error::io(entry.path(), e))?;
-        }
-    }
-    Ok(())
-}
-
 impl Drop for RecordStore {
     fn drop(&mut self) {
         if let Some(copy) = &self.snapshot {
@@ -125,7 +107,7 @@ impl RecordStore {
                 let n = SNAPSHOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let copy = std::env::temp_dir()
                     .join(format!("lesion-search-records-{}-{n}", std::process::id()));
-                copy_tree(dir, &copy)?;
+                crate::fsutil::copy_dir(dir, &copy)?;
                 let mut store = RecordStore::open(&copy)?;
                 store.path = dir.to_path_buf();
                 store.snapshot = Some(copy);
