@@ -100,6 +100,10 @@ fn tombstones_hide_and_the_index_round_trips_on_disk() {
         index.search_with(&q, 10, None, plan).0
     );
     assert!(loaded.tombstones.contains(42));
+    // The walk ranks by 8-bit codes; what it returns must still be the exact scores.
+    for hit in loaded.search_with(&q, 10, None, plan).0 {
+        assert_eq!(hit.score, loaded.flat.score(&q, hit.id), "id {}", hit.id);
+    }
 
     // A truncated vector file is named, not read as garbage.
     let path = dir.path().join("vectors.bin");

@@ -21,7 +21,7 @@ pub struct Args {
     /// Clusters of the generated data.
     #[arg(long, default_value_t = 200)]
     clusters: usize,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 24)]
     m: usize,
     #[arg(long, default_value_t = 200)]
     ef_construction: usize,
@@ -29,6 +29,10 @@ pub struct Args {
     seed: u64,
     #[arg(long)]
     json: bool,
+    /// Keep the built index in DIR and, when DIR already holds one from a run with the same
+    /// arguments, load it instead of building (for tuning the search without rebuilding).
+    #[arg(long, value_name = "DIR")]
+    reuse: Option<std::path::PathBuf>,
 }
 
 fn resident_bytes() -> u64 {
@@ -52,14 +56,32 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let queries = data.split_off(n * d);
     let rss_before = resident_bytes();
     let flat = FlatIndex::from_data(d, data);
+    let params = GraphParams {
+        m: args.m,
+        ef_construction: args.ef_construction,
+    };
     let started = Instant::now();
-    let (index, calibration) = VectorIndex::with_graph(
-        flat,
-        GraphParams {
-            m: args.m,
-            ef_construction: args.ef_construction,
-        },
-    );
+    let reused = args.reuse.as_deref().and_then(|dir| {
+        let index = load_vector_index(dir).ok()?;
+        (index.flat.len() == n && index.flat.dim() == d && index.flat.vector(0) == flat.vector(0))
+            .then_some(index)
+    });
+    // With a reused index, "build_seconds" is its load and calibration only.
+    let graph_reused = reused.is_some();
+    let (index, calibration) = match reused {
+        Some(mut index) => {
+            let calibration = index.calibrate(lesion_search::index::RECALL_TARGET);
+            (index, calibration)
+        }
+        None => {
+            let built = VectorIndex::with_graph(flat, params);
+            if let Some(dir) = &args.reuse {
+                std::fs::create_dir_all(dir)?;
+                save_vector_index(&built.0, dir)?;
+            }
+            built
+        }
+    };
     let build_s = started.elapsed().as_secs_f64();
     let graph_bytes = index.graph.as_ref().map_or(0, |g| g.memory_bytes());
     let rss_after = resident_bytes();
@@ -137,12 +159,42 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }));
         }
     }
+    // Recall against speed along ef, unfiltered: the curve to set beside other engines'.
+    let truth: Vec<Vec<u32>> = queries
+        .chunks_exact(d)
+        .map(|q| {
+            index
+                .flat
+                .search(q, 10, None, None)
+                .iter()
+                .map(|s| s.id)
+                .collect()
+        })
+        .collect();
+    let mut sweep = Vec::new();
+    for ef in [64, 128, 192, 256, 384, 512, 768, 1024] {
+        let mut hit = 0usize;
+        let started = Instant::now();
+        for (q, truth) in queries.chunks_exact(d).zip(&truth) {
+            let (found, _) = index.search_with(q, 10, None, Plan::Graph { ef });
+            hit += truth
+                .iter()
+                .filter(|t| found.iter().any(|f| f.id == **t))
+                .count();
+        }
+        let seconds = started.elapsed().as_secs_f64();
+        sweep.push(json!({
+            "ef": ef,
+            "recall_at_10": hit as f64 / (10 * args.queries).max(1) as f64,
+            "queries_per_second": args.queries as f64 / seconds,
+        }));
+    }
     let report = json!({
         "vectors": n, "dim": d, "queries": args.queries, "m": args.m, "ef_construction": args.ef_construction,
-        "build_seconds": build_s, "load_seconds": load_s,
+        "build_seconds": build_s, "graph_reused": graph_reused, "load_seconds": load_s,
         "vector_bytes": n * d * 4, "graph_bytes": graph_bytes, "resident_growth_bytes": rss_after.saturating_sub(rss_before),
         "calibrated_ef": calibration.ef, "calibration_recall_at_10": calibration.recall_at_10, "self_recall": calibration.self_recall,
-        "threads_for_queries": 1, "results": rows,
+        "threads_for_queries": 1, "results": rows, "ef_sweep": sweep,
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -178,6 +230,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 Some(v) if v > 0.0 => format!("{v:.1}"),
                 _ => "-".into(),
             }
+        );
+    }
+    println!("graph alone, no filter:");
+    println!("{:>6} {:>10} {:>9}", "ef", "queries/s", "recall@10");
+    for point in &sweep {
+        println!(
+            "{:>6} {:>10.0} {:>9.3}",
+            point["ef"].as_u64().unwrap_or(0),
+            point["queries_per_second"].as_f64().unwrap_or(0.0),
+            point["recall_at_10"].as_f64().unwrap_or(0.0)
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -6,6 +6,7 @@
 mod flat;
 mod graph;
 mod idset;
+mod quantized;
 mod simd;
 mod store;
 
@@ -211,11 +212,13 @@ impl VectorIndex {
             .count();
         self.self_recall = self_found as f32 / sample.len().max(1) as f32;
         let mut chosen = Calibration {
-            ef: 512,
+            ef: 768,
             recall_at_10: 0.0,
             self_recall: self.self_recall,
         };
-        for ef in [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512] {
+        for ef in [
+            16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 640, 768,
+        ] {
             let mut hit = 0usize;
             let mut total = 0usize;
             for (q, truth) in queries.iter().zip(&truth) {

@@ -60,8 +60,8 @@ pub fn save_vector_index(index: &VectorIndex, dir: &Path) -> Result<()> {
             for (offsets, neighbours) in layers {
                 w.write_all(&(offsets.len() as u64).to_le_bytes())?;
                 w.write_all(&(neighbours.len() as u64).to_le_bytes())?;
-                w.write_all(&u32s_to_bytes(offsets))?;
-                w.write_all(&u32s_to_bytes(neighbours))?;
+                w.write_all(&u32s_to_bytes(&offsets))?;
+                w.write_all(&u32s_to_bytes(&neighbours))?;
             }
             Ok(())
         })?;
@@ -187,19 +187,20 @@ pub fn load_vector_index(dir: &Path) -> Result<VectorIndex> {
             if offsets.is_empty()
                 || offsets.len() > count + 1
                 || offsets.last().copied() != Some(neighbours.len() as u32)
-                || neighbours.iter().any(|&n| n as usize >= count)
+                || neighbours.iter().any(|&n| n as usize + 1 >= offsets.len())
             {
                 return Err(bad(&graph_path, "neighbour lists do not match the vectors"));
             }
             layers.push((offsets, neighbours));
         }
-        if entry as usize >= count.max(1) {
+        let covered = layers.first().map_or(0, |(offsets, _)| offsets.len() - 1);
+        if entry as usize >= covered.max(1) {
             return Err(bad(
                 &graph_path,
                 format!("entry point {entry} out of range"),
             ));
         }
-        Some(Graph::from_parts(entry, layers))
+        Some(Graph::from_parts(entry, layers, &flat))
     } else {
         None
     };

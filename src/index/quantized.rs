@@ -1,0 +1,204 @@
+//! 8-bit codes of the graph's vectors, for the walk over the graph.
+//!
+//! A graph walk at a million vectors touches thousands of vectors in random order, so it is
+//! bound by memory, not arithmetic: a 256-d float vector is 16 cache lines, its code 4.
+//! Each dimension has its own scale (embedding dimensions differ in range), folded into the
+//! query, so a score is one integer dot product. The walk ranks by these scores; the final
+//! candidates are re-ranked with the exact float vectors, so the scores returned stay exact.
+
+use super::flat::FlatIndex;
+
+/// Codes for ids `0..len`, one byte per dimension.
+#[derive(Debug, Clone, Default)]
+pub struct Codes {
+    dim: usize,
+    /// Per dimension: code = round(x * scale).
+    scale: Vec<f32>,
+    codes: Vec<i8>,
+}
+
+/// A query prepared for [`Codes::score`]: the scales folded in, then 16-bit integers.
+pub struct PreparedQuery {
+    values: Vec<i16>,
+}
+
+impl Codes {
+    /// Codes for the first `count` vectors of `flat`.
+    pub fn encode(flat: &FlatIndex, count: usize) -> Codes {
+        let dim = flat.dim();
+        let mut max_abs = vec![0f32; dim];
+        for id in 0..count as u32 {
+            for (m, x) in max_abs.iter_mut().zip(flat.vector(id)) {
+                *m = m.max(x.abs());
+            }
+        }
+        let scale: Vec<f32> = max_abs
+            .iter()
+            .map(|&m| if m > 0.0 { 127.0 / m } else { 0.0 })
+            .collect();
+        let mut codes = Vec::with_capacity(count * dim);
+        for id in 0..count as u32 {
+            codes.extend(
+                flat.vector(id)
+                    .iter()
+                    .zip(&scale)
+                    .map(|(x, s)| (x * s).round().clamp(-127.0, 127.0) as i8),
+            );
+        }
+        Codes { dim, scale, codes }
+    }
+
+    pub fn memory_bytes(&self) -> usize {
+        self.codes.len() + self.scale.len() * 4
+    }
+
+    /// Folds the per-dimension scales into the query: `Σ q_i x_i ≈ Σ (q_i / s_i) code_i`,
+    /// then maps it onto 16-bit integers, small enough that `dim` products of 127 times
+    /// the largest value cannot overflow the 32-bit sum.
+    pub fn prepare(&self, query: &[f32]) -> PreparedQuery {
+        let folded: Vec<f32> = query
+            .iter()
+            .zip(&self.scale)
+            .map(|(q, s)| if *s > 0.0 { q / s } else { 0.0 })
+            .collect();
+        let max = folded.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let largest = (i32::MAX as f32 / (127.0 * self.dim.max(1) as f32)).min(32767.0);
+        let to_int = if max > 0.0 { largest / max } else { 0.0 };
+        let mut values: Vec<i16> = folded.iter().map(|x| (x * to_int).round() as i16).collect();
+        values.resize(self.dim.next_multiple_of(16), 0);
+        PreparedQuery { values }
+    }
+
+    #[inline]
+    pub fn code(&self, id: u32) -> &[i8] {
+        let start = id as usize * self.dim;
+        &self.codes[start..start + self.dim]
+    }
+
+    /// Asks the processor to start loading `id`'s code, so that several loads overlap.
+    #[inline]
+    pub fn prefetch(&self, id: u32) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let start = id as usize * self.dim;
+            if start + self.dim <= self.codes.len() {
+                let ptr = self.codes[start..].as_ptr();
+                let mut offset = 0;
+                while offset < self.dim {
+                    // SAFETY: prefetching is a hint with no effect on memory; the address lies
+                    // inside the code checked just above.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr.add(offset).cast()) };
+                    offset += 64;
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = id;
+    }
+
+    /// Approximate score of `id`, in the query's own units (comparable within one query).
+    #[inline]
+    pub fn score(&self, query: &PreparedQuery, id: u32) -> i32 {
+        dot_i8_i16(self.code(id), &query.values)
+    }
+}
+
+#[inline]
+fn dot_i8_i16(code: &[i8], query: &[i16]) -> i32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if code.len() % 16 == 0 && std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the feature was just detected; lengths are checked inside.
+            return unsafe { dot_i8_i16_avx2(code, query) };
+        }
+    }
+    dot_i8_i16_portable(code, query)
+}
+
+fn dot_i8_i16_portable(code: &[i8], query: &[i16]) -> i32 {
+    code.iter()
+        .zip(query)
+        .map(|(&c, &q)| i32::from(c) * i32::from(q))
+        .sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dot_i8_i16_avx2(code: &[i8], query: &[i16]) -> i32 {
+    use std::arch::x86_64::*;
+    assert!(query.len() >= code.len());
+    let (pc, pq) = (code.as_ptr(), query.as_ptr());
+    let mut acc0 = _mm256_setzero_si256();
+    let mut acc1 = _mm256_setzero_si256();
+    let mut i = 0;
+    while i + 32 <= code.len() {
+        let c0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(pc.add(i).cast()));
+        let c1 = _mm256_cvtepi8_epi16(_mm_loadu_si128(pc.add(i + 16).cast()));
+        let q0 = _mm256_loadu_si256(pq.add(i).cast());
+        let q1 = _mm256_loadu_si256(pq.add(i + 16).cast());
+        acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(c0, q0));
+        acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(c1, q1));
+        i += 32;
+    }
+    if i < code.len() {
+        let c0 = _mm256_cvtepi8_epi16(_mm_loadu_si128(pc.add(i).cast()));
+        let q0 = _mm256_loadu_si256(pq.add(i).cast());
+        acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(c0, q0));
+    }
+    let acc = _mm256_add_epi32(acc0, acc1);
+    let s = _mm_add_epi32(
+        _mm256_castsi256_si128(acc),
+        _mm256_extracti128_si256(acc, 1),
+    );
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+    _mm_cvtsi128_si32(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_scores_rank_like_exact_ones() {
+        let dim = 256;
+        let data = crate::index::clustered_unit_vectors(500, dim, 5, 3);
+        let flat = FlatIndex::from_data(dim, data);
+        let codes = Codes::encode(&flat, flat.len());
+        assert_eq!(codes.memory_bytes(), 500 * dim + dim * 4);
+        let query = flat.vector(7).to_vec();
+        let prepared = codes.prepare(&query);
+        let mut exact: Vec<(u32, f32)> = (0..500).map(|id| (id, flat.score(&query, id))).collect();
+        exact.sort_by(|a, b| b.1.total_cmp(&a.1));
+        let mut approx: Vec<(u32, i32)> = (0..500)
+            .map(|id| (id, codes.score(&prepared, id)))
+            .collect();
+        approx.sort_by(|a, b| b.1.cmp(&a.1));
+        assert_eq!(approx[0].0, 7, "a vector is its own best match");
+        let top_exact: Vec<u32> = exact[..10].iter().map(|e| e.0).collect();
+        let found = approx[..20]
+            .iter()
+            .filter(|a| top_exact.contains(&a.0))
+            .count();
+        assert!(
+            found >= 9,
+            "only {found} of the exact top 10 in the approximate top 20"
+        );
+    }
+
+    #[test]
+    fn simd_and_portable_agree() {
+        for dim in [16, 32, 48, 256, 512] {
+            let code: Vec<i8> = (0..dim).map(|i| ((i * 37) % 255) as i8).collect();
+            let query: Vec<i16> = (0..dim)
+                .map(|i| ((i as i32 * 7919) % 65535 - 32767) as i16)
+                .collect();
+            assert_eq!(
+                dot_i8_i16(&code, &query),
+                dot_i8_i16_portable(&code, &query),
+                "dim {dim}"
+            );
+        }
+    }
+}
