@@ -174,7 +174,7 @@ mod tests {
         let mut approx: Vec<(u32, i32)> = (0..500)
             .map(|id| (id, codes.score(&prepared, id)))
             .collect();
-        approx.sort_by(|a, b| b.1.cmp(&a.1));
+        approx.sort_by_key(|a| std::cmp::Reverse(a.1));
         assert_eq!(approx[0].0, 7, "a vector is its own best match");
         let top_exact: Vec<u32> = exact[..10].iter().map(|e| e.0).collect();
         let found = approx[..20]
@@ -192,7 +192,7 @@ mod tests {
         for dim in [16, 32, 48, 256, 512] {
             let code: Vec<i8> = (0..dim).map(|i| ((i * 37) % 255) as i8).collect();
             let query: Vec<i16> = (0..dim)
-                .map(|i| ((i as i32 * 7919) % 65535 - 32767) as i16)
+                .map(|i| ((i * 7919) % 65535 - 32767) as i16)
                 .collect();
             assert_eq!(
                 dot_i8_i16(&code, &query),
