@@ -3,7 +3,7 @@ use std::time::Instant;
 
 use lesion_search::index::{
     clustered_unit_vectors, load_vector_index, save_vector_index, FlatIndex, GraphParams, IdSet,
-    Plan, VectorIndex,
+    Plan, Scored, VectorIndex,
 };
 use lesion_search::synth::Rng;
 use serde_json::json;
@@ -44,6 +44,14 @@ fn resident_bytes() -> u64 {
                 .and_then(|p| p.parse::<u64>().ok())
         })
         .map_or(0, |pages| pages * 4096)
+}
+
+/// How many of the true ids a search found.
+fn found_of(truth: &[u32], found: &[Scored]) -> usize {
+    truth
+        .iter()
+        .filter(|t| found.iter().any(|f| f.id == **t))
+        .count()
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -112,6 +120,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         ),
     ];
     let mut rows = Vec::new();
+    let mut unfiltered_truth = Vec::new();
     for (name, allowed) in &filters {
         let allowed = allowed.as_ref();
         let truth: Vec<Vec<u32>> = queries
@@ -143,10 +152,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 };
                 latencies.push(t.elapsed().as_secs_f64() * 1e3);
                 plan_used = plan;
-                hit += truth
-                    .iter()
-                    .filter(|t| found.iter().any(|f| f.id == **t))
-                    .count();
+                hit += found_of(truth, &found);
                 total += truth.len();
             }
             let mean = latencies.iter().sum::<f64>() / latencies.len() as f64;
@@ -158,29 +164,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "scan_gb_per_s": if path == "flat" && allowed.is_none() { (n * d * 4) as f64 / (mean / 1e3) / 1e9 } else { 0.0 },
             }));
         }
+        if allowed.is_none() {
+            unfiltered_truth = truth;
+        }
     }
     // Recall against speed along ef, unfiltered: the curve to set beside other engines'.
-    let truth: Vec<Vec<u32>> = queries
-        .chunks_exact(d)
-        .map(|q| {
-            index
-                .flat
-                .search(q, 10, None, None)
-                .iter()
-                .map(|s| s.id)
-                .collect()
-        })
-        .collect();
     let mut sweep = Vec::new();
     for ef in [64, 128, 192, 256, 384, 512, 768, 1024] {
         let mut hit = 0usize;
         let started = Instant::now();
-        for (q, truth) in queries.chunks_exact(d).zip(&truth) {
+        for (q, truth) in queries.chunks_exact(d).zip(&unfiltered_truth) {
             let (found, _) = index.search_with(q, 10, None, Plan::Graph { ef });
-            hit += truth
-                .iter()
-                .filter(|t| found.iter().any(|f| f.id == **t))
-                .count();
+            hit += found_of(truth, &found);
         }
         let seconds = started.elapsed().as_secs_f64();
         sweep.push(json!({

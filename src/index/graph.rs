@@ -123,23 +123,10 @@ impl BaseLayer {
 
     #[inline]
     fn prefetch(&self, id: u32) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let start = id as usize * self.stride;
-            if start + self.stride <= self.slots.len() {
-                let ptr = self.slots[start..].as_ptr().cast::<i8>();
-                let mut offset = 0;
-                while offset < self.stride * 4 {
-                    // SAFETY: a prefetch is a hint with no effect on memory; the address lies
-                    // inside the node's slots checked just above.
-                    unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr.add(offset)) };
-                    offset += 64;
-                }
-            }
+        let start = id as usize * self.stride;
+        if let Some(slots) = self.slots.get(start..start + self.stride) {
+            super::simd::prefetch(slots);
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = id;
     }
 
     fn to_layer(&self) -> Layer {

@@ -75,26 +75,13 @@ impl Codes {
         &self.codes[start..start + self.dim]
     }
 
-    /// Asks the processor to start loading `id`'s code, so that several loads overlap.
+    /// Starts loading `id`'s code ahead of [`Codes::score`].
     #[inline]
     pub fn prefetch(&self, id: u32) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let start = id as usize * self.dim;
-            if start + self.dim <= self.codes.len() {
-                let ptr = self.codes[start..].as_ptr();
-                let mut offset = 0;
-                while offset < self.dim {
-                    // SAFETY: prefetching is a hint with no effect on memory; the address lies
-                    // inside the code checked just above.
-                    unsafe { _mm_prefetch::<_MM_HINT_T0>(ptr.add(offset).cast()) };
-                    offset += 64;
-                }
-            }
+        let start = id as usize * self.dim;
+        if let Some(code) = self.codes.get(start..start + self.dim) {
+            super::simd::prefetch(code);
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = id;
     }
 
     /// Approximate score of `id`, in the query's own units (comparable within one query).

@@ -79,6 +79,27 @@ unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     sum
 }
 
+/// Asks the processor to start loading every cache line of `items`, so that several loads
+/// overlap instead of each stalling the walk in turn.
+#[inline]
+pub(crate) fn prefetch<T>(items: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let start = items.as_ptr().cast::<i8>();
+        let bytes = std::mem::size_of_val(items);
+        let mut offset = 0;
+        while offset < bytes {
+            // SAFETY: a prefetch is a hint with no effect on memory, and the address lies
+            // inside `items`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.add(offset)) };
+            offset += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = items;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
