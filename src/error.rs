@@ -112,6 +112,23 @@ pub enum Error {
 
     #[error("weights import: {message}")]
     WeightsImport { message: String },
+
+    /// An image whose header declares more pixels, frames or bytes than the decoder may
+    /// produce; refused before decoding.
+    #[error("{}: {message}", path.display())]
+    ImageTooLarge { path: PathBuf, message: String },
+
+    /// A DICOM image of another modality where CT (Hounsfield units) is needed.
+    #[error("{}: modality {modality} is not CT; only CT slices can be searched", path.display())]
+    NotCt { path: PathBuf, modality: String },
+
+    /// A text query past the nesting or term limits, refused before it is parsed.
+    #[error("text query too complex: {message}")]
+    QueryTooComplex { message: String },
+
+    /// Another process (or another writer in this one) holds the index's write lock.
+    #[error("{}: another writer holds this index ({holder})", path.display())]
+    Locked { path: PathBuf, holder: String },
 }
 
 impl Error {

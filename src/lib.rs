@@ -20,7 +20,10 @@ pub mod dataset;
 pub mod embed;
 mod error;
 pub mod eval;
+pub mod fault;
 mod fsutil;
+#[doc(hidden)]
+pub mod fuzz_harness;
 pub mod imaging;
 pub mod index;
 pub mod ontology;

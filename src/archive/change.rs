@@ -92,6 +92,7 @@ impl Draft {
         } = self;
         records.flush()?;
         text.commit()?;
+        crate::fault::point("records-flushed");
         manifest.records_sha256 = records.checksum()?;
         drop(records);
         let graph_rebuilt = vectors.needs_rebuild();
@@ -101,6 +102,7 @@ impl Draft {
         let vectors_dir = partial.join("vectors");
         fs::create_dir_all(&vectors_dir).map_err(|e| Error::io(&vectors_dir, e))?;
         save_vector_index(&vectors, &vectors_dir)?;
+        crate::fault::point("vectors-written");
         manifest.lesions = vectors.len();
         manifest.deleted = vectors.tombstones.len();
         manifest.has_graph = vectors.graph.is_some();
@@ -122,18 +124,30 @@ impl Draft {
 }
 
 /// Keeps the served generation and the one before it (a reader may still hold that one).
-fn prune_old_generations(dir: &Path, served: u64) {
+/// An old generation is first renamed to `gen-NNNNNN.removing`, so a crash midway leaves
+/// a name nobody opens, and the next pruning finishes it.
+pub(super) fn prune_old_generations(dir: &Path, served: u64) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        if name.starts_with("gen-") && name.ends_with(".removing") {
+            let _ = fs::remove_dir_all(entry.path());
+            continue;
+        }
         let number = name
-            .to_str()
-            .and_then(|n| n.strip_prefix("gen-"))
+            .strip_prefix("gen-")
             .and_then(|n| n.parse::<u64>().ok());
         if number.is_some_and(|n| n + 1 < served) {
-            let _ = fs::remove_dir_all(entry.path());
+            let doomed = dir.join(format!("{name}.removing"));
+            if fs::rename(entry.path(), &doomed).is_ok() {
+                crate::fault::point("pruning");
+                let _ = fs::remove_dir_all(&doomed);
+            }
         }
     }
 }

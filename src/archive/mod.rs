@@ -6,7 +6,7 @@
 //! IDX/CURRENT            "gen-000002"
 //! IDX/gen-000002/        manifest.json, records/, vectors/, text/
 //! IDX/staging/           embeddings computed so far (a killed build resumes from them)
-//! IDX/LOCK               the writer's pid while a build runs
+//! IDX/LOCK               flock-ed by the one writer (its pid inside, for people)
 //! ```
 
 use std::fs;
@@ -62,50 +62,42 @@ fn index_error(path: &Path, message: impl Into<String>) -> Error {
     }
 }
 
-/// Held while writing an index folder; a second writer is refused.
+/// Held while writing an index folder; a second writer is refused. An OS file lock on
+/// `LOCK` (flock), so it dies with its holder, whatever the way: no stale lock after a
+/// crash, no lock stolen by a process that merely sees another pid namespace. The file itself
+/// stays; only the lock on it matters.
 pub struct WriteLock {
-    path: PathBuf,
+    _file: fs::File,
 }
 
 impl WriteLock {
     pub fn acquire(dir: &Path) -> Result<Self> {
         fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let path = dir.join("LOCK");
-        for _ in 0..2 {
-            match fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(mut file) => {
-                    let _ = write!(file, "{}", std::process::id());
-                    return Ok(WriteLock { path });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let pid = fs::read_to_string(&path).unwrap_or_default();
-                    let alive = pid
-                        .trim()
-                        .parse::<u32>()
-                        .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
-                    if alive {
-                        return Err(index_error(
-                            &path,
-                            format!("another writer (process {}) holds this index", pid.trim()),
-                        ));
-                    }
-                    // Left by a writer that died: take it over.
-                    let _ = fs::remove_file(&path);
-                }
-                Err(e) => return Err(Error::io(&path, e)),
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = fs::read_to_string(&path).unwrap_or_default();
+                let holder = match holder.trim() {
+                    "" => "a writer".to_string(),
+                    pid => format!("process {pid}"),
+                };
+                return Err(Error::Locked { path, holder });
             }
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io(&path, e)),
         }
-        Err(index_error(&path, "could not take the write lock"))
-    }
-}
-
-impl Drop for WriteLock {
-    fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        // For people reading the folder; the lock, not this number, is what counts.
+        let _ = file.set_len(0);
+        let _ = write!(file, "{}", std::process::id());
+        let _ = file.sync_all();
+        Ok(WriteLock { _file: file })
     }
 }
 
@@ -257,6 +249,7 @@ fn embed_lesions(
         out.write_all(&bytes)
             .and_then(|_| out.sync_data())
             .map_err(|e| Error::io(&cache, e))?;
+        crate::fault::point("staged-batch");
         for (i, (_, thumb)) in outcomes.into_iter().enumerate() {
             thumbnails[done + i] = Some(thumb);
         }
@@ -275,12 +268,19 @@ fn embed_lesions(
     })
 }
 
-/// An empty `gen-NNNNNN.partial` folder for the next generation (a leftover of a killed
-/// writer is discarded).
+/// An empty `gen-NNNNNN.partial` folder for the next generation. Leftovers of a killed
+/// writer are discarded: a partial folder, and a complete `gen-NNNNNN` that was renamed but
+/// never named by `CURRENT` (its writer died between the two steps, so nobody was told it
+/// was published and no reader opened it).
 fn fresh_partial(dir: &Path, generation: u64) -> Result<PathBuf> {
     let partial = dir.join(format!("gen-{generation:06}.partial"));
     if partial.exists() {
         fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+    }
+    let orphan = dir.join(format!("gen-{generation:06}"));
+    let served = current_generation(dir)?.map(|(n, _)| n);
+    if orphan.exists() && served.is_none_or(|n| n < generation) {
+        fs::remove_dir_all(&orphan).map_err(|e| Error::io(&orphan, e))?;
     }
     fs::create_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
     Ok(partial)
@@ -294,8 +294,12 @@ fn publish(dir: &Path, partial: &Path, manifest: &Manifest) -> Result<()> {
     let text = serde_json::to_string_pretty(manifest)
         .map_err(|e| index_error(&manifest_path, e.to_string()))?;
     crate::fsutil::write_atomically(&manifest_path, |w| w.write_all(text.as_bytes()))?;
+    crate::fault::point("manifest-written");
     let published = dir.join(&name);
+    crate::fsutil::sync_tree(partial)?;
     fs::rename(partial, &published).map_err(|e| Error::io(&published, e))?;
+    crate::fsutil::sync_dir(dir)?;
+    crate::fault::point("published-before-current");
     crate::fsutil::write_atomically(&dir.join(CURRENT), |w| w.write_all(name.as_bytes()))
 }
 
@@ -392,6 +396,7 @@ pub fn build(
     }
     store.flush()?;
     text.commit()?;
+    crate::fault::point("records-flushed");
     let records_sha256 = store.checksum()?;
     drop(store);
 
@@ -404,6 +409,7 @@ pub fn build(
     let vectors_dir = partial.join("vectors");
     fs::create_dir_all(&vectors_dir).map_err(|e| Error::io(&vectors_dir, e))?;
     save_vector_index(&index, &vectors_dir)?;
+    crate::fault::point("vectors-written");
     let manifest = Manifest {
         schema_version: SCHEMA_VERSION,
         generation,
@@ -420,6 +426,7 @@ pub fn build(
     };
     publish(dir, &partial, &manifest)?;
     let _ = fs::remove_file(&cache);
+    change::prune_old_generations(dir, generation);
     Ok(BuildSummary {
         generation,
         lesions: records.len(),
@@ -465,9 +472,21 @@ impl Archive {
             )
         })?;
         let manifest = read_manifest(&dir)?;
+        let vectors = load_vector_index(&dir.join("vectors"))?;
+        if !vectors.is_empty() && vectors.flat.dim() != manifest.model.output_dim {
+            return Err(index_error(
+                &dir.join("vectors"),
+                format!(
+                    "vectors have {} dimensions, the model card ({}) says {}",
+                    vectors.flat.dim(),
+                    manifest.model.name,
+                    manifest.model.output_dim
+                ),
+            ));
+        }
         Ok(Archive {
             records: RecordStore::open_published(&dir.join("records"))?,
-            vectors: load_vector_index(&dir.join("vectors"))?,
+            vectors,
             text: TextIndex::open(&dir.join("text"))?,
             manifest,
             dir,

@@ -15,7 +15,8 @@ use dicom_object::file::ReadPreamble;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
 
-use super::{CtImage, PixelUnit, Window};
+use super::dicom_scan::{scan, ScanProblem};
+use super::{CtImage, DecodeLimits, PixelUnit, Window};
 use crate::error::{Error, Result};
 
 /// HU outside this range means the values were decoded wrongly (air is -1000, dense metal
@@ -28,16 +29,34 @@ pub fn load_dicom(path: &Path, frame: u32) -> Result<CtImage> {
     decode_dicom_frame(&bytes, path, frame)
 }
 
-pub(crate) fn decode_dicom(bytes: &[u8], label: &Path) -> Result<CtImage> {
-    decode_dicom_frame(bytes, label, 0)
+pub(crate) fn decode_dicom(bytes: &[u8], label: &Path, limits: &DecodeLimits) -> Result<CtImage> {
+    decode_dicom_frame_within(bytes, label, 0, limits)
 }
 
 /// Decodes one frame of an in-memory DICOM file; `label` names it in errors.
 pub fn decode_dicom_frame(bytes: &[u8], label: &Path, frame: u32) -> Result<CtImage> {
+    decode_dicom_frame_within(bytes, label, frame, &DecodeLimits::default())
+}
+
+/// [`decode_dicom_frame`] after a bounded scan of the file's structure and declared image
+/// size (see `dicom_scan`), so nothing past `limits` is ever allocated.
+pub fn decode_dicom_frame_within(
+    bytes: &[u8],
+    label: &Path,
+    frame: u32,
+    limits: &DecodeLimits,
+) -> Result<CtImage> {
     let fail = |message: String| Error::Dicom {
         path: label.to_path_buf(),
         message,
     };
+    let summary = scan(bytes, limits).map_err(|problem| match problem {
+        ScanProblem::Malformed(message) => fail(format!("cannot parse DICOM: {message}")),
+        ScanProblem::TooLarge(message) => Error::ImageTooLarge {
+            path: label.to_path_buf(),
+            message,
+        },
+    })?;
     let mut object = OpenFileOptions::new()
         .read_preamble(ReadPreamble::Auto)
         .from_reader(Cursor::new(bytes))
@@ -131,6 +150,9 @@ pub fn decode_dicom_frame(bytes: &[u8], label: &Path, frame: u32) -> Result<CtIm
         unit,
         spacing_mm,
         window,
+        modality: (!modality.is_empty())
+            .then_some(modality)
+            .or(summary.modality),
     })
 }
 

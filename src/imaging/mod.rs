@@ -5,6 +5,7 @@
 //! with the spacing and window the file carried.
 
 mod dicom;
+mod dicom_scan;
 mod patch;
 mod png16;
 mod thumbnail;
@@ -12,12 +13,15 @@ mod window;
 
 use std::path::Path;
 
-pub use self::dicom::{decode_dicom_frame, dicom_frame_count, load_dicom};
+pub use self::dicom::{
+    decode_dicom_frame, decode_dicom_frame_within, dicom_frame_count, load_dicom,
+};
+pub use dicom_scan::{scan as scan_dicom, DicomSummary, ScanProblem, MAX_SEQUENCE_DEPTH};
 pub use patch::{
     check_box, extract_patch, slice_offset, ChannelSpec, FieldOfView, Patch, PatchGeometry,
     PatchSpec, SliceStack,
 };
-pub use png16::{decode_png16, encode_png16, load_png16};
+pub use png16::{decode_png16, decode_png16_within, encode_png16, load_png16};
 pub use thumbnail::{render_thumbnail, Thumbnail, ThumbnailSpec};
 pub use window::{Window, WindowChoice, WindowPreset};
 
@@ -47,6 +51,8 @@ pub struct CtImage {
     pub spacing_mm: Option<(f32, f32)>,
     /// The window the file recommends (DICOM WindowCenter/Width), when it has one.
     pub window: Option<Window>,
+    /// The DICOM Modality (`CT`, `MR`, ...), when the file states one.
+    pub modality: Option<String>,
 }
 
 impl CtImage {
@@ -59,6 +65,20 @@ impl CtImage {
             unit: PixelUnit::Hounsfield,
             spacing_mm: None,
             window: None,
+            modality: None,
+        }
+    }
+
+    /// Refuses an image of another modality (MR, PET...): its values are not Hounsfield
+    /// units, so neither CT windows nor a CT model mean anything on it. Display images
+    /// (8-bit PNG/JPEG, windowed before export) pass: they carry no modality to check.
+    pub fn require_ct(&self, label: &Path) -> Result<()> {
+        match self.unit {
+            PixelUnit::Modality => Err(Error::NotCt {
+                path: label.to_path_buf(),
+                modality: self.modality.clone().unwrap_or_else(|| "unknown".into()),
+            }),
+            PixelUnit::Hounsfield | PixelUnit::Display => Ok(()),
         }
     }
 
@@ -109,6 +129,59 @@ impl ImageFormat {
     }
 }
 
+/// How large an image a decoder may produce, checked against the file's header before any
+/// pixel buffer is allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeLimits {
+    /// Largest width or height.
+    pub max_side: usize,
+    /// Largest number of frames of a multi-frame DICOM.
+    pub max_frames: u32,
+    /// Largest decoded pixel data (rows x columns x frames x samples x bytes per sample).
+    pub max_decoded_bytes: usize,
+    /// Largest size a deflated DICOM dataset may inflate to.
+    pub max_inflated_bytes: usize,
+}
+
+impl Default for DecodeLimits {
+    /// Generous enough for any CT slice or series file; the server sets tighter ones.
+    fn default() -> Self {
+        DecodeLimits {
+            max_side: 8192,
+            max_frames: 4096,
+            max_decoded_bytes: 1 << 30,
+            max_inflated_bytes: 1 << 30,
+        }
+    }
+}
+
+impl DecodeLimits {
+    /// Limits for single slices of at most `side` x `side` pixels.
+    pub fn for_slices(side: usize) -> Self {
+        DecodeLimits {
+            max_side: side,
+            max_frames: 1024,
+            // 16-bit samples of one full-size slice, or a stack of smaller frames.
+            max_decoded_bytes: (side * side * 2).max(64 << 20),
+            max_inflated_bytes: (side * side * 4).max(64 << 20),
+        }
+    }
+
+    /// Refuses `width` x `height` when either side is past the limit.
+    pub fn check_side(&self, width: usize, height: usize, label: &Path) -> Result<()> {
+        if width > self.max_side || height > self.max_side {
+            return Err(Error::ImageTooLarge {
+                path: label.to_path_buf(),
+                message: format!(
+                    "{width}x{height} pixels is larger than the {0}x{0} allowed",
+                    self.max_side
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Loads any supported slice: 16-bit PNG (HU + 32768), DICOM, or 8-bit PNG/JPEG (display).
 pub fn load_image(path: &Path) -> Result<CtImage> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -117,10 +190,20 @@ pub fn load_image(path: &Path) -> Result<CtImage> {
 
 /// Decodes a slice from memory; `label` names it in errors (an upload's field name, a path).
 pub fn decode_image(bytes: &[u8], label: &Path) -> Result<CtImage> {
+    decode_image_within(bytes, label, &DecodeLimits::default())
+}
+
+/// [`decode_image`] refusing, from the file's header and before decoding, any image past
+/// `limits`: the entry point for bytes from outside (uploads).
+pub fn decode_image_within(bytes: &[u8], label: &Path, limits: &DecodeLimits) -> Result<CtImage> {
     match ImageFormat::sniff(bytes) {
-        Some(ImageFormat::Dicom) => dicom::decode_dicom(bytes, label),
-        Some(ImageFormat::Png) if png16::is_png16_gray(bytes) => decode_png16(bytes, label),
-        Some(ImageFormat::Png) | Some(ImageFormat::Jpeg) => decode_display_image(bytes, label),
+        Some(ImageFormat::Dicom) => dicom::decode_dicom(bytes, label, limits),
+        Some(ImageFormat::Png) if png16::is_png16_gray(bytes) => {
+            png16::decode_png16_within(bytes, label, limits)
+        }
+        Some(ImageFormat::Png) | Some(ImageFormat::Jpeg) => {
+            decode_display_image(bytes, label, limits)
+        }
         None => Err(Error::Image {
             path: label.to_path_buf(),
             message: "not a PNG, JPEG or DICOM file (unrecognised leading bytes)".into(),
@@ -128,12 +211,66 @@ pub fn decode_image(bytes: &[u8], label: &Path) -> Result<CtImage> {
     }
 }
 
+/// Width and height from a JPEG's first start-of-frame marker, walking the marker segments
+/// from the start of the file (`None` when there is none before the scan data).
+fn jpeg_frame_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return None;
+    }
+    let mut at = 2;
+    while at + 4 <= bytes.len() {
+        if bytes[at] != 0xFF {
+            return None;
+        }
+        let marker = bytes[at + 1];
+        if marker == 0xFF {
+            at += 1;
+            continue;
+        }
+        let length = usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]));
+        let is_frame = matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC);
+        if is_frame && at + 9 <= bytes.len() {
+            let height = u16::from_be_bytes([bytes[at + 5], bytes[at + 6]]);
+            let width = u16::from_be_bytes([bytes[at + 7], bytes[at + 8]]);
+            return Some((u32::from(width), u32::from(height)));
+        }
+        if marker == 0xDA || length < 2 {
+            return None;
+        }
+        at += 2 + length;
+    }
+    None
+}
+
 /// An 8-bit (or colour) PNG or JPEG: already windowed, read as gray display values.
-fn decode_display_image(bytes: &[u8], label: &Path) -> Result<CtImage> {
-    let decoded = image::load_from_memory(bytes).map_err(|e| Error::Image {
+fn decode_display_image(bytes: &[u8], label: &Path, limits: &DecodeLimits) -> Result<CtImage> {
+    let image_error = |message: String| Error::Image {
         path: label.to_path_buf(),
-        message: format!("cannot decode image: {e}"),
-    })?;
+        message,
+    };
+    // The frame header is read here, so the size is judged whatever the decoder does with a
+    // stream that ends early.
+    if let Some((width, height)) = jpeg_frame_size(bytes) {
+        limits.check_side(width as usize, height as usize, label)?;
+    }
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| image_error(format!("cannot read image: {e}")))?;
+    let (width, height) = reader
+        .into_dimensions()
+        .map_err(|e| image_error(format!("cannot decode image header: {e}")))?;
+    limits.check_side(width as usize, height as usize, label)?;
+    reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| image_error(format!("cannot read image: {e}")))?;
+    let mut image_limits = image::Limits::default();
+    image_limits.max_image_width = Some(limits.max_side as u32);
+    image_limits.max_image_height = Some(limits.max_side as u32);
+    image_limits.max_alloc = Some(limits.max_decoded_bytes as u64 * 4);
+    reader.limits(image_limits);
+    let decoded = reader
+        .decode()
+        .map_err(|e| image_error(format!("cannot decode image: {e}")))?;
     let gray = decoded.into_luma8();
     let (width, height) = (gray.width() as usize, gray.height() as usize);
     Ok(CtImage {
@@ -143,5 +280,6 @@ fn decode_display_image(bytes: &[u8], label: &Path) -> Result<CtImage> {
         unit: PixelUnit::Display,
         spacing_mm: None,
         window: None,
+        modality: None,
     })
 }

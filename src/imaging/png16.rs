@@ -3,7 +3,7 @@
 use std::io::Cursor;
 use std::path::Path;
 
-use super::CtImage;
+use super::{CtImage, DecodeLimits};
 use crate::error::{Error, Result};
 
 /// Offset DeepLesion adds to HU so that values fit an unsigned 16-bit PNG.
@@ -15,6 +15,16 @@ pub fn load_png16(path: &Path) -> Result<CtImage> {
     decode_png16(&bytes, path)
 }
 
+/// Width and height as IHDR declares them.
+fn ihdr_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    if bytes.len() < 24 || &bytes[12..16] != b"IHDR" {
+        return None;
+    }
+    let width = u32::from_be_bytes(bytes[16..20].try_into().ok()?);
+    let height = u32::from_be_bytes(bytes[20..24].try_into().ok()?);
+    Some((width, height))
+}
+
 pub(crate) fn is_png16_gray(bytes: &[u8]) -> bool {
     // IHDR is always first: signature (8) + length (4) + "IHDR" (4) + width, height (8),
     // then bit depth and colour type.
@@ -22,11 +32,25 @@ pub(crate) fn is_png16_gray(bytes: &[u8]) -> bool {
 }
 
 pub fn decode_png16(bytes: &[u8], label: &Path) -> Result<CtImage> {
+    decode_png16_within(bytes, label, &DecodeLimits::default())
+}
+
+/// [`decode_png16`] refusing, from IHDR and before the pixel buffer exists, a slice past
+/// `limits`; the decompressor itself is capped at the bytes such a slice needs.
+pub fn decode_png16_within(bytes: &[u8], label: &Path, limits: &DecodeLimits) -> Result<CtImage> {
     let image_error = |message: String| Error::Image {
         path: label.to_path_buf(),
         message,
     };
-    let decoder = png::Decoder::new(Cursor::new(bytes));
+    if let Some((width, height)) = ihdr_size(bytes) {
+        limits.check_side(width as usize, height as usize, label)?;
+    }
+    let decoder = png::Decoder::new_with_limits(
+        Cursor::new(bytes),
+        png::Limits {
+            bytes: limits.max_decoded_bytes,
+        },
+    );
     let mut reader = decoder
         .read_info()
         .map_err(|e| image_error(format!("not a readable PNG: {e}")))?;
@@ -38,6 +62,7 @@ pub fn decode_png16(bytes: &[u8], label: &Path) -> Result<CtImage> {
         });
     }
     let (width, height) = (info.width as usize, info.height as usize);
+    limits.check_side(width, height, label)?;
     let mut buffer = vec![0u8; width * height * 2];
     reader
         .next_frame(&mut buffer)

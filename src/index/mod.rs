@@ -14,7 +14,7 @@ pub use flat::{FlatIndex, Scored, TopK};
 pub use graph::{Graph, GraphParams};
 pub use idset::IdSet;
 pub use simd::dot;
-pub use store::{load_vector_index, save_vector_index};
+pub use store::{load_vector_index, save_vector_index, vector_index_from_bytes};
 
 /// Recall@10 the approximate path is tuned for when its `ef` is chosen.
 pub const RECALL_TARGET: f32 = 0.99;

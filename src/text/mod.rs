@@ -282,7 +282,8 @@ impl TextIndex {
         Ok((hits, total))
     }
 
-    fn query(&self, text: &str, expanded: bool) -> Box<dyn tantivy::query::Query> {
+    fn query(&self, text: &str, expanded: bool) -> Result<Box<dyn tantivy::query::Query>> {
+        check_query(text)?;
         let f = self.fields;
         let fields = if expanded {
             vec![f.report, f.expanded, f.tags]
@@ -292,7 +293,7 @@ impl TextIndex {
         let mut parser = QueryParser::for_index(&self.index, fields);
         parser.set_field_boost(f.report, 2.0);
         parser.set_field_boost(f.tags, 1.5);
-        parser.parse_query_lenient(text).0
+        Ok(parser.parse_query_lenient(text).0)
     }
 
     /// BM25 top `k` ids without snippets (ids come from a fast field, so no stored document
@@ -317,7 +318,7 @@ impl TextIndex {
         keep_share: f32,
         expanded: bool,
     ) -> Result<(Vec<RankedText>, usize)> {
-        let query = self.query(text, expanded);
+        let query = self.query(text, expanded)?;
         let searcher = self.reader.searcher();
         let ids: Vec<tantivy::columnar::Column<u64>> = searcher
             .segment_readers()
@@ -361,7 +362,7 @@ impl TextIndex {
     /// The report of each ranked hit with the words `text` matched in `<b>` (HTML-escaped).
     pub fn snippets(&self, text: &str, hits: &[RankedText], expanded: bool) -> Result<Vec<String>> {
         let f = self.fields;
-        let query = self.query(text, expanded);
+        let query = self.query(text, expanded)?;
         let searcher = self.reader.searcher();
         let generator = SnippetGenerator::create(&searcher, &*query, f.report)
             .map_err(|e| text_error(&self.path, e))?;
@@ -383,5 +384,72 @@ impl TextIndex {
                 Ok(snippet.to_html())
             })
             .collect()
+    }
+}
+
+/// Longest text query, in characters.
+pub const MAX_QUERY_CHARS: usize = 2_000;
+/// Deepest nesting of `(`, `[` and `{` in a text query.
+pub const MAX_QUERY_DEPTH: usize = 8;
+/// Most terms (whitespace-separated words) in a text query.
+pub const MAX_QUERY_TERMS: usize = 64;
+
+/// Refuses, before tantivy's recursive parser sees it, a query nested or long enough to
+/// exhaust its stack (100,000 opening parentheses once aborted the server) or its time.
+pub fn check_query(text: &str) -> Result<()> {
+    let too_complex = |message: String| Err(Error::QueryTooComplex { message });
+    let chars = text.chars().count();
+    if chars > MAX_QUERY_CHARS {
+        return too_complex(format!(
+            "{chars} characters, more than the {MAX_QUERY_CHARS} allowed"
+        ));
+    }
+    let mut depth = 0usize;
+    let mut deepest = 0usize;
+    for c in text.chars() {
+        match c {
+            '(' | '[' | '{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ')' | ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if deepest > MAX_QUERY_DEPTH {
+        return too_complex(format!(
+            "brackets nested {deepest} deep, more than the {MAX_QUERY_DEPTH} allowed"
+        ));
+    }
+    let terms = text
+        .split(|c: char| c.is_whitespace() || "()[]{}".contains(c))
+        .filter(|t| !t.is_empty())
+        .count();
+    if terms > MAX_QUERY_TERMS {
+        return too_complex(format!(
+            "{terms} terms, more than the {MAX_QUERY_TERMS} allowed"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod query_limit_tests {
+    use super::*;
+
+    #[test]
+    fn refuses_deep_long_and_wordy_queries() {
+        assert!(check_query("enlarged (mediastinal OR hilar) lymph node").is_ok());
+        let deep = format!("{}liver", "(".repeat(100_000));
+        assert!(matches!(
+            check_query(&deep),
+            Err(Error::QueryTooComplex { .. })
+        ));
+        let nested = format!("{}liver{}", "(".repeat(9), ")".repeat(9));
+        assert!(check_query(&nested).is_err());
+        let ok_nested = format!("{}liver{}", "(".repeat(8), ")".repeat(8));
+        assert!(check_query(&ok_nested).is_ok());
+        assert!(check_query(&"a ".repeat(65)).is_err());
+        assert!(check_query(&"a".repeat(2_001)).is_err());
     }
 }

@@ -22,6 +22,22 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Budget of the image path of a search; past it the answer is text-only, flagged.
     pub image_deadline: Duration,
+    /// Host names answered besides loopback while no read key is set (a reverse proxy's).
+    pub allowed_hosts: Vec<String>,
+    /// CPU-heavy requests (decoding, embedding, export, writes) running at once.
+    pub max_heavy: usize,
+    /// How long a heavy request waits for a slot before it gets 503 with `Retry-After`.
+    pub heavy_wait: Duration,
+    /// Bytes of decoded uploads kept in memory for searching and viewing.
+    pub upload_store_bytes: usize,
+    /// How long an upload is kept.
+    pub upload_ttl: Duration,
+    /// Deepest page offset a search may ask for.
+    pub max_offset: usize,
+    /// Longest list a request may carry (patients to exclude, liked lesions, types).
+    pub max_list: usize,
+    /// Most parts a multipart form may have.
+    pub max_parts: usize,
 }
 
 impl Default for Config {
@@ -37,6 +53,14 @@ impl Default for Config {
             max_export: 10_000,
             request_timeout: Duration::from_secs(30),
             image_deadline: Duration::from_secs(3),
+            allowed_hosts: Vec::new(),
+            max_heavy: std::thread::available_parallelism().map_or(2, |n| n.get().max(2)),
+            heavy_wait: Duration::from_secs(2),
+            upload_store_bytes: 512 << 20,
+            upload_ttl: Duration::from_secs(30 * 60),
+            max_offset: 10_000,
+            max_list: 1_000,
+            max_parts: 32,
         }
     }
 }
@@ -49,6 +73,9 @@ impl Config {
                 "refusing to listen on {} without a read key: set LESION_WEB_READ_KEY (and LESION_WEB_ADMIN_KEY for writes), or listen on 127.0.0.1",
                 self.listen
             ));
+        }
+        if self.max_heavy == 0 {
+            return Err("max_heavy must be at least 1".into());
         }
         for (name, key) in [("read", &self.read_key), ("admin", &self.admin_key)] {
             if key.as_ref().is_some_and(|k| k.len() < 16) {

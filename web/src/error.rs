@@ -18,6 +18,8 @@ pub struct ErrorBody {
 pub struct ApiError {
     pub status: StatusCode,
     pub body: ErrorBody,
+    /// Seconds for `Retry-After` (503 when busy or timed out).
+    pub retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -29,7 +31,13 @@ impl ApiError {
                 message: message.into(),
                 field: None,
             },
+            retry_after: None,
         }
+    }
+
+    pub fn retry_after(mut self, seconds: u32) -> Self {
+        self.retry_after = Some(seconds);
+        self
     }
 
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
@@ -77,9 +85,30 @@ impl ApiError {
             CoreError::ModelMismatch { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "model_mismatch", error.to_string())
             }
-            CoreError::Index { .. } if error.to_string().contains("another writer") => {
+            CoreError::Locked { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "index_locked", error.to_string())
+                    .retry_after(5)
             }
+            CoreError::ImageTooLarge { message, .. } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "image_too_large",
+                format!("{field}: {message}"),
+            )
+            .with_field(field),
+            CoreError::NotCt { modality, .. } => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "not_ct",
+                format!(
+                    "{field}: the DICOM modality is {modality}, not CT; only CT slices (Hounsfield units) can be searched or added"
+                ),
+            )
+            .with_field(field),
+            CoreError::QueryTooComplex { .. } => ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "query_too_complex",
+                error.to_string(),
+            )
+            .with_field("text"),
             _ => ApiError::internal(error.to_string()),
         }
     }
@@ -97,7 +126,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status).json(serde_json::json!({ "error": self.body }))
+        let mut response = HttpResponse::build(self.status);
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((actix_web::http::header::RETRY_AFTER, seconds.to_string()));
+        }
+        response.json(serde_json::json!({ "error": self.body }))
     }
 }
 

@@ -1,15 +1,19 @@
 //! `lesion-web`: the HTTP API and web UI of Lesion Search over one index folder.
 //!
-//! [`app`] assembles the routes ([`api`]), the access check, CORS and metrics around an
+//! [`app`] assembles the routes ([`api`]), the host check, CORS and metrics around an
 //! [`AppState`]; `main.rs` only parses arguments, prepares the demo and binds. This crate
 //! alone knows the wire format ([`wire`]).
 
+pub mod access;
 pub mod api;
 pub mod config;
 pub mod demo;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz_harness;
 pub mod load;
 pub mod metrics;
+pub mod soak;
 pub mod state;
 pub mod ui;
 pub mod wire;
@@ -18,7 +22,7 @@ use std::time::Instant;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
-use actix_web::http::{header, Method, StatusCode};
+use actix_web::http::{header, Method};
 use actix_web::{web, App, HttpResponse, ResponseError};
 use futures_util::future::{ready, Either, FutureExt};
 
@@ -27,77 +31,8 @@ pub use state::AppState;
 
 use crate::error::ApiError;
 
-/// What a route needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Access {
-    Open,
-    Read,
-    Admin,
-}
-
-fn access_of(method: &Method, path: &str) -> Access {
-    let lesion_route = path.starts_with("/api/lesions");
-    if (method == Method::POST && path == "/api/lesions")
-        || (method == Method::DELETE && lesion_route)
-    {
-        Access::Admin
-    } else if path == "/metrics" || (path.starts_with("/api/") && path != "/api/openapi.json") {
-        Access::Read
-    } else {
-        Access::Open
-    }
-}
-
-fn presented_key(req: &ServiceRequest) -> Option<String> {
-    let headers = req.headers();
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .or_else(|| headers.get("X-Api-Key").and_then(|v| v.to_str().ok()))
-        .map(|k| k.trim().to_string())
-}
-
-/// Compares in time independent of where the strings differ.
-fn same_key(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
-fn check_access(state: &AppState, req: &ServiceRequest) -> Result<(), ApiError> {
-    let needed = access_of(req.method(), req.path());
-    let key = presented_key(req);
-    let holds = |wanted: &Option<String>| match (wanted, &key) {
-        (Some(w), Some(k)) => same_key(w, k),
-        _ => false,
-    };
-    let denied = |message: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message);
-    match needed {
-        Access::Open => Ok(()),
-        Access::Read
-            if state.config.read_key.is_none()
-                || holds(&state.config.read_key)
-                || holds(&state.config.admin_key) =>
-        {
-            Ok(())
-        }
-        Access::Read => Err(denied(
-            "this route needs the read key (Authorization: Bearer KEY)",
-        )),
-        // Without an admin key the write handlers answer 403 themselves.
-        Access::Admin if state.config.admin_key.is_none() || holds(&state.config.admin_key) => {
-            Ok(())
-        }
-        Access::Admin => Err(denied(
-            "this route needs the admin key (Authorization: Bearer KEY)",
-        )),
-    }
-}
-
-/// The application: routes, UI, access keys, CORS, metrics, JSON errors for unknown routes.
+/// The application: routes, UI, the host allow-list, CORS, metrics, JSON errors for unknown
+/// routes. Keys are checked by the matched handlers themselves (see [`access`]).
 pub fn app(
     state: web::Data<AppState>,
 ) -> App<
@@ -168,7 +103,7 @@ pub fn app(
                 );
                 return Either::Left(ready(Ok(finish(res))));
             }
-            if let Err(denied) = check_access(&access_state, &req) {
+            if let Err(denied) = access::host_allowed(&access_state, &req) {
                 let res = req.into_response(denied.error_response().map_into_right_body());
                 return Either::Left(ready(Ok(finish(res))));
             }

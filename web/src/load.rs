@@ -36,6 +36,25 @@ fn send(
     host: &str,
     request: &LoadRequest,
 ) -> anyhow::Result<u16> {
+    exchange(stream, host, request, &[]).map(|reply| reply.status)
+}
+
+/// A response: status, the headers asked for, the body.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Sends one request on a keep-alive connection and reads the whole response (header names
+/// in lower case). `extra` lines are added to the request head as they are.
+pub fn exchange(
+    stream: &mut BufReader<TcpStream>,
+    host: &str,
+    request: &LoadRequest,
+    extra: &[String],
+) -> anyhow::Result<Reply> {
     let mut head = format!(
         "{} {} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {}\r\n",
         request.method,
@@ -47,6 +66,10 @@ fn send(
     }
     if let Some(key) = &request.key {
         head.push_str(&format!("Authorization: Bearer {key}\r\n"));
+    }
+    for line in extra {
+        head.push_str(line);
+        head.push_str("\r\n");
     }
     head.push_str("\r\n");
     let socket = stream.get_mut();
@@ -60,6 +83,7 @@ fn send(
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| anyhow!("not an HTTP response: {status_line:?}"))?;
     let mut length = None;
+    let mut headers = Vec::new();
     loop {
         let mut line = String::new();
         if stream.read_line(&mut line)? == 0 {
@@ -73,12 +97,17 @@ fn send(
             if name.eq_ignore_ascii_case("content-length") {
                 length = value.trim().parse::<usize>().ok();
             }
+            headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
         }
     }
     let length = length.ok_or_else(|| anyhow!("response without Content-Length"))?;
     let mut body = vec![0u8; length];
     stream.read_exact(&mut body)?;
-    Ok(status)
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// Runs `connections` keep-alive clients against `address` for `duration`.

@@ -25,6 +25,60 @@ struct Cli {
 enum Command {
     /// Load-test a running server: keep-alive connections sending one kind of query.
     Load(LoadArgs),
+    /// Soak a server over a copy of an index: mixed reads, image uploads, exports, admin
+    /// writes and hostile requests for minutes; reports 5xx, memory and lost writes.
+    Soak(SoakArgs),
+}
+
+#[derive(clap::Args)]
+struct SoakArgs {
+    /// The index to copy and serve.
+    #[arg(long)]
+    index: PathBuf,
+    /// How long to run.
+    #[arg(long, default_value_t = 10.0)]
+    minutes: f64,
+    /// Client threads sending valid reads.
+    #[arg(long, default_value_t = 4)]
+    readers: usize,
+    /// Seconds between admin writes (adds and deletes alternate).
+    #[arg(long, default_value_t = 3.0)]
+    write_every_s: f64,
+    /// Print JSON instead of a summary.
+    #[arg(long)]
+    json: bool,
+}
+
+fn soak(args: SoakArgs) -> anyhow::Result<ExitCode> {
+    let exe = std::env::current_exe().context("finding the lesion-web binary")?;
+    let report = lesion_web::soak::run(
+        &exe,
+        &lesion_web::soak::SoakOptions {
+            index: args.index,
+            duration: Duration::from_secs_f64(args.minutes * 60.0),
+            readers: args.readers,
+            write_every: Duration::from_secs_f64(args.write_every_s),
+        },
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "soak {:.0} s: {} valid requests, {} answered 5xx, {} shed (503, Retry-After), {} connection errors; {} hostile, {} not refused; {} adds and {} deletes acknowledged, {} lost; server RSS {:.0} MiB at start, {:.0} at end, peak {:.0}",
+            report.seconds, report.requests, report.server_errors, report.shed,
+            report.connection_errors, report.hostile, report.hostile_not_refused,
+            report.adds_acknowledged, report.deletes_acknowledged, report.writes_lost,
+            report.rss_start_mib, report.rss_end_mib, report.rss_peak_mib
+        );
+        for problem in &report.problems {
+            println!("  {problem}");
+        }
+    }
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 #[derive(clap::Args)]
@@ -45,8 +99,9 @@ struct ServeArgs {
     #[arg(long)]
     model: Option<String>,
     /// A JSON settings file (listen, read_key, admin_key, cors_origin, max_upload_mb,
-    /// max_image_side, max_k, request_timeout_s, image_deadline_ms). Keys may also come
-    /// from LESION_WEB_READ_KEY and LESION_WEB_ADMIN_KEY.
+    /// max_image_side, max_k, request_timeout_s, image_deadline_ms, allowed_hosts, max_heavy,
+    /// upload_store_mb, upload_ttl_s). Keys may also come from LESION_WEB_READ_KEY and
+    /// LESION_WEB_ADMIN_KEY.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Allow this origin to call the API from the browser (CORS is off otherwise).
@@ -55,6 +110,13 @@ struct ServeArgs {
     /// HTTP worker threads (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
+    /// A host name to answer besides localhost, 127.0.0.1 and [::1] while no read key is set
+    /// (a reverse proxy's name); repeatable. Other Host headers get 421.
+    #[arg(long = "allowed-host", value_name = "NAME")]
+    allowed_hosts: Vec<String>,
+    /// CPU-heavy requests (decode, embed, export, writes) at once (default: one per core).
+    #[arg(long)]
+    max_heavy: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +131,11 @@ struct ConfigFile {
     max_k: Option<usize>,
     request_timeout_s: Option<u64>,
     image_deadline_ms: Option<u64>,
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
+    max_heavy: Option<usize>,
+    upload_store_mb: Option<usize>,
+    upload_ttl_s: Option<u64>,
 }
 
 fn config_of(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -97,6 +164,22 @@ fn config_of(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(ms) = file.image_deadline_ms {
         config.image_deadline = Duration::from_millis(ms);
+    }
+    config.allowed_hosts = args
+        .allowed_hosts
+        .iter()
+        .chain(&file.allowed_hosts)
+        .map(|h| h.trim().to_string())
+        .collect();
+    config.max_heavy = args
+        .max_heavy
+        .or(file.max_heavy)
+        .unwrap_or(config.max_heavy);
+    if let Some(mb) = file.upload_store_mb {
+        config.upload_store_bytes = mb << 20;
+    }
+    if let Some(s) = file.upload_ttl_s {
+        config.upload_ttl = Duration::from_secs(s);
     }
     config.check().map_err(|e| anyhow!(e))?;
     Ok(config)
@@ -252,6 +335,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Some(Command::Load(args)) => load_test(args),
+        Some(Command::Soak(args)) => soak(args),
         None => serve(cli.serve),
     };
     match outcome {

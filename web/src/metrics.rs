@@ -19,15 +19,23 @@ struct Series {
 
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    requests: Mutex<BTreeMap<(&'static str, String, u16), u64>>,
     latency: Mutex<BTreeMap<String, Series>>,
+    shed: std::sync::atomic::AtomicU64,
+}
+
+/// A client chooses the method: any it invents is counted under one label, so the series
+/// stay bounded (routes are patterns the router matched, statuses are three digits).
+fn method_label(method: &str) -> &'static str {
+    const KNOWN: [&str; 7] = ["GET", "POST", "DELETE", "PUT", "PATCH", "HEAD", "OPTIONS"];
+    KNOWN.into_iter().find(|&m| m == method).unwrap_or("OTHER")
 }
 
 impl Metrics {
     pub fn record(&self, method: &str, route: &str, status: u16, seconds: f64) {
         if let Ok(mut requests) = self.requests.lock() {
             *requests
-                .entry((method.to_string(), route.to_string(), status))
+                .entry((method_label(method), route.to_string(), status))
                 .or_default() += 1;
         }
         if let Ok(mut latency) = self.latency.lock() {
@@ -42,9 +50,24 @@ impl Metrics {
         }
     }
 
+    /// A heavy request turned away with 503 because every slot was busy.
+    pub fn shed(&self) {
+        self.shed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// The Prometheus text exposition format.
     pub fn render(&self, lesions: usize, generation: u64) -> String {
         let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP lesion_heavy_requests_shed_total Heavy requests refused with 503 while every slot was busy."
+        );
+        let _ = writeln!(out, "# TYPE lesion_heavy_requests_shed_total counter");
+        let _ = writeln!(
+            out,
+            "lesion_heavy_requests_shed_total {}",
+            self.shed.load(std::sync::atomic::Ordering::Relaxed)
+        );
         let _ = writeln!(
             out,
             "# HELP lesion_index_lesions Searchable lesions in the served generation."

@@ -13,8 +13,12 @@ use lesion_search::search::Engine;
 use crate::config::Config;
 use crate::metrics::Metrics;
 
-/// Slices uploaded for searching, kept in memory (never on disk) for a while.
-const UPLOADS_KEPT: usize = 64;
+struct HeldUpload {
+    id: String,
+    image: Arc<CtImage>,
+    bytes: usize,
+    since: Instant,
+}
 
 pub struct AppState {
     engine: RwLock<Arc<Engine>>,
@@ -24,7 +28,11 @@ pub struct AppState {
     pub metrics: Metrics,
     /// One write at a time inside this process (the index LOCK guards across processes).
     pub writer: Mutex<()>,
-    uploads: Mutex<VecDeque<(String, Arc<CtImage>)>>,
+    /// Slices uploaded for searching, in memory only (never on disk), oldest first; bounded
+    /// by `config.upload_store_bytes` and `config.upload_ttl`.
+    uploads: Mutex<VecDeque<HeldUpload>>,
+    /// Slots for CPU-heavy work (see `api::heavy`).
+    pub heavy: Arc<tokio::sync::Semaphore>,
     upload_counter: std::sync::atomic::AtomicU64,
     /// When `CURRENT` was last compared with the served generation.
     last_check: Mutex<Instant>,
@@ -53,6 +61,7 @@ impl AppState {
         config: Config,
     ) -> Self {
         AppState {
+            heavy: Arc::new(tokio::sync::Semaphore::new(config.max_heavy)),
             engine: RwLock::new(engine),
             model,
             index_dir,
@@ -107,27 +116,52 @@ impl AppState {
         let n = self
             .upload_counter
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // Unguessable enough to keep one user's slice from another on a shared server.
-        let nonce = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let id = format!("u{n}-{:x}", nonce ^ (std::process::id() as u128) << 64);
+        // 128 bits from the OS-seeded keys of std's hasher: an upload id cannot be guessed,
+        // so one user's slice stays out of another's reach on a shared server.
+        let random = || {
+            use std::hash::{BuildHasher, Hasher};
+            let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+            hasher.write_u64(n);
+            hasher.finish()
+        };
+        let id = format!("u{n}-{:016x}{:016x}", random(), random());
+        let bytes = image.pixels.len() * std::mem::size_of::<f32>();
         if let Ok(mut uploads) = self.uploads.lock() {
-            uploads.push_back((id.clone(), Arc::new(image)));
-            while uploads.len() > UPLOADS_KEPT {
-                uploads.pop_front();
-            }
+            uploads.push_back(HeldUpload {
+                id: id.clone(),
+                image: Arc::new(image),
+                bytes,
+                since: Instant::now(),
+            });
+            self.evict(&mut uploads);
         }
         id
     }
 
+    /// Drops expired uploads, then the oldest until the rest fit the byte budget (the newest
+    /// always stays: it was just decoded within the image caps).
+    fn evict(&self, uploads: &mut VecDeque<HeldUpload>) {
+        let ttl = self.config.upload_ttl;
+        uploads.retain(|u| u.since.elapsed() < ttl);
+        let mut total: usize = uploads.iter().map(|u| u.bytes).sum();
+        while total > self.config.upload_store_bytes && uploads.len() > 1 {
+            if let Some(oldest) = uploads.pop_front() {
+                total -= oldest.bytes;
+            }
+        }
+    }
+
     pub fn upload(&self, id: &str) -> Option<Arc<CtImage>> {
+        let mut uploads = self.uploads.lock().ok()?;
+        self.evict(&mut uploads);
+        uploads.iter().find(|u| u.id == id).map(|u| u.image.clone())
+    }
+
+    /// Bytes of decoded uploads held now.
+    pub fn upload_bytes(&self) -> usize {
         self.uploads
             .lock()
-            .ok()?
-            .iter()
-            .find(|(k, _)| k == id)
-            .map(|(_, image)| image.clone())
+            .map(|u| u.iter().map(|u| u.bytes).sum())
+            .unwrap_or(0)
     }
 }

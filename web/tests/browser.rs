@@ -26,6 +26,8 @@ impl Drop for Server {
     }
 }
 
+const UI_KEY: &str = "ui-test-read-key-0123456789";
+
 fn missing_tools(ui_tests: &Path, chromium: &Path) -> Vec<String> {
     let mut missing = Vec::new();
     if Command::new("node").arg("--version").output().is_err() {
@@ -129,6 +131,9 @@ fn the_ui_works_end_to_end_in_chromium() {
                 "--listen",
                 &format!("127.0.0.1:{port}"),
             ])
+            // With a read key: the UI must ask for it and carry it on every request,
+            // images included.
+            .env("LESION_WEB_READ_KEY", UI_KEY)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -145,6 +150,7 @@ fn the_ui_works_end_to_end_in_chromium() {
         .args(["--dicom", real_dicom().to_str().unwrap()])
         .args(["--out", screenshots.to_str().unwrap()])
         .args(["--chromium", chromium.to_str().unwrap()])
+        .args(["--key", UI_KEY])
         .status()
         .expect("run node");
     assert!(

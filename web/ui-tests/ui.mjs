@@ -38,7 +38,15 @@ const waitIdle = async () => page.waitForFunction(() => document.getElementById(
 try {
   // 1. The page loads from the server alone and shows the archive.
   await page.goto(base);
+  if (args.key) {
+    // The server wants a key: the page asks for it once and keeps it for the tab.
+    await page.waitForSelector("#key-dialog[open]", { timeout: 30000 });
+    await shot("key-asked");
+    await page.fill("#key-input", args.key);
+    await page.click("#key-form button[type=submit]");
+  }
   await page.waitForFunction(() => /lesions/.test(document.getElementById("archive-status").textContent));
+  check(!(await page.evaluate(() => document.getElementById("key-dialog").open)), "the key is asked once");
   await shot("start");
 
   // 2. Open a real DICOM slice, choose the lung window, draw a box.

@@ -33,12 +33,45 @@ function busy(message) {
 }
 
 // ---------- API ----------
-async function api(path, options = {}) {
+// The access key, when the server asks for one: kept for this tab only (sessionStorage),
+// sent as a Bearer header, never put in a URL.
+const KEY_SLOT = "lesion-search-key";
+function accessKey() { return sessionStorage.getItem(KEY_SLOT) || ""; }
+let keyPrompt = null;
+function askForKey(message) {
+  // Requests that fail together share one prompt.
+  if (keyPrompt) return keyPrompt;
+  keyPrompt = new Promise((resolve) => {
+    const dialog = $("key-dialog");
+    $("key-message").textContent = message;
+    $("key-input").value = "";
+    const done = (key) => {
+      dialog.close();
+      keyPrompt = null;
+      if (key) sessionStorage.setItem(KEY_SLOT, key);
+      resolve(key);
+    };
+    $("key-form").onsubmit = (e) => { e.preventDefault(); done($("key-input").value.trim()); };
+    $("key-cancel").onclick = () => done("");
+    dialog.showModal();
+    $("key-input").focus();
+  });
+  return keyPrompt;
+}
+
+async function api(path, options = {}, retried = false) {
   let response;
+  const headers = new Headers(options.headers || {});
+  if (accessKey()) headers.set("Authorization", `Bearer ${accessKey()}`);
   try {
-    response = await fetch(path, options);
+    response = await fetch(path, { ...options, headers });
   } catch (e) {
     throw new Error(`Cannot reach the server (${e.message}). Is lesion-web running?`);
+  }
+  if (response.status === 401 && !retried) {
+    sessionStorage.removeItem(KEY_SLOT);
+    const key = await askForKey("This archive needs an access key.");
+    if (key) return api(path, options, true);
   }
   if (!response.ok) {
     let message = `${response.status} ${response.statusText}`;
@@ -400,8 +433,21 @@ async function search({ push = true, append = false } = {}) {
 function thumbUrl(id) {
   return `/api/lesions/${id}/image?window=${encodeURIComponent(windowParam())}&box=1&size=224&around_mm=90`;
 }
+// Images come through api() (so they carry the key) and are shown from a blob URL; a bare
+// <img src> could not send the Authorization header.
+async function showImage(img, url) {
+  img.dataset.src = url;
+  try {
+    const blob = await (await api(url)).blob();
+    if (img.dataset.src !== url) return; // a newer window was asked for meanwhile
+    if (img.src.startsWith("blob:")) URL.revokeObjectURL(img.src);
+    img.src = URL.createObjectURL(blob);
+  } catch (e) {
+    img.alt = `${img.alt} (image unavailable: ${e.message})`;
+  }
+}
 function refreshThumbnails() {
-  document.querySelectorAll(".card img").forEach((img) => { img.src = thumbUrl(img.dataset.id); });
+  document.querySelectorAll(".card img").forEach((img) => showImage(img, thumbUrl(img.dataset.id)));
 }
 
 function escapeHtml(s) {
@@ -416,7 +462,7 @@ function card(hit) {
   const similarity = hit.image ? `cos ${hit.image.cosine.toFixed(3)}` : hit.text ? `BM25 ${hit.text.bm25.toFixed(1)}` : "";
   const where = `z ${l.location.z.toFixed(2)}`;
   li.innerHTML = `
-    <img alt="${escapeHtml(l.coarse_type)} lesion ${escapeHtml(l.key)}" data-id="${hit.id}" loading="lazy" tabindex="0">
+    <img alt="${escapeHtml(l.coarse_type)} lesion ${escapeHtml(l.key)}" data-id="${hit.id}" tabindex="0">
     <div class="head"><strong>${escapeHtml(l.key)}</strong><span class="badge match-${hit.matched}" title="which signal matched">${hit.matched}</span></div>
     <div class="muted">${similarity} · score ${hit.score.toFixed(4)}${hit.image ? " · image #" + hit.image.rank : ""}${hit.text ? " · text #" + hit.text.rank : ""}</div>
     <div class="badges">
@@ -436,7 +482,7 @@ function card(hit) {
   // The snippet is HTML from the server: report text escaped, matches in <b>.
   if (hit.text) li.querySelector(".snippet").innerHTML = hit.text.snippet;
   const img = li.querySelector("img");
-  img.src = thumbUrl(hit.id);
+  showImage(img, thumbUrl(hit.id));
   img.addEventListener("click", () => openDetail(hit.id));
   img.addEventListener("keydown", (e) => { if (e.key === "Enter") openDetail(hit.id); });
   li.querySelector("[data-act=like]").addEventListener("click", () => refine(hit, true));

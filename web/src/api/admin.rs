@@ -14,7 +14,8 @@ use lesion_search::dataset::{
 use lesion_search::imaging::{encode_png16, CtImage, PixelUnit, WindowPreset};
 use lesion_search::index::GraphParams;
 
-use super::{blocking, decode_upload, path_lesion, read_form, Shared};
+use super::{decode_upload, heavy_write, path_lesion, read_form, Shared};
+use crate::access::AdminAccess;
 use crate::error::{ApiError, ApiResult};
 use crate::wire::{parse_sex, parse_type};
 
@@ -216,26 +217,22 @@ fn stage(dir: &Path, image: &CtImage, record: &LesionRecord, report: &str) -> st
     write_reports(std::fs::File::create(dir.join("reports.jsonl"))?, [&entry])
 }
 
-fn writes_on(state: &Shared) -> ApiResult<()> {
-    if state.config.admin_key.is_none() {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "writes_disabled",
-            "write routes are off: start the server with an admin key (LESION_WEB_ADMIN_KEY)",
-        ));
-    }
-    Ok(())
-}
-
-async fn create(state: Shared, req: HttpRequest, payload: web::Payload) -> ApiResult<HttpResponse> {
-    writes_on(&state)?;
+async fn create(
+    _: AdminAccess,
+    state: Shared,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> ApiResult<HttpResponse> {
     let form = read_form(&state, &req, payload, "image").await?;
     let (name, bytes) = form
         .file
         .ok_or_else(|| ApiError::bad("image", "image: the form has no `image` part"))?;
     let shared = state.clone();
-    let outcome = blocking(&state, move || {
+    let outcome = heavy_write(&state, move || {
         let image = decode_upload(&shared, &bytes, &name)?;
+        image
+            .require_ct(std::path::Path::new(&name))
+            .map_err(|e| ApiError::from_core(e, &name))?;
         let record = record_of(&image, &form.fields)?;
         let report = text(&form.fields, "report").unwrap_or("").to_string();
         let _writer = shared
@@ -281,8 +278,7 @@ async fn create(state: Shared, req: HttpRequest, payload: web::Payload) -> ApiRe
     })))
 }
 
-async fn remove(state: Shared, path: web::Path<String>) -> ApiResult<HttpResponse> {
-    writes_on(&state)?;
+async fn remove(_: AdminAccess, state: Shared, path: web::Path<String>) -> ApiResult<HttpResponse> {
     let engine = state.engine();
     let id = path_lesion(&engine, &path)?;
     let key = engine
@@ -292,7 +288,7 @@ async fn remove(state: Shared, path: web::Path<String>) -> ApiResult<HttpRespons
         .unwrap_or_default();
     drop(engine);
     let shared = state.clone();
-    let summary = blocking(&state, move || {
+    let summary = heavy_write(&state, move || {
         let _writer = shared
             .writer
             .lock()

@@ -7,6 +7,7 @@ use lesion_search::imaging::{render_thumbnail, CtImage, PixelUnit, ThumbnailSpec
 use serde::Deserialize;
 
 use super::{blocking, path_lesion, Shared};
+use crate::access::ReadAccess;
 use crate::error::{ApiError, ApiResult};
 use crate::wire::{LesionDetail, LesionSummary};
 
@@ -18,7 +19,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/lesions/{id}/pixels", web::get().to(pixels));
 }
 
-async fn detail(state: Shared, path: web::Path<String>) -> ApiResult<HttpResponse> {
+async fn detail(_: ReadAccess, state: Shared, path: web::Path<String>) -> ApiResult<HttpResponse> {
     let engine = state.engine();
     let id = path_lesion(&engine, &path)?;
     let detail = blocking(&state, move || {
@@ -44,7 +45,11 @@ async fn detail(state: Shared, path: web::Path<String>) -> ApiResult<HttpRespons
     Ok(HttpResponse::Ok().json(detail))
 }
 
-async fn followups(state: Shared, path: web::Path<String>) -> ApiResult<HttpResponse> {
+async fn followups(
+    _: ReadAccess,
+    state: Shared,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
     let engine = state.engine();
     let id = path_lesion(&engine, &path)?;
     let followups = blocking(&state, move || {
@@ -128,6 +133,7 @@ fn png(bytes: Vec<u8>) -> HttpResponse {
 }
 
 async fn image(
+    _: ReadAccess,
     state: Shared,
     path: web::Path<String>,
     query: web::Query<ImageQuery>,
@@ -160,7 +166,11 @@ async fn image(
     Ok(png(bytes))
 }
 
-async fn thumbnail(state: Shared, path: web::Path<String>) -> ApiResult<HttpResponse> {
+async fn thumbnail(
+    _: ReadAccess,
+    state: Shared,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
     let engine = state.engine();
     let id = path_lesion(&engine, &path)?;
     let bytes = blocking(&state, move || {
@@ -195,7 +205,7 @@ pub fn pixels_response(slice: &CtImage) -> HttpResponse {
         .body(body)
 }
 
-async fn pixels(state: Shared, path: web::Path<String>) -> ApiResult<HttpResponse> {
+async fn pixels(_: ReadAccess, state: Shared, path: web::Path<String>) -> ApiResult<HttpResponse> {
     let engine = state.engine();
     let id = path_lesion(&engine, &path)?;
     let slice = blocking(&state, move || {

@@ -13,32 +13,35 @@ use actix_multipart::Multipart;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest};
 use futures_util::StreamExt;
-use lesion_search::imaging::{decode_image, CtImage};
+use lesion_search::imaging::{decode_image_within, CtImage, DecodeLimits};
 use lesion_search::search::Engine;
 
+use crate::access::Access;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::wire::LesionRef;
 
-/// Every route: method and path, as the OpenAPI document lists them.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/healthz"),
-    ("GET", "/metrics"),
-    ("GET", "/api/openapi.json"),
-    ("POST", "/api/search"),
-    ("GET", "/api/facets"),
-    ("POST", "/api/export"),
-    ("POST", "/api/uploads"),
-    ("GET", "/api/uploads/{upload}/image"),
-    ("GET", "/api/uploads/{upload}/pixels"),
-    ("GET", "/api/lesions/{id}"),
-    ("GET", "/api/lesions/{id}/similar"),
-    ("GET", "/api/lesions/{id}/followups"),
-    ("GET", "/api/lesions/{id}/image"),
-    ("GET", "/api/lesions/{id}/thumbnail"),
-    ("GET", "/api/lesions/{id}/pixels"),
-    ("POST", "/api/lesions"),
-    ("DELETE", "/api/lesions/{id}"),
+/// Every route: method, path and the access it needs, as the OpenAPI document lists them.
+/// Each handler enforces its level with the [`crate::access`] extractor it takes; a test
+/// holds every route here to its level under every percent-encoding of its path.
+pub const ROUTES: &[(&str, &str, Access)] = &[
+    ("GET", "/healthz", Access::Open),
+    ("GET", "/metrics", Access::Read),
+    ("GET", "/api/openapi.json", Access::Open),
+    ("POST", "/api/search", Access::Read),
+    ("GET", "/api/facets", Access::Read),
+    ("POST", "/api/export", Access::Read),
+    ("POST", "/api/uploads", Access::Read),
+    ("GET", "/api/uploads/{upload}/image", Access::Read),
+    ("GET", "/api/uploads/{upload}/pixels", Access::Read),
+    ("GET", "/api/lesions/{id}", Access::Read),
+    ("GET", "/api/lesions/{id}/similar", Access::Read),
+    ("GET", "/api/lesions/{id}/followups", Access::Read),
+    ("GET", "/api/lesions/{id}/image", Access::Read),
+    ("GET", "/api/lesions/{id}/thumbnail", Access::Read),
+    ("GET", "/api/lesions/{id}/pixels", Access::Read),
+    ("POST", "/api/lesions", Access::Admin),
+    ("DELETE", "/api/lesions/{id}", Access::Admin),
 ];
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -49,21 +52,84 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     lesions::configure(cfg);
 }
 
-/// Runs CPU-bound work off the I/O threads, within the request time cap.
+/// Runs light CPU-bound work (a text or by-lesion search, a rendering) off the I/O threads,
+/// within the request time cap, behind a panic fence.
 pub async fn blocking<T: Send + 'static>(
     state: &AppState,
     work: impl FnOnce() -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
-    let limit = state.config.request_timeout;
-    match actix_web::rt::time::timeout(limit, web::block(work)).await {
+    fenced(state.config.request_timeout, work).await
+}
+
+/// `work` on a worker thread behind a panic fence, answered 503 `timeout` past `limit`.
+async fn fenced<T: Send + 'static>(
+    limit: std::time::Duration,
+    work: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    let fenced = move || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+            .unwrap_or_else(|_| Err(ApiError::internal("the request's work failed unexpectedly")))
+    };
+    match actix_web::rt::time::timeout(limit, web::block(fenced)).await {
         Ok(Ok(outcome)) => outcome,
         Ok(Err(_)) => Err(ApiError::internal("the worker running the request failed")),
         Err(_) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "timeout",
             format!("the request took longer than {} s", limit.as_secs()),
-        )),
+        )
+        .retry_after(5)),
     }
+}
+
+/// Runs CPU-heavy work (decoding, embedding, export, writes) when one of the configured
+/// slots is free: the request waits briefly for one, then gets 503 with `Retry-After`. The
+/// slot is held by the work itself, so work that outlives a timed-out request still counts
+/// and the blocking pool cannot grow past the slots.
+pub async fn heavy<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    heavy_within(state, state.config.request_timeout, work).await
+}
+
+/// An index write in a heavy slot. Its work is bounded (one upload, or one delete) and it
+/// publishes once started, so the request waits for it instead of answering "timeout" for a
+/// write that then lands anyway.
+pub async fn heavy_write<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    heavy_within(state, std::time::Duration::from_secs(24 * 3600), work).await
+}
+
+async fn heavy_within<T: Send + 'static>(
+    state: &AppState,
+    limit: std::time::Duration,
+    work: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    let permit = match actix_web::rt::time::timeout(
+        state.config.heavy_wait,
+        state.heavy.clone().acquire_owned(),
+    )
+    .await
+    {
+        Ok(Ok(permit)) => permit,
+        _ => {
+            state.metrics.shed();
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "the server is busy with other image and export work; retry shortly",
+            )
+            .retry_after(2));
+        }
+    };
+    fenced(limit, move || {
+        let _slot = permit;
+        work()
+    })
+    .await
 }
 
 /// A lesion named by id or key; `field` names the request part in errors.
@@ -95,25 +161,19 @@ pub fn path_lesion(engine: &Engine, raw: &str) -> ApiResult<u32> {
     resolve(engine, &LesionRef::Key(raw.to_string()), "id")
 }
 
-/// Decodes an uploaded slice, refusing one larger than the cap.
+/// The limits uploads are decoded under.
+pub fn upload_limits(state: &AppState) -> DecodeLimits {
+    DecodeLimits::for_slices(state.config.max_image_side)
+}
+
+/// Decodes an uploaded slice (call it inside [`heavy`]); an image larger than the cap is
+/// refused from its header, before any pixel buffer exists.
 pub fn decode_upload(state: &AppState, bytes: &[u8], field: &str) -> ApiResult<CtImage> {
     if bytes.is_empty() {
         return Err(ApiError::bad(field, format!("{field}: the file is empty")));
     }
-    let image = decode_image(bytes, Path::new(field)).map_err(|e| ApiError::from_core(e, field))?;
-    let side = state.config.max_image_side;
-    if image.width > side || image.height > side {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "image_too_large",
-            format!(
-                "{field}: {}x{} pixels is larger than the {side}x{side} allowed",
-                image.width, image.height
-            ),
-        )
-        .with_field(field));
-    }
-    Ok(image)
+    decode_image_within(bytes, Path::new(field), &upload_limits(state))
+        .map_err(|e| ApiError::from_core(e, field))
 }
 
 /// A multipart form: the file part (if any) and the other parts as text.
@@ -122,19 +182,45 @@ pub struct Form {
     pub fields: Vec<(String, String)>,
 }
 
-/// Reads a multipart body: `file_part` may hold up to the upload cap, other parts 64 KiB.
+/// Reads a multipart body: `file_part` may hold up to the upload cap, other parts 64 KiB,
+/// at most `config.max_parts` parts.
 pub async fn read_form(
     state: &AppState,
     req: &HttpRequest,
     payload: web::Payload,
     file_part: &str,
 ) -> ApiResult<Form> {
-    let mut multipart = Multipart::new(req.headers(), payload);
+    read_form_within(&state.config, req.headers(), payload, file_part).await
+}
+
+/// [`read_form`] over any stream of body chunks, under `config`'s caps.
+pub async fn read_form_within<S>(
+    config: &crate::Config,
+    headers: &actix_web::http::header::HeaderMap,
+    payload: S,
+    file_part: &str,
+) -> ApiResult<Form>
+where
+    S: futures_util::Stream<Item = Result<actix_web::web::Bytes, actix_web::error::PayloadError>>
+        + 'static,
+{
+    let mut multipart = Multipart::new(headers, payload);
     let mut form = Form {
         file: None,
         fields: Vec::new(),
     };
+    let mut parts = 0usize;
     while let Some(field) = multipart.next().await {
+        parts += 1;
+        if parts > config.max_parts {
+            return Err(ApiError::bad(
+                "multipart",
+                format!(
+                    "multipart: more than the {} parts allowed",
+                    config.max_parts
+                ),
+            ));
+        }
         let mut field = field
             .map_err(|e| ApiError::bad("multipart", format!("malformed multipart body: {e}")))?;
         let name = field
@@ -142,7 +228,7 @@ pub async fn read_form(
             .ok_or_else(|| ApiError::bad("multipart", "a part has no name"))?
             .to_string();
         let limit = if name == file_part {
-            state.config.max_upload_bytes
+            config.max_upload_bytes
         } else {
             64 << 10
         };
@@ -165,6 +251,12 @@ pub async fn read_form(
             bytes.extend_from_slice(&chunk);
         }
         if name == file_part {
+            if form.file.is_some() {
+                return Err(ApiError::bad(
+                    name.clone(),
+                    format!("{name}: only one file part is allowed"),
+                ));
+            }
             form.file = Some((name, bytes));
         } else {
             let text = String::from_utf8(bytes)

@@ -3,6 +3,7 @@
 use actix_web::{web, HttpResponse};
 
 use super::Shared;
+use crate::access::ReadAccess;
 use crate::error::ApiResult;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -27,7 +28,7 @@ async fn healthz(state: Shared) -> HttpResponse {
     }))
 }
 
-async fn metrics(state: Shared) -> HttpResponse {
+async fn metrics(_: ReadAccess, state: Shared) -> HttpResponse {
     let engine = state.engine();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
@@ -44,6 +45,6 @@ async fn openapi() -> HttpResponse {
         .body(OPENAPI)
 }
 
-async fn facets(state: Shared) -> ApiResult<HttpResponse> {
+async fn facets(_: ReadAccess, state: Shared) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(state.engine().facets()))
 }

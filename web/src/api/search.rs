@@ -11,7 +11,8 @@ use lesion_search::search::{Engine, ImageQuery, SearchRequest};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{blocking, decode_upload, is_multipart, read_form, read_json, resolve, Shared};
+use super::{blocking, decode_upload, heavy, is_multipart, read_form, read_json, resolve, Shared};
+use crate::access::ReadAccess;
 use crate::error::{ApiError, ApiResult};
 use crate::wire::{FilterBody, LesionRef, SearchBody, SearchReply};
 
@@ -71,19 +72,28 @@ fn part_value(name: &str, text: &str) -> Value {
     Value::String(text.into())
 }
 
-/// The request's search body and the uploaded slice, if any.
+/// An uploaded file not yet decoded: its part name and bytes.
+pub type RawImage = (String, Vec<u8>);
+
+/// The request's search body and the uploaded file, if any (decoded later, in a heavy slot).
 async fn read_search(
     state: &Shared,
     req: &HttpRequest,
     payload: web::Payload,
-) -> ApiResult<(SearchBody, Option<CtImage>)> {
+) -> ApiResult<(SearchBody, Option<RawImage>)> {
     if !is_multipart(req) {
         return Ok((read_json(payload, 1 << 20).await?, None));
     }
     let form = read_form(state, req, payload, "image").await?;
+    let search = body_of_form(&form.fields)?;
+    Ok((search, form.file))
+}
+
+/// The search body a multipart form's text parts describe.
+pub fn body_of_form(fields: &[(String, String)]) -> ApiResult<SearchBody> {
     let mut body = Map::new();
     let mut filters = Map::new();
-    for (name, text) in &form.fields {
+    for (name, text) in fields {
         if name == "filters" || name == "query" {
             let value: Value = super::parse_json(text.as_bytes())?;
             let Value::Object(object) = value else {
@@ -109,16 +119,11 @@ async fn read_search(
     if !filters.is_empty() {
         body.insert("filters".into(), Value::Object(filters));
     }
-    let search: SearchBody = serde_json::from_value(Value::Object(body)).map_err(|e| {
+    serde_json::from_value(Value::Object(body)).map_err(|e| {
         let message = e.to_string();
         let field = message.split('`').nth(1).unwrap_or("multipart").to_string();
         ApiError::bad(field, format!("form: {message}"))
-    })?;
-    let image = match form.file {
-        Some((name, bytes)) => Some(decode_upload(state, &bytes, &name)?),
-        None => None,
-    };
-    Ok((search, image))
+    })
 }
 
 /// The core request for a wire body; `image` is an uploaded slice.
@@ -135,6 +140,7 @@ fn to_request(
             format!("k: must be 1 to {max_k}, not {}", body.k),
         ));
     }
+    check_caps(state, body)?;
     let image = match (image, &body.upload) {
         (Some(image), _) => Some(image),
         (None, Some(upload)) => Some(state.upload(upload).ok_or_else(|| {
@@ -147,6 +153,9 @@ fn to_request(
     };
     let image = match image {
         Some(image) => {
+            image
+                .require_ct(std::path::Path::new("image"))
+                .map_err(|e| ApiError::from_core(e, "image"))?;
             let text = body.bbox.as_deref().ok_or_else(|| {
                 ApiError::bad(
                     "box",
@@ -214,28 +223,78 @@ fn to_request(
     })
 }
 
-/// Runs a search on a worker thread and shapes the reply.
+/// Refuses lists and offsets past the server's caps before any work is done on them.
+fn check_caps(state: &Shared, body: &SearchBody) -> ApiResult<()> {
+    let config = &state.config;
+    if body.offset > config.max_offset {
+        return Err(ApiError::bad(
+            "offset",
+            format!(
+                "offset: {} is past the deepest page allowed ({})",
+                body.offset, config.max_offset
+            ),
+        ));
+    }
+    let lists = [
+        ("positives", body.positives.len()),
+        ("negatives", body.negatives.len()),
+        (
+            "filters.exclude_patients",
+            body.filters.exclude_patients.len(),
+        ),
+        ("filters.types", body.filters.types.len()),
+    ];
+    for (field, len) in lists {
+        if len > config.max_list {
+            return Err(ApiError::bad(
+                field,
+                format!(
+                    "{field}: {len} entries, more than the {} allowed",
+                    config.max_list
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Runs a search on a worker thread and shapes the reply: in a heavy slot when an image must
+/// be decoded or embedded, as light work otherwise.
 pub async fn run_search(
     state: &Shared,
     body: SearchBody,
-    image: Option<CtImage>,
+    image: Option<RawImage>,
     max_k: usize,
 ) -> ApiResult<SearchReply> {
     let engine = state.engine();
     let shared = state.clone();
-    blocking(state, move || {
-        let request = to_request(&shared, &engine, &body, image.map(Arc::new), max_k)?;
+    let embeds = image.is_some() || body.upload.is_some();
+    let work = move || {
+        let image = match image {
+            Some((name, bytes)) => Some(Arc::new(decode_upload(&shared, &bytes, &name)?)),
+            None => None,
+        };
+        let request = to_request(&shared, &engine, &body, image, max_k)?;
         let response = engine
             .search(&request)
             .map_err(|e| ApiError::from_core(e, "image"))?;
         Ok(SearchReply::new(response, body.offset, body.k, |id| {
             engine.catalog.get(id).cloned()
         }))
-    })
-    .await
+    };
+    if embeds {
+        heavy(state, work).await
+    } else {
+        blocking(state, work).await
+    }
 }
 
-async fn search(state: Shared, req: HttpRequest, payload: web::Payload) -> ApiResult<HttpResponse> {
+async fn search(
+    _: ReadAccess,
+    state: Shared,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> ApiResult<HttpResponse> {
     let (body, image) = read_search(&state, &req, payload).await?;
     let max_k = state.config.max_k;
     Ok(HttpResponse::Ok().json(run_search(&state, body, image, max_k).await?))
@@ -250,6 +309,7 @@ struct SimilarQuery {
 }
 
 async fn similar(
+    _: ReadAccess,
     state: Shared,
     path: web::Path<String>,
     query: web::Query<SimilarQuery>,
@@ -299,15 +359,23 @@ struct ExportBody {
     limit: Option<usize>,
 }
 
+/// One CSV cell, quoted when needed. Text that a spreadsheet would run as a formula (it
+/// starts with `=`, `+`, `-`, `@`, a tab or a carriage return) gets a leading `'`, so an
+/// exported report cannot execute anything when the cohort is opened.
 fn csv_field(value: &str) -> String {
+    let value = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{value}")
+    } else {
+        value.to_string()
+    };
     if value.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", value.replace('"', "\"\""))
     } else {
-        value.to_string()
+        value
     }
 }
 
-async fn export(state: Shared, payload: web::Payload) -> ApiResult<HttpResponse> {
+async fn export(_: ReadAccess, state: Shared, payload: web::Payload) -> ApiResult<HttpResponse> {
     let body: ExportBody = read_json(payload, 1 << 20).await?;
     let format = body.format.as_deref().unwrap_or("csv").to_ascii_lowercase();
     if format != "csv" && format != "json" {
@@ -332,7 +400,7 @@ async fn export(state: Shared, payload: web::Payload) -> ApiResult<HttpResponse>
     let reports = {
         let ids: Vec<u32> = reply.hits.iter().map(|h| h.id).collect();
         let engine = engine.clone();
-        blocking(&state, move || {
+        heavy(&state, move || {
             ids.iter()
                 .map(|&id| {
                     Ok(engine
@@ -406,4 +474,20 @@ async fn export(state: Shared, payload: web::Payload) -> ApiResult<HttpResponse>
         .insert_header((header::CONTENT_TYPE, "text/csv; charset=utf-8"))
         .insert_header(disposition("csv"))
         .body(csv))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn csv_cells_cannot_be_formulas() {
+        assert_eq!(csv_field("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(csv_field("+1"), "'+1");
+        assert_eq!(csv_field("-2+3"), "'-2+3");
+        assert_eq!(csv_field("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_field("\tcmd"), "'\tcmd");
+        assert_eq!(csv_field("liver lesion, 2 cm"), "\"liver lesion, 2 cm\"");
+        assert_eq!(csv_field("lung nodule"), "lung nodule");
+    }
 }

@@ -5,7 +5,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
 use super::lesions::{pixels_response, render_png, window_of, ImageQuery};
-use super::{blocking, decode_upload, read_form, Shared};
+use super::{blocking, decode_upload, heavy, read_form, Shared};
+use crate::access::ReadAccess;
 use crate::error::{ApiError, ApiResult};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -26,7 +27,12 @@ struct Uploaded {
     window: Option<[f32; 2]>,
 }
 
-async fn upload(state: Shared, req: HttpRequest, payload: web::Payload) -> ApiResult<HttpResponse> {
+async fn upload(
+    _: ReadAccess,
+    state: Shared,
+    req: HttpRequest,
+    payload: web::Payload,
+) -> ApiResult<HttpResponse> {
     let form = read_form(&state, &req, payload, "image").await?;
     if let Some((name, _)) = form.fields.first() {
         return Err(ApiError::bad(
@@ -38,7 +44,15 @@ async fn upload(state: Shared, req: HttpRequest, payload: web::Payload) -> ApiRe
         .file
         .ok_or_else(|| ApiError::bad("image", "image: the form has no `image` part"))?;
     let shared = state.clone();
-    let image = blocking(&state, move || decode_upload(&shared, &bytes, &name)).await?;
+    let image = heavy(&state, move || {
+        let image = decode_upload(&shared, &bytes, &name)?;
+        // Uploads exist to be searched, and only CT can be.
+        image
+            .require_ct(std::path::Path::new(&name))
+            .map_err(|e| ApiError::from_core(e, &name))?;
+        Ok(image)
+    })
+    .await?;
     let reply = Uploaded {
         width: image.width,
         height: image.height,
@@ -68,6 +82,7 @@ fn held(state: &Shared, id: &str) -> ApiResult<std::sync::Arc<lesion_search::ima
 }
 
 async fn image(
+    _: ReadAccess,
     state: Shared,
     path: web::Path<String>,
     query: web::Query<ImageQuery>,
@@ -83,7 +98,7 @@ async fn image(
     Ok(HttpResponse::Ok().content_type("image/png").body(bytes))
 }
 
-async fn pixels(state: Shared, path: web::Path<String>) -> ApiResult<HttpResponse> {
+async fn pixels(_: ReadAccess, state: Shared, path: web::Path<String>) -> ApiResult<HttpResponse> {
     let slice = held(&state, &path)?;
     Ok(pixels_response(&slice))
 }

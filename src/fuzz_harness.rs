@@ -1,0 +1,76 @@
+//! The bodies of the fuzz targets (`fuzz/`), kept here so that the corpora replay as
+//! ordinary tests on the stable toolchain (`tests/fuzz_corpora.rs`) through the very same
+//! code. Each function takes arbitrary bytes and must return without panicking, hanging or
+//! allocating much more than its input.
+
+use std::io::Cursor;
+use std::path::Path;
+
+use crate::dataset::DlInfoReader;
+use crate::imaging::{decode_image_within, decode_png16_within, scan_dicom, DecodeLimits};
+
+/// Caps small enough that a fuzzer finds size checks quickly.
+fn limits() -> DecodeLimits {
+    DecodeLimits::for_slices(2048)
+}
+
+/// The DL_info.csv reader: every row, typed or refused.
+pub fn dl_info(data: &[u8]) {
+    let Ok(reader) = DlInfoReader::from_reader(Cursor::new(data), Path::new("fuzz.csv")) else {
+        return;
+    };
+    for row in reader.take(10_000) {
+        let _ = row;
+    }
+}
+
+/// 16-bit DeepLesion PNG, then the general decoder (8-bit PNG, JPEG).
+pub fn png16(data: &[u8]) {
+    let _ = decode_png16_within(data, Path::new("fuzz.png"), &limits());
+    let _ = decode_image_within(data, Path::new("fuzz.png"), &limits());
+}
+
+/// DICOM: the bounded scan, then the whole decode. Inputs without the preamble are tried
+/// with one, so the fuzzer reaches the dataset parser from the first byte.
+pub fn dicom(data: &[u8]) {
+    let _ = scan_dicom(data, &limits());
+    if data.len() >= 132 && &data[128..132] == b"DICM" {
+        let _ = decode_image_within(data, Path::new("fuzz.dcm"), &limits());
+    } else {
+        let mut file = vec![0u8; 128];
+        file.extend_from_slice(b"DICM");
+        file.extend_from_slice(data);
+        let _ = decode_image_within(&file, Path::new("fuzz.dcm"), &limits());
+    }
+}
+
+/// The vector index files. The input is split into the description, the vector file and the
+/// graph file; each file is tried as it is and with a correct checksum appended, so the
+/// fuzzer reaches the structure behind the checksum.
+pub fn index_load(data: &[u8]) {
+    if data.len() < 4 {
+        return;
+    }
+    let meta_len = usize::from(u16::from_le_bytes([data[0], data[1]])).min(data.len() - 4);
+    let vectors_len =
+        usize::from(u16::from_le_bytes([data[2], data[3]])).min(data.len() - 4 - meta_len);
+    let rest = &data[4..];
+    let (meta, rest) = rest.split_at(meta_len);
+    let (vectors, graph) = rest.split_at(vectors_len);
+    let with_sum = |body: &[u8]| {
+        let mut file = body.to_vec();
+        file.extend_from_slice(&u64::from(crc32fast::hash(body)).to_le_bytes());
+        file
+    };
+    let dir = Path::new("fuzz-index");
+    for (v, g) in [
+        (vectors.to_vec(), graph.to_vec()),
+        (with_sum(vectors), with_sum(graph)),
+    ] {
+        if let Ok(index) = crate::index::vector_index_from_bytes(dir, meta, &v, Some(&g)) {
+            // A loaded index must answer a query without panicking.
+            let query = vec![0.5f32; index.flat.dim()];
+            let _ = index.search(&query, 5, None);
+        }
+    }
+}
