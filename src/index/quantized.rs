@@ -95,7 +95,7 @@ impl Codes {
 fn dot_i8_i16(code: &[i8], query: &[i16]) -> i32 {
     #[cfg(target_arch = "x86_64")]
     {
-        if code.len() % 16 == 0 && std::arch::is_x86_feature_detected!("avx2") {
+        if code.len().is_multiple_of(16) && std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the feature was just detected; lengths are checked inside.
             return unsafe { dot_i8_i16_avx2(code, query) };
         }
