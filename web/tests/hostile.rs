@@ -512,3 +512,28 @@ async fn the_upload_store_is_bounded_in_bytes() {
     let (status, _) = call(&app, pixels(&second)).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[actix_web::test]
+async fn a_body_cut_inside_a_part_is_refused_not_held() {
+    // Found by the search_multipart fuzzer: a part whose body ends in "\r\n" without a
+    // closing boundary kept actix-multipart waiting for bytes that never come.
+    let app = test::init_service(app(state(Config::default()))).await;
+    for tail in ["fu\r\n", "\r\n", "\r", "--", "\r\n--fu"] {
+        let body =
+            format!("--fuzz\r\nContent-Disposition: form-data; name=\"text\"\r\n\r\nliver{tail}");
+        let (status, reply) = call(
+            &app,
+            test::TestRequest::post()
+                .uri("/api/search")
+                .insert_header(("content-type", "multipart/form-data; boundary=fuzz"))
+                .set_payload(body),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "tail {tail:?}");
+        let field = error_field(&reply);
+        assert!(
+            field == "multipart" || field == "text",
+            "tail {tail:?}: {field}"
+        );
+    }
+}

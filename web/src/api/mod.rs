@@ -190,7 +190,23 @@ pub async fn read_form(
     payload: web::Payload,
     file_part: &str,
 ) -> ApiResult<Form> {
-    read_form_within(&state.config, req.headers(), payload, file_part).await
+    // A client that sends its body slowly gets the request time cap, like the work does.
+    let limit = state.config.request_timeout;
+    actix_web::rt::time::timeout(
+        limit,
+        read_form_within(&state.config, req.headers(), payload, file_part),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            format!(
+                "multipart: the body took longer than {} s to arrive",
+                limit.as_secs()
+            ),
+        ))
+    })
 }
 
 /// [`read_form`] over any stream of body chunks, under `config`'s caps.
@@ -204,13 +220,20 @@ where
     S: futures_util::Stream<Item = Result<actix_web::web::Bytes, actix_web::error::PayloadError>>
         + 'static,
 {
-    let mut multipart = Multipart::new(headers, payload);
+    let ended = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut multipart = Multipart::new(
+        headers,
+        EndAware {
+            inner: Box::pin(payload),
+            ended: ended.clone(),
+        },
+    );
     let mut form = Form {
         file: None,
         fields: Vec::new(),
     };
     let mut parts = 0usize;
-    while let Some(field) = multipart.next().await {
+    while let Some(field) = next_or_stalled(&mut multipart, &ended).await? {
         parts += 1;
         if parts > config.max_parts {
             return Err(ApiError::bad(
@@ -233,7 +256,7 @@ where
             64 << 10
         };
         let mut bytes = Vec::new();
-        while let Some(chunk) = field.next().await {
+        while let Some(chunk) = next_or_stalled(&mut field, &ended).await? {
             let chunk = chunk.map_err(|e| {
                 ApiError::bad(
                     name.clone(),
@@ -265,6 +288,47 @@ where
         }
     }
     Ok(form)
+}
+
+/// A body stream that records when it has ended.
+struct EndAware<S> {
+    inner: std::pin::Pin<Box<S>>,
+    ended: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<S: futures_util::Stream> futures_util::Stream for EndAware<S> {
+    type Item = S::Item;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<S::Item>> {
+        let polled = self.inner.as_mut().poll_next(cx);
+        if let std::task::Poll::Ready(None) = polled {
+            self.ended.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+/// The next item of a multipart stream, or an error when the parser waits for bytes after
+/// the body has ended (actix-multipart 0.7 does so on a body cut inside a part, and would
+/// hold the request forever).
+async fn next_or_stalled<T>(
+    stream: &mut (impl futures_util::Stream<Item = T> + Unpin),
+    ended: &std::sync::atomic::AtomicBool,
+) -> ApiResult<Option<T>> {
+    futures_util::future::poll_fn(|cx| match stream.poll_next_unpin(cx) {
+        std::task::Poll::Ready(item) => std::task::Poll::Ready(Ok(item)),
+        std::task::Poll::Pending if ended.load(std::sync::atomic::Ordering::Relaxed) => {
+            std::task::Poll::Ready(Err(ApiError::bad(
+                "multipart",
+                "multipart: the body ends inside a part (no closing boundary)",
+            )))
+        }
+        std::task::Poll::Pending => std::task::Poll::Pending,
+    })
+    .await
 }
 
 /// A JSON body, parse errors naming line and column.
