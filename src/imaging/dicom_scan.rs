@@ -62,24 +62,55 @@ fn malformed(message: impl Into<String>) -> ScanProblem {
     ScanProblem::Malformed(message.into())
 }
 
-/// VRs whose length field is 4 bytes after 2 reserved ones in explicit syntaxes.
-fn long_length(vr: &[u8; 2]) -> bool {
+/// VRs whose length field is 2 bytes in explicit syntaxes (PS3.5 7.1.2). Every other VR,
+/// an unknown one included, has 2 reserved bytes and a 4-byte length: dicom-rs reads an
+/// unknown VR as UN that way, and the scan must read each header exactly as it will.
+fn short_length(vr: &[u8; 2]) -> bool {
     matches!(
         vr,
-        b"OB"
-            | b"OD"
-            | b"OF"
-            | b"OL"
-            | b"OV"
-            | b"OW"
-            | b"SQ"
-            | b"SV"
-            | b"UC"
-            | b"UN"
-            | b"UR"
-            | b"UT"
-            | b"UV"
+        b"AE"
+            | b"AS"
+            | b"AT"
+            | b"CS"
+            | b"DA"
+            | b"DS"
+            | b"DT"
+            | b"FL"
+            | b"FD"
+            | b"IS"
+            | b"LO"
+            | b"LT"
+            | b"PN"
+            | b"SH"
+            | b"SL"
+            | b"SS"
+            | b"ST"
+            | b"TM"
+            | b"UI"
+            | b"UL"
+            | b"US"
     )
+}
+
+/// Whether dicom-rs knows this VR (an unknown one is read as UN).
+fn known_vr(vr: &[u8; 2]) -> bool {
+    short_length(vr)
+        || matches!(
+            vr,
+            b"OB"
+                | b"OD"
+                | b"OF"
+                | b"OL"
+                | b"OV"
+                | b"OW"
+                | b"SQ"
+                | b"SV"
+                | b"UC"
+                | b"UN"
+                | b"UR"
+                | b"UT"
+                | b"UV"
+        )
 }
 
 struct Header {
@@ -135,20 +166,15 @@ impl<'a> Cursor<'a> {
             });
         }
         let vr_bytes = self.take(2)?;
-        let vr = [vr_bytes[0], vr_bytes[1]];
-        if !vr.iter().all(u8::is_ascii_uppercase) {
-            return Err(malformed(format!(
-                "element ({:04X},{:04X}) at offset {} has no valid VR",
-                tag.0,
-                tag.1,
-                self.at - 6
-            )));
+        let mut vr = [vr_bytes[0], vr_bytes[1]];
+        if !known_vr(&vr) {
+            vr = *b"UN";
         }
-        let length = if long_length(&vr) {
+        let length = if short_length(&vr) {
+            u32::from(self.u16()?)
+        } else {
             self.take(2)?;
             self.u32()?
-        } else {
-            u32::from(self.u16()?)
         };
         Ok(Header {
             tag,
@@ -447,11 +473,11 @@ mod tests {
         out.extend_from_slice(&tag.0.to_le_bytes());
         out.extend_from_slice(&tag.1.to_le_bytes());
         out.extend_from_slice(vr);
-        if long_length(vr) {
+        if short_length(vr) {
+            out.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        } else {
             out.extend_from_slice(&[0, 0]);
             out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        } else {
-            out.extend_from_slice(&(value.len() as u16).to_le_bytes());
         }
         out.extend_from_slice(value);
         out
@@ -490,6 +516,23 @@ mod tests {
         data.extend(pixel);
         let problem = scan(&file(&data), &DecodeLimits::default()).unwrap_err();
         assert!(matches!(problem, ScanProblem::Malformed(m) if m.contains("declares")));
+    }
+
+    #[test]
+    fn reads_unknown_vrs_as_dicom_rs_does() {
+        // Found by the fuzzer: dicom-rs reads an unknown VR as UN (2 reserved bytes, a
+        // 4-byte length) and allocated the 3 GB this one declares.
+        let mut data = image(4, 4);
+        data.extend_from_slice(&0x0027u16.to_le_bytes());
+        data.extend_from_slice(&0x1047u16.to_le_bytes());
+        data.extend_from_slice(b"ZQ\0\0");
+        data.extend_from_slice(&0xBF80_0000u32.to_le_bytes());
+        data.extend_from_slice(&[0u8; 64]);
+        let problem = scan(&file(&data), &DecodeLimits::default()).unwrap_err();
+        assert!(
+            matches!(&problem, ScanProblem::Malformed(m) if m.contains("(0027,1047) declares 3212836864")),
+            "{problem:?}"
+        );
     }
 
     #[test]
