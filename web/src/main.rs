@@ -64,11 +64,11 @@ fn soak(args: SoakArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "soak {:.0} s: {} valid requests, {} answered 5xx, {} shed (503, Retry-After), {} connection errors; {} hostile, {} not refused; {} adds and {} deletes acknowledged, {} lost; server RSS {:.0} MiB at start, {:.0} at end, peak {:.0}",
+            "soak {:.0} s: {} valid requests, {} answered 5xx, {} shed (503, Retry-After), {} connection errors; {} hostile, {} not refused; {} adds and {} deletes acknowledged, {} lost; server RSS {:.0} MiB at start, {:.0} warm, {:.0} at end, peak {:.0}",
             report.seconds, report.requests, report.server_errors, report.shed,
             report.connection_errors, report.hostile, report.hostile_not_refused,
             report.adds_acknowledged, report.deletes_acknowledged, report.writes_lost,
-            report.rss_start_mib, report.rss_end_mib, report.rss_peak_mib
+            report.rss_start_mib, report.rss_warm_mib, report.rss_end_mib, report.rss_peak_mib
         );
         for problem in &report.problems {
             println!("  {problem}");

@@ -39,9 +39,14 @@ pub struct SoakReport {
     pub deletes_acknowledged: usize,
     /// Acknowledged writes not visible at the end (must be 0).
     pub writes_lost: usize,
+    /// Before any load.
     pub rss_start_mib: f64,
+    /// After the first tenth of the run (caches, thread stacks and allocator arenas warm).
+    pub rss_warm_mib: f64,
     pub rss_end_mib: f64,
     pub rss_peak_mib: f64,
+    /// (seconds into the run, resident MiB), every 10 s.
+    pub rss_samples: Vec<(f64, f64)>,
     /// Examples of what went wrong, a few of each kind.
     pub problems: Vec<String>,
 }
@@ -387,6 +392,7 @@ pub fn run(server_exe: &Path, options: &SoakOptions) -> anyhow::Result<SoakRepor
     let added = AtomicUsize::new(0);
     let deletes: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let soak_started = Instant::now();
+    let mut samples: Vec<(f64, f64)> = Vec::new();
     std::thread::scope(|scope| {
         for reader in 0..options.readers {
             let (tally, stop, address, image) = (&tally, &stop, &address, &image);
@@ -553,13 +559,22 @@ pub fn run(server_exe: &Path, options: &SoakOptions) -> anyhow::Result<SoakRepor
                 }
             });
         }
+        let mut next_sample = Duration::ZERO;
         while soak_started.elapsed() < options.duration {
+            if soak_started.elapsed() >= next_sample {
+                samples.push((soak_started.elapsed().as_secs_f64(), memory_mib(pid).0));
+                next_sample += Duration::from_secs(10);
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
         stop.store(true, Ordering::Relaxed);
     });
     let seconds = soak_started.elapsed().as_secs_f64();
     let (rss_end, rss_peak) = memory_mib(pid);
+    let rss_warm = samples
+        .iter()
+        .find(|(at, _)| *at >= seconds / 10.0)
+        .map_or(rss_end, |(_, mib)| *mib);
 
     // Every acknowledged write is visible: adds answer, deletes are gone.
     let mut lost = 0;
@@ -596,8 +611,10 @@ pub fn run(server_exe: &Path, options: &SoakOptions) -> anyhow::Result<SoakRepor
         deletes_acknowledged: deletes.len(),
         writes_lost: lost,
         rss_start_mib: rss_start,
+        rss_warm_mib: rss_warm,
         rss_end_mib: rss_end,
         rss_peak_mib: rss_peak,
+        rss_samples: samples,
         problems,
     })
 }

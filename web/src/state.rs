@@ -36,6 +36,10 @@ pub struct AppState {
     upload_counter: std::sync::atomic::AtomicU64,
     /// When `CURRENT` was last compared with the served generation.
     last_check: Mutex<Instant>,
+    /// Held while a generation is opened: sled admits one opener per process, so the
+    /// request that notices a new generation and the write that published it must not
+    /// both open it.
+    reloading: Mutex<()>,
 }
 
 /// How often the server looks for a generation published by another process (`lesion-indexer
@@ -71,6 +75,7 @@ impl AppState {
             uploads: Mutex::new(VecDeque::new()),
             upload_counter: Default::default(),
             last_check: Mutex::new(Instant::now()),
+            reloading: Mutex::new(()),
         }
     }
 
@@ -102,8 +107,22 @@ impl AppState {
         serving.archive.dir.file_name().and_then(|n| n.to_str()) != Some(name.trim())
     }
 
-    /// Opens the generation just published and serves it from now on.
+    /// Opens the generation just published and serves it from now on (nothing to do when it
+    /// is served already).
     pub fn reload(&self) -> lesion_search::Result<()> {
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let serving = self
+            .engine
+            .read()
+            .map(|e| e.clone())
+            .unwrap_or_else(|poisoned| poisoned.into_inner().clone());
+        if !self.published_elsewhere(&serving) {
+            return Ok(());
+        }
+        drop(serving);
         let engine = Arc::new(Engine::open(&self.index_dir, self.model.clone())?);
         match self.engine.write() {
             Ok(mut slot) => *slot = engine,
