@@ -71,14 +71,22 @@ fn every_real_slice_loads_and_yields_a_patch_and_a_thumbnail() {
         let patch = dataset
             .lesion_patch(r, &spec)
             .unwrap_or_else(|e| panic!("{}: {e}", r.file_name));
-        let series = r.key_slice_path(dataset.root()).parent().unwrap().to_path_buf();
+        let series = r
+            .key_slice_path(dataset.root())
+            .parent()
+            .unwrap()
+            .to_path_buf();
         let neighbour = |slice: u32| series.join(format!("{slice:03}.png")).is_file();
         let (below, above) = (
             neighbour(r.key_slice.saturating_sub(1)),
             neighbour(r.key_slice + 1),
         );
         if below && above {
-            assert!(patch.substituted_channels < 2, "{}: neighbours unused", r.file_name);
+            assert!(
+                patch.substituted_channels < 2,
+                "{}: neighbours unused",
+                r.file_name
+            );
         } else if !below && !above {
             assert_eq!(patch.substituted_channels, 2, "{}", r.file_name);
         }
