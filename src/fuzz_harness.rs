@@ -74,3 +74,39 @@ pub fn index_load(data: &[u8]) {
         }
     }
 }
+
+/// Panics seen anywhere in the process, caught or not: a decoder fenced with
+/// `catch_unwind` must not panic on a corpus input either (the fuzzer counts those too).
+static PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Replays every input of a committed corpus folder through `harness`, failing on any panic
+/// (the corpus-replay tests of both crates).
+pub fn replay_corpus(dir: &Path, harness: fn(&[u8])) {
+    use std::sync::atomic::Ordering::SeqCst;
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            PANICS.fetch_add(1, SeqCst);
+            default(info);
+        }));
+    });
+    let mut inputs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("a corpus entry").path())
+        .collect();
+    inputs.sort();
+    assert!(!inputs.is_empty(), "{}: no corpus", dir.display());
+    for input in &inputs {
+        let bytes = std::fs::read(input).expect("a corpus file");
+        let before = PANICS.load(SeqCst);
+        let outcome = std::panic::catch_unwind(|| harness(&bytes));
+        assert!(outcome.is_ok(), "{} panicked", input.display());
+        assert_eq!(
+            PANICS.load(SeqCst),
+            before,
+            "{} panicked inside a fence",
+            input.display()
+        );
+    }
+}
