@@ -51,8 +51,7 @@ pub(crate) fn sync_tree(dir: &Path) -> Result<()> {
     sync_dir(dir)
 }
 
-/// Copies a folder tree (an immutable index generation's stores into a new one, or into a
-/// private snapshot).
+/// Copies a folder tree (an immutable index generation's stores into a new one).
 pub(crate) fn copy_dir(from: &Path, to: &Path) -> Result<()> {
     fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
     for entry in fs::read_dir(from).map_err(|e| Error::io(from, e))? {

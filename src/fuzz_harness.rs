@@ -75,6 +75,27 @@ pub fn index_load(data: &[u8]) {
     }
 }
 
+/// A generation's record table (`store::RecordTable`), tried as it is and with a correct
+/// checksum appended; whatever opens must answer every read without panicking.
+pub fn record_table(data: &[u8]) {
+    let path = std::env::temp_dir().join(format!("lesion-fuzz-{}.table", std::process::id()));
+    let mut summed = data.to_vec();
+    summed.extend_from_slice(&u64::from(crc32fast::hash(data)).to_le_bytes());
+    for bytes in [data, &summed[..]] {
+        if std::fs::write(&path, bytes).is_err() {
+            return;
+        }
+        if let Ok(table) = crate::store::RecordTable::open(&path) {
+            let _ = table.all();
+            let _ = table.checksum();
+            let _ = table.get(0);
+            let _ = table.thumbnail(0);
+            let _ = table.id_of("000001_01_01_001.png");
+        }
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
 /// Panics seen anywhere in the process, caught or not: a decoder fenced with
 /// `catch_unwind` must not panic on a corpus input either (the fuzzer counts those too).
 static PANICS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

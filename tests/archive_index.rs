@@ -279,3 +279,50 @@ fn added_lesions_are_found_and_deleted_ones_vanish_from_every_store() {
         "generations older than the previous one are pruned"
     );
 }
+
+#[test]
+fn readers_share_a_generation_through_its_record_table_without_copying_it() {
+    let archive = common::synth_archive(24, 43, true);
+    let model = bundled_lesion_cnn().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    build(dir.path(), &options(archive.path(), &model), &|_| {}).unwrap();
+    let generation = dir.path().join("gen-000001");
+    // Another holder of the sled store (sled's lock is per open file, so this stands in for
+    // a second process): readers must not need it, nor copy it anywhere.
+    let holder = lesion_search::store::RecordStore::open(&generation.join("records")).unwrap();
+    let temp_before = std::fs::read_dir(std::env::temp_dir()).unwrap().count();
+    let first = Archive::open(dir.path()).unwrap();
+    let second = Archive::open(dir.path()).unwrap();
+    assert!(first.records.is_table() && second.records.is_table());
+    assert!(first.verify().unwrap().is_empty());
+    assert_eq!(
+        first.records.checksum().unwrap(),
+        holder.checksum().unwrap()
+    );
+    assert_eq!(first.records.all().unwrap(), holder.all().unwrap());
+    assert_eq!(
+        second.records.thumbnail(5).unwrap(),
+        holder.thumbnail(5).unwrap()
+    );
+    assert_eq!(
+        std::fs::read_dir(std::env::temp_dir()).unwrap().count(),
+        temp_before,
+        "opening a held generation wrote to the temporary folder"
+    );
+    drop((first, second, holder));
+
+    // A damaged table is refused at open with what is wrong, never served.
+    let table = generation.join(lesion_search::store::RECORDS_TABLE);
+    let mut bytes = std::fs::read(&table).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    std::fs::write(&table, &bytes).unwrap();
+    let err = Archive::open(dir.path()).err().unwrap().to_string();
+    assert!(
+        err.contains("records.table") && err.contains("checksum"),
+        "{err}"
+    );
+    // A truncated one too, whatever it declares.
+    std::fs::write(&table, &bytes[..middle]).unwrap();
+    assert!(Archive::open(dir.path()).is_err());
+}

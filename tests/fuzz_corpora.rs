@@ -30,3 +30,8 @@ fn dicom_corpus() {
 fn index_load_corpus() {
     replay("index_load", lesion_search::fuzz_harness::index_load);
 }
+
+#[test]
+fn record_table_corpus() {
+    replay("record_table", lesion_search::fuzz_harness::record_table);
+}

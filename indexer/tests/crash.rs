@@ -1,10 +1,14 @@
 //! Crash points: a build, an add and a delete are killed with SIGKILL at each named point of
 //! the write path (`lesion_search::fault::CRASH_POINTS`). After every kill the index must
-//! verify, serve a whole generation, and take the same write again.
+//! verify, take the same write again, and a server running beside the writer (a separate
+//! `lesion-web` process) must answer every request from a whole generation throughout.
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use lesion_search::fault::{CRASH_AT_VARIABLE, CRASH_POINTS};
 
@@ -84,6 +88,153 @@ fn searchable(index: &Path) -> usize {
     (manifest["lesions"].as_u64().unwrap() - manifest["deleted"].as_u64().unwrap()) as usize
 }
 
+/// One HTTP/1.1 exchange with the server: status and body.
+fn http(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .ok()?;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut reply = Vec::new();
+    stream.read_to_end(&mut reply).ok()?;
+    let reply = String::from_utf8_lossy(&reply);
+    let status = reply.get(9..12)?.parse().ok()?;
+    let body = reply
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    Some((status, body))
+}
+
+/// What `/healthz` says is served: (generation, live lesions).
+fn served_by(port: u16) -> Option<(u64, usize)> {
+    let (status, body) = http(port, "GET", "/healthz", "")?;
+    let health: serde_json::Value = serde_json::from_str(&body).ok()?;
+    (status == 200).then(|| {
+        (
+            health["generation"].as_u64().unwrap_or(0),
+            health["lesions"].as_u64().unwrap_or(0) as usize,
+        )
+    })
+}
+
+/// A `lesion-web` process serving `index`, with a client asking it for the served count
+/// and a text search until stopped; every answer is kept.
+struct LiveServer {
+    child: Child,
+    port: u16,
+    stop: Arc<AtomicBool>,
+    answers: Arc<Mutex<Vec<String>>>,
+    counts: Arc<Mutex<Vec<usize>>>,
+    client: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LiveServer {
+    /// `None` when the server binary is not built beside the indexer (a lone
+    /// `cargo test -p lesion-indexer`); the workspace run builds both.
+    fn start(index: &Path) -> Option<Self> {
+        let binary = Path::new(env!("CARGO_BIN_EXE_lesion-indexer")).with_file_name("lesion-web");
+        if !binary.is_file() {
+            eprintln!(
+                "skipping the live server: {} is not built",
+                binary.display()
+            );
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new(binary)
+            .args(["--index", index.to_str().unwrap()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env_remove(CRASH_AT_VARIABLE)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start lesion-web");
+        let started = Instant::now();
+        while served_by(port).is_none() {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "lesion-web exited early"
+            );
+            assert!(started.elapsed() < Duration::from_secs(60), "no /healthz");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let answers = Arc::new(Mutex::new(Vec::new()));
+        let counts = Arc::new(Mutex::new(Vec::new()));
+        let client = {
+            let (stop, answers, counts) = (stop.clone(), answers.clone(), counts.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match served_by(port) {
+                        Some((_, lesions)) => counts.lock().unwrap().push(lesions),
+                        None => answers.lock().unwrap().push("healthz failed".into()),
+                    }
+                    let search = http(port, "POST", "/api/search", r#"{"text":"lesion","k":5}"#);
+                    if let Some((status, body)) = search {
+                        if status != 200 {
+                            answers
+                                .lock()
+                                .unwrap()
+                                .push(format!("search {status}: {body}"));
+                        }
+                    } else {
+                        answers.lock().unwrap().push("search: no answer".into());
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        Some(LiveServer {
+            child,
+            port,
+            stop,
+            answers,
+            counts,
+            client: Some(client),
+        })
+    }
+
+    /// Waits until the server serves `lesions` (it notices a new generation by itself),
+    /// stops the client and returns the failures and the counts it saw.
+    fn finish(mut self, lesions: usize) -> (Vec<String>, Vec<usize>) {
+        let started = Instant::now();
+        while served_by(self.port).map(|(_, n)| n) != Some(lesions)
+            && started.elapsed() < Duration::from_secs(20)
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        if let Some((_, n)) = served_by(self.port) {
+            self.counts.lock().unwrap().push(n);
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(client) = self.client.take() {
+            client.join().unwrap();
+        }
+        let answers = std::mem::take(&mut *self.answers.lock().unwrap());
+        let counts = std::mem::take(&mut *self.counts.lock().unwrap());
+        (answers, counts)
+    }
+}
+
+impl Drop for LiveServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 struct Fixture {
     _dir: tempfile::TempDir,
     base: PathBuf,
@@ -133,6 +284,35 @@ fn fixture() -> Fixture {
     }
 }
 
+/// The live server answered everything, only ever from a whole generation, and serves the
+/// final one; returns a note for the matrix.
+fn check_server(
+    server: Option<LiveServer>,
+    last: usize,
+    whole: &[usize],
+    name: &str,
+    point: &str,
+) -> String {
+    let Some(server) = server else {
+        return String::new();
+    };
+    let (failures, counts) = server.finish(last);
+    assert!(
+        failures.is_empty(),
+        "{name} killed at {point}: the live server failed: {failures:?}"
+    );
+    assert!(
+        counts.iter().all(|n| whole.contains(n)),
+        "{name} killed at {point}: the live server served counts {counts:?}, expected only {whole:?}"
+    );
+    assert_eq!(
+        counts.last(),
+        Some(&last),
+        "{name} at {point}: server did not move on"
+    );
+    format!(", live server {} answers", counts.len())
+}
+
 #[test]
 fn writes_killed_at_every_point_leave_a_whole_index_that_takes_the_write_again() {
     let fixture = fixture();
@@ -160,6 +340,7 @@ fn writes_killed_at_every_point_leave_a_whole_index_that_takes_the_write_again()
             let index = work.path().join("index");
             copy_dir(&fixture.index, &index);
             let i = index.to_str().unwrap();
+            let server = LiveServer::start(&index);
             let mut full: Vec<&str> = args.iter().map(String::as_str).collect();
             full.extend(["--index", i]);
             let crashed = indexer(&full, Some(point));
@@ -172,6 +353,7 @@ fn writes_killed_at_every_point_leave_a_whole_index_that_takes_the_write_again()
                     text(&crashed)
                 );
                 assert_eq!(searchable(&index), *after, "{name} past {point}");
+                check_server(server, *after, &[before, *after], name, point);
                 matrix.push(format!("{name:<6} {point:<26} not on this path"));
                 continue;
             }
@@ -190,8 +372,9 @@ fn writes_killed_at_every_point_leave_a_whole_index_that_takes_the_write_again()
                 text(&again)
             );
             assert_eq!(done, *after, "{name} after a kill at {point}");
+            let served_live = check_server(server, *after, &[before, *after], name, point);
             matrix.push(format!(
-                "{name:<6} {point:<26} killed, served {served}, recovered to {done}"
+                "{name:<6} {point:<26} killed, served {served}, recovered to {done}{served_live}"
             ));
         }
     }

@@ -93,6 +93,7 @@ impl Draft {
         records.flush()?;
         text.commit()?;
         crate::fault::point("records-flushed");
+        records.freeze(&partial.join(crate::store::RECORDS_TABLE))?;
         manifest.records_sha256 = records.checksum()?;
         drop(records);
         let graph_rebuilt = vectors.needs_rebuild();

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! IDX/CURRENT            "gen-000002"
-//! IDX/gen-000002/        manifest.json, records/, vectors/, text/
+//! IDX/gen-000002/        manifest.json, records/ (sled), records.table, vectors/, text/
 //! IDX/staging/           embeddings computed so far (a killed build resumes from them)
 //! IDX/LOCK               flock-ed by the one writer (its pid inside, for people)
 //! ```
@@ -23,7 +23,7 @@ use crate::embed::{sha256_file, Embedder, ModelCard};
 use crate::error::{Error, Result};
 use crate::imaging::{extract_patch, render_thumbnail, ThumbnailSpec};
 use crate::index::{load_vector_index, save_vector_index, FlatIndex, GraphParams, VectorIndex};
-use crate::store::{RecordStore, StoredLesion};
+use crate::store::{PublishedRecords, RecordStore, StoredLesion, RECORDS_TABLE};
 use crate::text::{TextEntry, TextIndex, TextIndexWriter};
 
 mod change;
@@ -397,6 +397,7 @@ pub fn build(
     store.flush()?;
     text.commit()?;
     crate::fault::point("records-flushed");
+    store.freeze(&partial.join(RECORDS_TABLE))?;
     let records_sha256 = store.checksum()?;
     drop(store);
 
@@ -458,7 +459,7 @@ fn read_manifest(generation_dir: &Path) -> Result<Manifest> {
 pub struct Archive {
     pub dir: PathBuf,
     pub manifest: Manifest,
-    pub records: RecordStore,
+    pub records: PublishedRecords,
     pub vectors: VectorIndex,
     pub text: TextIndex,
 }
@@ -485,7 +486,7 @@ impl Archive {
             ));
         }
         Ok(Archive {
-            records: RecordStore::open_published(&dir.join("records"))?,
+            records: PublishedRecords::open(&dir)?,
             vectors,
             text: TextIndex::open(&dir.join("text"))?,
             manifest,

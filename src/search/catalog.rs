@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::dataset::{CoarseType, Sex, Split};
 use crate::error::Result;
 use crate::index::IdSet;
-use crate::store::{RecordStore, StoredLesion};
+use crate::store::{PublishedRecords, StoredLesion};
 
 /// What filters and facets read of one lesion.
 #[derive(Debug, Clone, PartialEq)]
@@ -151,7 +151,7 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    pub fn load(records: &RecordStore, ids: usize) -> Result<Self> {
+    pub fn load(records: &PublishedRecords, ids: usize) -> Result<Self> {
         let mut facts = vec![None; ids];
         let mut live = 0;
         let mut live_set = IdSet::new(ids);

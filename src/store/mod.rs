@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use crate::dataset::LesionRecord;
+
+mod table;
 use crate::error::{Error, Result};
+pub use table::{RecordTable, RECORDS_TABLE};
 
 /// Everything kept for one lesion.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -29,26 +32,16 @@ pub struct StoredLesion {
 /// The records of one index generation.
 pub struct RecordStore {
     path: PathBuf,
-    /// A private copy opened because another process holds the generation; removed on drop.
-    snapshot: Option<PathBuf>,
     db: sled::Db,
     records: sled::Tree,
     keys: sled::Tree,
     thumbnails: sled::Tree,
 }
 
-fn store_error(path: &Path, e: impl std::fmt::Display) -> Error {
+pub(crate) fn store_error(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Index {
         path: path.to_path_buf(),
         message: format!("records: {e}"),
-    }
-}
-
-impl Drop for RecordStore {
-    fn drop(&mut self) {
-        if let Some(copy) = &self.snapshot {
-            let _ = std::fs::remove_dir_all(copy);
-        }
     }
 }
 
@@ -62,7 +55,6 @@ impl RecordStore {
         let tree = |name: &str| db.open_tree(name).map_err(|e| store_error(dir, e));
         Ok(RecordStore {
             path: dir.to_path_buf(),
-            snapshot: None,
             records: tree("records")?,
             keys: tree("keys")?,
             thumbnails: tree("thumbnails")?,
@@ -92,31 +84,6 @@ impl RecordStore {
     }
 
     /// Removes a lesion's record, key and thumbnail; returns whether it was there.
-    /// Opens a published (immutable) generation for reading. sled admits one process per
-    /// database, so when another process (a running server) holds it, a private copy is
-    /// opened instead: the generation never changes, so the copy is the same records.
-    pub fn open_published(dir: &Path) -> Result<Self> {
-        match sled::Config::new().path(dir).open() {
-            Ok(db) => {
-                drop(db);
-                RecordStore::open(dir)
-            }
-            Err(sled::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                static SNAPSHOTS: std::sync::atomic::AtomicUsize =
-                    std::sync::atomic::AtomicUsize::new(0);
-                let n = SNAPSHOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let copy = std::env::temp_dir()
-                    .join(format!("lesion-search-records-{}-{n}", std::process::id()));
-                crate::fsutil::copy_dir(dir, &copy)?;
-                let mut store = RecordStore::open(&copy)?;
-                store.path = dir.to_path_buf();
-                store.snapshot = Some(copy);
-                Ok(store)
-            }
-            Err(e) => Err(store_error(dir, e)),
-        }
-    }
-
     pub fn remove(&self, id: u32) -> Result<bool> {
         let Some(lesion) = self.get(id)? else {
             return Ok(false);
@@ -203,9 +170,119 @@ impl RecordStore {
         Ok(crate::embed::hex_digest(&hasher.finalize()))
     }
 
+    /// Seals the store into the read-only table readers open (see `table`), written
+    /// atomically to `path`.
+    pub fn freeze(&self, path: &Path) -> Result<()> {
+        let collect = |tree: &sled::Tree| -> Result<Vec<(sled::IVec, sled::IVec)>> {
+            tree.iter()
+                .map(|entry| entry.map_err(|e| store_error(&self.path, e)))
+                .collect()
+        };
+        let id_of = |k: &[u8]| -> Result<u32> {
+            k.try_into()
+                .map(u32::from_be_bytes)
+                .map_err(|_| store_error(&self.path, "bad record key"))
+        };
+        let records = collect(&self.records)?
+            .into_iter()
+            .map(|(k, v)| Ok((id_of(&k)?, v.to_vec())))
+            .collect::<Result<Vec<_>>>()?;
+        let keys = collect(&self.keys)?
+            .into_iter()
+            .map(|(k, v)| Ok((k.to_vec(), id_of(&v)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let thumbnails = collect(&self.thumbnails)?
+            .into_iter()
+            .map(|(k, v)| Ok((id_of(&k)?, v.to_vec())))
+            .collect::<Result<Vec<_>>>()?;
+        crate::fsutil::write_atomically(path, |w| {
+            table::write_table(w, &records, &keys, &thumbnails)
+        })
+    }
+
     /// Makes everything written so far durable.
     pub fn flush(&self) -> Result<()> {
         self.db.flush().map_err(|e| store_error(&self.path, e))?;
         Ok(())
+    }
+}
+
+/// The records of a published generation, as readers see them: the sealed table, or for a
+/// generation written before tables existed, its sled store opened in place (one process).
+pub enum PublishedRecords {
+    Table(RecordTable),
+    Sled(RecordStore),
+}
+
+impl PublishedRecords {
+    /// Opens `generation_dir`'s records: `records.table` when present, else `records/`.
+    pub fn open(generation_dir: &Path) -> Result<Self> {
+        let table = generation_dir.join(RECORDS_TABLE);
+        if table.exists() {
+            return RecordTable::open(&table).map(PublishedRecords::Table);
+        }
+        let dir = generation_dir.join("records");
+        match RecordStore::open(&dir) {
+            Ok(store) => Ok(PublishedRecords::Sled(store)),
+            Err(e) => Err(store_error(
+                &dir,
+                format!(
+                    "{e}; this generation predates record tables and another process holds it: \
+                     stop that process, or publish a new generation (any add or delete) first"
+                ),
+            )),
+        }
+    }
+
+    pub fn get(&self, id: u32) -> Result<Option<StoredLesion>> {
+        match self {
+            PublishedRecords::Table(t) => t.get(id),
+            PublishedRecords::Sled(s) => s.get(id),
+        }
+    }
+
+    pub fn id_of(&self, key: &str) -> Result<Option<u32>> {
+        match self {
+            PublishedRecords::Table(t) => t.id_of(key),
+            PublishedRecords::Sled(s) => s.id_of(key),
+        }
+    }
+
+    pub fn thumbnail(&self, id: u32) -> Result<Option<Vec<u8>>> {
+        match self {
+            PublishedRecords::Table(t) => t.thumbnail(id),
+            PublishedRecords::Sled(s) => s.thumbnail(id),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            PublishedRecords::Table(t) => t.len(),
+            PublishedRecords::Sled(s) => s.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every record in id order.
+    pub fn all(&self) -> Result<Vec<(u32, StoredLesion)>> {
+        match self {
+            PublishedRecords::Table(t) => t.all(),
+            PublishedRecords::Sled(s) => s.all(),
+        }
+    }
+
+    pub fn checksum(&self) -> Result<String> {
+        match self {
+            PublishedRecords::Table(t) => t.checksum(),
+            PublishedRecords::Sled(s) => s.checksum(),
+        }
+    }
+
+    /// Whether readers share this generation without opening sled.
+    pub fn is_table(&self) -> bool {
+        matches!(self, PublishedRecords::Table(_))
     }
 }
