@@ -2,8 +2,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use lesion_search::index::{
-    clustered_unit_vectors, load_vector_index, save_vector_index, FlatIndex, GraphParams, IdSet,
-    Plan, Scored, VectorIndex,
+    clustered_unit_vectors, load_vector_index, read_ivecs, read_vectors, save_vector_index,
+    FlatIndex, GraphParams, IdSet, Plan, Scored, VectorIndex,
 };
 use lesion_search::synth::Rng;
 use serde_json::json;
@@ -15,9 +15,9 @@ pub struct Args {
     vectors: usize,
     #[arg(long, default_value_t = 256)]
     dim: usize,
-    /// Held-out queries.
+    /// Held-out queries drawn with the generated vectors.
     #[arg(long, default_value_t = 1000)]
-    queries: usize,
+    query_count: usize,
     /// Clusters of the generated data.
     #[arg(long, default_value_t = 200)]
     clusters: usize,
@@ -33,6 +33,51 @@ pub struct Args {
     /// arguments, load it instead of building (for tuning the search without rebuilding).
     #[arg(long, value_name = "DIR")]
     reuse: Option<std::path::PathBuf>,
+    /// Index these vectors instead of generated ones: TEXMEX `.fvecs` or `.npy` (float32,
+    /// 2-D). Rows are scaled to unit length; the index ranks by inner product (cosine).
+    #[arg(long, value_name = "FILE", requires = "queries_file")]
+    base: Option<std::path::PathBuf>,
+    /// Query vectors for `--base` (same formats).
+    #[arg(long = "queries", value_name = "FILE", requires = "base")]
+    queries_file: Option<std::path::PathBuf>,
+    /// Exact neighbours of each query (`.ivecs`, best first, inner product on unit vectors);
+    /// computed with the exact scan (top 100) when absent.
+    #[arg(long, value_name = "FILE", requires = "base")]
+    truth: Option<std::path::PathBuf>,
+}
+
+/// Base vectors, queries, dimension and where they came from.
+fn vector_sets(args: &Args) -> anyhow::Result<(Vec<f32>, Vec<f32>, usize, String)> {
+    match (&args.base, &args.queries_file) {
+        (Some(base_path), Some(queries_path)) => {
+            let mut base = read_vectors(base_path)?;
+            base.normalise(base_path)?;
+            let mut queries = read_vectors(queries_path)?;
+            queries.normalise(queries_path)?;
+            anyhow::ensure!(
+                base.dim == queries.dim,
+                "{} has {} dimensions, {} has {}",
+                base_path.display(),
+                base.dim,
+                queries_path.display(),
+                queries.dim
+            );
+            let dim = base.dim;
+            Ok((
+                base.values,
+                queries.values,
+                dim,
+                base_path.display().to_string(),
+            ))
+        }
+        _ => {
+            let (n, d) = (args.vectors, args.dim);
+            let mut data =
+                clustered_unit_vectors(n + args.query_count, d, args.clusters, args.seed);
+            let queries = data.split_off(n * d);
+            Ok((data, queries, d, format!("generated (seed {})", args.seed)))
+        }
+    }
 }
 
 fn resident_bytes() -> u64 {
@@ -59,9 +104,27 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let (n, d) = (args.vectors, args.dim);
-    let mut data = clustered_unit_vectors(n + args.queries, d, args.clusters, args.seed);
-    let queries = data.split_off(n * d);
+    let (data, queries, d, source) = vector_sets(&args)?;
+    let n = data.len() / d;
+    let query_count = queries.len() / d;
+    let given_truth = match &args.truth {
+        Some(path) => {
+            let truth = read_ivecs(path)?;
+            anyhow::ensure!(
+                truth.len() == query_count && truth.iter().all(|t| t.len() >= 10),
+                "{}: {} rows (at least 10 ids each) for {query_count} queries",
+                path.display(),
+                truth.len()
+            );
+            anyhow::ensure!(
+                truth.iter().flatten().all(|&id| (id as usize) < n),
+                "{}: an id past the {n} base vectors",
+                path.display()
+            );
+            Some(truth)
+        }
+        None => None,
+    };
     let rss_before = resident_bytes();
     let flat = FlatIndex::from_data(d, data);
     let params = GraphParams {
@@ -91,6 +154,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     };
     let build_s = started.elapsed().as_secs_f64();
+    let connectivity = index.graph.as_ref().map(|g| g.connectivity());
     let graph_bytes = index.graph.as_ref().map_or(0, |g| g.memory_bytes());
     let rss_after = resident_bytes();
 
@@ -123,19 +187,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut unfiltered_truth = Vec::new();
     for (name, allowed) in &filters {
         let allowed = allowed.as_ref();
-        let truth: Vec<Vec<u32>> = queries
-            .chunks_exact(d)
-            .map(|q| {
-                index
-                    .flat
-                    .search(q, 10, allowed, None)
-                    .iter()
-                    .map(|s| s.id)
-                    .collect()
-            })
-            .collect();
+        let truth: Vec<Vec<u32>> = match (&given_truth, allowed) {
+            (Some(given), None) => given.iter().map(|t| t[..10].to_vec()).collect(),
+            _ => queries
+                .chunks_exact(d)
+                .map(|q| {
+                    index
+                        .flat
+                        .search(q, 10, allowed, None)
+                        .iter()
+                        .map(|s| s.id)
+                        .collect()
+                })
+                .collect(),
+        };
         for path in ["flat", "hnsw", "planned"] {
-            let mut latencies = Vec::with_capacity(args.queries);
+            let mut latencies = Vec::with_capacity(query_count);
             let mut hit = 0usize;
             let mut total = 0usize;
             let mut plan_used = Plan::Exact;
@@ -170,7 +237,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     // Recall against speed along ef, unfiltered: the curve to set beside other engines'.
     let mut sweep = Vec::new();
-    for ef in [64, 128, 192, 256, 384, 512, 768, 1024] {
+    for ef in [16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024] {
         let mut hit = 0usize;
         let started = Instant::now();
         for (q, truth) in queries.chunks_exact(d).zip(&unfiltered_truth) {
@@ -180,16 +247,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         let seconds = started.elapsed().as_secs_f64();
         sweep.push(json!({
             "ef": ef,
-            "recall_at_10": hit as f64 / (10 * args.queries).max(1) as f64,
-            "queries_per_second": args.queries as f64 / seconds,
+            "recall_at_10": hit as f64 / (10 * query_count).max(1) as f64,
+            "queries_per_second": query_count as f64 / seconds,
         }));
     }
     let report = json!({
-        "vectors": n, "dim": d, "queries": args.queries, "m": args.m, "ef_construction": args.ef_construction,
+        "source": source, "vectors": n, "dim": d, "queries": query_count, "m": args.m, "ef_construction": args.ef_construction,
         "build_seconds": build_s, "graph_reused": graph_reused, "load_seconds": load_s,
         "vector_bytes": n * d * 4, "graph_bytes": graph_bytes, "resident_growth_bytes": rss_after.saturating_sub(rss_before),
         "calibrated_ef": calibration.ef, "calibration_recall_at_10": calibration.recall_at_10, "self_recall": calibration.self_recall,
-        "threads_for_queries": 1, "results": rows, "ef_sweep": sweep,
+        "threads_for_queries": 1, "connectivity": connectivity, "results": rows, "ef_sweep": sweep,
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -203,6 +270,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         graph_bytes as f64 / 1e6,
         rss_after.saturating_sub(rss_before) as f64 / 1e6
     );
+    println!("vectors: {source}, {query_count} queries");
+    if let Some(c) = connectivity {
+        println!(
+            "layer 0: {} of {} nodes reachable from the entry point ({:.4}), {} without in-links",
+            c.reachable,
+            c.nodes,
+            c.reachable_fraction(),
+            c.without_in_links
+        );
+    }
     println!(
         "calibrated ef {} (recall@10 {:.3} on perturbed stored vectors), self-recall {:.3}",
         calibration.ef, calibration.recall_at_10, calibration.self_recall

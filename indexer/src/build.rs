@@ -1,3 +1,4 @@
+use lesion_search::index::{GraphOutcome, RECALL_TARGET};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -71,6 +72,27 @@ pub fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let problems = archive.verify()?;
     for p in &problems {
         println!("error: {}: {p}", archive.dir.display());
+    }
+    match archive.vectors.graph.as_ref().map(|g| g.connectivity()) {
+        Some(c) => println!(
+            "graph: {} of {} nodes reachable from the entry point ({:.2}%), {} without in-links, ef {}",
+            c.reachable,
+            c.nodes,
+            100.0 * c.reachable_fraction(),
+            c.without_in_links,
+            archive.vectors.ef
+        ),
+        None => println!("vectors: searched exactly (no graph)"),
+    }
+    match archive.vectors.outcome {
+        GraphOutcome::Met => {}
+        GraphOutcome::Enlarged { m, ef_construction } => println!(
+            "graph: rebuilt with M {m}, ef_construction {ef_construction} to reach recall@10 {RECALL_TARGET}"
+        ),
+        GraphOutcome::Exact { recall_at_10 } => println!(
+            "warning: the graph reached recall@10 {recall_at_10:.3} < {RECALL_TARGET} even enlarged; \
+             every query is answered by the exact scan"
+        ),
     }
     println!(
         "{}: generation {}, {} lesions, model {}: {}",
@@ -162,4 +184,34 @@ fn print_change(verb: &str, index: &std::path::Path, summary: &ChangeSummary) {
             String::new()
         }
     );
+}
+
+#[derive(clap::Args)]
+pub struct ExportVectorsArgs {
+    #[arg(long)]
+    index: PathBuf,
+    /// Where to write the live lesions' embeddings, in id order (TEXMEX `.fvecs`).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+/// Dumps an index's vectors so that real model outputs become vector-bench sets.
+pub fn run_export_vectors(args: ExportVectorsArgs) -> anyhow::Result<ExitCode> {
+    let archive = Archive::open(&args.index)?;
+    let vectors = &archive.vectors;
+    let dim = vectors.flat.dim();
+    let values: Vec<f32> = (0..vectors.len() as u32)
+        .filter(|&id| !vectors.tombstones.contains(id))
+        .flat_map(|id| vectors.flat.vector(id).iter().copied())
+        .collect();
+    let set = lesion_search::index::VectorSet { dim, values };
+    lesion_search::index::write_fvecs(&args.out, &set)?;
+    println!(
+        "{}: {} vectors x {dim} ({}) from {}",
+        args.out.display(),
+        set.rows(),
+        archive.manifest.model.name,
+        args.index.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }

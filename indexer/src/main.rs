@@ -61,8 +61,11 @@ enum Command {
     /// Manage model weights.
     #[command(subcommand)]
     Weights(weights::WeightsCommand),
-    /// Measure the vector index (flat and HNSW, with and without filters) on generated vectors.
+    /// Measure the vector index (flat and HNSW, with and without filters, an ef sweep) on
+    /// generated vectors or on a TEXMEX / .npy set (--base, --queries, --truth).
     Bench(bench_vectors::Args),
+    /// Write an index's vectors as TEXMEX .fvecs (a bench set of real model outputs).
+    ExportVectors(build::ExportVectorsArgs),
     /// Measure in-process query latency (text, by lesion, both, image) on a built index.
     BenchSearch(bench_search::Args),
     /// Measure embedding speed (patches/s) of models at several batch sizes.
@@ -93,6 +96,7 @@ fn main() -> ExitCode {
         Command::BenchSearch(args) => bench_search::run(args),
         Command::BenchEmbed(args) => bench_embed::run(args),
         Command::Bench(args) => bench_vectors::run(args),
+        Command::ExportVectors(args) => build::run_export_vectors(args),
         Command::Weights(command) => weights::run(command),
     };
     match outcome {

@@ -109,6 +109,7 @@ impl Draft {
         manifest.has_graph = vectors.graph.is_some();
         manifest.ef = vectors.ef;
         manifest.self_recall = vectors.self_recall;
+        manifest.graph_outcome = vectors.outcome;
         manifest.vectors_sha256 = sha256_file(&vectors_dir.join("vectors.bin"))?;
         publish(&dir, &partial, &manifest)?;
         prune_old_generations(&dir, manifest.generation);

@@ -53,6 +53,9 @@ pub struct Manifest {
     /// are searchable.
     #[serde(default)]
     pub deleted: usize,
+    /// Whether the graph met its recall target, was rebuilt larger, or gave way to exact scans.
+    #[serde(default)]
+    pub graph_outcome: crate::index::GraphOutcome,
 }
 
 fn index_error(path: &Path, message: impl Into<String>) -> Error {
@@ -424,6 +427,7 @@ pub fn build(
         self_recall: index.self_recall,
         records_sha256,
         vectors_sha256: sha256_file(&vectors_dir.join("vectors.bin"))?,
+        graph_outcome: index.outcome,
     };
     publish(dir, &partial, &manifest)?;
     let _ = fs::remove_file(&cache);
@@ -552,6 +556,16 @@ impl Archive {
             }
             if self.records.id_of(&lesion.key)? != Some(id) {
                 problems.push(format!("key {} does not map back to id {id}", lesion.key));
+            }
+        }
+        if let Some(graph) = &self.vectors.graph {
+            let c = graph.connectivity();
+            if c.reachable < c.nodes {
+                problems.push(format!(
+                    "graph: {} of {} nodes cannot be reached from the entry point (no ef finds them)",
+                    c.nodes - c.reachable,
+                    c.nodes
+                ));
             }
         }
         let records_sha = self.records.checksum()?;

@@ -175,10 +175,17 @@ thread_local! {
     static VISITED: RefCell<Vec<u64>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Keeps, of `candidates` (id, similarity to the node), up to `degree` neighbours: the HNSW
-/// heuristic first (a candidate closer to an already kept neighbour than to the node adds no
-/// new direction), then the nearest of the rest, so that no slot is wasted.
-fn select_neighbours(flat: &FlatIndex, mut candidates: Vec<(u32, f32)>, degree: usize) -> Vec<u32> {
+/// Keeps, of `candidates` (id, similarity to the node), up to `degree` neighbours by the
+/// HNSW heuristic: a candidate closer to an already kept neighbour than to the node adds no
+/// new direction and is pruned. Pruned candidates fill at most `fill` more slots: the rest
+/// stay free for links back from other nodes, which is what keeps clusters joined (hnswlib
+/// keeps none of the pruned ones).
+fn select_neighbours(
+    flat: &FlatIndex,
+    mut candidates: Vec<(u32, f32)>,
+    degree: usize,
+    fill: usize,
+) -> Vec<u32> {
     candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     candidates.dedup_by_key(|c| c.0);
     let mut kept: Vec<u32> = Vec::with_capacity(degree);
@@ -196,8 +203,9 @@ fn select_neighbours(flat: &FlatIndex, mut candidates: Vec<(u32, f32)>, degree: 
             pruned.push(id);
         }
     }
+    let room = degree.min(kept.len() + fill);
     for id in pruned {
-        if kept.len() == degree {
+        if kept.len() >= room {
             break;
         }
         kept.push(id);
@@ -215,13 +223,21 @@ fn rerank_pool(k: usize) -> usize {
 }
 
 /// Passes of layer-0 refinement after the hnsw_rs build.
-const REFINE_PASSES: usize = 3;
+const REFINE_PASSES: usize = 2;
+
+/// Pruned candidates a refined list may keep beyond the heuristic's choice.
+const REFINE_FILL: usize = 4;
+
+/// Links a node may take beyond its degree when an island is joined to the graph.
+const REPAIR_SLACK: usize = 4;
 
 /// One pass of neighbourhood refinement over layer 0 after the hnsw_rs build, which under
-/// parallel insertion leaves some points poorly linked or unreachable (self-recall 0.84 at
-/// 1M vectors): each node re-chooses its neighbours among its current ones, their
-/// neighbours and the nodes that point to it; then every kept edge is made mutual where
-/// the other end has room, so no node is left without a way in.
+/// parallel insertion leaves some points poorly linked (self-recall 0.84 at 1M vectors).
+/// Each node re-chooses its neighbours by the HNSW heuristic among its current ones, the
+/// nodes that point to it, and the nearest of its neighbours' neighbours. Its current and
+/// incoming links always compete: they hold the long links between clusters, which a
+/// nearest-only shortlist would drop (that left whole clusters unreachable). Then every
+/// kept link is made mutual where the other end has room.
 fn refine_base_layer(
     flat: &FlatIndex,
     codes: &Codes,
@@ -241,32 +257,37 @@ fn refine_base_layer(
         .par_iter()
         .map(|&u| {
             let own = &current[u as usize];
-            let mut pool: Vec<u32> = own.clone();
-            for &v in own {
-                pool.extend_from_slice(&current[v as usize]);
-            }
-            pool.extend(reverse[u as usize].iter().take(degree));
-            pool.sort_unstable();
-            pool.dedup();
-            pool.retain(|&c| c != u);
-            // About a thousand candidates: rank them by code, then give the pruning rule
-            // exact scores for the best few (its cost grows with candidates x kept).
             let query = flat.vector(u);
+            let mut linked: Vec<u32> = own.clone();
+            linked.extend_from_slice(&reverse[u as usize]);
+            linked.sort_unstable();
+            linked.dedup();
+            linked.retain(|&c| c != u);
+            let mut two_hop: Vec<u32> = own
+                .iter()
+                .flat_map(|&v| current[v as usize].iter().copied())
+                .filter(|&c| c != u && linked.binary_search(&c).is_err())
+                .collect();
+            two_hop.sort_unstable();
+            two_hop.dedup();
+            // Up to a thousand two-hop candidates: rank them by code, then give the pruning
+            // rule exact scores for the best few (its cost grows with candidates x kept).
             let prepared = codes.prepare(query);
-            let mut ranked: Vec<(u32, i32)> = pool
+            let mut ranked: Vec<(u32, i32)> = two_hop
                 .into_iter()
                 .map(|c| (c, codes.score(&prepared, c)))
                 .collect();
-            let shortlist = (4 * degree).min(ranked.len());
+            let shortlist = (2 * degree).min(ranked.len());
             if shortlist > 0 && shortlist < ranked.len() {
                 ranked.select_nth_unstable_by(shortlist - 1, |a, b| b.1.cmp(&a.1));
                 ranked.truncate(shortlist);
             }
-            let scored = ranked
+            let scored = linked
                 .into_iter()
-                .map(|(c, _)| (c, flat.score(query, c)))
+                .chain(ranked.into_iter().map(|(c, _)| c))
+                .map(|c| (c, flat.score(query, c)))
                 .collect();
-            (u, select_neighbours(flat, scored, degree))
+            (u, select_neighbours(flat, scored, degree, REFINE_FILL))
         })
         .collect();
     for (u, list) in refined {
@@ -280,27 +301,139 @@ fn refine_base_layer(
             }
         }
     }
-    // Nodes nobody points to any more get an edge from their nearest neighbour.
-    let mut pointed = vec![false; lists.len()];
-    for &u in ids {
-        for &v in &lists[u as usize] {
-            pointed[v as usize] = true;
+}
+
+/// Nodes of `ids` a walk from `entry` along `lists` reaches.
+fn reached_from(entry: u32, lists: &[Vec<u32>], capacity: usize) -> IdSet {
+    let mut seen = IdSet::new(capacity);
+    seen.insert(entry);
+    let mut stack = vec![entry];
+    while let Some(id) = stack.pop() {
+        for &nb in &lists[id as usize] {
+            if !seen.contains(nb) {
+                seen.insert(nb);
+                stack.push(nb);
+            }
         }
     }
-    for &u in ids {
-        if !pointed[u as usize] {
-            if let Some(&v) = lists[u as usize].first() {
-                let list = &mut lists[v as usize];
-                if list.len() >= degree {
-                    list.pop();
-                }
-                list.push(u);
+    seen
+}
+
+/// Joins every node a walk from the entry point cannot reach: each gets a link from its
+/// nearest reached node (found by searching the graph restricted to reached nodes), and
+/// links to it. Repeats until the walk reaches every node, so no `ef` is ever short of a
+/// node because of the graph's shape. Returns how many nodes were joined.
+fn join_islands(graph: &mut Graph, flat: &FlatIndex, ids: &[u32], degree: usize) -> usize {
+    let capacity = graph.base.nodes();
+    let mut joined = 0;
+    loop {
+        let lists: Vec<Vec<u32>> = (0..capacity as u32)
+            .map(|id| graph.base.of(id).to_vec())
+            .collect();
+        let reached = reached_from(graph.entry, &lists, capacity);
+        let stranded: Vec<u32> = ids
+            .iter()
+            .copied()
+            .filter(|&id| !reached.contains(id))
+            .collect();
+        if stranded.is_empty() {
+            return joined;
+        }
+        let mut lists = lists;
+        for &u in &stranded {
+            let near = graph.search(flat, flat.vector(u), 8, 64, Some(&reached), None);
+            let host = near
+                .iter()
+                .map(|s| s.id)
+                .find(|&h| lists[h as usize].len() < degree + REPAIR_SLACK)
+                .unwrap_or(graph.entry);
+            if !lists[host as usize].contains(&u) {
+                lists[host as usize].push(u);
             }
+            if lists[u as usize].len() < degree + REPAIR_SLACK && !lists[u as usize].contains(&host)
+            {
+                lists[u as usize].push(host);
+            }
+            joined += 1;
+        }
+        graph.base = BaseLayer::from_layer(&Layer::from_lists(&lists));
+    }
+}
+
+/// How well layer 0 is connected: every node a walk from the entry point can reach is
+/// findable at some `ef`; one it cannot reach is an island no `ef` finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Connectivity {
+    /// Nodes in the graph (ids left out of a rebuild are not).
+    pub nodes: usize,
+    /// Of them, reachable from the entry point along layer-0 links.
+    pub reachable: usize,
+    /// Of them, nodes no other node links to.
+    pub without_in_links: usize,
+}
+
+impl Connectivity {
+    pub fn reachable_fraction(&self) -> f64 {
+        if self.nodes == 0 {
+            1.0
+        } else {
+            self.reachable as f64 / self.nodes as f64
         }
     }
 }
 
 impl Graph {
+    /// Measures reachability from the entry point and nodes without in-links on layer 0.
+    pub fn connectivity(&self) -> Connectivity {
+        let n = self.base.nodes();
+        if n == 0 {
+            return Connectivity {
+                nodes: 0,
+                reachable: 0,
+                without_in_links: 0,
+            };
+        }
+        let mut in_links = vec![0u32; n];
+        let mut member = vec![false; n];
+        for id in 0..n as u32 {
+            let list = self.base.of(id);
+            member[id as usize] |= !list.is_empty();
+            for &nb in list {
+                if let Some(count) = in_links.get_mut(nb as usize) {
+                    *count += 1;
+                    member[nb as usize] = true;
+                }
+            }
+        }
+        if let Some(m) = member.get_mut(self.entry as usize) {
+            *m = true;
+        }
+        let mut seen = vec![false; n];
+        let mut stack = vec![self.entry];
+        let mut reachable = 0;
+        if let Some(s) = seen.get_mut(self.entry as usize) {
+            *s = true;
+        }
+        while let Some(id) = stack.pop() {
+            reachable += 1;
+            for &nb in self.base.of(id) {
+                if let Some(s) = seen.get_mut(nb as usize) {
+                    if !*s {
+                        *s = true;
+                        stack.push(nb);
+                    }
+                }
+            }
+        }
+        Connectivity {
+            nodes: member.iter().filter(|&&m| m).count(),
+            reachable,
+            without_in_links: (0..n)
+                .filter(|&i| member[i] && in_links[i] == 0 && i != self.entry as usize)
+                .count(),
+        }
+    }
+
     /// Builds the graph over every vector of `flat` (unit vectors; inner product).
     pub fn build(flat: &FlatIndex, params: GraphParams) -> Graph {
         Graph::build_over(flat, None, params)
@@ -359,12 +492,14 @@ impl Graph {
         let base = layers
             .next()
             .map_or_else(BaseLayer::default, |l| BaseLayer::from_layer(&l));
-        Graph {
+        let mut graph = Graph {
             entry,
             base,
             upper: layers.collect(),
             codes,
-        }
+        };
+        join_islands(&mut graph, flat, &ids, 2 * params.m);
+        graph
     }
 
     pub fn is_empty(&self) -> bool {

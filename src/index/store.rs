@@ -36,6 +36,9 @@ struct Meta {
     self_recall: f32,
     tombstones: Vec<u32>,
     has_graph: bool,
+    /// Absent in indexes written before outcomes were recorded: their graphs were served.
+    #[serde(default)]
+    outcome: super::GraphOutcome,
 }
 
 fn bad(path: &Path, message: impl Into<String>) -> Error {
@@ -112,6 +115,7 @@ pub fn save_vector_index(index: &VectorIndex, dir: &Path) -> Result<()> {
         self_recall: index.self_recall,
         tombstones: index.tombstones.iter().collect(),
         has_graph: index.graph.is_some(),
+        outcome: index.outcome,
     };
     let text =
         serde_json::to_string(&meta).map_err(|e| bad(&dir.join(META_FILE), e.to_string()))?;
@@ -352,5 +356,6 @@ pub fn vector_index_from_bytes(
         graph,
         ef: meta.ef,
         self_recall: meta.self_recall,
+        outcome: meta.outcome,
     })
 }

@@ -32,11 +32,11 @@ async fn metrics(_: ReadAccess, state: Shared) -> HttpResponse {
     let engine = state.engine();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(
-            state
-                .metrics
-                .render(engine.catalog.live(), engine.archive.manifest.generation),
-        )
+        .body(state.metrics.render(
+            engine.catalog.live(),
+            engine.archive.manifest.generation,
+            &engine.archive.vectors,
+        ))
 }
 
 async fn openapi() -> HttpResponse {
