@@ -155,6 +155,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let build_s = started.elapsed().as_secs_f64();
     let connectivity = index.graph.as_ref().map(|g| g.connectivity());
+    let joined_islands = index.graph.as_ref().map_or(0, |g| g.joined_islands());
     let graph_bytes = index.graph.as_ref().map_or(0, |g| g.memory_bytes());
     let rss_after = resident_bytes();
 
@@ -256,7 +257,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "build_seconds": build_s, "graph_reused": graph_reused, "load_seconds": load_s,
         "vector_bytes": n * d * 4, "graph_bytes": graph_bytes, "resident_growth_bytes": rss_after.saturating_sub(rss_before),
         "calibrated_ef": calibration.ef, "calibration_recall_at_10": calibration.recall_at_10, "self_recall": calibration.self_recall,
-        "threads_for_queries": 1, "connectivity": connectivity, "results": rows, "ef_sweep": sweep,
+        "threads_for_queries": 1, "connectivity": connectivity, "joined_islands": joined_islands, "results": rows, "ef_sweep": sweep,
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -273,7 +274,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!("vectors: {source}, {query_count} queries");
     if let Some(c) = connectivity {
         println!(
-            "layer 0: {} of {} nodes reachable from the entry point ({:.4}), {} without in-links",
+            "layer 0: {} of {} nodes reachable from the entry point ({:.4}), {} without in-links; {joined_islands} were stranded after refinement and joined",
             c.reachable,
             c.nodes,
             c.reachable_fraction(),

@@ -149,6 +149,8 @@ pub struct Graph {
     upper: Vec<Layer>,
     /// Codes of the covered ids, derived from the flat vectors (not stored).
     codes: Codes,
+    /// Nodes the build found unreachable after refinement and joined (0 for a loaded graph).
+    joined: usize,
 }
 
 /// A candidate ordered by score (best first in a max-heap).
@@ -383,6 +385,11 @@ impl Connectivity {
 }
 
 impl Graph {
+    /// Nodes this build found unreachable after refining layer 0, and joined to the graph.
+    pub fn joined_islands(&self) -> usize {
+        self.joined
+    }
+
     /// Measures reachability from the entry point and nodes without in-links on layer 0.
     pub fn connectivity(&self) -> Connectivity {
         let n = self.base.nodes();
@@ -497,8 +504,9 @@ impl Graph {
             base,
             upper: layers.collect(),
             codes,
+            joined: 0,
         };
-        join_islands(&mut graph, flat, &ids, 2 * params.m);
+        graph.joined = join_islands(&mut graph, flat, &ids, 2 * params.m);
         graph
     }
 
@@ -543,6 +551,7 @@ impl Graph {
             base,
             upper: layers.collect(),
             codes: Codes::encode(flat, covered),
+            joined: 0,
         }
     }
 
