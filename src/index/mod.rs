@@ -327,12 +327,13 @@ impl VectorIndex {
             .count();
         self.self_recall = self_found as f32 / sample.len().max(1) as f32;
         let mut chosen = Calibration {
-            ef: 768,
+            ef: 2048,
             recall_at_10: 0.0,
             self_recall: self.self_recall,
         };
         for ef in [
-            16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 640, 768,
+            16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 640, 768, 1024, 1536,
+            2048,
         ] {
             let mut hit = 0usize;
             let mut total = 0usize;

@@ -470,6 +470,12 @@ async fn openapi_lists_exactly_the_routes_and_ops_routes_answer() {
         !metrics.contains("_01_"),
         "no lesion keys (patient numbers) in metrics"
     );
+    // Whether the graph met its recall target is visible, never silent.
+    assert!(
+        metrics.contains("lesion_index_graph_exact_fallback 0")
+            && metrics.contains("lesion_index_graph_enlarged "),
+        "{metrics}"
+    );
     let (_, body) = call(&app, test::TestRequest::get().uri("/api/facets")).await;
     assert_eq!(json_of(&body)["total"], 120);
 }
