@@ -38,6 +38,15 @@ pub struct RecordStore {
     thumbnails: sled::Tree,
 }
 
+/// One key/value pair of the records checksum, length-prefixed; the sled store and the
+/// sealed table both hash through here, so their digests cannot drift apart.
+pub(crate) fn hash_entry(hasher: &mut sha2::Sha256, key: &[u8], value: &[u8]) {
+    hasher.update((key.len() as u32).to_le_bytes());
+    hasher.update(key);
+    hasher.update((value.len() as u32).to_le_bytes());
+    hasher.update(value);
+}
+
 pub(crate) fn store_error(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::Index {
         path: path.to_path_buf(),
@@ -161,10 +170,7 @@ impl RecordStore {
         for tree in [&self.records, &self.keys] {
             for entry in tree.iter() {
                 let (k, v) = entry.map_err(|e| store_error(&self.path, e))?;
-                hasher.update((k.len() as u32).to_le_bytes());
-                hasher.update(&k);
-                hasher.update((v.len() as u32).to_le_bytes());
-                hasher.update(&v);
+                hash_entry(&mut hasher, &k, &v);
             }
         }
         Ok(crate::embed::hex_digest(&hasher.finalize()))

@@ -279,12 +279,7 @@ impl RecordTable {
     /// The same digest `RecordStore::checksum` computes over the sled trees it came from.
     pub fn checksum(&self) -> Result<String> {
         let mut hasher = sha2::Sha256::new();
-        let mut entry = |k: &[u8], v: &[u8]| {
-            hasher.update((k.len() as u32).to_le_bytes());
-            hasher.update(k);
-            hasher.update((v.len() as u32).to_le_bytes());
-            hasher.update(v);
-        };
+        let mut entry = |k: &[u8], v: &[u8]| super::hash_entry(&mut hasher, k, v);
         for &(id, span) in &self.records {
             entry(&id.to_be_bytes(), &self.read(span)?);
         }
