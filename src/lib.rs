@@ -21,6 +21,7 @@ pub mod embed;
 mod error;
 pub mod eval;
 pub mod fault;
+pub mod followup;
 mod fsutil;
 #[doc(hidden)]
 pub mod fuzz_harness;

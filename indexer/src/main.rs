@@ -8,6 +8,7 @@ mod build;
 mod embed;
 mod eval;
 mod evaluate_model;
+mod followup;
 mod inspect;
 mod patch;
 mod progress;
@@ -58,6 +59,14 @@ enum Command {
     EvaluateModel(evaluate_model::Args),
     /// Print the embedding of one lesion (a debugging and integration aid).
     Embed(embed::Args),
+    /// Same-lesion matching on real pairs against a DL_info.csv table: accuracy, "no match"
+    /// decisions, per type, leave-patient-out.
+    EvalFollowup(followup::EvalArgs),
+    /// Fit the follow-up matcher's weights and threshold on real pairs.
+    FitFollowup(followup::FitArgs),
+    /// Measure the outlook of similar lesions leave-patient-out on real pairs (Brier score
+    /// against the base rates).
+    EvalOutlook(followup::OutlookArgs),
     /// Manage model weights.
     #[command(subcommand)]
     Weights(weights::WeightsCommand),
@@ -93,6 +102,9 @@ fn main() -> ExitCode {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => eval::run(*args),
         Command::EvaluateModel(args) => evaluate_model::run(args),
+        Command::EvalFollowup(args) => followup::eval(args),
+        Command::FitFollowup(args) => followup::fit(args),
+        Command::EvalOutlook(args) => followup::outlook(args),
         Command::BenchSearch(args) => bench_search::run(args),
         Command::BenchEmbed(args) => bench_embed::run(args),
         Command::Bench(args) => bench_vectors::run(args),

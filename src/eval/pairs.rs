@@ -134,7 +134,8 @@ fn resolve(engine: &Engine, end: &PairEnd) -> Result<Option<u32>> {
     Ok(best.map(|(_, id)| id))
 }
 
-/// Accuracy@1 of follow-up matching: the match proposed in the target's study is the target.
+/// Accuracy@1 of follow-up matching: the most probable candidate in the target's study is
+/// the target.
 pub fn evaluate_followups(engine: &Engine, pairs: &[FollowUpPair]) -> Result<FollowUpFigures> {
     let (mut resolved, mut correct) = (0usize, 0usize);
     for pair in pairs {
@@ -148,9 +149,10 @@ pub fn evaluate_followups(engine: &Engine, pairs: &[FollowUpPair]) -> Result<Fol
         let target_study = engine.catalog.get(target).map(|f| f.study);
         let followups = engine.followups(source)?;
         let proposed = followups
-            .series
+            .studies
             .iter()
-            .find(|f| Some(f.study) == target_study && f.id != source)
+            .find(|s| Some(s.study) == target_study)
+            .and_then(|s| s.candidates.first())
             .map(|f| f.id);
         if proposed == Some(target) {
             correct += 1;

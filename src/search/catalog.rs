@@ -231,6 +231,13 @@ impl Catalog {
         set
     }
 
+    /// Every patient with a live lesion, in order.
+    pub fn patients(&self) -> Vec<u32> {
+        let mut patients: Vec<u32> = self.by_patient.keys().copied().collect();
+        patients.sort_unstable();
+        patients
+    }
+
     /// Ids of one patient's lesions.
     pub fn of_patient(&self, patient: u32) -> Vec<u32> {
         self.by_patient.get(&patient).cloned().unwrap_or_default()

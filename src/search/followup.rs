@@ -1,128 +1,177 @@
-//! The same lesion in the patient's other studies: candidates are the patient's lesions in
-//! each other study, scored by appearance (cosine of embeddings), place (distance between
-//! normalized body locations) and size (log ratio of long diameters); the best candidate of a
-//! study is a match when it lies near enough.
+//! The same lesion in the patient's other studies, by the fitted matcher
+//! ([`crate::followup::MatcherModel`]): every other study's lesions (in the lesion's own
+//! study, those of its other series) are ranked with a probability, and the best is called a
+//! match only above the threshold chosen on real pairs. The outlook of similar lesions draws
+//! on the archive's own matched follow-ups.
 
 use serde::Serialize;
 
 use super::Engine;
+use crate::dataset::LesionRecord;
 use crate::error::{Error, Result};
+use crate::followup::{
+    outlook, pair_features, with_appearance, LesionProfile, MatcherModel, Outlook, OutlookModel,
+    Trajectory,
+};
 
-/// Farther apart than this (normalized location units, about 5% of the body) is another lesion.
-const MAX_LOCATION_DISTANCE: f32 = 0.06;
-/// Weights of place and size against appearance in the match score.
-const LOCATION_WEIGHT: f32 = 6.0;
-const SIZE_WEIGHT: f32 = 0.3;
-
-/// One lesion of the series: the query itself or its match in another study.
+/// One lesion of the series: the query itself or a candidate in another study.
 #[derive(Debug, Clone, Serialize)]
 pub struct FollowUp {
     pub id: u32,
     pub key: String,
     pub study: u32,
+    pub series: u32,
     pub age: Option<f32>,
     pub long_mm: f32,
     pub short_mm: f32,
     /// Against the query lesion; `None` for the query itself.
     pub cosine: Option<f32>,
     pub location_distance: Option<f32>,
-    pub score: Option<f32>,
+    /// Probability that this is the query lesion (the matcher's); `None` for the query.
+    pub probability: Option<f32>,
     /// Long-diameter change against the query lesion, in percent.
     pub change_percent: f32,
+}
+
+/// One other study (or, in the lesion's own study, its other series) and its candidates.
+#[derive(Debug, Clone, Serialize)]
+pub struct StudyCandidates {
+    pub study: u32,
+    /// True for the lesion's own study, where other series are searched.
+    pub same_study: bool,
+    /// Most probable first.
+    pub candidates: Vec<FollowUp>,
+    /// Probability that the lesion is not among them.
+    pub no_match_probability: f32,
+    /// The candidate taken as the lesion, when its probability reaches the threshold.
+    pub matched: Option<u32>,
+}
+
+/// What the matcher is, for the reader of its answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct MatcherSummary {
+    pub fitted_on: String,
+    pub pairs: usize,
+    pub cross_validated_accuracy_at_1: f32,
+    pub match_threshold: f64,
 }
 
 /// A lesion over time.
 #[derive(Debug, Clone, Serialize)]
 pub struct FollowUps {
     pub lesion: u32,
-    /// The query and its matches, by study.
+    /// The query and its matches in other studies, by study.
     pub series: Vec<FollowUp>,
+    /// Every other study with its ranked candidates, by study.
+    pub studies: Vec<StudyCandidates>,
     /// Long-diameter growth between the first and last study, in mm per year, when the
     /// patient's age differs between them.
     pub growth_mm_per_year: Option<f32>,
     /// Long-diameter change per study interval, in percent (geometric mean), when there is
     /// more than one study.
     pub growth_percent_per_study: Option<f32>,
+    pub matcher: MatcherSummary,
+}
+
+fn location_distance(a: &LesionRecord, b: &LesionRecord) -> f32 {
+    ((a.location.x - b.location.x).powi(2)
+        + (a.location.y - b.location.y).powi(2)
+        + (a.location.z - b.location.z).powi(2))
+    .sqrt()
 }
 
 impl Engine {
-    /// The lesion's matches in the same patient's other studies.
+    fn record_of(&self, id: u32) -> Result<LesionRecord> {
+        self.lesion(id)?.map(|l| l.record).ok_or_else(|| {
+            Error::invalid_argument("id", format!("lesion {id} is not in the index"))
+        })
+    }
+
+    /// The lesion's candidates in each of the patient's other studies, ranked by the bundled
+    /// matcher.
     pub fn followups(&self, id: u32) -> Result<FollowUps> {
-        let query = self
-            .catalog
-            .get(id)
-            .ok_or_else(|| {
-                Error::invalid_argument("id", format!("lesion {id} is not in the index"))
-            })?
-            .clone();
+        self.followups_with(id, MatcherModel::bundled())
+    }
+
+    pub fn followups_with(&self, id: u32, matcher: &MatcherModel) -> Result<FollowUps> {
+        let query = self.record_of(id)?;
         let vectors = &self.archive.vectors.flat;
-        let query_vector = vectors.vector(id);
-        let mut best_per_study: std::collections::BTreeMap<u32, (f32, u32, f32, f32)> =
+        let mut by_study: std::collections::BTreeMap<u32, Vec<(u32, LesionRecord)>> =
             Default::default();
         for other in self.catalog.of_patient(query.patient) {
-            let Some(facts) = self.catalog.get(other) else {
-                continue;
-            };
-            if facts.study == query.study {
+            if other == id {
                 continue;
             }
-            let distance = query
-                .location
-                .iter()
-                .zip(&facts.location)
-                .map(|(a, b)| (a - b) * (a - b))
-                .sum::<f32>()
-                .sqrt();
-            if distance > MAX_LOCATION_DISTANCE {
+            let record = self.record_of(other)?;
+            // In its own study the lesion is sought in the other series only.
+            if record.study == query.study && record.series == query.series {
                 continue;
             }
-            let cosine = crate::index::dot(query_vector, vectors.vector(other));
-            let size = (facts.long_mm.max(0.1) / query.long_mm.max(0.1)).ln().abs();
-            let score = cosine - LOCATION_WEIGHT * distance - SIZE_WEIGHT * size;
-            let entry = best_per_study.entry(facts.study).or_insert((
-                f32::NEG_INFINITY,
-                other,
-                cosine,
-                distance,
-            ));
-            if score > entry.0 {
-                *entry = (score, other, cosine, distance);
-            }
+            by_study
+                .entry(record.study)
+                .or_default()
+                .push((other, record));
         }
 
-        let key_of = |id: u32| -> Result<String> {
-            Ok(self
+        let change = |long_mm: f32| 100.0 * (long_mm / query.long_diameter_mm().max(0.1) - 1.0);
+        let entry = |other: u32, record: &LesionRecord, cosine, probability| FollowUp {
+            id: other,
+            key: self
                 .catalog
-                .get(id)
+                .get(other)
                 .map(|f| f.key.clone())
-                .unwrap_or_default())
+                .unwrap_or_default(),
+            study: record.study,
+            series: record.series,
+            age: record.age,
+            long_mm: record.long_diameter_mm(),
+            short_mm: record.short_diameter_mm(),
+            cosine,
+            location_distance: (other != id).then(|| location_distance(&query, record)),
+            probability,
+            change_percent: change(record.long_diameter_mm()),
         };
-        let change = |long_mm: f32| 100.0 * (long_mm / query.long_mm.max(0.1) - 1.0);
-        let mut series = vec![FollowUp {
-            id,
-            key: key_of(id)?,
-            study: query.study,
-            age: query.age,
-            long_mm: query.long_mm,
-            short_mm: query.short_mm,
-            cosine: None,
-            location_distance: None,
-            score: None,
-            change_percent: 0.0,
-        }];
-        for (study, (score, other, cosine, distance)) in best_per_study {
-            let facts = self.catalog.get(other).expect("a candidate is live");
-            series.push(FollowUp {
-                id: other,
-                key: key_of(other)?,
+
+        let mut series = vec![entry(id, &query, None, None)];
+        let mut studies = Vec::new();
+        for (study, candidates) in by_study {
+            let mut features: Vec<_> = candidates
+                .iter()
+                .map(|(_, r)| pair_features(&query, r))
+                .collect();
+            let cosines: Vec<Option<f32>> = candidates
+                .iter()
+                .map(|(other, _)| {
+                    Some(crate::index::dot(
+                        vectors.vector(id),
+                        vectors.vector(*other),
+                    ))
+                })
+                .collect();
+            with_appearance(&mut features, &cosines);
+            let verdict = matcher.rank(&features);
+            let ranked: Vec<FollowUp> = verdict
+                .ranked
+                .iter()
+                .map(|r| {
+                    let (other, record) = &candidates[r.candidate];
+                    entry(*other, record, cosines[r.candidate], Some(r.probability))
+                })
+                .collect();
+            let matched = verdict.matched.map(|i| candidates[i].0);
+            if let Some(m) = matched {
+                if study != query.study {
+                    if let Some(f) = ranked.iter().find(|f| f.id == m) {
+                        series.push(f.clone());
+                    }
+                }
+            }
+            studies.push(StudyCandidates {
                 study,
-                age: facts.age,
-                long_mm: facts.long_mm,
-                short_mm: facts.short_mm,
-                cosine: Some(cosine),
-                location_distance: Some(distance),
-                score: Some(score),
-                change_percent: change(facts.long_mm),
+                same_study: study == query.study,
+                candidates: ranked,
+                no_match_probability: verdict.no_match_probability,
+                matched,
             });
         }
         series.sort_by_key(|f| f.study);
@@ -139,8 +188,106 @@ impl Engine {
         Ok(FollowUps {
             lesion: id,
             series,
+            studies,
             growth_mm_per_year,
             growth_percent_per_study,
+            matcher: MatcherSummary {
+                fitted_on: matcher.provenance.fitted_on.clone(),
+                pairs: matcher.provenance.pairs,
+                cross_validated_accuracy_at_1: matcher.provenance.cross_validated_accuracy_at_1,
+                match_threshold: matcher.match_threshold,
+            },
         })
+    }
+
+    /// Every matched follow-up of the archive that goes forward in time: the lesions whose
+    /// course the outlook can show. Built on first use and kept with this generation.
+    pub fn trajectories(&self) -> Result<&[Trajectory]> {
+        if let Some(done) = self.trajectories.get() {
+            return Ok(done);
+        }
+        let mut found = Vec::new();
+        let vectors = &self.archive.vectors.flat;
+        for patient in self.catalog.patients() {
+            let ids = self.catalog.of_patient(patient);
+            let studies: std::collections::BTreeSet<u32> = ids
+                .iter()
+                .filter_map(|&i| self.catalog.get(i).map(|f| f.study))
+                .collect();
+            if studies.len() < 2 {
+                continue;
+            }
+            for &id in &ids {
+                let followups = self.followups(id)?;
+                let query = &followups.series[0];
+                // The next later study where the lesion was matched.
+                let Some(next) = followups.series.iter().find(|f| f.study > query.study) else {
+                    continue;
+                };
+                let record = self.record_of(id)?;
+                found.push(Trajectory {
+                    profile: LesionProfile::of(&record, Some(vectors.vector(id).to_vec())),
+                    from: id,
+                    to: next.id,
+                    from_long_mm: query.long_mm,
+                    to_long_mm: next.long_mm,
+                    years: match (query.age, next.age) {
+                        (Some(a), Some(b)) => Some(b - a),
+                        _ => None,
+                    },
+                });
+            }
+        }
+        Ok(self.trajectories.get_or_init(|| found))
+    }
+
+    /// The outlook of an archive lesion: what became of the most similar lesions of other
+    /// patients that were seen again.
+    pub fn outlook(&self, id: u32) -> Result<Outlook> {
+        let record = self.record_of(id)?;
+        let profile =
+            LesionProfile::of(&record, Some(self.archive.vectors.flat.vector(id).to_vec()));
+        Ok(self.outlook_of(&profile)?)
+    }
+
+    /// The outlook of any lesion described by its profile (an uploaded one: its vector, box
+    /// size and what the user says of it).
+    pub fn outlook_of(&self, profile: &LesionProfile) -> Result<Outlook> {
+        Ok(outlook(
+            OutlookModel::bundled(),
+            profile,
+            self.trajectories()?,
+        ))
+    }
+}
+
+impl Engine {
+    /// What the outlook can know of an uploaded lesion: its look, its size from the box (the
+    /// box's longer side, a RECIST long axis is rarely much shorter), and its type when the
+    /// filter names one or the neighbours suggest one; no place, no age, no patient.
+    pub(super) fn uploaded_profile(
+        &self,
+        image: &super::ImageQuery,
+        vector: &[f32],
+        filter: &super::Filter,
+        suggestion: Option<&super::TypeSuggestion>,
+    ) -> LesionProfile {
+        let spacing = image
+            .spacing_mm
+            .or(image.image.spacing_mm.map(|s| s.0))
+            .unwrap_or(super::ASSUMED_SPACING_MM);
+        let b = image.bbox;
+        let coarse_type = match filter.types.as_slice() {
+            [one] => *one,
+            _ => suggestion.map_or(crate::dataset::CoarseType::Unknown, |s| s.coarse_type),
+        };
+        LesionProfile {
+            patient: u32::MAX,
+            coarse_type,
+            long_mm: (b.x2 - b.x1).abs().max((b.y2 - b.y1).abs()) * spacing,
+            location: None,
+            age: None,
+            vector: Some(vector.to_vec()),
+        }
     }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 pub use catalog::{Catalog, Facets, Filter, LesionFacts, Range};
-pub use followup::{FollowUp, FollowUps};
+pub use followup::{FollowUp, FollowUps, MatcherSummary, StudyCandidates};
 
 use crate::archive::Archive;
 use crate::dataset::{CoarseType, PixelBox};
@@ -170,6 +170,8 @@ pub struct SearchResponse {
     pub plan: Option<Plan>,
     /// Set when an uploaded slice stated no pixel spacing and none was given.
     pub assumed_spacing_mm: Option<f32>,
+    /// For an image example: what became of the most similar lesions seen again.
+    pub outlook: Option<crate::followup::Outlook>,
     pub timings: Timings,
 }
 
@@ -182,6 +184,8 @@ pub struct Engine {
     pub archive: Archive,
     pub catalog: Catalog,
     model: Arc<dyn Embedder>,
+    /// The archive's matched forward follow-ups, for outlooks (built on first use).
+    trajectories: std::sync::OnceLock<Vec<crate::followup::Trajectory>>,
 }
 
 impl Engine {
@@ -194,6 +198,7 @@ impl Engine {
             archive,
             catalog,
             model,
+            trajectories: Default::default(),
         })
     }
 
@@ -346,6 +351,7 @@ impl Engine {
             degraded: None,
             plan: None,
             assumed_spacing_mm: None,
+            outlook: None,
             timings: Timings::default(),
         };
         let query = self.query_vector(request, &mut response)?;
@@ -377,6 +383,14 @@ impl Engine {
             image_list = hits;
             response.suggestion = self.suggest_type(q, &query_patients);
             response.timings.vector_ms = ms(t.elapsed());
+            if let Some(image) = request.image.as_ref().filter(|_| request.lesion.is_none()) {
+                response.outlook = Some(self.outlook_of(&self.uploaded_profile(
+                    image,
+                    q,
+                    &request.filter,
+                    response.suggestion.as_ref(),
+                ))?);
+            }
         }
         let mut text_list = Vec::new();
         let text = request.text.as_deref().filter(|t| !t.trim().is_empty());

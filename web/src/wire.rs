@@ -2,6 +2,7 @@
 //! here, with every malformed part named.
 
 use lesion_search::dataset::{CoarseType, Sex, Split};
+use lesion_search::followup::{Outlook, OutlookEvaluation, Shares, SimilarCourse};
 use lesion_search::search::{
     Facets, Filter, Fusion, Hit, ImageMatch, LesionFacts, Matched, Range, SearchResponse,
     TextMatch, Timings, TypeSuggestion,
@@ -296,7 +297,71 @@ pub struct SearchReply {
     pub degraded_reason: Option<String>,
     pub plan: Option<lesion_search::index::Plan>,
     pub assumed_spacing_mm: Option<f32>,
+    pub outlook: Option<OutlookOut>,
     pub timings: Timings,
+}
+
+/// One similar lesion's course, with enough to show it and open it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimilarCourseOut {
+    #[serde(flatten)]
+    pub course: SimilarCourse,
+    pub lesion: Option<LesionSummary>,
+    pub followup_key: Option<String>,
+}
+
+/// The outlook of a lesion, framed as evidence: what became of similar lesions, and how well
+/// that foretold real courses.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutlookOut {
+    pub similar: Vec<SimilarCourseOut>,
+    pub grew: usize,
+    pub stable: usize,
+    pub shrank: usize,
+    pub median_change_percent: Option<f32>,
+    pub base_rates: Shares,
+    /// Only when the measured outlook beat the base rates on real pairs.
+    pub prediction: Option<Shares>,
+    pub reference_size: usize,
+    pub evaluation: Option<OutlookEvaluation>,
+    /// How to read it, in words.
+    pub statement: String,
+}
+
+impl OutlookOut {
+    pub fn new(outlook: Outlook, facts: impl Fn(u32) -> Option<LesionFacts>) -> Self {
+        let statement = match &outlook.evaluation {
+            Some(e) if e.beats_base_rates => format!(
+                "Decision support, not a diagnosis: measured on {} real follow-up pairs ({} patients), the similar lesions' shares scored Brier {:.3} against {:.3} for the base rates.",
+                e.pairs, e.patients, e.brier, e.brier_base_rates
+            ),
+            Some(e) => format!(
+                "No prediction: measured on {} real follow-up pairs ({} patients), what similar lesions did foretold the course no better than the base rates (Brier {:.3} against {:.3}; median change off by {:.3} in log size against {:.3} for \"no change\"). The similar lesions are shown as evidence only.",
+                e.pairs, e.patients, e.brier, e.brier_base_rates, e.mae_median_change, e.mae_no_change
+            ),
+            None => "No prediction: the outlook has not been measured on real pairs.".into(),
+        };
+        OutlookOut {
+            similar: outlook
+                .similar
+                .into_iter()
+                .map(|course| SimilarCourseOut {
+                    lesion: facts(course.from).map(|f| LesionSummary::of(course.from, &f)),
+                    followup_key: facts(course.to).map(|f| f.key),
+                    course,
+                })
+                .collect(),
+            grew: outlook.grew,
+            stable: outlook.stable,
+            shrank: outlook.shrank,
+            median_change_percent: outlook.median_change_percent,
+            base_rates: outlook.base_rates,
+            prediction: outlook.prediction,
+            reference_size: outlook.reference_size,
+            evaluation: outlook.evaluation,
+            statement,
+        }
+    }
 }
 
 impl SearchReply {
@@ -334,6 +399,7 @@ impl SearchReply {
             degraded_reason: response.degraded,
             plan: response.plan,
             assumed_spacing_mm: response.assumed_spacing_mm,
+            outlook: response.outlook.map(|o| OutlookOut::new(o, &facts)),
             timings: response.timings,
         }
     }

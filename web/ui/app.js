@@ -416,6 +416,7 @@ async function search({ push = true, append = false } = {}) {
     reply.hits.forEach((hit) => $("grid").appendChild(card(hit)));
     showFacets(reply.facets);
     showSuggestion(reply.suggestion);
+    if (!append) showOutlook($("search-outlook"), reply.outlook);
     const signals = [body.upload ? "image" : null, body.lesion !== undefined ? "lesion" : null, body.text ? "text" : null].filter(Boolean);
     $("summary").textContent = `${state.total} results${reply.degraded ? " (text only: " + reply.degraded_reason + ")" : ""}` +
       ` · ${signals.join(" + ") || "filters only"} · ${reply.timings.total_ms.toFixed(1)} ms` +
@@ -549,7 +550,7 @@ $("clear").addEventListener("click", () => {
   document.querySelectorAll("#filters input[type=checkbox][name=type]").forEach((i) => { i.checked = false; });
   document.querySelectorAll("#filters input[type=number]").forEach((i) => { i.value = ""; });
   showRefine(); drawViewer();
-  $("grid").textContent = ""; $("more").hidden = true; $("suggestion").hidden = true;
+  $("grid").textContent = ""; $("more").hidden = true; $("suggestion").hidden = true; $("search-outlook").hidden = true;
   $("summary").textContent = "Open a slice and draw a box, pick a lesion, or type some text.";
   history.pushState(null, "", location.pathname);
 });
@@ -626,8 +627,9 @@ function followupChart(series) {
   const x = (i) => pad + (i * (W - 2 * pad)) / (series.length - 1);
   const y = (v) => H - pad + 8 - (v / max) * (H - pad - 8);
   const path = (key) => series.map((s, i) => `${i ? "L" : "M"}${x(i).toFixed(1)},${y(s[key]).toFixed(1)}`).join(" ");
-  const dots = series.map((s, i) => `<circle class="dot" cx="${x(i)}" cy="${y(s.long_mm)}" r="4"><title>study ${s.study}: ${s.long_mm.toFixed(1)} × ${s.short_mm.toFixed(1)} mm</title></circle>
-    <text x="${x(i)}" y="${H - 6}" text-anchor="middle">study ${s.study}</text>
+  const confidence = (s) => s.probability != null ? ` (${Math.round(s.probability * 100)}%)` : "";
+  const dots = series.map((s, i) => `<circle class="dot" cx="${x(i)}" cy="${y(s.long_mm)}" r="4"><title>study ${s.study}: ${s.long_mm.toFixed(1)} × ${s.short_mm.toFixed(1)} mm${confidence(s)}</title></circle>
+    <text x="${x(i)}" y="${H - 6}" text-anchor="middle">study ${s.study}${confidence(s)}</text>
     <text x="${x(i)}" y="${y(s.long_mm) - 8}" text-anchor="middle">${s.long_mm.toFixed(1)}</text>`).join("");
   return `<svg class="chart" viewBox="0 0 ${W} ${H}" role="img" aria-label="Long and short diameter over the studies">
     <line x1="${pad}" y1="${H - pad + 8}" x2="${W - pad}" y2="${H - pad + 8}" stroke="#ccc"/>
@@ -635,13 +637,82 @@ function followupChart(series) {
     <text x="4" y="12">mm (long: blue, short: green)</text></svg>`;
 }
 
+// The follow-up chart from the candidate chosen in each other study (the matcher's by
+// default); the user can pick another candidate, or "not in this study", when it is wrong.
+function showFollowups(followups) {
+  const el = $("detail-followups");
+  const query = followups.series[0];
+  const chosen = new Map(followups.studies.filter((s) => !s.same_study).map((s) => [s.study, s.matched]));
+  const render = () => {
+    const series = [query];
+    for (const s of followups.studies) {
+      if (s.same_study) continue;
+      const c = s.candidates.find((c) => c.id === chosen.get(s.study));
+      if (c) series.push(c);
+    }
+    series.sort((a, b) => a.study - b.study);
+    const first = series[0], last = series[series.length - 1];
+    const growth = series.length > 1 && first.age != null && last.age != null && last.age > first.age ?
+      `${((last.long_mm - first.long_mm) / (last.age - first.age)).toFixed(1)} mm/year` :
+      series.length > 1 ? `${(100 * (Math.pow(last.long_mm / Math.max(first.long_mm, 0.1), 1 / (series.length - 1)) - 1)).toFixed(1)}% per study` : "";
+    el.querySelector(".fu-chart").innerHTML = followupChart(series) + (growth ? `<p>Growth: ${escapeHtml(growth)}</p>` : "");
+  };
+  const m = followups.matcher;
+  el.innerHTML = `<div class="fu-chart"></div><ul class="fu-studies"></ul>
+    <p class="muted">Matcher fitted on ${m.pairs} real same-lesion pairs (${escapeHtml(m.fitted_on)}); leave-patient-out accuracy@1 ${(m.cross_validated_accuracy_at_1 * 100).toFixed(1)}%. A match is shown from ${Math.round(m.match_threshold * 100)}%.</p>`;
+  const list = el.querySelector(".fu-studies");
+  for (const s of followups.studies) {
+    const li = document.createElement("li");
+    li.dataset.study = s.study;
+    const label = s.same_study ? `Study ${s.study} (same study, other series)` : `Study ${s.study}`;
+    const options = s.candidates.map((c) => `<option value="${c.id}">${escapeHtml(c.key)} · ${c.long_mm.toFixed(1)} mm · ${Math.round(c.probability * 100)}%</option>`).join("");
+    li.innerHTML = `<label>${escapeHtml(label)} <select class="fu-pick">${options}<option value="">not in this study (${Math.round(s.no_match_probability * 100)}%)</option></select></label>
+      <button type="button" class="fu-open">Open</button>`;
+    const select = li.querySelector("select");
+    select.value = s.matched != null ? String(s.matched) : "";
+    select.addEventListener("change", () => {
+      if (!s.same_study) chosen.set(s.study, select.value ? Number(select.value) : null);
+      render();
+    });
+    li.querySelector(".fu-open").addEventListener("click", () => { if (select.value) openDetail(Number(select.value)); });
+    list.appendChild(li);
+  }
+  if (!followups.studies.length) list.innerHTML = `<li class="muted">The patient has no other study in the archive.</li>`;
+  render();
+}
+
+// What became of similar lesions: evidence first; a prediction only where it was measured to
+// beat the base rates on real pairs.
+function outlookHtml(o) {
+  const pct = (v) => `${Math.round(v * 100)}%`;
+  const k = o.similar.length;
+  const head = k ? `<p><strong>${o.grew} grew</strong> (&gt;20%), <strong>${o.stable} stayed</strong>, <strong>${o.shrank} shrank</strong> (&gt;20%) of the ${k} most similar lesions of other patients seen again` +
+    (o.median_change_percent != null ? `; median change ${o.median_change_percent.toFixed(0)}%` : "") + `.</p>` :
+    `<p class="muted">No lesion of another patient in this archive was matched in a later study.</p>`;
+  const base = `<p class="muted">Base rates over ${o.reference_size} followed lesions: grew ${pct(o.base_rates.grew)}, stable ${pct(o.base_rates.stable)}, shrank ${pct(o.base_rates.shrank)}.</p>`;
+  const prediction = o.prediction ? `<p>Outlook: grew ${pct(o.prediction.grew)}, stable ${pct(o.prediction.stable)}, shrank ${pct(o.prediction.shrank)}.</p>` : "";
+  const rows = o.similar.map((s) => `<li><button type="button" class="ol-open" data-id="${s.from}">${escapeHtml(s.lesion ? s.lesion.key : String(s.from))}</button>
+    ${escapeHtml(s.lesion ? s.lesion.coarse_type.replace("_", " ") : "")} · ${s.from_long_mm.toFixed(1)} → ${s.to_long_mm.toFixed(1)} mm
+    (${s.change_percent >= 0 ? "+" : ""}${s.change_percent.toFixed(0)}%${s.years != null ? `, ${s.years.toFixed(1)} y` : ""}) · <span class="course ${s.course}">${s.course}</span></li>`).join("");
+  return `<div class="outlook">${head}${prediction}${base}<p class="statement">${escapeHtml(o.statement)}</p>
+    ${k ? `<details><summary>The similar lesions</summary><ol class="similar-courses">${rows}</ol></details>` : ""}</div>`;
+}
+
+function showOutlook(el, outlook) {
+  if (!outlook) { el.hidden = true; el.innerHTML = ""; return; }
+  el.hidden = false;
+  el.innerHTML = `<h3>Outlook of similar lesions</h3>` + outlookHtml(outlook);
+  el.querySelectorAll(".ol-open").forEach((b) => b.addEventListener("click", () => openDetail(Number(b.dataset.id))));
+}
+
 async function openDetail(id) {
   clearError();
   busy("Loading the comparison…");
   try {
-    const [info, followups, pixels] = await Promise.all([
+    const [info, followups, outlook, pixels] = await Promise.all([
       api(`/api/lesions/${id}`).then((r) => r.json()),
       api(`/api/lesions/${id}/followups`).then((r) => r.json()),
+      api(`/api/lesions/${id}/outlook`).then((r) => r.json()),
       loadPixels(`/api/lesions/${id}/pixels`),
     ]);
     pixels.ownWindow = info.window;
@@ -661,9 +732,8 @@ async function openDetail(id) {
       Tags: (info.tags || []).join(", ") || "–",
     };
     $("detail-meta").innerHTML = Object.entries(meta).map(([k, v]) => `<dt>${escapeHtml(k)}</dt><dd>${escapeHtml(v)}</dd>`).join("");
-    const growth = followups.growth_mm_per_year != null ? `${followups.growth_mm_per_year.toFixed(1)} mm/year` :
-      followups.growth_percent_per_study != null ? `${followups.growth_percent_per_study.toFixed(1)}% per study` : "";
-    $("detail-followups").innerHTML = followupChart(followups.series) + (growth ? `<p>Growth: ${escapeHtml(growth)}</p>` : "");
+    showFollowups(followups);
+    showOutlook($("detail-outlook"), outlook);
     const others = $("detail-others");
     others.textContent = "";
     for (const o of info.patient_lesions) {

@@ -9,11 +9,12 @@ use serde::Deserialize;
 use super::{blocking, path_lesion, Shared};
 use crate::access::ReadAccess;
 use crate::error::{ApiError, ApiResult};
-use crate::wire::{LesionDetail, LesionSummary};
+use crate::wire::{LesionDetail, LesionSummary, OutlookOut};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/lesions/{id}", web::get().to(detail))
         .route("/api/lesions/{id}/followups", web::get().to(followups))
+        .route("/api/lesions/{id}/outlook", web::get().to(outlook))
         .route("/api/lesions/{id}/image", web::get().to(image))
         .route("/api/lesions/{id}/thumbnail", web::get().to(thumbnail))
         .route("/api/lesions/{id}/pixels", web::get().to(pixels));
@@ -59,6 +60,19 @@ async fn followups(
     })
     .await?;
     Ok(HttpResponse::Ok().json(followups))
+}
+
+async fn outlook(_: ReadAccess, state: Shared, path: web::Path<String>) -> ApiResult<HttpResponse> {
+    let engine = state.engine();
+    let id = path_lesion(&engine, &path)?;
+    let outlook = blocking(&state, move || {
+        let outlook = engine
+            .outlook(id)
+            .map_err(|e| ApiError::from_core(e, "id"))?;
+        Ok(OutlookOut::new(outlook, |i| engine.catalog.get(i).cloned()))
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(outlook))
 }
 
 #[derive(Debug, Deserialize)]

@@ -37,6 +37,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/api/lesions/{id}", Access::Read),
     ("GET", "/api/lesions/{id}/similar", Access::Read),
     ("GET", "/api/lesions/{id}/followups", Access::Read),
+    ("GET", "/api/lesions/{id}/outlook", Access::Read),
     ("GET", "/api/lesions/{id}/image", Access::Read),
     ("GET", "/api/lesions/{id}/thumbnail", Access::Read),
     ("GET", "/api/lesions/{id}/pixels", Access::Read),
