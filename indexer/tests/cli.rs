@@ -443,3 +443,72 @@ fn exported_vectors_bench_as_a_texmex_set() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(text(&bad).contains("truth.ivecs"), "{}", text(&bad));
 }
+
+#[test]
+fn followup_matcher_fits_and_evaluates_on_a_table_and_says_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    let a = archive.to_str().unwrap();
+    let synth = indexer(&["synth", "--out", a, "--lesions", "400", "--seed", "5"]);
+    assert!(synth.status.success(), "{}", text(&synth));
+    let pairs = archive.join("followup_pairs.json");
+    let table = archive.join("DL_info.csv");
+    let (p, t) = (pairs.to_str().unwrap(), table.to_str().unwrap());
+    let matcher = dir.path().join("matcher.json");
+    let m = matcher.to_str().unwrap();
+
+    let fit = indexer(&["fit-followup", "--pairs", p, "--table", t, "--out", m]);
+    assert!(fit.status.success(), "{}", text(&fit));
+    assert!(
+        text(&fit).contains("leave-patient-out accuracy@1"),
+        "{}",
+        text(&fit)
+    );
+
+    let eval = indexer(&[
+        "eval-followup",
+        "--pairs",
+        p,
+        "--table",
+        t,
+        "--dataset",
+        a,
+        "--matcher",
+        m,
+        "--json",
+    ]);
+    assert!(eval.status.success(), "{}", text(&eval));
+    let report: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    assert!(report["resolved"].as_u64().unwrap() > 20, "{report}");
+    assert!(report["accuracy_at_1"].as_f64().unwrap() > 0.5, "{report}");
+    // Every generated slice is on disk, so every pair can use appearance.
+    assert_eq!(
+        report["appearance"]["pairs"], report["resolved"],
+        "{report}"
+    );
+
+    let outlook = indexer(&["eval-outlook", "--pairs", p, "--table", t, "--json"]);
+    assert!(outlook.status.success(), "{}", text(&outlook));
+    let figures: serde_json::Value = serde_json::from_slice(&outlook.stdout).unwrap();
+    assert!(figures["brier"].as_f64().unwrap() >= 0.0, "{figures}");
+    assert!(figures["beats_base_rates"].is_boolean(), "{figures}");
+
+    // A table that is not there, and a matcher file for other features, are named.
+    let missing = indexer(&[
+        "eval-followup",
+        "--pairs",
+        p,
+        "--table",
+        "/nope/DL_info.csv",
+    ]);
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing).contains("/nope/DL_info.csv"),
+        "{}",
+        text(&missing)
+    );
+    std::fs::write(&matcher, r#"{"features": []}"#).unwrap();
+    let bad = indexer(&["eval-followup", "--pairs", p, "--table", t, "--matcher", m]);
+    assert!(!bad.status.success());
+    assert!(text(&bad).contains("matcher.json"), "{}", text(&bad));
+}

@@ -323,3 +323,113 @@ pub(crate) fn placeholder_provenance() -> Provenance {
         cross_validated_accuracy_at_3: 0.0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::followup::features::FEATURES;
+
+    /// Groups where the answer is the candidate nearest in z and of like size, among
+    /// decoys; every other pair also withheld.
+    fn groups(n: u32) -> Vec<Group> {
+        let mut state = 7u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 33) as f32) / (1u64 << 31) as f32
+        };
+        let mut out = Vec::new();
+        for patient in 0..n {
+            let mut candidates = Vec::new();
+            let answer = (next() * 3.0) as usize % 3;
+            for c in 0..3 {
+                let mut f = [0.0f32; FEATURES];
+                let near = c == answer;
+                f[2] = if near {
+                    0.01 * next()
+                } else {
+                    0.05 + 0.2 * next()
+                };
+                f[8] = if near { 0.1 * next() } else { 0.2 + next() };
+                f[0] = next() * 0.1;
+                candidates.push(f);
+            }
+            out.push(Group {
+                candidates: candidates.clone(),
+                answer: Some(answer),
+                patient,
+            });
+            if patient % 2 == 0 {
+                candidates.remove(answer);
+                out.push(Group {
+                    candidates,
+                    answer: None,
+                    patient,
+                });
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn fitting_learns_which_features_mark_the_same_lesion() {
+        let data = groups(300);
+        let model = fit(&data, DEFAULT_L2, placeholder_provenance());
+        assert!(
+            model.weights[2] > 0.5 && model.weights[8] > 0.5,
+            "{:?}",
+            model.weights
+        );
+        assert!(
+            model.weights[0].abs() < model.weights[2] / 3.0,
+            "{:?}",
+            model.weights
+        );
+        let (n, at1, _) = accuracy(&model, &data);
+        assert!(at1 as f32 / n as f32 > 0.97, "{at1}/{n}");
+        let (cv1, _) = cross_validate(&data, DEFAULT_L2);
+        assert!(cv1 > 0.95, "{cv1}");
+    }
+
+    #[test]
+    fn the_threshold_separates_withheld_targets_and_probabilities_sum_to_one() {
+        let data = groups(300);
+        let mut model = fit(&data, DEFAULT_L2, placeholder_provenance());
+        let figures = choose_threshold(&model, &data);
+        model.match_threshold = figures.threshold;
+        assert!(
+            figures.recall > 0.9 && figures.precision > 0.9,
+            "{figures:?}"
+        );
+        for g in &data {
+            let verdict = model.rank(&g.candidates);
+            let total: f32 = verdict.ranked.iter().map(|r| r.probability).sum::<f32>()
+                + verdict.no_match_probability;
+            assert!((total - 1.0).abs() < 1e-4);
+            assert!(verdict
+                .ranked
+                .windows(2)
+                .all(|w| w[0].probability >= w[1].probability));
+        }
+        // A study without candidates has nothing to match.
+        assert_eq!(model.rank(&[]).matched, None);
+    }
+
+    #[test]
+    fn a_model_file_with_other_features_or_bad_numbers_is_refused() {
+        let model = crate::followup::MatcherModel::bundled().clone();
+        let mut other = serde_json::to_value(&model).unwrap();
+        other["features"][0] = "size".into();
+        let err = crate::followup::MatcherModel::from_json(&other.to_string(), "m.json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("m.json") && err.contains("features"), "{err}");
+        let mut short = serde_json::to_value(&model).unwrap();
+        short["weights"] = serde_json::json!([1.0]);
+        let err = crate::followup::MatcherModel::from_json(&short.to_string(), "m.json")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("weights"), "{err}");
+    }
+}

@@ -84,6 +84,8 @@ try {
   check((await page.locator("#grid .card .match-image").count()) === n, "every hit matched by image");
   check(!(await page.isHidden("#suggestion")), "a type suggestion is shown");
   check(page.url().includes("upload=") && page.url().includes("box="), "the URL holds the query");
+  check(!(await page.isHidden("#search-outlook")), "the outlook of similar lesions is shown for an image query");
+  check(/real follow-up pairs/.test(await page.textContent("#search-outlook .statement")), "the outlook states its measurement on real pairs");
   await page.waitForFunction(() => [...document.querySelectorAll("#grid img")].slice(0, 4).every((i) => i.complete && i.naturalWidth > 0));
   await shot("image-results");
 
@@ -95,6 +97,36 @@ try {
   check((await page.locator("#detail-meta dt").count()) >= 5, "metadata is shown");
   await page.click("#detail-windows button[data-window=soft]");
   await shot("detail");
+
+  // 4b. Follow-ups: a lesion seen in another study, its candidates with their confidence;
+  // picking another candidate redraws the chart; the outlook shows its evidence.
+  const followed = await page.evaluate(async () => {
+    const key = sessionStorage.getItem("lesion-search-key");
+    const headers = key ? { Authorization: `Bearer ${key}` } : {};
+    for (let id = 0; id < 300; id++) {
+      const r = await fetch(`/api/lesions/${id}/followups`, { headers });
+      if (!r.ok) continue;
+      const f = await r.json();
+      const study = f.studies.find((s) => !s.same_study && s.matched != null && s.candidates.length > 1);
+      if (study) return { id, study: study.study, other: study.candidates.find((c) => c.id !== study.matched).id };
+    }
+    return null;
+  });
+  check(followed !== null, "the archive has a lesion matched in another study among several candidates");
+  await page.evaluate((id) => openDetail(id), followed.id);
+  await page.waitForSelector(`#detail-followups li[data-study="${followed.study}"] select`);
+  await waitIdle();
+  const pick = `#detail-followups li[data-study="${followed.study}"] select`;
+  check(/\d+%/.test(await page.textContent(pick)), "candidates show their probability");
+  const chartBefore = await page.textContent("#detail-followups .fu-chart");
+  check(/study \d+ \(\d+%\)/.test(chartBefore), "the chart shows the match's confidence");
+  await page.selectOption(pick, String(followed.other));
+  check((await page.textContent("#detail-followups .fu-chart")) !== chartBefore, "picking another candidate redraws the chart");
+  await page.selectOption(pick, "");
+  check(!/study \d+ \(\d+%\)/.test(await page.textContent("#detail-followups .fu-chart")) || (await page.locator("#detail-followups li").count()) > 1,
+    "\"not in this study\" takes the study off the chart");
+  check(/real follow-up pairs/.test(await page.textContent("#detail-outlook .statement")), "the outlook panel states its measurement");
+  await shot("followups-and-outlook");
 
   // 5. Pivot: more like this result.
   const pivotKey = (await page.textContent("#detail-title")).split(" · ")[0];
