@@ -246,7 +246,48 @@ fn followups_stay_in_the_patient_and_order_by_study() {
         assert_eq!(f.engine.catalog.get(s.id).unwrap().patient, patient);
     }
     assert!(followups.series.windows(2).all(|w| w[0].study < w[1].study));
+    assert_eq!(followups.query().id, id);
+    assert!(!followups.studies.is_empty());
+    for study in &followups.studies {
+        let total: f32 = study
+            .candidates
+            .iter()
+            .map(|c| c.probability.unwrap())
+            .sum::<f32>()
+            + study.no_match_probability;
+        assert!((total - 1.0).abs() < 1e-3, "{study:?}");
+        assert!(study
+            .candidates
+            .windows(2)
+            .all(|w| w[0].probability >= w[1].probability));
+        // A match is the most probable candidate and is on the chart.
+        if let Some(m) = study.matched {
+            assert_eq!(study.candidates[0].id, m);
+            assert_eq!(
+                followups.series.iter().any(|s| s.id == m),
+                !study.same_study
+            );
+        }
+    }
     assert!(f.engine.followups(9_999).is_err());
+
+    // The outlook draws on other patients' matched follow-ups only.
+    let outlook = f.engine.outlook(id).unwrap();
+    assert!(outlook.reference_size > 0 && !outlook.similar.is_empty());
+    assert!(outlook
+        .similar
+        .iter()
+        .all(|s| f.engine.catalog.get(s.from).unwrap().patient != patient));
+    assert_eq!(
+        outlook.grew + outlook.stable + outlook.shrank,
+        outlook.similar.len()
+    );
+    let b = outlook.base_rates;
+    assert!((b.grew + b.stable + b.shrank - 1.0).abs() < 1e-4);
+    assert!(outlook
+        .similar
+        .windows(2)
+        .all(|w| w[0].distance <= w[1].distance));
 }
 
 #[test]

@@ -51,6 +51,10 @@ pub struct FitArgs {
     /// Where to write the fitted matcher (JSON).
     #[arg(long)]
     out: PathBuf,
+    /// What the pairs and table are, with their licences, for the model's provenance
+    /// (default: their file names).
+    #[arg(long)]
+    fitted_on: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -151,8 +155,8 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
         report.cross_validated_accuracy_at_1, report.cross_validated_accuracy_at_3
     );
     println!(
-        "nearest by location alone: accuracy@1 {:.3}",
-        report.nearest_location_accuracy_at_1
+        "for comparison: nearest by location alone {:.3}; the previous gated matcher {:.3}",
+        report.nearest_location_accuracy_at_1, report.previous_gate_accuracy_at_1
     );
     let n = &report.no_match;
     println!(
@@ -182,6 +186,9 @@ pub fn fit(args: FitArgs) -> anyhow::Result<ExitCode> {
         file_name(&args.inputs.pairs),
         file_name(&args.inputs.table)
     );
+    if let Some(text) = &args.fitted_on {
+        command.push_str(&format!(" --fitted-on {text:?}"));
+    }
     if args.inputs.dataset.is_some() {
         command.push_str(&format!(
             " --dataset DIR --model {} (appearance from {} lesions' slices)",
@@ -189,11 +196,13 @@ pub fn fit(args: FitArgs) -> anyhow::Result<ExitCode> {
             loaded.vectors.len()
         ));
     }
-    let fitted_on = format!(
-        "DLT lesion-tracking benchmark pairs ({}, CC-BY-SA-4.0) looked up in DeepLesion's {} (NIH Clinical Center)",
-        file_name(&args.inputs.pairs),
-        file_name(&args.inputs.table)
-    );
+    let fitted_on = args.fitted_on.clone().unwrap_or_else(|| {
+        format!(
+            "pairs of {} looked up in {}",
+            file_name(&args.inputs.pairs),
+            file_name(&args.inputs.table)
+        )
+    });
     let (model, figures) = fit_matcher(
         &loaded.table,
         &loaded.pairs,

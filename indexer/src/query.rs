@@ -77,6 +77,14 @@ pub struct Args {
     image_weight: Option<f32>,
     #[arg(long)]
     json: bool,
+    /// Instead of searching: the --lesion's candidates in the patient's other studies, ranked
+    /// by the follow-up matcher, with their probabilities.
+    #[arg(long, requires = "lesion", conflicts_with = "outlook")]
+    followups: bool,
+    /// Instead of searching: what became of the lesions most like --lesion that were seen
+    /// again (other patients), with the outlook's measurement on real pairs.
+    #[arg(long, requires = "lesion")]
+    outlook: bool,
 }
 
 fn range(text: &Option<String>, flag: &str) -> anyhow::Result<Range> {
@@ -144,6 +152,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .transpose()?,
         exclude_patients: args.exclude_patients.clone(),
     };
+    if args.followups || args.outlook {
+        let id = lesion_id(
+            &engine,
+            args.lesion.as_deref().unwrap_or_default(),
+            "lesion",
+        )?;
+        return if args.followups {
+            print_followups(&engine, id, args.json)
+        } else {
+            print_outlook(&engine, id, args.json)
+        };
+    }
     let image = match (&args.image, &args.bbox) {
         (Some(path), Some(bbox)) => {
             let image = if args.frame > 0 {
@@ -234,6 +254,116 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "suggested type: {} ({})",
             s.coarse_type.name(),
             votes.join(", ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_followups(engine: &Engine, id: u32, json: bool) -> anyhow::Result<ExitCode> {
+    let followups = engine.followups(id)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&followups)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let query = followups.query();
+    println!(
+        "{} (study {}, series {}): {:.1} x {:.1} mm",
+        query.key, query.study, query.series, query.long_mm, query.short_mm
+    );
+    if followups.studies.is_empty() {
+        println!("the patient has no other study in the index");
+    }
+    for study in &followups.studies {
+        let verdict = match study.matched {
+            Some(m) => format!("match {m}"),
+            None => "no match".into(),
+        };
+        println!(
+            "study {}{}: {verdict}; not in this study {:.0}%",
+            study.study,
+            if study.same_study {
+                " (same study, other series)"
+            } else {
+                ""
+            },
+            100.0 * study.no_match_probability
+        );
+        for c in &study.candidates {
+            println!(
+                "  {:>6} {:<26} {:>5.1}% {:>6.1} mm {:>+7.1}%",
+                c.id,
+                c.key,
+                100.0 * c.probability.unwrap_or(0.0),
+                c.long_mm,
+                c.change_percent
+            );
+        }
+    }
+    let m = &followups.matcher;
+    println!(
+        "matcher: {} ({} pairs; leave-patient-out accuracy@1 {:.3}; match from {:.0}%)",
+        m.fitted_on,
+        m.pairs,
+        m.cross_validated_accuracy_at_1,
+        100.0 * m.match_threshold
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_outlook(engine: &Engine, id: u32, json: bool) -> anyhow::Result<ExitCode> {
+    let outlook = engine.outlook(id)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&outlook)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "of the {} most similar lesions of other patients seen again: {} grew >20%, {} stayed, {} shrank >20%{}",
+        outlook.similar.len(),
+        outlook.grew,
+        outlook.stable,
+        outlook.shrank,
+        outlook
+            .median_change_percent
+            .map(|m| format!("; median change {m:+.0}%"))
+            .unwrap_or_default()
+    );
+    let b = &outlook.base_rates;
+    println!(
+        "base rates over {} followed lesions: grew {:.0}%, stable {:.0}%, shrank {:.0}%",
+        outlook.reference_size,
+        100.0 * b.grew,
+        100.0 * b.stable,
+        100.0 * b.shrank
+    );
+    match (&outlook.prediction, &outlook.evaluation) {
+        (Some(p), _) => println!(
+            "outlook: grew {:.0}%, stable {:.0}%, shrank {:.0}%",
+            100.0 * p.grew,
+            100.0 * p.stable,
+            100.0 * p.shrank
+        ),
+        (None, Some(e)) => println!(
+            "no prediction: on {} real pairs the similar lesions foretold the course no better than the base rates (Brier {:.3} against {:.3})",
+            e.pairs, e.brier, e.brier_base_rates
+        ),
+        (None, None) => println!("no prediction: the outlook is not measured"),
+    }
+    for s in &outlook.similar {
+        let key = |i: u32| {
+            engine
+                .catalog
+                .get(i)
+                .map(|f| f.key.clone())
+                .unwrap_or_default()
+        };
+        println!(
+            "  {:<26} -> {:<26} {:>6.1} -> {:>6.1} mm {:>+7.1}%  {:?}",
+            key(s.from),
+            key(s.to),
+            s.from_long_mm,
+            s.to_long_mm,
+            s.change_percent,
+            s.course
         );
     }
     Ok(ExitCode::SUCCESS)

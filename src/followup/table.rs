@@ -205,6 +205,9 @@ pub struct FollowUpEvaluation {
     pub cross_validated_accuracy_at_3: f32,
     /// The nearest candidate by normalized location, for comparison.
     pub nearest_location_accuracy_at_1: f32,
+    /// The matcher this one replaced (a 0.06 gate on location distance, then place and size
+    /// without appearance), for comparison: a gated-out target counts as missed.
+    pub previous_gate_accuracy_at_1: f32,
     /// Each pair once with its target and once with it withheld.
     pub no_match: NoMatchFigures,
     pub appearance: AppearanceFigures,
@@ -223,6 +226,7 @@ pub fn evaluate(
     let mut both = Vec::new();
     let mut by_type: std::collections::BTreeMap<CoarseType, (usize, usize)> = Default::default();
     let (mut candidates_total, mut single, mut nearest_right) = (0usize, 0usize, 0usize);
+    let mut gate_right = 0usize;
     let (mut with_pixels, mut pixels_table_right, mut pixels_right) = (0usize, 0usize, 0usize);
     for &pair in &resolved {
         let (group, rows, withheld) = groups_of(table, pair, vectors);
@@ -239,6 +243,23 @@ pub fn evaluate(
             d(a).total_cmp(&d(b))
         });
         nearest_right += usize::from(nearest == Some(&pair.target));
+        let gated = rows
+            .iter()
+            .map(|&c| {
+                let r = &table.records[c];
+                let d = ((r.location.x - source.location.x).powi(2)
+                    + (r.location.y - source.location.y).powi(2)
+                    + (r.location.z - source.location.z).powi(2))
+                .sqrt();
+                let size = (r.long_diameter_mm().max(0.1) / source.long_diameter_mm().max(0.1))
+                    .ln()
+                    .abs();
+                (c, d, -6.0 * d - 0.3 * size)
+            })
+            .filter(|(_, d, _)| *d <= 0.06)
+            .max_by(|a, b| a.2.total_cmp(&b.2))
+            .map(|(c, ..)| c);
+        gate_right += usize::from(gated == Some(pair.target));
         let top = model
             .rank(&group.candidates)
             .ranked
@@ -279,6 +300,7 @@ pub fn evaluate(
         cross_validated_accuracy_at_1: cv1,
         cross_validated_accuracy_at_3: cv3,
         nearest_location_accuracy_at_1: ratio(nearest_right, resolved.len()),
+        previous_gate_accuracy_at_1: ratio(gate_right, resolved.len()),
         no_match: fit::no_match_figures(model, &both, model.match_threshold),
         appearance: AppearanceFigures {
             pairs: with_pixels,

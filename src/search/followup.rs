@@ -73,6 +73,16 @@ pub struct FollowUps {
     pub matcher: MatcherSummary,
 }
 
+impl FollowUps {
+    /// The lesion asked about, within its series.
+    pub fn query(&self) -> &FollowUp {
+        self.series
+            .iter()
+            .find(|f| f.id == self.lesion)
+            .expect("the series holds the lesion asked about")
+    }
+}
+
 fn location_distance(a: &LesionRecord, b: &LesionRecord) -> f32 {
     ((a.location.x - b.location.x).powi(2)
         + (a.location.y - b.location.y).powi(2)
@@ -219,7 +229,7 @@ impl Engine {
             }
             for &id in &ids {
                 let followups = self.followups(id)?;
-                let query = &followups.series[0];
+                let query = followups.query();
                 // The next later study where the lesion was matched.
                 let Some(next) = followups.series.iter().find(|f| f.study > query.study) else {
                     continue;

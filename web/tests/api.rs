@@ -75,6 +75,35 @@ async fn every_lesion_route_answers() {
         .unwrap()
         .iter()
         .any(|s| s["id"] == 3));
+    let followups = json_of(&body);
+    assert!(followups["studies"].is_array(), "{followups}");
+    assert!(
+        followups["matcher"]["cross_validated_accuracy_at_1"]
+            .as_f64()
+            .unwrap()
+            > 0.9,
+        "{followups}"
+    );
+
+    let (status, body) = call(&app, test::TestRequest::get().uri("/api/lesions/3/outlook")).await;
+    assert_eq!(status, StatusCode::OK);
+    let outlook = json_of(&body);
+    assert!(outlook["similar"].is_array() && outlook["base_rates"]["stable"].is_number());
+    // The shipped measurement did not beat the base rates: evidence, no prediction.
+    assert!(outlook["prediction"].is_null(), "{outlook}");
+    assert!(
+        outlook["statement"]
+            .as_str()
+            .unwrap()
+            .starts_with("No prediction"),
+        "{outlook}"
+    );
+    let (status, _) = call(
+        &app,
+        test::TestRequest::get().uri("/api/lesions/99999/outlook"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 
     for uri in [
         "/api/lesions/3/image?window=lung&box=1",

@@ -641,7 +641,7 @@ function followupChart(series) {
 // default); the user can pick another candidate, or "not in this study", when it is wrong.
 function showFollowups(followups) {
   const el = $("detail-followups");
-  const query = followups.series[0];
+  const query = followups.series.find((s) => s.id === followups.lesion);
   const chosen = new Map(followups.studies.filter((s) => !s.same_study).map((s) => [s.study, s.matched]));
   const render = () => {
     const series = [query];
