@@ -93,10 +93,11 @@ fn solve(mut a: [[f64; P]; P], mut b: [f64; P]) -> [f64; P] {
         if d.abs() < 1e-300 {
             continue;
         }
+        let pivot_row = a[col];
         for row in col + 1..P {
             let factor = a[row][col] / d;
-            for k in col..P {
-                a[row][k] -= factor * a[col][k];
+            for (x, p) in a[row][col..].iter_mut().zip(&pivot_row[col..]) {
+                *x -= factor * p;
             }
             b[row] -= factor * b[col];
         }

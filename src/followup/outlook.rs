@@ -250,7 +250,7 @@ fn median(mut values: Vec<f32>) -> Option<f32> {
     }
     values.sort_by(f32::total_cmp);
     let m = values.len() / 2;
-    Some(if values.len() % 2 == 0 {
+    Some(if values.len().is_multiple_of(2) {
         (values[m - 1] + values[m]) / 2.0
     } else {
         values[m]

@@ -257,7 +257,7 @@ impl Engine {
         let record = self.record_of(id)?;
         let profile =
             LesionProfile::of(&record, Some(self.archive.vectors.flat.vector(id).to_vec()));
-        Ok(self.outlook_of(&profile)?)
+        self.outlook_of(&profile)
     }
 
     /// The outlook of any lesion described by its profile (an uploaded one: its vector, box

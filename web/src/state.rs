@@ -64,6 +64,7 @@ impl AppState {
         model: Arc<dyn Embedder>,
         config: Config,
     ) -> Self {
+        warm(&engine);
         AppState {
             heavy: Arc::new(tokio::sync::Semaphore::new(config.max_heavy)),
             engine: RwLock::new(engine),
@@ -124,6 +125,7 @@ impl AppState {
         }
         drop(serving);
         let engine = Arc::new(Engine::open(&self.index_dir, self.model.clone())?);
+        warm(&engine);
         match self.engine.write() {
             Ok(mut slot) => *slot = engine,
             Err(poisoned) => *poisoned.into_inner() = engine,
@@ -182,5 +184,25 @@ impl AppState {
             .lock()
             .map(|u| u.iter().map(|u| u.bytes).sum())
             .unwrap_or(0)
+    }
+}
+
+/// Collects the archive's follow-up courses for outlooks in the background (seconds on a
+/// DeepLesion-sized archive), so that no request waits for them.
+fn warm(engine: &Arc<Engine>) {
+    let engine = Arc::downgrade(engine);
+    let spawned = std::thread::Builder::new()
+        .name("outlook-warmup".into())
+        .spawn(move || {
+            if let Some(engine) = engine.upgrade() {
+                // The error text may name a lesion key (it holds the patient number): not logged;
+                // an outlook request meets the same error and answers it.
+                if engine.trajectories().is_err() {
+                    eprintln!("warning: the follow-up courses for outlooks could not be collected; outlook requests will report why");
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        eprintln!("warning: could not start the outlook warm-up: {e}");
     }
 }
