@@ -76,6 +76,10 @@ fn the_shipped_outlook_figures_are_what_real_pairs_give() {
     assert!((measured.brier - e.brier).abs() < 1e-4, "{measured:?}");
     assert!((measured.brier_base_rates - e.brier_base_rates).abs() < 1e-4);
     assert_eq!(measured.beats_base_rates, e.beats_base_rates);
+    assert_eq!(
+        lesion_search::followup::outlook::choose_prior_weight(shipped, &trajectories),
+        shipped.prior_weight
+    );
 }
 
 /// A DeepLesion folder of the real rows whose key slice is shared.

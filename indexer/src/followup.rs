@@ -12,7 +12,7 @@ use lesion_search::embed::{default_cache_dir, resolve_model};
 use lesion_search::eval::read_pairs;
 use lesion_search::followup::outlook::table_trajectories;
 use lesion_search::followup::{
-    evaluate, evaluate_outlook, fit_matcher, LesionTable, MatcherModel, OutlookModel,
+    evaluate, fit_matcher, fit_outlook, LesionTable, MatcherModel, OutlookModel,
 };
 
 #[derive(clap::Args)]
@@ -249,12 +249,12 @@ pub fn outlook(args: OutlookArgs) -> anyhow::Result<ExitCode> {
             ""
         }
     );
-    let evaluation = evaluate_outlook(&model, &trajectories, &command);
+    let shipped = fit_outlook(&model, &trajectories, &command);
+    let evaluation = shipped
+        .evaluation
+        .clone()
+        .expect("a fitted outlook carries its measurement");
     if let Some(out) = &args.out {
-        let shipped = OutlookModel {
-            evaluation: Some(evaluation.clone()),
-            ..model.clone()
-        };
         write_atomically(out, serde_json::to_string_pretty(&shipped)?.as_bytes())
             .with_context(|| format!("writing {}", out.display()))?;
     }
@@ -264,8 +264,8 @@ pub fn outlook(args: OutlookArgs) -> anyhow::Result<ExitCode> {
     }
     let e = &evaluation;
     println!(
-        "{} forward pairs of {} patients, leave-patient-out, {} similar lesions each",
-        e.pairs, e.patients, model.neighbours
+        "{} forward pairs of {} patients, nested leave-patient-out (5 folds), {} similar lesions each; pseudo-counts of base rates chosen on all pairs: {}",
+        e.pairs, e.patients, model.neighbours, shipped.prior_weight
     );
     println!(
         "Brier score {:.4} (base rates {:.4}: grew {:.3}, stable {:.3}, shrank {:.3}) -> {}",

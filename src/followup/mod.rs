@@ -16,7 +16,7 @@ pub mod table;
 pub use features::{pair_features, with_appearance, Features, FEATURES, FEATURE_NAMES};
 pub use matcher::{MatcherModel, Provenance, Ranked, StudyMatch};
 pub use outlook::{
-    evaluate_outlook, outlook, Course, LesionProfile, Outlook, OutlookEvaluation, OutlookModel,
-    Shares, SimilarCourse, Trajectory,
+    evaluate_outlook, fit_outlook, outlook, Course, LesionProfile, Outlook, OutlookEvaluation,
+    OutlookModel, Shares, SimilarCourse, Trajectory,
 };
 pub use table::{evaluate, fit_matcher, FollowUpEvaluation, LesionTable};

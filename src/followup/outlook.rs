@@ -338,15 +338,23 @@ pub fn table_trajectories(
         .collect()
 }
 
-/// Leave-patient-out measurement of the outlook on trajectories: each lesion's outlook is
-/// made from the other patients' only, against their base rates.
-pub fn evaluate_outlook(
-    model: &OutlookModel,
-    trajectories: &[Trajectory],
-    command: &str,
-) -> OutlookEvaluation {
-    let (mut brier, mut brier_base, mut mae, mut mae_none) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
-    let mut patients = std::collections::BTreeSet::new();
+/// Pseudo-counts of base rates the fit chooses among: from trusting the similar lesions to
+/// all but ignoring them.
+pub const PRIOR_WEIGHTS: [f32; 9] = [5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0, 640.0, 1280.0];
+
+/// Sums over scored lesions: outlook Brier, base-rate Brier, errors of the median change and
+/// of "no change".
+#[derive(Default)]
+struct Scores {
+    n: usize,
+    brier: f64,
+    brier_base: f64,
+    mae: f64,
+    mae_none: f64,
+}
+
+/// Scores the outlooks of `scored`, each made from `reference` (other patients only).
+fn score(model: &OutlookModel, scored: &[&Trajectory], reference: &[Trajectory]) -> Scores {
     let unconditional = OutlookModel {
         evaluation: Some(OutlookEvaluation {
             command: String::new(),
@@ -361,15 +369,13 @@ pub fn evaluate_outlook(
         }),
         ..model.clone()
     };
-    let mut all_counts: HashMap<Course, usize> = HashMap::new();
-    for t in trajectories {
-        patients.insert(t.profile.patient);
-        *all_counts.entry(Course::of(t.ratio())).or_default() += 1;
-        let o = outlook(&unconditional, &t.profile, trajectories);
+    let mut sums = Scores::default();
+    for t in scored {
+        let o = outlook(&unconditional, &t.profile, reference);
         let course = Course::of(t.ratio());
-        let prediction = o.prediction.unwrap_or(o.base_rates);
-        brier += f64::from(prediction.brier(course));
-        brier_base += f64::from(o.base_rates.brier(course));
+        sums.n += 1;
+        sums.brier += f64::from(o.prediction.unwrap_or(o.base_rates).brier(course));
+        sums.brier_base += f64::from(o.base_rates.brier(course));
         let actual = t.ratio().ln();
         let median_log = median(
             o.similar
@@ -378,20 +384,146 @@ pub fn evaluate_outlook(
                 .collect(),
         )
         .unwrap_or(0.0);
-        mae += f64::from((median_log - actual).abs());
-        mae_none += f64::from(actual.abs());
+        sums.mae += f64::from((median_log - actual).abs());
+        sums.mae_none += f64::from(actual.abs());
     }
-    let n = trajectories.len().max(1) as f64;
-    let (brier, brier_base) = ((brier / n) as f32, (brier_base / n) as f32);
+    sums
+}
+
+/// The pseudo-count weight with the lowest leave-patient-out Brier score on `trajectories`.
+pub fn choose_prior_weight(model: &OutlookModel, trajectories: &[Trajectory]) -> f32 {
+    let all: Vec<&Trajectory> = trajectories.iter().collect();
+    PRIOR_WEIGHTS
+        .iter()
+        .map(|&w| {
+            let candidate = OutlookModel {
+                prior_weight: w,
+                ..model.clone()
+            };
+            (score(&candidate, &all, trajectories).brier, w)
+        })
+        .min_by(|a, b| a.0.total_cmp(&b.0))
+        .map_or(model.prior_weight, |(_, w)| w)
+}
+
+/// Nested leave-patient-out measurement: the patients fall in five folds; for each fold the
+/// pseudo-count weight is chosen on the other folds alone (itself leave-patient-out), and the
+/// fold's lesions get outlooks made from the other folds' lesions, scored against those folds'
+/// base rates. No lesion's own course, nor its patient's, ever informs its outlook.
+pub fn evaluate_outlook(
+    model: &OutlookModel,
+    trajectories: &[Trajectory],
+    command: &str,
+) -> OutlookEvaluation {
+    let mut sums = Scores::default();
+    for fold in 0..super::fit::FOLDS {
+        let in_fold = |t: &Trajectory| super::fit::fold_of(t.profile.patient) == fold;
+        let train: Vec<Trajectory> = trajectories
+            .iter()
+            .filter(|t| !in_fold(t))
+            .cloned()
+            .collect();
+        let test: Vec<&Trajectory> = trajectories.iter().filter(|t| in_fold(t)).collect();
+        if train.is_empty() || test.is_empty() {
+            continue;
+        }
+        let tuned = OutlookModel {
+            prior_weight: choose_prior_weight(model, &train),
+            ..model.clone()
+        };
+        let s = score(&tuned, &test, &train);
+        sums.n += s.n;
+        sums.brier += s.brier;
+        sums.brier_base += s.brier_base;
+        sums.mae += s.mae;
+        sums.mae_none += s.mae_none;
+    }
+    let mut all_counts: HashMap<Course, usize> = HashMap::new();
+    let mut patients = std::collections::BTreeSet::new();
+    for t in trajectories {
+        patients.insert(t.profile.patient);
+        *all_counts.entry(Course::of(t.ratio())).or_default() += 1;
+    }
+    let n = sums.n.max(1) as f64;
+    let (brier, brier_base) = ((sums.brier / n) as f32, (sums.brier_base / n) as f32);
     OutlookEvaluation {
         command: command.to_string(),
-        pairs: trajectories.len(),
+        pairs: sums.n,
         patients: patients.len(),
         brier,
         brier_base_rates: brier_base,
-        mae_median_change: (mae / n) as f32,
-        mae_no_change: (mae_none / n) as f32,
+        mae_median_change: (sums.mae / n) as f32,
+        mae_no_change: (sums.mae_none / n) as f32,
         base_rates: Shares::of_counts(&all_counts),
         beats_base_rates: brier < brier_base,
+    }
+}
+
+/// The outlook to ship: its pseudo-count weight chosen on all the trajectories, and the
+/// nested measurement of that procedure.
+pub fn fit_outlook(
+    model: &OutlookModel,
+    trajectories: &[Trajectory],
+    command: &str,
+) -> OutlookModel {
+    OutlookModel {
+        prior_weight: choose_prior_weight(model, trajectories),
+        evaluation: Some(evaluate_outlook(model, trajectories, command)),
+        neighbours: model.neighbours,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn course(patient: u32, long_mm: f32, ratio: f32) -> Trajectory {
+        Trajectory {
+            profile: LesionProfile {
+                patient,
+                coarse_type: CoarseType::Lung,
+                long_mm,
+                location: Some([0.5, 0.5, 0.5]),
+                age: Some(60.0),
+                vector: None,
+            },
+            from: patient,
+            to: patient + 1000,
+            from_long_mm: long_mm,
+            to_long_mm: long_mm * ratio,
+            years: Some(1.0),
+        }
+    }
+
+    #[test]
+    fn courses_follow_the_recist_band_and_brier_scores_them() {
+        assert_eq!(Course::of(1.21), Course::Grew);
+        assert_eq!(Course::of(1.2), Course::Stable);
+        assert_eq!(Course::of(0.79), Course::Shrank);
+        let sure = Shares {
+            grew: 1.0,
+            stable: 0.0,
+            shrank: 0.0,
+        };
+        assert_eq!(sure.brier(Course::Grew), 0.0);
+        assert_eq!(sure.brier(Course::Shrank), 2.0);
+    }
+
+    #[test]
+    fn an_outlook_uses_other_patients_and_predicts_only_when_measured_better() {
+        // Small lesions grew, large ones shrank: the similar ones tell them apart.
+        let mut reference: Vec<Trajectory> = (0..30).map(|p| course(p, 5.0, 1.5)).collect();
+        reference.extend((30..60).map(|p| course(p, 50.0, 0.5)));
+        let small = course(7, 5.0, 1.5).profile;
+        let untested = OutlookModel::default();
+        let o = outlook(&untested, &small, &reference);
+        assert_eq!(o.reference_size, 59, "the lesion's own patient is left out");
+        assert_eq!((o.grew, o.shrank), (20, 0));
+        assert!(o.prediction.is_none(), "not measured: no prediction");
+        let measured = evaluate_outlook(&untested, &reference, "test");
+        assert!(measured.beats_base_rates && measured.brier < measured.brier_base_rates);
+        let shipped = fit_outlook(&untested, &reference, "test");
+        let p = outlook(&shipped, &small, &reference).prediction.unwrap();
+        assert!(p.grew > 0.5 && p.grew > o.base_rates.grew, "{p:?}");
     }
 }
