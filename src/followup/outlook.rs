@@ -272,8 +272,14 @@ pub fn outlook(model: &OutlookModel, lesion: &LesionProfile, reference: &[Trajec
         .iter()
         .map(|t| (lesion.distance(&t.profile), *t))
         .collect();
-    scored.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.from.cmp(&b.1.from)));
+    let order = |a: &(f32, &Trajectory), b: &(f32, &Trajectory)| {
+        a.0.total_cmp(&b.0).then(a.1.from.cmp(&b.1.from))
+    };
+    if scored.len() > model.neighbours && model.neighbours > 0 {
+        scored.select_nth_unstable_by(model.neighbours - 1, order);
+    }
     scored.truncate(model.neighbours);
+    scored.sort_by(order);
     let mut counts: HashMap<Course, usize> = HashMap::new();
     let similar: Vec<SimilarCourse> = scored
         .iter()

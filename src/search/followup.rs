@@ -216,6 +216,15 @@ impl Engine {
         if let Some(done) = self.trajectories.get() {
             return Ok(done);
         }
+        // One collector at a time: requests arriving meanwhile wait for its result instead
+        // of each collecting their own.
+        let _collecting = self
+            .collecting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(done) = self.trajectories.get() {
+            return Ok(done);
+        }
         let mut found = Vec::new();
         let vectors = &self.archive.vectors.flat;
         for patient in self.catalog.patients() {

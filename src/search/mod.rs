@@ -186,6 +186,7 @@ pub struct Engine {
     model: Arc<dyn Embedder>,
     /// The archive's matched forward follow-ups, for outlooks (built on first use).
     trajectories: std::sync::OnceLock<Vec<crate::followup::Trajectory>>,
+    collecting: std::sync::Mutex<()>,
 }
 
 impl Engine {
@@ -199,6 +200,7 @@ impl Engine {
             catalog,
             model,
             trajectories: Default::default(),
+            collecting: Default::default(),
         })
     }
 
