@@ -6,6 +6,7 @@
 
 pub mod pairs;
 pub mod plots;
+pub mod real_ct;
 pub mod text_benchmark;
 
 use std::collections::HashMap;
