@@ -55,6 +55,12 @@ fn the_shipped_matcher_is_what_fitting_on_real_pairs_makes_and_meets_its_aims() 
         "{n:?}"
     );
     assert!(report.by_type.iter().map(|t| t.pairs).sum::<usize>() == 906);
+    // The probabilities mean what they say for unseen patients.
+    assert!(
+        report.calibration.expected_calibration_error < 0.06,
+        "{:?}",
+        report.calibration
+    );
 }
 
 #[test]

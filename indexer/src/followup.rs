@@ -163,6 +163,17 @@ pub fn eval(args: EvalArgs) -> anyhow::Result<ExitCode> {
         "no match (threshold {:.3}; {} decisions with the target, {} with it withheld): precision {:.3}, recall {:.3}, true follow-ups hidden {:.3}",
         n.threshold, n.present, n.withheld, n.precision, n.recall, n.false_no_match
     );
+    let c = &report.calibration;
+    println!(
+        "calibration of the best candidate's probability (leave-patient-out, same decisions): expected error {:.3}",
+        c.expected_calibration_error
+    );
+    for b in &c.bins {
+        println!(
+            "  {:.1}-{:.1}: {:>4} decisions, stated {:.3}, right {:.3}",
+            b.from, b.to, b.decisions, b.mean_probability, b.share_right
+        );
+    }
     let a = &report.appearance;
     println!(
         "pairs with slices for appearance: {} (accuracy@1 table only {:.3}, with appearance {:.3})",

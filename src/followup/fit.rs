@@ -315,6 +315,74 @@ pub fn cross_validate(groups: &[Group], l2: f64) -> (f32, f32) {
     (at1 as f32 / n, at3 as f32 / n)
 }
 
+/// One probability band of a reliability table.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct CalibrationBin {
+    pub from: f32,
+    pub to: f32,
+    /// Decisions whose best candidate's probability fell in the band.
+    pub decisions: usize,
+    pub mean_probability: f32,
+    /// Of them, the share whose best candidate was the lesion.
+    pub share_right: f32,
+}
+
+/// Whether the best candidate's probability means what it says, for unseen patients.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Calibration {
+    pub bins: Vec<CalibrationBin>,
+    /// Mean gap between stated probability and share right, weighted by decisions.
+    pub expected_calibration_error: f32,
+}
+
+/// Leave-patient-out reliability of the best candidate's probability over decisions with
+/// and without their target, in ten bands.
+pub fn calibration(groups: &[Group], l2: f64) -> Calibration {
+    let mut outcomes: Vec<(f32, bool)> = Vec::new();
+    for fold in 0..FOLDS {
+        let (test, train): (Vec<Group>, Vec<Group>) = groups
+            .iter()
+            .cloned()
+            .partition(|g| fold_of(g.patient) == fold);
+        if test.is_empty() || train.is_empty() {
+            continue;
+        }
+        let model = fit(&train, l2, placeholder_provenance());
+        for g in &test {
+            if let Some(best) = model.rank(&g.candidates).ranked.first() {
+                outcomes.push((best.probability, Some(best.candidate) == g.answer));
+            }
+        }
+    }
+    let mut bins = Vec::new();
+    let mut gap = 0.0f32;
+    for b in 0..10 {
+        let (from, to) = (b as f32 / 10.0, (b + 1) as f32 / 10.0);
+        let inside: Vec<&(f32, bool)> = outcomes
+            .iter()
+            .filter(|(p, _)| *p >= from && (*p < to || (b == 9 && *p <= to)))
+            .collect();
+        if inside.is_empty() {
+            continue;
+        }
+        let n = inside.len() as f32;
+        let mean_probability = inside.iter().map(|(p, _)| p).sum::<f32>() / n;
+        let share_right = inside.iter().filter(|(_, right)| *right).count() as f32 / n;
+        gap += n * (mean_probability - share_right).abs();
+        bins.push(CalibrationBin {
+            from,
+            to,
+            decisions: inside.len(),
+            mean_probability,
+            share_right,
+        });
+    }
+    Calibration {
+        bins,
+        expected_calibration_error: gap / outcomes.len().max(1) as f32,
+    }
+}
+
 pub(crate) fn placeholder_provenance() -> Provenance {
     Provenance {
         command: String::new(),

@@ -210,6 +210,8 @@ pub struct FollowUpEvaluation {
     pub previous_gate_accuracy_at_1: f32,
     /// Each pair once with its target and once with it withheld.
     pub no_match: NoMatchFigures,
+    /// Leave-patient-out reliability of the best candidate's probability (same decisions).
+    pub calibration: fit::Calibration,
     pub appearance: AppearanceFigures,
     pub by_type: Vec<TypeFigures>,
 }
@@ -302,6 +304,7 @@ pub fn evaluate(
         nearest_location_accuracy_at_1: ratio(nearest_right, resolved.len()),
         previous_gate_accuracy_at_1: ratio(gate_right, resolved.len()),
         no_match: fit::no_match_figures(model, &both, model.match_threshold),
+        calibration: fit::calibration(&both, fit::DEFAULT_L2),
         appearance: AppearanceFigures {
             pairs: with_pixels,
             accuracy_at_1_table_only: ratio(pixels_table_right, with_pixels),
