@@ -60,3 +60,91 @@ fn the_default_model_finds_real_lesions_again() {
     assert_eq!(figures.same_lesion_across_studies.queries, 4, "{figures:?}");
     assert_eq!(figures.same_lesion_across_studies.top_5, 4, "{figures:?}");
 }
+
+/// A phantom volume: water body, air outside, a bright sphere as the "tumour" in its mask.
+fn phantom(name: &str, centre: [f32; 3]) -> lesion_search::eval::real_ct::MaskedVolume {
+    use lesion_search::imaging::{decode_nrrd, encode_nrrd_i16};
+    let (w, h, d) = (96usize, 96usize, 12usize);
+    let mut image = Vec::with_capacity(w * h * d);
+    let mut mask = Vec::with_capacity(w * h * d);
+    for z in 0..d {
+        for y in 0..h {
+            for x in 0..w {
+                let body = ((x as f32 - 48.0).powi(2) + (y as f32 - 48.0).powi(2)).sqrt() < 44.0;
+                let r = ((x as f32 - centre[0]).powi(2)
+                    + (y as f32 - centre[1]).powi(2)
+                    + ((z as f32 - centre[2]) * 4.0).powi(2))
+                .sqrt();
+                let tumour = r < 9.0;
+                let texture = ((x * 7 + y * 13 + z * 5) % 11) as i16 * 3;
+                image.push(if tumour {
+                    120 + texture
+                } else if body {
+                    30 + texture
+                } else {
+                    -1000
+                });
+                mask.push(i16::from(tumour));
+            }
+        }
+    }
+    let decode = |v: &[i16]| {
+        decode_nrrd(
+            &encode_nrrd_i16([w, h, d], [1.0, 1.0, 4.0], v),
+            std::path::Path::new(name),
+        )
+        .unwrap()
+    };
+    lesion_search::eval::real_ct::MaskedVolume {
+        name: name.to_string(),
+        image: decode(&image),
+        mask: decode(&mask),
+    }
+}
+
+#[test]
+fn masked_volumes_give_tumour_slices_normal_patches_and_an_auc() {
+    use lesion_search::eval::real_ct::evaluate_volumes;
+    let model = bundled_lesion_cnn().unwrap();
+    let volumes = [
+        phantom("a", [40.0, 50.0, 6.0]),
+        phantom("b", [56.0, 44.0, 5.0]),
+    ];
+    let figures = evaluate_volumes(&model, &volumes).unwrap();
+    assert_eq!(figures.len(), 2);
+    for f in &figures {
+        assert!(f.tumour_slices >= 3, "{f:?}");
+        assert_eq!(f.normal_patches, 4 * f.tumour_slices, "{f:?}");
+        assert_eq!(f.neighbouring_slice_found.queries, f.tumour_slices);
+        let auc = f.tumour_vs_normal_auc.unwrap();
+        assert!((0.0..=1.0).contains(&auc), "{f:?}");
+    }
+    // A mask of another size than its image is refused, naming the volume.
+    let mut odd = phantom("odd", [40.0, 50.0, 6.0]);
+    odd.mask.sizes = [2, 2, 2];
+    let err = evaluate_volumes(&model, &[odd]).unwrap_err().to_string();
+    assert!(err.contains("odd") && err.contains("mask"), "{err}");
+}
+
+/// pyradiomics' real chest CT volumes, where `LESION_CT_VOLUMES` names a folder holding them
+/// (`.ci/fetch-ct-volumes` puts them in the cache).
+#[test]
+fn real_chest_ct_volumes_are_read_and_scored() {
+    use lesion_search::eval::real_ct::{evaluate_volumes, load_masked_volumes};
+    let dir = std::env::var_os("LESION_CT_VOLUMES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| lesion_search::embed::default_cache_dir().join("ct-volumes"));
+    let volumes = load_masked_volumes(&dir).unwrap_or_default();
+    if volumes.len() < 2 {
+        eprintln!(
+            "SKIP real_chest_ct_volumes_are_read_and_scored: pyradiomics' lung1/lung2 NRRD files not found in {}",
+            dir.display()
+        );
+        return;
+    }
+    assert_eq!(volumes[0].image.sizes, [512, 512, 48]);
+    let model = bundled_lesion_cnn().unwrap();
+    let figures = evaluate_volumes(&model, &volumes).unwrap();
+    assert_eq!(figures[0].tumour_slices + figures[1].tumour_slices, 14);
+    assert!(figures.iter().all(|f| f.tumour_vs_normal_auc.is_some()));
+}

@@ -8,7 +8,9 @@ use anyhow::Context;
 use lesion_search::embed::train::evaluate_on_dataset;
 use lesion_search::embed::{default_cache_dir, resolve_model};
 use lesion_search::eval::read_pairs;
-use lesion_search::eval::real_ct::{evaluate_real_ct, real_ct_markdown, RealCtInputs};
+use lesion_search::eval::real_ct::{
+    evaluate_real_ct, evaluate_volumes, load_masked_volumes, real_ct_markdown, RealCtInputs,
+};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -24,6 +26,12 @@ pub struct Args {
     /// are ranked.
     #[arg(long, requires = "real")]
     pairs: Option<PathBuf>,
+    /// Folder with pyradiomics' real chest CT volumes and tumour masks
+    /// (`lung1_image.nrrd`, `lung1_label.nrrd`, `lung2_...`; from the `pyradiomics==3.1.0`
+    /// sdist's `data/`), for --real: neighbouring-slice retrieval and tumour against normal
+    /// tissue.
+    #[arg(long, requires = "real")]
+    volumes: Option<PathBuf>,
     /// Models (names or folders).
     #[arg(long, num_args = 1.., default_values_t = [crate::DEFAULT_MODEL.to_string()])]
     models: Vec<String>,
@@ -40,16 +48,55 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 None => Vec::new(),
             },
         };
+        let volumes = match &args.volumes {
+            Some(dir) => {
+                let v = load_masked_volumes(dir)?;
+                anyhow::ensure!(
+                    !v.is_empty(),
+                    "{} holds no lung1/lung2 _image.nrrd with its _label.nrrd",
+                    dir.display()
+                );
+                v
+            }
+            None => Vec::new(),
+        };
         let mut all = Vec::new();
+        let mut by_volume = Vec::new();
         for name in &args.models {
             let model = resolve_model(name, &default_cache_dir())
                 .with_context(|| format!("loading model {name}"))?;
             all.push(evaluate_real_ct(name, model.as_ref(), &inputs)?);
+            if !volumes.is_empty() {
+                by_volume.push((name.clone(), evaluate_volumes(model.as_ref(), &volumes)?));
+            }
         }
         if args.json {
-            println!("{}", serde_json::to_string_pretty(&all)?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(
+                    &serde_json::json!({"deeplesion": all, "volumes": by_volume})
+                )?
+            );
         } else {
             print!("{}", real_ct_markdown(&all));
+            if !by_volume.is_empty() {
+                println!("\n| model | volume | tumour slices | nearest is the tumour on an adjacent slice | normal patches | tumour vs normal ROC AUC |\n|---|---|---:|---:|---:|---:|");
+                for (name, figures) in &by_volume {
+                    for f in figures {
+                        let n = &f.neighbouring_slice_found;
+                        println!(
+                            "| `{name}` | {} | {} | {}/{} | {} | {} |",
+                            f.volume,
+                            f.tumour_slices,
+                            n.rank_1,
+                            n.queries,
+                            f.normal_patches,
+                            f.tumour_vs_normal_auc
+                                .map_or("-".into(), |a| format!("{a:.3}"))
+                        );
+                    }
+                }
+            }
         }
         return Ok(ExitCode::SUCCESS);
     }

@@ -265,3 +265,230 @@ pub fn real_ct_markdown(figures: &[RealCtFigures]) -> String {
     }
     out
 }
+
+/// A CT volume with a tumour mask (pyradiomics' `lung1`, `lung2`).
+pub struct MaskedVolume {
+    pub name: String,
+    pub image: crate::imaging::Volume,
+    pub mask: crate::imaging::Volume,
+}
+
+/// How a model fares on one masked volume.
+#[derive(Debug, Clone, Serialize)]
+pub struct VolumeFigures {
+    pub volume: String,
+    /// Slices where the mask holds at least 10 voxels: one tumour patch each.
+    pub tumour_slices: usize,
+    /// Patches of the same size over other tissue of the same slices (4 per tumour slice).
+    pub normal_patches: usize,
+    /// Each tumour patch asked among every other patch of the volume: its nearest is the
+    /// tumour on an adjacent slice (within 2).
+    pub neighbouring_slice_found: RankCounts,
+    /// Tumour against normal tissue, scored by the nearest tumour patch of the other volume.
+    pub tumour_vs_normal_auc: Option<f32>,
+}
+
+struct VolumePatches {
+    /// (slice, is tumour)
+    labels: Vec<(usize, bool)>,
+    vectors: Vec<Vec<f32>>,
+}
+
+fn volume_patches(v: &MaskedVolume, embedder: &dyn Embedder) -> Result<VolumePatches> {
+    let [w, h, d] = v.image.sizes;
+    if v.mask.sizes != v.image.sizes {
+        return Err(Error::Index {
+            path: PathBuf::from(&v.name),
+            message: format!(
+                "the mask is {:?} voxels, the image {:?}",
+                v.mask.sizes, v.image.sizes
+            ),
+        });
+    }
+    let spec = &embedder.card().patch;
+    let slice_image = |z: usize| {
+        let mut image = crate::imaging::CtImage::new_hounsfield(w, h, v.image.slice(z).to_vec());
+        image.spacing_mm = Some((v.image.spacing_mm[0], v.image.spacing_mm[1]));
+        image
+    };
+    let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ (w * h * d) as u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut patches = Vec::new();
+    let mut labels = Vec::new();
+    for z in 0..d {
+        let mask = v.mask.slice(z);
+        let (mut x1, mut y1, mut x2, mut y2, mut n) = (w, h, 0, 0, 0usize);
+        for (i, m) in mask.iter().enumerate() {
+            if *m > 0.0 {
+                let (x, y) = (i % w, i / w);
+                (x1, y1, x2, y2) = (x1.min(x), y1.min(y), x2.max(x), y2.max(y));
+                n += 1;
+            }
+        }
+        if n < 10 {
+            continue;
+        }
+        let key = slice_image(z);
+        let neighbours: Vec<(i32, crate::imaging::CtImage)> = (-3i32..=3)
+            .filter(|o| *o != 0)
+            .filter_map(|o| {
+                let zz = z as i32 + o;
+                (0..d as i32)
+                    .contains(&zz)
+                    .then(|| (o, slice_image(zz as usize)))
+            })
+            .collect();
+        let stack = crate::imaging::SliceStack {
+            key: &key,
+            neighbours: neighbours.iter().map(|(o, s)| (*o, s)).collect(),
+        };
+        let geometry = |bbox: PixelBox| crate::imaging::PatchGeometry {
+            bbox,
+            spacing_mm: (v.image.spacing_mm[0], v.image.spacing_mm[1]),
+            slice_interval_mm: v.image.spacing_mm[2],
+            own_window: None,
+        };
+        let tumour = PixelBox::new(x1 as f32, y1 as f32, x2 as f32, y2 as f32);
+        patches.push(extract_patch(&stack, &geometry(tumour), spec)?);
+        labels.push((z, true));
+        // Normal tissue: same-size boxes centred on soft tissue or organ (-200..300 HU),
+        // clear of the tumour's box.
+        let (bw, bh) = (tumour.width().max(8.0), tumour.height().max(8.0));
+        let mut placed = 0;
+        for _ in 0..400 {
+            if placed == 4 {
+                break;
+            }
+            let cx = (next() % w as u64) as f32;
+            let cy = (next() % h as u64) as f32;
+            let b = PixelBox::new(cx - bw / 2.0, cy - bh / 2.0, cx + bw / 2.0, cy + bh / 2.0);
+            let inside = b.x1 >= 0.0 && b.y1 >= 0.0 && b.x2 < w as f32 && b.y2 < h as f32;
+            let clear = b.x2 < tumour.x1 - 4.0
+                || b.x1 > tumour.x2 + 4.0
+                || b.y2 < tumour.y1 - 4.0
+                || b.y1 > tumour.y2 + 4.0;
+            let hu = key.pixels[cy as usize * w + cx as usize];
+            if inside && clear && (-200.0..=300.0).contains(&hu) {
+                patches.push(extract_patch(&stack, &geometry(b), spec)?);
+                labels.push((z, false));
+                placed += 1;
+            }
+        }
+    }
+    let vectors = embedder.embed(&patches)?;
+    Ok(VolumePatches { labels, vectors })
+}
+
+/// Area under the ROC curve of `scores` for positives against negatives (ties count half).
+fn auc(positives: &[f32], negatives: &[f32]) -> Option<f32> {
+    if positives.is_empty() || negatives.is_empty() {
+        return None;
+    }
+    let mut wins = 0.0f64;
+    for p in positives {
+        for n in negatives {
+            wins += if p > n {
+                1.0
+            } else if p == n {
+                0.5
+            } else {
+                0.0
+            };
+        }
+    }
+    Some((wins / (positives.len() * negatives.len()) as f64) as f32)
+}
+
+/// Scores one model on masked volumes: neighbouring-slice retrieval within each, tumour
+/// against normal tissue across them.
+pub fn evaluate_volumes(
+    embedder: &dyn Embedder,
+    volumes: &[MaskedVolume],
+) -> Result<Vec<VolumeFigures>> {
+    let all: Vec<VolumePatches> = volumes
+        .iter()
+        .map(|v| volume_patches(v, embedder))
+        .collect::<Result<_>>()?;
+    let mut figures = Vec::new();
+    for (i, (v, p)) in volumes.iter().zip(&all).enumerate() {
+        let mut found = RankCounts::default();
+        for (q, (z, tumour)) in p.labels.iter().enumerate() {
+            if !tumour {
+                continue;
+            }
+            let nearest = p
+                .vectors
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != q)
+                .max_by(|a, b| {
+                    crate::index::dot(&p.vectors[q], a.1)
+                        .total_cmp(&crate::index::dot(&p.vectors[q], b.1))
+                })
+                .map(|(j, _)| p.labels[j]);
+            let right = nearest.is_some_and(|(zz, t)| t && zz.abs_diff(*z) <= 2);
+            found.add(if right { 1 } else { 2 });
+        }
+        let references: Vec<&Vec<f32>> = all
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .flat_map(|(_, o)| {
+                o.labels
+                    .iter()
+                    .zip(&o.vectors)
+                    .filter(|(l, _)| l.1)
+                    .map(|(_, v)| v)
+            })
+            .collect();
+        let score = |v: &Vec<f32>| {
+            references
+                .iter()
+                .map(|r| crate::index::dot(v, r))
+                .fold(f32::NEG_INFINITY, f32::max)
+        };
+        let (mut pos, mut neg) = (Vec::new(), Vec::new());
+        if !references.is_empty() {
+            for (l, v) in p.labels.iter().zip(&p.vectors) {
+                if l.1 {
+                    pos.push(score(v));
+                } else {
+                    neg.push(score(v));
+                }
+            }
+        }
+        figures.push(VolumeFigures {
+            volume: v.name.clone(),
+            tumour_slices: p.labels.iter().filter(|l| l.1).count(),
+            normal_patches: p.labels.iter().filter(|l| !l.1).count(),
+            neighbouring_slice_found: found,
+            tumour_vs_normal_auc: auc(&pos, &neg),
+        });
+    }
+    Ok(figures)
+}
+
+/// pyradiomics' chest CT volumes with their tumour masks in `dir` (`lung1_image.nrrd`,
+/// `lung1_label.nrrd`, ...): those present.
+pub fn load_masked_volumes(dir: &Path) -> Result<Vec<MaskedVolume>> {
+    let mut out = Vec::new();
+    for name in ["lung1", "lung2"] {
+        let (image, mask) = (
+            dir.join(format!("{name}_image.nrrd")),
+            dir.join(format!("{name}_label.nrrd")),
+        );
+        if image.is_file() && mask.is_file() {
+            out.push(MaskedVolume {
+                name: name.to_string(),
+                image: crate::imaging::load_nrrd(&image)?,
+                mask: crate::imaging::load_nrrd(&mask)?,
+            });
+        }
+    }
+    Ok(out)
+}
