@@ -293,10 +293,9 @@ pub fn accuracy(model: &MatcherModel, groups: &[Group]) -> (usize, usize, usize)
     (n, at1, at3)
 }
 
-/// Leave-patient-out accuracy@1 and @3: each fold's pairs ranked by weights fitted on the
-/// other folds' patients.
-pub fn cross_validate(groups: &[Group], l2: f64) -> (f32, f32) {
-    let (mut n, mut at1, mut at3) = (0, 0, 0);
+/// Calls `each` with every fold's decisions and the weights fitted on the other folds'
+/// patients (folds left empty on either side are skipped).
+fn for_each_fold(groups: &[Group], l2: f64, mut each: impl FnMut(&MatcherModel, &[Group])) {
     for fold in 0..FOLDS {
         let (test, train): (Vec<Group>, Vec<Group>) = groups
             .iter()
@@ -305,12 +304,20 @@ pub fn cross_validate(groups: &[Group], l2: f64) -> (f32, f32) {
         if test.is_empty() || train.is_empty() {
             continue;
         }
-        let model = fit(&train, l2, placeholder_provenance());
-        let (fn_, f1, f3) = accuracy(&model, &test);
+        each(&fit(&train, l2, placeholder_provenance()), &test);
+    }
+}
+
+/// Leave-patient-out accuracy@1 and @3: each fold's pairs ranked by weights fitted on the
+/// other folds' patients.
+pub fn cross_validate(groups: &[Group], l2: f64) -> (f32, f32) {
+    let (mut n, mut at1, mut at3) = (0, 0, 0);
+    for_each_fold(groups, l2, |model, test| {
+        let (fn_, f1, f3) = accuracy(model, test);
         n += fn_;
         at1 += f1;
         at3 += f3;
-    }
+    });
     let n = n.max(1) as f32;
     (at1 as f32 / n, at3 as f32 / n)
 }
@@ -339,21 +346,13 @@ pub struct Calibration {
 /// and without their target, in ten bands.
 pub fn calibration(groups: &[Group], l2: f64) -> Calibration {
     let mut outcomes: Vec<(f32, bool)> = Vec::new();
-    for fold in 0..FOLDS {
-        let (test, train): (Vec<Group>, Vec<Group>) = groups
-            .iter()
-            .cloned()
-            .partition(|g| fold_of(g.patient) == fold);
-        if test.is_empty() || train.is_empty() {
-            continue;
-        }
-        let model = fit(&train, l2, placeholder_provenance());
-        for g in &test {
+    for_each_fold(groups, l2, |model, test| {
+        for g in test {
             if let Some(best) = model.rank(&g.candidates).ranked.first() {
                 outcomes.push((best.probability, Some(best.candidate) == g.answer));
             }
         }
-    }
+    });
     let mut bins = Vec::new();
     let mut gap = 0.0f32;
     for b in 0..10 {
