@@ -174,24 +174,69 @@ fn a_head_on_frozen_ct_resnet_features_trains_and_loads_with_its_trunk() {
 }
 
 #[test]
-fn distillation_trains_a_lesion_cnn_that_needs_no_teacher_at_inference() {
-    use lesion_search::embed::train::Encoder;
-    use lesion_search::embed::ResnetStage;
+fn distillation_needs_no_labels_reads_only_the_training_split_and_loads_without_its_teacher() {
+    use lesion_search::embed::distill::{distill, DistillOptions};
     let archive = common::synth_archive(30, 25, true);
     let cache = fake_ct_resnet_cache();
     let out = tempfile::tempdir().unwrap();
-    let mut options = tiny_options(archive.path(), out.path());
-    options.encoder = Encoder::Distilled(ResnetStage::Layer2);
+    let mut options = DistillOptions::new(vec![archive.path().to_path_buf()], out.path().into());
     options.cache = cache.path().to_path_buf();
-    train(&options, &|_| {}).unwrap();
+    options.config = LesionCnnConfig {
+        in_channels: 3,
+        widths: vec![4, 8, 8, 8],
+        dim: 8,
+    };
+    options.from_scratch = true;
+    options.epochs = 2;
+    options.batch = 8;
+    options.body_patches_per_slice = 2;
+    let report = distill(&options, &|_| {}).unwrap();
     drop(cache);
-    let file = TensorFile::open(&out.path().join("model.safetensors")).unwrap();
+
+    let records: Vec<_> = DlInfoReader::open(&archive.path().join("DL_info.csv"))
+        .unwrap()
+        .map(|r| r.unwrap().record)
+        .collect();
+    let training = records
+        .iter()
+        .filter(|r| r.split == lesion_search::dataset::Split::Train)
+        .count();
+    let source = &report.sources[0];
+    assert_eq!(source.lesion_patches, training, "{report:?}");
+    assert_eq!(source.held_out_lesions, records.len() - training);
     assert!(
-        file.names().iter().all(|n| !n.starts_with("distill")),
-        "training-only head saved"
+        source.body_patches > 0 && source.body_slices > 0,
+        "{report:?}"
     );
     assert_eq!(
-        load_model_dir(out.path()).unwrap().card().name,
-        "lesion-cnn"
+        report.patches,
+        source.lesion_patches + source.body_patches,
+        "{report:?}"
     );
+    assert_eq!(report.epochs.len(), 2);
+    assert!(report.epochs.iter().all(|e| e.mean_loss.is_finite()));
+    for file in [
+        "model.safetensors",
+        "card.json",
+        "distill_report.json",
+        "distill_report.md",
+    ] {
+        assert!(out.path().join(file).is_file(), "{file} missing");
+    }
+    let model = load_model_dir(out.path()).unwrap();
+    assert_eq!(model.card().name, "lesion-cnn-distilled-l2");
+    let dataset = Dataset::new(archive.path());
+    let patch = dataset
+        .lesion_patch(&records[0], &model.card().patch)
+        .unwrap();
+    assert_eq!(model.embed(&[patch]).unwrap()[0].len(), 8);
+
+    // The bundled lesion-cnn is the default start; a student of another shape is refused.
+    let mut mismatched = options.clone();
+    mismatched.from_scratch = false;
+    mismatched.out = tempfile::tempdir().unwrap().path().join("m");
+    let cache = fake_ct_resnet_cache();
+    mismatched.cache = cache.path().to_path_buf();
+    let err = distill(&mismatched, &|_| {}).unwrap_err().to_string();
+    assert!(err.contains("widths"), "{err}");
 }

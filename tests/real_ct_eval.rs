@@ -4,10 +4,12 @@
 
 mod common;
 
+use lesion_search::dataset::{DlInfoReader, Split};
 use lesion_search::embed::bundled_lesion_cnn;
 use lesion_search::eval::read_pairs;
 use lesion_search::eval::real_ct::{
-    evaluate_real_ct, real_ct_markdown, RealCtInputs, PERTURBATIONS,
+    evaluate_dicom, evaluate_real_ct, load_dicom_slices, real_ct_markdown, RealCtInputs,
+    RealCtReport, PERTURBATIONS,
 };
 
 #[test]
@@ -19,13 +21,23 @@ fn every_lesion_is_queried_under_every_perturbation_and_counted() {
         pairs: Vec::new(),
     };
     let figures = evaluate_real_ct("lesion-cnn", &model, &inputs).unwrap();
-    assert_eq!(figures.lesions, 16);
-    assert_eq!(figures.reidentification.queries, 16 * PERTURBATIONS.len());
+    // Only validation and test patients are judged: the training split is what
+    // distillation may read.
+    let held_out = DlInfoReader::open(&archive.path().join("DL_info.csv"))
+        .unwrap()
+        .filter(|row| row.as_ref().unwrap().record.split != Split::Train)
+        .count();
+    assert!(held_out > 0 && held_out < 16, "{held_out}");
+    assert_eq!(figures.lesions, held_out);
+    assert_eq!(
+        figures.reidentification.queries,
+        held_out * PERTURBATIONS.len()
+    );
     assert!(figures.reidentification.rank_1 <= figures.reidentification.top_5);
     assert!(figures.reidentification.mean_rank >= 1.0);
     assert_eq!(figures.same_lesion_across_studies.queries, 0);
     assert!(figures.patches_per_second_batch_32 > 0.0);
-    assert!(real_ct_markdown(&[figures]).contains("| `lesion-cnn` | 16 |"));
+    assert!(real_ct_markdown(&[figures]).contains(&format!("| `lesion-cnn` | {held_out} |")));
 
     // A folder without a table is named.
     let empty = tempfile::tempdir().unwrap();
@@ -147,4 +159,32 @@ fn real_chest_ct_volumes_are_read_and_scored() {
     let figures = evaluate_volumes(&model, &volumes).unwrap();
     assert_eq!(figures[0].tumour_slices + figures[1].tumour_slices, 14);
     assert!(figures.iter().all(|f| f.tumour_vs_normal_auc.is_some()));
+}
+
+#[test]
+fn real_dicom_ct_slices_are_read_once_each_and_their_boxes_found_again() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/dicom");
+    let slices = load_dicom_slices(&dir).unwrap();
+    let names: Vec<&str> = slices.iter().map(|(n, _)| n.as_str()).collect();
+    // The MR file is left out; CT_small's JPEG-lossless copy has the same pixels.
+    assert!(!names.contains(&"examples_overlay.dcm"), "{names:?}");
+    assert!(names.contains(&"chest_ct_rle.dcm"), "{names:?}");
+    assert!(names.contains(&"abdomen_ct_vr_un.dcm"), "{names:?}");
+    assert!(
+        !(names.contains(&"CT_small.dcm") && names.contains(&"CT_small_jpeg_lossless.dcm")),
+        "{names:?}"
+    );
+    let model = bundled_lesion_cnn().unwrap();
+    let figures = evaluate_dicom("lesion-cnn", &model, &slices).unwrap();
+    assert_eq!(figures.files.len(), slices.len());
+    assert!(figures.boxes >= 4 * slices.len(), "{figures:?}");
+    let r = figures.reidentification;
+    assert_eq!(r.queries, figures.boxes * PERTURBATIONS.len());
+    assert!(r.rank_1 as f32 >= 0.8 * r.queries as f32, "{figures:?}");
+    let report = RealCtReport {
+        deeplesion: Vec::new(),
+        dicom: vec![figures],
+        volumes: Vec::new(),
+    };
+    assert!(report.markdown().contains("Real DICOM CT slices"));
 }

@@ -9,7 +9,8 @@ use lesion_search::embed::train::evaluate_on_dataset;
 use lesion_search::embed::{default_cache_dir, resolve_model};
 use lesion_search::eval::read_pairs;
 use lesion_search::eval::real_ct::{
-    evaluate_real_ct, evaluate_volumes, load_masked_volumes, real_ct_markdown, RealCtInputs,
+    evaluate_dicom, evaluate_real_ct, evaluate_volumes, load_dicom_slices, load_masked_volumes,
+    RealCtInputs, RealCtReport,
 };
 
 #[derive(clap::Args)]
@@ -32,6 +33,13 @@ pub struct Args {
     /// tissue.
     #[arg(long, requires = "real")]
     volumes: Option<PathBuf>,
+    /// Folder of DICOM files (such as data/dicom), for --real: the CT slices among them,
+    /// boxes over the body found again under jitter, scale and HU shifts.
+    #[arg(long, requires = "real")]
+    dicom: Option<PathBuf>,
+    /// For --real: also write `real_ct.json` and `real_ct.md` into this folder.
+    #[arg(long, requires = "real")]
+    out: Option<PathBuf>,
     /// Models (names or folders).
     #[arg(long, num_args = 1.., default_values_t = [crate::DEFAULT_MODEL.to_string()])]
     models: Vec<String>,
@@ -60,43 +68,54 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
             None => Vec::new(),
         };
-        let mut all = Vec::new();
-        let mut by_volume = Vec::new();
+        let dicom = match &args.dicom {
+            Some(dir) => {
+                let slices = load_dicom_slices(dir)?;
+                anyhow::ensure!(
+                    !slices.is_empty(),
+                    "{} holds no CT .dcm file",
+                    dir.display()
+                );
+                slices
+            }
+            None => Vec::new(),
+        };
+        let mut report = RealCtReport {
+            deeplesion: Vec::new(),
+            dicom: Vec::new(),
+            volumes: Vec::new(),
+        };
         for name in &args.models {
             let model = resolve_model(name, &default_cache_dir())
                 .with_context(|| format!("loading model {name}"))?;
-            all.push(evaluate_real_ct(name, model.as_ref(), &inputs)?);
+            report
+                .deeplesion
+                .push(evaluate_real_ct(name, model.as_ref(), &inputs)?);
+            if !dicom.is_empty() {
+                report
+                    .dicom
+                    .push(evaluate_dicom(name, model.as_ref(), &dicom)?);
+            }
             if !volumes.is_empty() {
-                by_volume.push((name.clone(), evaluate_volumes(model.as_ref(), &volumes)?));
+                report
+                    .volumes
+                    .push((name.clone(), evaluate_volumes(model.as_ref(), &volumes)?));
+            }
+        }
+        let json = serde_json::to_string_pretty(&report)?;
+        let markdown = report.markdown();
+        if let Some(dir) = &args.out {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            for (file, text) in [("real_ct.json", &json), ("real_ct.md", &markdown)] {
+                let path = dir.join(file);
+                std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
         }
         if args.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(
-                    &serde_json::json!({"deeplesion": all, "volumes": by_volume})
-                )?
-            );
+            println!("{json}");
         } else {
-            print!("{}", real_ct_markdown(&all));
-            if !by_volume.is_empty() {
-                println!("\n| model | volume | tumour slices | nearest is the tumour on an adjacent slice | normal patches | tumour vs normal ROC AUC |\n|---|---|---:|---:|---:|---:|");
-                for (name, figures) in &by_volume {
-                    for f in figures {
-                        let n = &f.neighbouring_slice_found;
-                        println!(
-                            "| `{name}` | {} | {} | {}/{} | {} | {} |",
-                            f.volume,
-                            f.tumour_slices,
-                            n.rank_1,
-                            n.queries,
-                            f.normal_patches,
-                            f.tumour_vs_normal_auc
-                                .map_or("-".into(), |a| format!("{a:.3}"))
-                        );
-                    }
-                }
-            }
+            print!("{markdown}");
         }
         return Ok(ExitCode::SUCCESS);
     }

@@ -43,6 +43,18 @@ impl Dataset {
         self.root.join(super::DL_INFO_FILE)
     }
 
+    /// `DL_info.csv`, or where only a partial copy of DeepLesion's table is present (as
+    /// `DL_info_partial.csv`), that one.
+    pub fn table_path(&self) -> PathBuf {
+        let full = self.dl_info_path();
+        let partial = self.root.join("DL_info_partial.csv");
+        if !full.is_file() && partial.is_file() {
+            partial
+        } else {
+            full
+        }
+    }
+
     pub fn reports_path(&self) -> PathBuf {
         self.root.join(super::REPORTS_FILE)
     }

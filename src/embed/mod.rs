@@ -8,6 +8,7 @@
 
 mod card;
 mod ct_resnet;
+pub mod distill;
 mod import;
 mod lesion_cnn;
 pub mod train;
@@ -51,6 +52,14 @@ pub fn bundled_lesion_cnn() -> Result<LesionCnnEmbedder> {
         })?;
     let file = TensorFile::from_bytes(BUNDLED_LESION_CNN_WEIGHTS, &label.join(&card.weights_file))?;
     LesionCnnEmbedder::from_file(&file, card)
+}
+
+/// The bundled `lesion-cnn`'s weights, as a starting point for fine-tuning.
+pub fn bundled_lesion_cnn_weights() -> Result<TensorFile> {
+    TensorFile::from_bytes(
+        BUNDLED_LESION_CNN_WEIGHTS,
+        Path::new("data/models/lesion-cnn/model.safetensors"),
+    )
 }
 
 /// Name of the card file beside a model's weights.

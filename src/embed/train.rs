@@ -7,11 +7,9 @@
 //! type on held-out patients (validation and test splits), hits from the query's own patient
 //! excluded. Everything random draws from the seed, so a run is reproducible.
 //!
-//! Three encoders: `lesion-cnn` end to end; a projection head on frozen `ct-resnet`
-//! features (the trunk runs once per view, its features are cached for every epoch); and
-//! `lesion-cnn` distilled from `ct-resnet`, which adds to the metric loss the cosine
-//! distance between a projection of the student's vector and the teacher's features of the
-//! same view, so the fast model inherits CT-pretrained features.
+//! Two encoders: `lesion-cnn` end to end, and a projection head on frozen `ct-resnet`
+//! features (the trunk runs once per view, its features are cached for every epoch).
+//! Label-free distillation of `ct-resnet` into `lesion-cnn` lives in `distill`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -52,8 +50,6 @@ pub enum Encoder {
     LesionCnn,
     /// A linear projection on frozen `ct-resnet` features cut after `stage`.
     CtResnetHead(ResnetStage),
-    /// `lesion-cnn` distilled from `ct-resnet` cut after `stage`.
-    Distilled(ResnetStage),
 }
 
 impl Encoder {
@@ -64,9 +60,6 @@ impl Encoder {
             t if t.starts_with("ct-resnet-head-") => {
                 stage(&t["ct-resnet-head-".len()..]).map(Encoder::CtResnetHead)
             }
-            t if t.starts_with("distilled-") => {
-                stage(&t["distilled-".len()..]).map(Encoder::Distilled)
-            }
             _ => None,
         }
     }
@@ -74,7 +67,7 @@ impl Encoder {
     fn teacher(self) -> Option<ResnetStage> {
         match self {
             Encoder::LesionCnn => None,
-            Encoder::CtResnetHead(s) | Encoder::Distilled(s) => Some(s),
+            Encoder::CtResnetHead(s) => Some(s),
         }
     }
 }
@@ -94,8 +87,6 @@ pub struct TrainOptions {
     pub views: usize,
     pub learning_rate: f64,
     pub temperature: f64,
-    /// Weight of the distillation term.
-    pub distill_weight: f64,
     pub seed: u64,
     /// Use at most this many training lesions (quick runs, tests).
     pub max_lesions: Option<usize>,
@@ -114,7 +105,6 @@ impl TrainOptions {
             views: 6,
             learning_rate: 2e-3,
             temperature: 0.1,
-            distill_weight: 1.0,
             seed: 1,
             max_lesions: None,
         }
@@ -171,13 +161,13 @@ struct Example {
     teacher: Vec<Vec<f32>>,
 }
 
-fn to_bytes(p: &Patch) -> Vec<u8> {
+pub(super) fn to_bytes(p: &Patch) -> Vec<u8> {
     p.data.iter().map(|v| (v * 255.0).round() as u8).collect()
 }
 
 /// One draw of the augmentations, applied alike to every spec that reads the view.
 #[derive(Debug, Clone, Copy)]
-struct Augmentation {
+pub(super) struct Augmentation {
     scale: f32,
     shift: (f32, f32),
     /// Per channel: (width factor, level shift as a fraction of the width).
@@ -188,7 +178,7 @@ struct Augmentation {
 impl Augmentation {
     /// Shift up to 4 px, scale 0.87..1.15, window level +-5% of the width and width +-10%,
     /// flips at random.
-    fn draw(rng: &mut Rng) -> Self {
+    pub(super) fn draw(rng: &mut Rng) -> Self {
         let mut windows = [(1.0, 0.0); 8];
         for w in &mut windows {
             *w = (rng.range(0.9, 1.1), rng.range(-0.05, 0.05));
@@ -201,7 +191,7 @@ impl Augmentation {
         }
     }
 
-    fn apply(
+    pub(super) fn apply(
         &self,
         slices: &crate::dataset::LesionSlices,
         record: &LesionRecord,
@@ -278,21 +268,16 @@ fn similar(a: &LesionRecord, b: &LesionRecord) -> bool {
     }
 }
 
-fn load_records(dataset: &Dataset) -> Result<Vec<LesionRecord>> {
-    DlInfoReader::open(&dataset.dl_info_path())?
+pub(super) fn load_records(dataset: &Dataset) -> Result<Vec<LesionRecord>> {
+    DlInfoReader::open(&dataset.table_path())?
         .map(|r| r.map(|row| row.record))
         .collect()
 }
 
 /// The trainable part of each encoder.
 enum Network {
-    Cnn {
-        model: LesionCnn,
-        distill: Option<candle_nn::Linear>,
-    },
-    Head {
-        projection: candle_nn::Linear,
-    },
+    Cnn { model: LesionCnn },
+    Head { projection: candle_nn::Linear },
 }
 
 /// Trains the chosen encoder and writes its weights, `card.json` and the training report
@@ -350,10 +335,8 @@ pub fn train(
         }
         None => None,
     };
-    let teacher_spec = ct_resnet_patch_spec(64);
 
-    // Views: slices decoded once per lesion, each lesion with its own random stream; the
-    // teacher sees the same augmentation of the same lesion through its own spec.
+    // Views: slices decoded once per lesion, each lesion with its own random stream.
     let total = training.len() + evaluation.len();
     let done = std::sync::atomic::AtomicUsize::new(0);
     let tick = || {
@@ -362,18 +345,13 @@ pub fn train(
             total,
         })
     };
-    let mut spec_for_slices = student_spec.clone();
-    spec_for_slices
-        .channels
-        .extend(teacher_spec.channels.iter().cloned());
-    let prepared: Vec<(LesionRecord, Vec<Vec<u8>>, Vec<Patch>)> = training
+    let prepared: Vec<(LesionRecord, Vec<Vec<u8>>)> = training
         .par_iter()
         .enumerate()
         .map(|(i, record)| {
-            let slices = dataset.load_slices(record, &spec_for_slices)?;
+            let slices = dataset.load_slices(record, &student_spec)?;
             let mut rng = Rng::derive(options.seed, &[i as u64, 0xA06]);
             let mut views = Vec::with_capacity(options.views);
-            let mut teacher_views = Vec::new();
             for _ in 0..options.views {
                 let augmentation = Augmentation::draw(&mut rng);
                 views.push(to_bytes(&augmentation.apply(
@@ -381,12 +359,9 @@ pub fn train(
                     record,
                     &student_spec,
                 )?));
-                if matches!(options.encoder, Encoder::Distilled(_)) {
-                    teacher_views.push(augmentation.apply(&slices, record, &teacher_spec)?);
-                }
             }
             tick();
-            Ok((record.clone(), views, teacher_views))
+            Ok((record.clone(), views))
         })
         .collect::<Result<_>>()?;
     let eval_patches: Vec<Patch> = evaluation
@@ -404,19 +379,15 @@ pub fn train(
     let teacher_total: usize =
         prepared.iter().map(|p| p.1.len()).sum::<usize>() + eval_patches.len();
     let mut teacher_done = 0;
-    for (record, views, teacher_views) in prepared {
+    for (record, views) in prepared {
         let features = match &teacher {
             None => Vec::new(),
             Some(t) => {
                 // The head reads the student views themselves (the same spec as the teacher).
-                let inputs: Vec<Patch> = if teacher_views.is_empty() {
-                    views
-                        .iter()
-                        .map(|v| bytes_to_patch(v, &student_spec))
-                        .collect()
-                } else {
-                    teacher_views
-                };
+                let inputs: Vec<Patch> = views
+                    .iter()
+                    .map(|v| bytes_to_patch(v, &student_spec))
+                    .collect();
                 let rows = t
                     .features(&inputs)?
                     .to_vec2::<f32>()
@@ -465,20 +436,9 @@ pub fn train(
             )
             .map_err(|e| candle_error("projection", e))?,
         },
-        encoder => Network::Cnn {
+        Encoder::LesionCnn => Network::Cnn {
             model: LesionCnn::new(&options.config, vb.clone())
                 .map_err(|e| candle_error("lesion-cnn", e))?,
-            distill: match encoder {
-                Encoder::Distilled(_) => Some(
-                    candle_nn::linear(
-                        options.config.dim,
-                        feature_dim.unwrap_or(512),
-                        vb.pp("distill"),
-                    )
-                    .map_err(|e| candle_error("distill", e))?,
-                ),
-                _ => None,
-            },
         },
     };
     seed_parameters(&varmap, options.seed)?;
@@ -576,7 +536,7 @@ pub fn train(
     std::fs::create_dir_all(&options.out).map_err(|e| Error::io(&options.out, e))?;
     let (file_name, keep): (&str, fn(&str) -> bool) = match network {
         Network::Head { .. } => ("head.safetensors", |n| n.starts_with("projection")),
-        Network::Cnn { .. } => ("model.safetensors", |n| !n.starts_with("distill")),
+        Network::Cnn { .. } => ("model.safetensors", |_| true),
     };
     let weights = options.out.join(file_name);
     let tmp = options.out.join(format!("{file_name}.tmp"));
@@ -652,10 +612,6 @@ fn card_template(
             "ct-resnet-head-{}",
             super::ct_resnet_model_name(s).trim_start_matches("ct-resnet-")
         ),
-        Encoder::Distilled(s) => format!(
-            "distilled-{}",
-            super::ct_resnet_model_name(s).trim_start_matches("ct-resnet-")
-        ),
     };
     ModelCard {
         name,
@@ -718,15 +674,12 @@ fn train_step(
     for &(i, pick) in &picks {
         match network {
             Network::Head { .. } => teacher.extend_from_slice(&examples[i].teacher[pick]),
-            Network::Cnn { distill, .. } => {
+            Network::Cnn { .. } => {
                 data.extend(
                     examples[i].views[pick]
                         .iter()
                         .map(|&v| f32::from(v) / 255.0),
                 );
-                if distill.is_some() {
-                    teacher.extend_from_slice(&examples[i].teacher[pick]);
-                }
             }
         }
     }
@@ -752,28 +705,14 @@ fn train_step(
         t.broadcast_div(&norm)
     };
     let run = || -> candle_core::Result<(Tensor, f32)> {
-        let (out, distill_loss) = match network {
+        let out = match network {
             Network::Head { projection } => {
                 let features = Tensor::from_vec(teacher.clone(), (m, teacher.len() / m), &dev)?;
-                (candle_nn::Module::forward(projection, &features)?, None)
+                candle_nn::Module::forward(projection, &features)?
             }
-            Network::Cnn { model, distill } => {
+            Network::Cnn { model } => {
                 let x = Tensor::from_vec(data.clone(), (m, c, n, n), &dev)?;
-                let out = model.forward_t(&x, true)?;
-                let distill_loss = match distill {
-                    Some(head) => {
-                        let target = unit(&Tensor::from_vec(
-                            teacher.clone(),
-                            (m, teacher.len() / m),
-                            &dev,
-                        )?)?;
-                        let predicted = unit(&candle_nn::Module::forward(head, &out)?)?;
-                        let cosine = (predicted * target)?.sum(1)?;
-                        Some((1.0 - cosine)?.mean_all()?)
-                    }
-                    None => None,
-                };
-                (out, distill_loss)
+                model.forward_t(&x, true)?
             }
         };
         let e = unit(&out)?;
@@ -782,10 +721,7 @@ fn train_step(
         let log_prob = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
         let pos = Tensor::from_vec(positives.clone(), (m, m), &dev)?;
         let per_row = ((log_prob * &pos)?.sum(1)? / pos.sum(1)?.clamp(1.0, f64::MAX)?)?;
-        let mut loss = per_row.mean_all()?.neg()?;
-        if let Some(d) = distill_loss {
-            loss = (loss + (d * options.distill_weight)?)?;
-        }
+        let loss = per_row.mean_all()?.neg()?;
         let value = loss.to_scalar::<f32>()?;
         Ok((loss, value))
     };
@@ -798,7 +734,7 @@ fn train_step(
 
 /// Overwrites every parameter with values drawn from the seed (candle's own initialisation
 /// is not seedable): He-normal weights, zero biases, unit batch-norm scales.
-fn seed_parameters(varmap: &VarMap, seed: u64) -> Result<()> {
+pub(super) fn seed_parameters(varmap: &VarMap, seed: u64) -> Result<()> {
     let data = varmap.data().lock().expect("var map lock");
     let mut names: Vec<&String> = data.keys().collect();
     names.sort();
@@ -825,13 +761,12 @@ fn seed_parameters(varmap: &VarMap, seed: u64) -> Result<()> {
 }
 
 /// An inference copy of the network with the current parameters.
-fn rebuild(varmap: &VarMap, config: &LesionCnnConfig) -> Result<LesionCnn> {
+pub(super) fn rebuild(varmap: &VarMap, config: &LesionCnnConfig) -> Result<LesionCnn> {
     let tensors = varmap
         .data()
         .lock()
         .expect("var map lock")
         .iter()
-        .filter(|(k, _)| !k.starts_with("distill"))
         .map(|(k, v)| (k.clone(), v.as_tensor().copy().expect("copy")))
         .collect();
     LesionCnn::new(
@@ -841,7 +776,7 @@ fn rebuild(varmap: &VarMap, config: &LesionCnnConfig) -> Result<LesionCnn> {
     .map_err(|e| candle_error("lesion-cnn", e))
 }
 
-fn save_sorted(varmap: &VarMap, path: &Path, keep: fn(&str) -> bool) -> Result<()> {
+pub(super) fn save_sorted(varmap: &VarMap, path: &Path, keep: fn(&str) -> bool) -> Result<()> {
     let tensors: std::collections::HashMap<String, Tensor> = varmap
         .data()
         .lock()

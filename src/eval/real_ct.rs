@@ -1,6 +1,9 @@
 //! Models judged on real CT: DeepLesion's real key slices (and their neighbours where the
-//! series is there) with the table's boxes, and DLT's real same-lesion pairs among them.
-//! Every figure carries its count, because real data here is small.
+//! series is there) with the table's boxes, DLT's real same-lesion pairs among them, real
+//! DICOM CT slices, and masked real chest CT volumes. Only DeepLesion's validation and test
+//! patients are judged (its own patient-level split), so a model distilled on the training
+//! split is never judged on a patient it learnt from. Every figure carries its count,
+//! because real data here is small.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -95,12 +98,12 @@ pub fn real_table(dir: &Path) -> Result<PathBuf> {
         })
 }
 
-/// The table's lesions whose key slice is present under the folder.
+/// The table's validation and test lesions whose key slice is present under the folder.
 pub fn present_lesions(dir: &Path) -> Result<Vec<LesionRecord>> {
     let mut records = Vec::new();
     for row in DlInfoReader::open(&real_table(dir)?)? {
         let record = row?.record;
-        if record.key_slice_path(dir).is_file() {
+        if record.split != crate::dataset::Split::Train && record.key_slice_path(dir).is_file() {
             records.push(record);
         }
     }
@@ -153,7 +156,9 @@ pub fn evaluate_real_ct(
     if records.is_empty() {
         return Err(Error::Index {
             path: inputs.deeplesion.clone(),
-            message: "no lesion of the table has its key slice under Images_png/".into(),
+            message:
+                "no validation or test lesion of the table has its key slice under Images_png/"
+                    .into(),
         });
     }
     let spec = &embedder.card().patch;
@@ -491,4 +496,188 @@ pub fn load_masked_volumes(dir: &Path) -> Result<Vec<MaskedVolume>> {
         }
     }
     Ok(out)
+}
+
+/// How a model fares on real DICOM CT slices without annotations: boxes over the body of
+/// each slice, each found again under the perturbations among the boxes of every slice.
+#[derive(Debug, Clone, Serialize)]
+pub struct DicomFigures {
+    pub model: String,
+    /// CT files read (other modalities and repeated pixel data skipped).
+    pub files: Vec<String>,
+    pub boxes: usize,
+    pub reidentification: RankCounts,
+}
+
+/// Boxes per DICOM slice.
+const DICOM_BOXES_PER_SLICE: usize = 8;
+
+/// The real CT slices among the DICOM files of `dir` (sorted by name), each once.
+pub fn load_dicom_slices(dir: &Path) -> Result<Vec<(String, crate::imaging::CtImage)>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("dcm")))
+        .collect();
+    paths.sort();
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for path in paths {
+        let image = crate::imaging::load_image(&path)?;
+        if image.modality.as_deref().is_some_and(|m| m != "CT") || image.require_ct(&path).is_err()
+        {
+            continue;
+        }
+        let digest = crate::embed::hex_digest(
+            &image
+                .pixels
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>(),
+        );
+        if seen.insert(digest) {
+            let name = path
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into());
+            out.push((name, image));
+        }
+    }
+    Ok(out)
+}
+
+/// Boxes of about 24 mm centred on body pixels (denser than -500 HU), from a fixed stream.
+fn dicom_boxes(image: &crate::imaging::CtImage, mm_per_px: f32, seed: u64) -> Vec<PixelBox> {
+    let mut rng = crate::synth::Rng::derive(seed, &[0xD1C]);
+    let half = (12.0 / mm_per_px).clamp(4.0, image.width.min(image.height) as f32 / 6.0);
+    let (w, h) = (image.width as f32, image.height as f32);
+    let mut boxes: Vec<PixelBox> = Vec::new();
+    for _ in 0..2000 {
+        if boxes.len() == DICOM_BOXES_PER_SLICE {
+            break;
+        }
+        let (cx, cy) = (rng.range(half, w - half), rng.range(half, h - half));
+        // Apart from the others, so that each box is its own place.
+        let apart = boxes.iter().all(|b| {
+            let c = b.center();
+            (c.x - cx).abs() > half || (c.y - cy).abs() > half
+        });
+        if apart && image.get(cx as usize, cy as usize) > -500.0 {
+            boxes.push(PixelBox::new(cx - half, cy - half, cx + half, cy + half));
+        }
+    }
+    boxes
+}
+
+fn stack(key: &crate::imaging::CtImage) -> crate::imaging::SliceStack<'_> {
+    crate::imaging::SliceStack {
+        key,
+        neighbours: Vec::new(),
+    }
+}
+
+/// Re-identification on real DICOM slices.
+pub fn evaluate_dicom(
+    name: &str,
+    embedder: &dyn Embedder,
+    slices: &[(String, crate::imaging::CtImage)],
+) -> Result<DicomFigures> {
+    let spec = &embedder.card().patch;
+    let mut stored = Vec::new();
+    let mut queries: Vec<(usize, Patch)> = Vec::new();
+    for (file_index, (_, image)) in slices.iter().enumerate() {
+        let spacing = image.spacing_mm.unwrap_or((0.7, 0.7));
+        let mut shifted = image.clone();
+        for bbox in dicom_boxes(image, spacing.0, file_index as u64) {
+            let geometry = crate::imaging::PatchGeometry {
+                bbox,
+                spacing_mm: spacing,
+                slice_interval_mm: 5.0,
+                own_window: image.window,
+            };
+            let index = stored.len();
+            stored.push(extract_patch(&stack(image), &geometry, spec)?);
+            for p in PERTURBATIONS {
+                let patch = match p {
+                    Perturbation::Hounsfield { offset } => {
+                        shifted
+                            .pixels
+                            .iter_mut()
+                            .zip(&image.pixels)
+                            .for_each(|(s, v)| *s = v + offset);
+                        extract_patch(&stack(&shifted), &geometry, spec)?
+                    }
+                    _ => {
+                        let mut g = geometry;
+                        g.bbox = perturbed(bbox, p, image.width, image.height);
+                        extract_patch(&stack(image), &g, spec)?
+                    }
+                };
+                queries.push((index, patch));
+            }
+        }
+    }
+    let vectors = embedder.embed(&stored)?;
+    let query_patches: Vec<Patch> = queries.iter().map(|(_, p)| p.clone()).collect();
+    let query_vectors = embedder.embed(&query_patches)?;
+    let mut reidentification = RankCounts::default();
+    for ((wanted, _), v) in queries.iter().zip(&query_vectors) {
+        reidentification.add(rank_of(&vectors, v, *wanted, None));
+    }
+    Ok(DicomFigures {
+        model: name.to_string(),
+        files: slices.iter().map(|(n, _)| n.clone()).collect(),
+        boxes: stored.len(),
+        reidentification,
+    })
+}
+
+/// Every real-CT figure of one run, for JSON and Markdown reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct RealCtReport {
+    pub deeplesion: Vec<RealCtFigures>,
+    pub dicom: Vec<DicomFigures>,
+    /// Per model, its figures on each masked volume.
+    pub volumes: Vec<(String, Vec<VolumeFigures>)>,
+}
+
+impl RealCtReport {
+    /// The report as Markdown tables, each figure with its n.
+    pub fn markdown(&self) -> String {
+        let mut out = String::from("## Real DeepLesion slices (validation and test patients)\n\n");
+        out.push_str(&real_ct_markdown(&self.deeplesion));
+        if !self.dicom.is_empty() {
+            out.push_str("\n## Real DICOM CT slices (boxes over the body, no annotations)\n\n| model | files | boxes | re-identified at rank 1 | mean rank |\n|---|---:|---:|---:|---:|\n");
+            for d in &self.dicom {
+                let r = &d.reidentification;
+                out.push_str(&format!(
+                    "| `{}` | {} | {} | {}/{} | {:.2} |\n",
+                    d.model,
+                    d.files.len(),
+                    d.boxes,
+                    r.rank_1,
+                    r.queries,
+                    r.mean_rank
+                ));
+            }
+        }
+        if !self.volumes.is_empty() {
+            out.push_str("\n## Real chest CT volumes with tumour masks\n\n| model | volume | tumour slices | nearest is the tumour on an adjacent slice | normal patches | tumour vs normal ROC AUC |\n|---|---|---:|---:|---:|---:|\n");
+            for (name, figures) in &self.volumes {
+                for f in figures {
+                    let n = &f.neighbouring_slice_found;
+                    out.push_str(&format!(
+                        "| `{name}` | {} | {} | {}/{} | {} | {} |\n",
+                        f.volume,
+                        f.tumour_slices,
+                        n.rank_1,
+                        n.queries,
+                        f.normal_patches,
+                        f.tumour_vs_normal_auc
+                            .map_or("-".into(), |a| format!("{a:.3}"))
+                    ));
+                }
+            }
+        }
+        out
+    }
 }
