@@ -7,7 +7,7 @@
 //! on disk (tissue, organs, edges; 8 to 64 mm). Only the training split is read, so the
 //! validation and test patients (those every evaluation uses) never reach the student. Each
 //! patch is drawn in several augmented views (shift, scale, window, flips, as in metric
-//! training); the teacher sees the same view through its own patch spec.
+//! training); the teacher sees the same geometry through its own patch spec and fixed window.
 //!
 //! The target of a view is the teacher's unit vector, centred on the mean of the teacher's
 //! vectors over all training views and projected onto their principal subspace of the
@@ -540,7 +540,14 @@ pub fn distill(
                         &site.record,
                         &student_spec,
                     )?));
-                    teacher_views.push(augmentation.apply(&slices, &site.record, &teacher_spec)?);
+                    // The teacher reads the view's geometry in its own fixed window, so the
+                    // target does not move with the student's window jitter: the student
+                    // learns to ignore it (a scanner's calibration, a reader's window).
+                    teacher_views.push(augmentation.geometric_only().apply(
+                        &slices,
+                        &site.record,
+                        &teacher_spec,
+                    )?);
                 }
                 Ok((student, teacher_views))
             })
@@ -714,10 +721,18 @@ fn provenance(options: &DistillOptions) -> String {
         .iter()
         .map(|d| format!("--dataset {}", d.display()))
         .collect();
+    let limits: String = [
+        options.max_lesions.map(|n| format!(" --max-lesions {n}")),
+        options.max_slices.map(|n| format!(" --max-slices {n}")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     format!(
-        "distilled without labels by `lesion-indexer train --encoder distilled --teacher {} {} --epochs {} --seed {}` on 2 threads, from {}; training split only",
+        "distilled without labels by `lesion-indexer train --encoder distilled --teacher {} {}{limits} --body-patches-per-slice {} --epochs {} --seed {}` on 2 threads, from {}; training split only",
         super::ct_resnet_model_name(options.teacher),
         datasets.join(" "),
+        options.body_patches_per_slice,
         options.epochs,
         options.seed,
         match (&options.init, options.from_scratch) {

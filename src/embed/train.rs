@@ -191,6 +191,15 @@ impl Augmentation {
         }
     }
 
+    /// The same geometry with the windows as specified: what an intensity-invariant target
+    /// is computed from.
+    pub(super) fn geometric_only(self) -> Self {
+        Augmentation {
+            windows: [(1.0, 0.0); 8],
+            ..self
+        }
+    }
+
     pub(super) fn apply(
         &self,
         slices: &crate::dataset::LesionSlices,
