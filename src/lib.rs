@@ -32,6 +32,7 @@ pub mod search;
 pub mod store;
 pub mod synth;
 pub mod text;
+pub mod util;
 
 pub use error::{Error, FieldProblem, Result};
 

@@ -16,12 +16,13 @@ use super::{
     reports_of, thumbnail_of, BuildEvent, Embedded, Manifest, WriteLock,
 };
 use crate::dataset::{lesion_keys, Dataset, DlInfoReader, LesionRecord};
-use crate::embed::{sha256_file, Embedder};
+use crate::embed::Embedder;
 use crate::error::{Error, Result};
 use crate::fsutil::copy_dir;
 use crate::index::{load_vector_index, save_vector_index, GraphParams, VectorIndex};
 use crate::store::{RecordStore, StoredLesion};
 use crate::text::{TextEntry, TextIndexWriter};
+use crate::util::sha256_file;
 
 /// What `add` reads: a DeepLesion-format folder holding the new lesions.
 pub struct AddOptions<'a> {

@@ -19,12 +19,13 @@ use serde::{Deserialize, Serialize};
 use crate::dataset::{
     lesion_keys, read_lesanet_labels, read_reports, Dataset, DlInfoReader, LesionRecord,
 };
-use crate::embed::{sha256_file, Embedder, ModelCard};
+use crate::embed::{Embedder, ModelCard};
 use crate::error::{Error, Result};
 use crate::imaging::{extract_patch, render_thumbnail, ThumbnailSpec};
 use crate::index::{load_vector_index, save_vector_index, FlatIndex, GraphParams, VectorIndex};
 use crate::store::{PublishedRecords, RecordStore, StoredLesion, RECORDS_TABLE};
 use crate::text::{TextEntry, TextIndex, TextIndexWriter};
+use crate::util::sha256_file;
 
 mod change;
 pub use change::{add, delete, AddOptions, ChangeSummary};

@@ -1,31 +1,6 @@
 //! Parsing of the field formats `DL_info.csv` uses: quoted lists of comma-separated numbers.
 
-/// Parses exactly `N` comma-separated numbers, e.g. `"226.169, 90.0204, 241.252, 111.977"`.
-pub fn numbers<const N: usize>(text: &str) -> Result<[f32; N], String> {
-    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
-    if parts.len() != N || parts.iter().any(|p| p.is_empty()) {
-        return Err(format!(
-            "expected {N} comma-separated numbers, found `{}`",
-            text.trim()
-        ));
-    }
-    let mut out = [0f32; N];
-    for (slot, part) in out.iter_mut().zip(&parts) {
-        *slot = number(part)?;
-    }
-    Ok(out)
-}
-
-/// One finite number.
-pub fn number(text: &str) -> Result<f32, String> {
-    let t = text.trim();
-    match t.parse::<f32>() {
-        Ok(v) if v.is_finite() => Ok(v),
-        Ok(_) => Err(format!("`{t}` is not a finite number")),
-        Err(_) if t.is_empty() => Err("empty, expected a number".to_string()),
-        Err(_) => Err(format!("`{t}` is not a number")),
-    }
-}
+pub use crate::util::{number, numbers};
 
 /// One non-negative integer.
 pub fn integer(text: &str) -> Result<u32, String> {

@@ -7,6 +7,7 @@ mod dl_info;
 pub mod fields;
 mod inspect;
 mod labels;
+pub mod pairs;
 mod patches;
 mod record;
 mod reports;

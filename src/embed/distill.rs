@@ -40,7 +40,7 @@ use super::{ct_resnet_patch_spec, sha256_file, CtResnetEmbedder, Embedder, Lesio
 use crate::dataset::{Dataset, LesionRecord, PixelBox, Split};
 use crate::error::{Error, Result};
 use crate::imaging::{CtImage, Patch, PatchSpec};
-use crate::synth::Rng;
+use crate::util::Rng;
 
 #[derive(Debug, Clone)]
 pub struct DistillOptions {

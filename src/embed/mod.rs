@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::VarBuilder;
 
+pub use crate::util::{hex_digest, l2_normalised, sha256_file};
 pub use card::{Architecture, ModelCard, ResnetStage, TrunkWeights};
 pub use ct_resnet::{ResnetTrunk, RESNET152_BLOCKS};
 pub use import::{
@@ -149,15 +150,6 @@ pub(crate) fn normalised_rows(features: &Tensor) -> Result<Vec<Vec<f32>>> {
         .to_vec2::<f32>()
         .map_err(|e| candle_error("features", e))?;
     Ok(rows.into_iter().map(l2_normalised).collect())
-}
-
-/// Scales a vector to unit length (a zero vector stays zero).
-pub fn l2_normalised(mut v: Vec<f32>) -> Vec<f32> {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
-    }
-    v
 }
 
 /// `ct-resnet`, optionally with a trained projection head.
@@ -336,26 +328,6 @@ pub fn default_cache_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".cache/lesion-search"))
 }
 
-/// Sha256 of a file, hex.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    use sha2::Digest;
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    loop {
-        let n = std::io::Read::read(&mut file, &mut buffer).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The model that `--model` names: a folder holding `card.json`, `lesion-cnn` or
 /// `lesion-cnn-distilled-l2` (bundled), or
 /// the name of an imported model in the cache (`ct-resnet-l2`, `ct-resnet-l3`, `ct-resnet-l4`).
@@ -389,9 +361,4 @@ pub fn resolve_model(name_or_dir: &str, cache: &Path) -> Result<Box<dyn Embedder
             cache.display()
         ),
     ))
-}
-
-/// Lower-case hex of a digest.
-pub fn hex_digest(bytes: &[u8]) -> String {
-    hex(bytes)
 }

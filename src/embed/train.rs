@@ -28,7 +28,7 @@ use super::{ct_resnet_patch_spec, sha256_file, CtResnetEmbedder, Embedder, Lesio
 use crate::dataset::{geometry_of, CoarseType, Dataset, DlInfoReader, LesionRecord, Split};
 use crate::error::{Error, Result};
 use crate::imaging::{extract_patch, ChannelSpec, FieldOfView, Patch, PatchSpec, WindowChoice};
-use crate::synth::Rng;
+use crate::util::Rng;
 
 /// The patch `lesion-cnn` reads: the key slice under soft-tissue, lung and bone windows, a
 /// field of view three times the lesion (48 to 192 mm), 64x64 px.

@@ -528,7 +528,7 @@ pub fn load_dicom_slices(dir: &Path) -> Result<Vec<(String, crate::imaging::CtIm
         {
             continue;
         }
-        let digest = crate::embed::hex_digest(
+        let digest = crate::util::hex_digest(
             &image
                 .pixels
                 .iter()
@@ -547,7 +547,7 @@ pub fn load_dicom_slices(dir: &Path) -> Result<Vec<(String, crate::imaging::CtIm
 
 /// Boxes of about 24 mm centred on body pixels (denser than -500 HU), from a fixed stream.
 fn dicom_boxes(image: &crate::imaging::CtImage, mm_per_px: f32, seed: u64) -> Vec<PixelBox> {
-    let mut rng = crate::synth::Rng::derive(seed, &[0xD1C]);
+    let mut rng = crate::util::Rng::derive(seed, &[0xD1C]);
     let half = (12.0 / mm_per_px).clamp(4.0, image.width.min(image.height) as f32 / 6.0);
     let (w, h) = (image.width as f32, image.height as f32);
     let mut boxes: Vec<PixelBox> = Vec::new();

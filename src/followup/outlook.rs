@@ -10,9 +10,9 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Serialize};
 
 use super::table::{resolve_pairs, LesionTable};
+use crate::dataset::pairs::FollowUpPair;
 use crate::dataset::{CoarseType, LesionRecord};
 use crate::error::{Error, Result};
-use crate::eval::FollowUpPair;
 
 /// Long-diameter change beyond which a lesion counts as grown or shrunk (RECIST's 20%).
 pub const CHANGE_BAND: f32 = 0.2;

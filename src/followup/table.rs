@@ -9,10 +9,10 @@ use serde::Serialize;
 use super::features::{pair_features, with_appearance, Features};
 use super::fit::{self, Group, NoMatchFigures};
 use super::matcher::MatcherModel;
+use crate::dataset::pairs::FollowUpPair;
 use crate::dataset::{CoarseType, Dataset, LesionRecord};
 use crate::embed::Embedder;
 use crate::error::Result;
-use crate::eval::FollowUpPair;
 
 /// A table's lesions, looked up by slice and by study.
 pub struct LesionTable {

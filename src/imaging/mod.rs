@@ -6,6 +6,7 @@
 
 mod dicom;
 mod dicom_scan;
+mod geometry;
 mod nrrd;
 mod patch;
 mod png16;
@@ -18,6 +19,7 @@ pub use self::dicom::{
     decode_dicom_frame, decode_dicom_frame_within, dicom_frame_count, load_dicom,
 };
 pub use dicom_scan::{scan as scan_dicom, DicomSummary, ScanProblem, MAX_SEQUENCE_DEPTH};
+pub use geometry::{PixelBox, Point};
 pub use nrrd::{decode_nrrd, encode_nrrd_i16, load_nrrd, Volume, MAX_VOXELS};
 pub use patch::{
     check_box, extract_patch, slice_offset, ChannelSpec, FieldOfView, Patch, PatchGeometry,

@@ -6,8 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::PixelBox;
 use super::{CtImage, PixelUnit, Window, WindowChoice, WindowPreset};
-use crate::dataset::PixelBox;
 use crate::error::{Error, Result};
 
 /// How much of the slice around the box a patch covers.

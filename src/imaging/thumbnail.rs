@@ -5,8 +5,8 @@ use std::io::Cursor;
 use serde::{Deserialize, Serialize};
 
 use super::patch::{sample_region, Region};
+use super::PixelBox;
 use super::{CtImage, Window};
-use crate::dataset::PixelBox;
 use crate::error::{Error, Result};
 
 /// What a thumbnail shows.

@@ -128,7 +128,7 @@ impl WindowChoice {
         if let Some(preset) = WindowPreset::parse(t) {
             return Ok(WindowChoice::Preset(preset));
         }
-        let [low, high] = crate::dataset::fields::numbers::<2>(t).map_err(|_| {
+        let [low, high] = crate::util::numbers::<2>(t).map_err(|_| {
             format!(
                 "`{t}` is not a window: use one of soft, lung, liver, bone, brain, mediastinum, abdomen, own, or `low,high` in HU"
             )

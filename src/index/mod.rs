@@ -31,16 +31,16 @@ pub const REBUILD_FRACTION: f32 = 0.1;
 /// `n` unit vectors of `dim` dimensions drawn around `clusters` random centres: the cone
 /// shape of CNN features, for tests and benchmarks (PERF.md's side-by-side used the same).
 pub fn clustered_unit_vectors(n: usize, dim: usize, clusters: usize, seed: u64) -> Vec<f32> {
-    let mut rng = crate::synth::Rng::new(seed);
+    let mut rng = crate::util::Rng::new(seed);
     let centres: Vec<Vec<f32>> = (0..clusters.max(1))
-        .map(|_| crate::embed::l2_normalised((0..dim).map(|_| rng.normal()).collect()))
+        .map(|_| crate::util::l2_normalised((0..dim).map(|_| rng.normal()).collect()))
         .collect();
     let spread = 0.6 / (dim as f32).sqrt();
     let mut out = Vec::with_capacity(n * dim);
     for _ in 0..n {
         let c = &centres[(rng.next_u64() % centres.len() as u64) as usize];
         let v: Vec<f32> = c.iter().map(|x| x + spread * rng.normal()).collect();
-        out.extend(crate::embed::l2_normalised(v));
+        out.extend(crate::util::l2_normalised(v));
     }
     out
 }
@@ -58,13 +58,13 @@ pub fn anisotropic_unit_vectors(
     rank: usize,
     seed: u64,
 ) -> Vec<f32> {
-    let mut rng = crate::synth::Rng::new(seed);
+    let mut rng = crate::util::Rng::new(seed);
     let clusters = clusters.max(1);
     let scale = 1.0 / (dim as f32).sqrt();
-    let cone = crate::embed::l2_normalised((0..dim).map(|_| rng.normal()).collect());
+    let cone = crate::util::l2_normalised((0..dim).map(|_| rng.normal()).collect());
     let centres: Vec<Vec<f32>> = (0..clusters)
         .map(|_| {
-            crate::embed::l2_normalised(
+            crate::util::l2_normalised(
                 cone.iter()
                     .map(|g| 0.6 * g + scale * rng.normal())
                     .collect(),
@@ -105,7 +105,7 @@ pub fn anisotropic_unit_vectors(
         for x in v.iter_mut() {
             *x += spread[k] * iso * scale * rng.normal();
         }
-        out.extend(crate::embed::l2_normalised(v));
+        out.extend(crate::util::l2_normalised(v));
     }
     out
 }
@@ -291,12 +291,12 @@ impl VectorIndex {
         let sample: Vec<u32> = (0..300.min(n))
             .map(|i| live[(i as u64 * 2_654_435_761 % n as u64) as usize])
             .collect();
-        let mut rng = crate::synth::Rng::new(0xCA11B);
+        let mut rng = crate::util::Rng::new(0xCA11B);
         let spread = 0.6 / (dim as f32).sqrt();
         let queries: Vec<Vec<f32>> = sample
             .iter()
             .map(|&q| {
-                crate::embed::l2_normalised(
+                crate::util::l2_normalised(
                     self.flat
                         .vector(q)
                         .iter()

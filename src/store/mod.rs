@@ -173,7 +173,7 @@ impl RecordStore {
                 hash_entry(&mut hasher, &k, &v);
             }
         }
-        Ok(crate::embed::hex_digest(&hasher.finalize()))
+        Ok(crate::util::hex_digest(&hasher.finalize()))
     }
 
     /// Seals the store into the read-only table readers open (see `table`), written

@@ -286,6 +286,6 @@ impl RecordTable {
         for (key, id) in &self.keys {
             entry(key.as_bytes(), &id.to_be_bytes());
         }
-        Ok(crate::embed::hex_digest(&hasher.finalize()))
+        Ok(crate::util::hex_digest(&hasher.finalize()))
     }
 }

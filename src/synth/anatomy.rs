@@ -7,7 +7,7 @@
 //! real table (mediastinum median z 0.45, lung 0.49, liver 0.60, kidney 0.66, pelvis 0.80).
 
 use super::canvas::Shape;
-use super::rng::Rng;
+use crate::util::Rng;
 
 /// Millimetres per unit of normalized z.
 pub const MM_PER_Z: f32 = 1100.0;

@@ -1,6 +1,6 @@
 //! Rasterising soft-edged shapes in millimetres onto a slice in HU.
 
-use super::rng::Rng;
+use crate::util::Rng;
 
 /// Low-frequency texture: a sum of plane waves, so tissue looks uneven without noise.
 #[derive(Debug, Clone, Copy, PartialEq)]

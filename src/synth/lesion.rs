@@ -3,8 +3,8 @@
 
 use super::anatomy::{frame_at, organ_at, parts_at, Body, Organ};
 use super::canvas::Shape;
-use super::rng::Rng;
 use crate::dataset::CoarseType;
+use crate::util::Rng;
 
 /// Appearance families, several per coarse type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

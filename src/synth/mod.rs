@@ -11,7 +11,6 @@ mod anatomy;
 mod canvas;
 mod lesion;
 mod report;
-mod rng;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -26,7 +25,6 @@ use self::canvas::Canvas;
 use self::lesion::{plan_lesion, TrackedLesion};
 pub use self::report::family_terms;
 use self::report::{sentence, Change};
-pub use self::rng::Rng;
 use crate::dataset::{
     write_dl_info, write_reports, CoarseType, DlInfoReader, LesionRecord, NormalizedLocation,
     PixelBox, Point, Recist, ReportEntry, Sex, SliceRange, Spacing, Split, DL_INFO_FILE,
@@ -35,6 +33,7 @@ use crate::dataset::{
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomically;
 use crate::imaging::{encode_png16, Window, WindowPreset};
+pub use crate::util::Rng;
 
 /// What to generate.
 #[derive(Debug, Clone)]
@@ -207,11 +206,11 @@ pub fn generate(
                 if a.study == b.study {
                     continue;
                 }
-                let end = |r: &PlannedRow| crate::eval::pairs::PairEnd {
+                let end = |r: &PlannedRow| crate::dataset::pairs::PairEnd {
                     file_name: r.record.file_name.clone(),
                     center: [r.record.bbox.center().x, r.record.bbox.center().y],
                 };
-                pairs.push(crate::eval::FollowUpPair {
+                pairs.push(crate::dataset::pairs::FollowUpPair {
                     source: end(a),
                     target: end(b),
                 });
@@ -219,8 +218,8 @@ pub fn generate(
         }
     }
     let pairs_path = out.join(FOLLOWUP_PAIRS_FILE);
-    let pairs_text =
-        serde_json::to_string_pretty(&crate::eval::pairs::pairs_json(&pairs)).unwrap_or_default();
+    let pairs_text = serde_json::to_string_pretty(&crate::dataset::pairs::pairs_json(&pairs))
+        .unwrap_or_default();
     write_atomically(&pairs_path, |w| {
         std::io::Write::write_all(w, pairs_text.as_bytes())
     })?;

@@ -1,7 +1,7 @@
 //! Report sentences in the LesaNet ontology's vocabulary, consistent with each lesion.
 
 use super::lesion::{Family, TrackedLesion};
-use super::rng::Rng;
+use crate::util::Rng;
 
 /// What the sentence says about change since the previous study of the same lesion.
 #[derive(Debug, Clone, Copy, PartialEq)]
