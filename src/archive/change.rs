@@ -211,7 +211,7 @@ pub fn add(
     if !taken.is_empty() {
         let _ = fs::remove_dir_all(&draft.partial);
         return Err(Error::invalid_argument(
-            "--dataset",
+            "dataset",
             format!(
                 "{} lesion(s) of {} are already in the index: {} (delete them first to replace them)",
                 taken.len(),

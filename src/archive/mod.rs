@@ -332,7 +332,7 @@ pub fn build(
             if let Some(max) = labels.max_row() {
                 if max >= records.len() {
                     return Err(Error::invalid_argument(
-                        "--labels",
+                        "labels",
                         format!(
                             "{} refers to row {max}, but {} has {} rows: the labels were mined for the full DeepLesion table",
                             path.display(),

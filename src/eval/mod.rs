@@ -174,7 +174,7 @@ pub fn evaluate(engine: &Engine, options: &EvalOptions) -> Result<EvalReport> {
         .collect();
     if queries.is_empty() {
         return Err(Error::invalid_argument(
-            "--query-split",
+            "query_split",
             format!(
                 "no lesion of the index is in the {} split",
                 options.query_split.name()

@@ -260,7 +260,7 @@ fn read_like(path: &Path) -> Result<Vec<RealMetadata>> {
     }
     if rows.is_empty() {
         return Err(Error::invalid_argument(
-            "--like",
+            "like",
             format!("{} has no valid rows to draw metadata from", path.display()),
         ));
     }

@@ -62,7 +62,7 @@ impl ApiError {
     pub fn from_core(error: CoreError, field: &str) -> Self {
         match &error {
             CoreError::InvalidArgument { name, message } => {
-                ApiError::bad(name.trim_start_matches("--"), message.clone())
+                ApiError::bad(name, message.clone())
             }
             CoreError::BoxOutsideImage { .. } => ApiError::new(
                 StatusCode::BAD_REQUEST,
