@@ -89,9 +89,11 @@ struct ServeArgs {
     /// Serve the demo archive, generating it and its index on first run.
     #[arg(long)]
     demo: bool,
-    /// Where the demo archive lives.
-    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../data/demo"))]
-    demo_dir: PathBuf,
+    /// Folder for what the server generates: the demo archive and its index go in
+    /// DIR/demo. Relative to the current directory, so that `cargo run` from a clone uses
+    /// the clone's `data/` and an installed binary the folder it is started in.
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
     /// Address to listen on; anything but loopback needs a read key.
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
@@ -195,7 +197,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or(lesion_search::embed::DEFAULT_MODEL),
             &cache,
         )?);
-        (demo::prepare(&args.demo_dir, model.as_ref())?, model)
+        (
+            demo::prepare(&args.data_dir.join("demo"), model.as_ref())?,
+            model,
+        )
     } else {
         let index = args
             .index
