@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_nn::{AdamW, Optimizer, VarBuilder, VarMap};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -32,11 +32,11 @@ use super::card::{Architecture, ModelCard, ResnetStage};
 use super::import::write_card;
 use super::lesion_cnn::{LesionCnn, LesionCnnConfig};
 use super::train::{
-    lesion_cnn_patch_spec, load_records, rebuild, save_sorted, seed_parameters, to_bytes,
-    Augmentation,
+    lesion_cnn_patch_spec, load_records, optimizer_for, publish_weights, rebuild, seed_parameters,
+    shuffled, to_bytes, Augmentation,
 };
 use super::weights::candle_error;
-use super::{ct_resnet_patch_spec, sha256_file, CtResnetEmbedder, Embedder, LesionCnnEmbedder};
+use super::{ct_resnet_patch_spec, CtResnetEmbedder, Embedder, LesionCnnEmbedder};
 use crate::dataset::{Dataset, LesionRecord, PixelBox, Split};
 use crate::error::{Error, Result};
 use crate::imaging::{CtImage, Patch, PatchSpec};
@@ -164,13 +164,6 @@ struct Prepared {
     views: Vec<Vec<u8>>,
     /// The teacher's unit vector of each view.
     teacher: Vec<Vec<f32>>,
-}
-
-fn shuffled<T>(mut items: Vec<T>, rng: &mut Rng) -> Vec<T> {
-    for i in (1..items.len()).rev() {
-        items.swap(i, rng.int(0, i as u32) as usize);
-    }
-    items
 }
 
 /// The record moved to another slice of its series.
@@ -593,24 +586,7 @@ pub fn distill(
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     let model = LesionCnn::new(&options.config, vb).map_err(|e| candle_error("lesion-cnn", e))?;
     initialise(&varmap, start.as_ref(), options.seed)?;
-    let trainable: Vec<candle_core::Var> = {
-        let data = varmap.data().lock().expect("var map lock");
-        let mut named: Vec<(&String, &candle_core::Var)> = data
-            .iter()
-            .filter(|(name, _)| !name.contains("running_"))
-            .collect();
-        named.sort_by(|a, b| a.0.cmp(b.0));
-        named.into_iter().map(|(_, v)| v.clone()).collect()
-    };
-    let mut optimizer = AdamW::new(
-        trainable,
-        ParamsAdamW {
-            lr: options.learning_rate,
-            weight_decay: 1e-4,
-            ..Default::default()
-        },
-    )
-    .map_err(|e| candle_error("optimizer", e))?;
+    let mut optimizer = optimizer_for(&varmap, options.learning_rate)?;
     let card = ModelCard {
         name: format!(
             "lesion-cnn-distilled-{}",
@@ -687,11 +663,7 @@ pub fn distill(
     let training_seconds = training_started.elapsed().as_secs_f64();
 
     std::fs::create_dir_all(&options.out).map_err(|e| Error::io(&options.out, e))?;
-    let weights = options.out.join("model.safetensors");
-    let tmp = options.out.join("model.safetensors.tmp");
-    save_sorted(&varmap, &tmp, |_| true)?;
-    std::fs::rename(&tmp, &weights).map_err(|e| Error::io(&weights, e))?;
-    let sha = sha256_file(&weights)?;
+    let sha = publish_weights(&varmap, &options.out.join("model.safetensors"), |_| true)?;
     let card = ModelCard {
         weights_sha256: sha.clone(),
         ..card

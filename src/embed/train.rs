@@ -451,21 +451,7 @@ pub fn train(
         },
     };
     seed_parameters(&varmap, options.seed)?;
-    let trainable: Vec<candle_core::Var> = {
-        let data = varmap.data().lock().expect("var map lock");
-        let mut named: Vec<(&String, &candle_core::Var)> = data
-            .iter()
-            .filter(|(name, _)| !name.contains("running_"))
-            .collect();
-        named.sort_by(|a, b| a.0.cmp(b.0));
-        named.into_iter().map(|(_, v)| v.clone()).collect()
-    };
-    let params = ParamsAdamW {
-        lr: options.learning_rate,
-        weight_decay: 1e-4,
-        ..Default::default()
-    };
-    let mut optimizer = AdamW::new(trainable, params).map_err(|e| candle_error("optimizer", e))?;
+    let mut optimizer = optimizer_for(&varmap, options.learning_rate)?;
 
     let evaluate_now = |varmap: &VarMap| -> Result<(f32, BTreeMap<String, f32>)> {
         match (&network, &eval_features) {
@@ -499,10 +485,7 @@ pub fn train(
     let mut step_index = 0;
     for epoch in 1..=options.epochs {
         let epoch_started = Instant::now();
-        let mut order: Vec<usize> = (0..examples.len()).collect();
-        for i in (1..order.len()).rev() {
-            order.swap(i, rng.int(0, i as u32) as usize);
-        }
+        let order = shuffled((0..examples.len()).collect(), &mut rng);
         let mut losses = Vec::new();
         for (s, chunk) in order.chunks(options.batch_lesions).enumerate() {
             if chunk.len() < 2 {
@@ -547,11 +530,7 @@ pub fn train(
         Network::Head { .. } => ("head.safetensors", |n| n.starts_with("projection")),
         Network::Cnn { .. } => ("model.safetensors", |_| true),
     };
-    let weights = options.out.join(file_name);
-    let tmp = options.out.join(format!("{file_name}.tmp"));
-    save_sorted(&varmap, &tmp, keep)?;
-    std::fs::rename(&tmp, &weights).map_err(|e| Error::io(&weights, e))?;
-    let sha = sha256_file(&weights)?;
+    let sha = publish_weights(&varmap, &options.out.join(file_name), keep)?;
     let trunk = match (&teacher, options.encoder) {
         (Some(t), Encoder::CtResnetHead(_)) => {
             let dir = options.cache.join(&t.card().name);
@@ -785,7 +764,48 @@ pub(super) fn rebuild(varmap: &VarMap, config: &LesionCnnConfig) -> Result<Lesio
     .map_err(|e| candle_error("lesion-cnn", e))
 }
 
-pub(super) fn save_sorted(varmap: &VarMap, path: &Path, keep: fn(&str) -> bool) -> Result<()> {
+/// AdamW (weight decay 1e-4) over every trainable variable (batch-norm running statistics
+/// left out), in name order so that a seed gives the same run.
+pub(super) fn optimizer_for(varmap: &VarMap, learning_rate: f64) -> Result<AdamW> {
+    let trainable: Vec<candle_core::Var> = {
+        let data = varmap.data().lock().expect("var map lock");
+        let mut named: Vec<(&String, &candle_core::Var)> = data
+            .iter()
+            .filter(|(name, _)| !name.contains("running_"))
+            .collect();
+        named.sort_by(|a, b| a.0.cmp(b.0));
+        named.into_iter().map(|(_, v)| v.clone()).collect()
+    };
+    let params = ParamsAdamW {
+        lr: learning_rate,
+        weight_decay: 1e-4,
+        ..Default::default()
+    };
+    AdamW::new(trainable, params).map_err(|e| candle_error("optimizer", e))
+}
+
+/// Fisher-Yates from the stream.
+pub(super) fn shuffled<T>(mut items: Vec<T>, rng: &mut Rng) -> Vec<T> {
+    for i in (1..items.len()).rev() {
+        items.swap(i, rng.int(0, i as u32) as usize);
+    }
+    items
+}
+
+/// Writes the kept variables to `path` by rename (a reader never sees half a file) and
+/// returns the file's sha256.
+pub(super) fn publish_weights(
+    varmap: &VarMap,
+    path: &Path,
+    keep: fn(&str) -> bool,
+) -> Result<String> {
+    let tmp = path.with_extension("safetensors.tmp");
+    save_sorted(varmap, &tmp, keep)?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+    sha256_file(path)
+}
+
+fn save_sorted(varmap: &VarMap, path: &Path, keep: fn(&str) -> bool) -> Result<()> {
     let tensors: std::collections::HashMap<String, Tensor> = varmap
         .data()
         .lock()
