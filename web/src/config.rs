@@ -38,6 +38,9 @@ pub struct Config {
     pub max_list: usize,
     /// Most parts a multipart form may have.
     pub max_parts: usize,
+    /// Admin writes that may wait for the writer (each holds its decoded slice); past it a
+    /// write is answered 503 with `Retry-After`.
+    pub task_queue: usize,
 }
 
 impl Default for Config {
@@ -61,6 +64,7 @@ impl Default for Config {
             max_offset: 10_000,
             max_list: 1_000,
             max_parts: 32,
+            task_queue: 8,
         }
     }
 }
@@ -73,6 +77,9 @@ impl Config {
                 "refusing to listen on {} without a read key: set LESION_WEB_READ_KEY (and LESION_WEB_ADMIN_KEY for writes), or listen on 127.0.0.1",
                 self.listen
             ));
+        }
+        if self.task_queue == 0 {
+            return Err("task_queue must be at least 1".into());
         }
         if self.max_heavy == 0 {
             return Err("max_heavy must be at least 1".into());

@@ -15,6 +15,7 @@ pub mod load;
 pub mod metrics;
 pub mod soak;
 pub mod state;
+pub mod tasks;
 pub mod ui;
 pub mod wire;
 

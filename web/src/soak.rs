@@ -142,6 +142,33 @@ impl Client {
     }
 }
 
+/// Waits for the write task a 202 reply names; its report when it is done (a failed one is
+/// noted as a problem).
+fn follow(
+    tally: &Tally,
+    client: &mut Client,
+    what: &str,
+    queued: &Reply,
+) -> Option<serde_json::Value> {
+    let report: serde_json::Value = serde_json::from_slice(&queued.body).ok()?;
+    let id = report["id"].as_str()?;
+    let path = format!("/api/tasks/{id}?wait=20");
+    for _ in 0..15 {
+        let reply = tally.valid(what, client.send(&get(&path, SOAK_ADMIN_KEY), &[]))?;
+        let report: serde_json::Value = serde_json::from_slice(&reply.body).ok()?;
+        match report["state"].as_str() {
+            Some("done") => return Some(report),
+            Some("queued" | "running") => continue,
+            _ => {
+                tally.note(format!("{what}: task {id} ended {report}"));
+                return None;
+            }
+        }
+    }
+    tally.note(format!("{what}: task {id} did not finish within 5 minutes"));
+    None
+}
+
 fn get(path: &str, key: &str) -> LoadRequest {
     LoadRequest {
         method: "GET".into(),
@@ -524,11 +551,13 @@ pub fn run(server_exe: &Path, options: &SoakOptions) -> anyhow::Result<SoakRepor
                             body,
                             key: Some(SOAK_ADMIN_KEY.into()),
                         };
-                        if let Some(reply) = tally.valid("admin add", client.send(&request, &[])) {
-                            let reply: serde_json::Value =
-                                serde_json::from_slice(&reply.body).unwrap_or_default();
+                        let queued = tally.valid("admin add", client.send(&request, &[]));
+                        if let Some(done) =
+                            queued.and_then(|r| follow(tally, &mut client, "admin add", &r))
+                        {
                             added.fetch_add(1, Ordering::Relaxed);
-                            if let (Some(key), Ok(mut adds)) = (reply["key"].as_str(), adds.lock())
+                            if let (Some(key), Ok(mut adds)) =
+                                (done["result"]["key"].as_str(), adds.lock())
                             {
                                 adds.push(key.to_string());
                             }
@@ -547,8 +576,9 @@ pub fn run(server_exe: &Path, options: &SoakOptions) -> anyhow::Result<SoakRepor
                             body: Vec::new(),
                             key: Some(SOAK_ADMIN_KEY.into()),
                         };
-                        if tally
-                            .valid("admin delete", client.send(&request, &[]))
+                        let queued = tally.valid("admin delete", client.send(&request, &[]));
+                        if queued
+                            .and_then(|r| follow(tally, &mut client, "admin delete", &r))
                             .is_some()
                         {
                             if let Ok(mut deletes) = deletes.lock() {

@@ -1,17 +1,19 @@
-//! What every handler shares: the served engine (replaced whole after a write), the
-//! settings, metrics and recently uploaded slices.
+//! What every handler shares: the served engine (swapped whole when a generation is
+//! published), the write queue, the settings, metrics and recently uploaded slices.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use lesion_search::embed::Embedder;
 use lesion_search::imaging::CtImage;
 use lesion_search::search::Engine;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::tasks::TaskQueue;
 
 struct HeldUpload {
     id: String,
@@ -20,31 +22,69 @@ struct HeldUpload {
     since: Instant,
 }
 
-pub struct AppState {
-    engine: RwLock<Arc<Engine>>,
+/// The generation served now and what it takes to open the next one. Shared with the
+/// generation watcher and the write worker, which outlive no [`AppState`]: they hold it
+/// weakly or stop when the state's task queue closes.
+pub struct Served {
+    engine: ArcSwap<Engine>,
     model: Arc<dyn Embedder>,
+    index_dir: PathBuf,
+    /// Held while a generation is opened: sled admits one opener per process, so the
+    /// watcher and the write that published a generation must not both open it.
+    reloading: Mutex<()>,
+}
+
+impl Served {
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.load_full()
+    }
+
+    pub fn index_dir(&self) -> &std::path::Path {
+        &self.index_dir
+    }
+
+    fn published_elsewhere(&self, serving: &Engine) -> bool {
+        let Ok(name) = std::fs::read_to_string(self.index_dir.join("CURRENT")) else {
+            return false;
+        };
+        serving.archive.dir.file_name().and_then(|n| n.to_str()) != Some(name.trim())
+    }
+
+    /// Opens the generation `CURRENT` names and serves it from now on; `Ok(false)` when it
+    /// is served already.
+    pub fn reload(&self) -> lesion_search::Result<bool> {
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !self.published_elsewhere(&self.engine.load()) {
+            return Ok(false);
+        }
+        let engine = Arc::new(Engine::open(&self.index_dir, self.model.clone())?);
+        warm(&engine);
+        self.engine.store(engine);
+        Ok(true)
+    }
+}
+
+pub struct AppState {
+    served: Arc<Served>,
     pub index_dir: PathBuf,
     pub config: Config,
     pub metrics: Metrics,
-    /// One write at a time inside this process (the index LOCK guards across processes).
-    pub writer: Mutex<()>,
+    /// Admin writes, run one at a time off the request path.
+    pub tasks: TaskQueue,
     /// Slices uploaded for searching, in memory only (never on disk), oldest first; bounded
     /// by `config.upload_store_bytes` and `config.upload_ttl`.
     uploads: Mutex<VecDeque<HeldUpload>>,
     /// Slots for CPU-heavy work (see `api::heavy`).
     pub heavy: Arc<tokio::sync::Semaphore>,
     upload_counter: std::sync::atomic::AtomicU64,
-    /// When `CURRENT` was last compared with the served generation.
-    last_check: Mutex<Instant>,
-    /// Held while a generation is opened: sled admits one opener per process, so the
-    /// request that notices a new generation and the write that published it must not
-    /// both open it.
-    reloading: Mutex<()>,
 }
 
-/// How often the server looks for a generation published by another process (`lesion-indexer
-/// add` or `delete` while it runs).
-const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// How often the watcher looks for a generation published by another process
+/// (`lesion-indexer add` or `delete` while the server runs).
+const WATCH_EVERY: Duration = Duration::from_millis(250);
 
 impl AppState {
     pub fn open(
@@ -57,7 +97,8 @@ impl AppState {
     }
 
     /// Serves an engine already open (sled lets one opener per process hold a generation,
-    /// so several servers over one index share it).
+    /// so several servers over one index share it). Starts the generation watcher and the
+    /// write worker.
     pub fn with_engine(
         engine: Arc<Engine>,
         index_dir: PathBuf,
@@ -65,72 +106,29 @@ impl AppState {
         config: Config,
     ) -> Self {
         warm(&engine);
+        let served = Arc::new(Served {
+            engine: ArcSwap::new(engine),
+            model,
+            index_dir: index_dir.clone(),
+            reloading: Mutex::new(()),
+        });
+        watch(Arc::downgrade(&served));
         AppState {
             heavy: Arc::new(tokio::sync::Semaphore::new(config.max_heavy)),
-            engine: RwLock::new(engine),
-            model,
+            tasks: TaskQueue::start(served.clone(), config.task_queue),
+            served,
             index_dir,
             config,
             metrics: Metrics::default(),
-            writer: Mutex::new(()),
             uploads: Mutex::new(VecDeque::new()),
             upload_counter: Default::default(),
-            last_check: Mutex::new(Instant::now()),
-            reloading: Mutex::new(()),
         }
     }
 
-    /// The engine serving now; a request keeps the one it started with. At most once a
-    /// second, a generation published by another process is picked up.
+    /// The engine serving now; a request keeps the one it started with. Never opens a
+    /// generation: the watcher and the write worker swap new ones in.
     pub fn engine(&self) -> Arc<Engine> {
-        let current = self
-            .engine
-            .read()
-            .map(|e| e.clone())
-            .unwrap_or_else(|poisoned| poisoned.into_inner().clone());
-        let due = self.last_check.try_lock().is_ok_and(|mut last| {
-            let due = last.elapsed() >= CHECK_EVERY;
-            if due {
-                *last = Instant::now();
-            }
-            due
-        });
-        if due && self.published_elsewhere(&current) && self.reload().is_ok() {
-            return self.engine();
-        }
-        current
-    }
-
-    fn published_elsewhere(&self, serving: &Engine) -> bool {
-        let Ok(name) = std::fs::read_to_string(self.index_dir.join("CURRENT")) else {
-            return false;
-        };
-        serving.archive.dir.file_name().and_then(|n| n.to_str()) != Some(name.trim())
-    }
-
-    /// Opens the generation just published and serves it from now on (nothing to do when it
-    /// is served already).
-    pub fn reload(&self) -> lesion_search::Result<()> {
-        let _one_at_a_time = self
-            .reloading
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let serving = self
-            .engine
-            .read()
-            .map(|e| e.clone())
-            .unwrap_or_else(|poisoned| poisoned.into_inner().clone());
-        if !self.published_elsewhere(&serving) {
-            return Ok(());
-        }
-        drop(serving);
-        let engine = Arc::new(Engine::open(&self.index_dir, self.model.clone())?);
-        warm(&engine);
-        match self.engine.write() {
-            Ok(mut slot) => *slot = engine,
-            Err(poisoned) => *poisoned.into_inner() = engine,
-        }
-        Ok(())
+        self.served.engine()
     }
 
     pub fn keep_upload(&self, image: CtImage) -> String {
@@ -184,6 +182,35 @@ impl AppState {
             .lock()
             .map(|u| u.iter().map(|u| u.bytes).sum())
             .unwrap_or(0)
+    }
+}
+
+/// Opens each generation published by another process as soon as `CURRENT` names it, so
+/// that no request ever opens one. Ends with the state it serves.
+fn watch(served: Weak<Served>) {
+    let spawned = std::thread::Builder::new()
+        .name("generation-watcher".into())
+        .spawn(move || {
+            let mut failing = false;
+            loop {
+                std::thread::sleep(WATCH_EVERY);
+                let Some(served) = served.upgrade() else {
+                    return;
+                };
+                match served.reload() {
+                    Ok(_) => failing = false,
+                    Err(e) if !failing => {
+                        failing = true;
+                        eprintln!(
+                            "warning: a newly published generation could not be opened ({e}); the previous one stays served and the watcher retries"
+                        );
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        eprintln!("warning: could not start the generation watcher: {e}; restart the server to serve generations published by other processes");
     }
 }
 

@@ -551,6 +551,32 @@ async fn keys_guard_reads_and_writes() {
     assert!(open.check().unwrap_err().contains("read key"));
 }
 
+/// The report of a task once it has finished (long-polls `GET /api/tasks/{id}`).
+async fn finished_task(
+    app: &impl actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+    >,
+    task: &str,
+    auth: &(&str, String),
+) -> serde_json::Value {
+    let (status, reply) = call(
+        app,
+        test::TestRequest::get()
+            .uri(&format!("/api/tasks/{task}?wait=60"))
+            .insert_header(auth.clone()),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    json_of(&reply)
+}
+
 #[actix_web::test]
 async fn admin_adds_a_dicom_lesion_and_deletes_it() {
     let config = Config {
@@ -593,14 +619,25 @@ async fn admin_adds_a_dicom_lesion_and_deletes_it() {
     .await;
     assert_eq!(
         status,
-        StatusCode::CREATED,
+        StatusCode::ACCEPTED,
         "{}",
         String::from_utf8_lossy(&reply)
     );
-    let added = json_of(&reply);
-    let id = added["id"].as_u64().unwrap();
+    let queued = json_of(&reply);
+    assert_eq!(queued["kind"], "add");
+    let task = queued["id"].as_str().unwrap().to_string();
+    let report = finished_task(&app, &task, &auth).await;
+    assert_eq!(report["state"], "done", "{report}");
+    let id = report["result"]["id"].as_u64().unwrap();
     assert_eq!(id, 120);
-    assert_eq!(added["generation"], 2);
+    assert_eq!(report["generation"], 2);
+    // Task reports are for the admin only.
+    let (status, _) = call(
+        &app,
+        test::TestRequest::get().uri(&format!("/api/tasks/{task}")),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 
     // Served at once: found by its report and its detail reads back.
     let (_, reply) = call(
@@ -656,9 +693,51 @@ async fn admin_adds_a_dicom_lesion_and_deletes_it() {
     .await;
     assert_eq!(
         status,
-        StatusCode::OK,
+        StatusCode::ACCEPTED,
         "{}",
         String::from_utf8_lossy(&reply)
+    );
+    let task = json_of(&reply)["id"].as_str().unwrap().to_string();
+    let report = finished_task(&app, &task, &auth).await;
+    assert_eq!(report["state"], "done", "{report}");
+    assert_eq!(report["generation"], 3);
+    assert_eq!(report["result"]["deleted"][0]["id"], id);
+    let (status, reply) = call(
+        &app,
+        test::TestRequest::get()
+            .uri("/api/tasks")
+            .insert_header(auth.clone()),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let kinds: Vec<_> = json_of(&reply)["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(kinds, ["delete", "add"], "newest first");
+    let (status, reply) = call(
+        &app,
+        test::TestRequest::get()
+            .uri("/api/tasks/t999?wait=0")
+            .insert_header(auth.clone()),
+    )
+    .await;
+    assert_eq!(
+        (status, error_field(&reply).as_str()),
+        (StatusCode::NOT_FOUND, "id")
+    );
+    let (status, reply) = call(
+        &app,
+        test::TestRequest::get()
+            .uri(&format!("/api/tasks/{task}?wait=3600"))
+            .insert_header(auth.clone()),
+    )
+    .await;
+    assert_eq!(
+        (status, error_field(&reply).as_str()),
+        (StatusCode::BAD_REQUEST, "wait")
     );
     let (status, _) = call(
         &app,
@@ -695,4 +774,50 @@ async fn a_generation_published_by_the_command_line_is_served_within_a_second() 
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (_, body) = call(&app, test::TestRequest::get().uri("/healthz")).await;
     assert_eq!(json_of(&body)["generation"], 2);
+}
+
+#[actix_web::test]
+async fn a_write_that_loses_a_race_reports_a_failed_task_and_changes_nothing_more() {
+    let config = Config {
+        admin_key: Some(ADMIN_KEY.into()),
+        ..Default::default()
+    };
+    let (_copy, state) = writable_state(config);
+    let app = test::init_service(app(state.clone())).await;
+    let auth = ("Authorization", format!("Bearer {ADMIN_KEY}"));
+    let before = state.engine().catalog.live();
+    // Two deletes of one lesion: the second is either refused at once (the first already
+    // landed) or queued behind it, and then its task fails naming the lesion.
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let (status, reply) = call(
+            &app,
+            test::TestRequest::delete()
+                .uri("/api/lesions/5")
+                .insert_header(auth.clone()),
+        )
+        .await;
+        match status {
+            StatusCode::ACCEPTED => tasks.push(json_of(&reply)["id"].as_str().unwrap().to_string()),
+            StatusCode::NOT_FOUND => assert_eq!(error_field(&reply), "id"),
+            other => panic!("{other}: {}", String::from_utf8_lossy(&reply)),
+        }
+    }
+    let mut outcomes = Vec::new();
+    for task in &tasks {
+        let report = finished_task(&app, task, &auth).await;
+        if report["state"] == "failed" {
+            assert!(
+                report["error"]["status"].as_u64().unwrap() >= 400,
+                "{report}"
+            );
+            assert_eq!(report["error"]["field"], "id", "{report}");
+            assert!(report.get("generation").is_none(), "{report}");
+        }
+        outcomes.push(report["state"].as_str().unwrap().to_string());
+    }
+    assert_eq!(outcomes[0], "done");
+    assert!(outcomes[1..].iter().all(|o| o == "failed"), "{outcomes:?}");
+    assert_eq!(state.engine().catalog.live(), before - 1);
+    assert!(state.engine().archive.verify().unwrap().is_empty());
 }

@@ -1,5 +1,6 @@
 //! Admin routes: `POST /api/lesions` (a slice, its box and metadata become a new lesion) and
-//! `DELETE /api/lesions/{id}`. Each publishes a new index generation and serves it.
+//! `DELETE /api/lesions/{id}` answer 202 with a task that publishes a new index generation
+//! and serves it; `GET /api/tasks/{id}` follows it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -14,14 +15,18 @@ use lesion_search::dataset::{
 use lesion_search::imaging::{encode_png16, CtImage, PixelUnit, WindowPreset};
 use lesion_search::index::GraphParams;
 
-use super::{decode_upload, heavy_write, path_lesion, read_form, Shared};
+use super::{decode_upload, heavy, path_lesion, read_form, Shared};
 use crate::access::AdminAccess;
 use crate::error::{ApiError, ApiResult};
+use crate::state::Served;
+use crate::tasks::{Landed, TaskReport};
 use crate::wire::{parse_sex, parse_type};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/lesions", web::post().to(create))
-        .route("/api/lesions/{id}", web::delete().to(remove));
+        .route("/api/lesions/{id}", web::delete().to(remove))
+        .route("/api/tasks", web::get().to(tasks))
+        .route("/api/tasks/{id}", web::get().to(task));
 }
 
 fn number<T: std::str::FromStr>(fields: &[(String, String)], name: &str) -> ApiResult<Option<T>> {
@@ -227,55 +232,96 @@ async fn create(
     let (name, bytes) = form
         .file
         .ok_or_else(|| ApiError::bad("image", "image: the form has no `image` part"))?;
+    // The input is judged now, so a bad request is answered 4xx at once; only the write waits.
     let shared = state.clone();
-    let outcome = heavy_write(&state, move || {
+    let (image, record, report) = heavy(&state, move || {
         let image = decode_upload(&shared, &bytes, &name)?;
         image
             .require_ct(std::path::Path::new(&name))
             .map_err(|e| ApiError::from_core(e, &name))?;
         let record = record_of(&image, &form.fields)?;
         let report = text(&form.fields, "report").unwrap_or("").to_string();
-        let _writer = shared
-            .writer
-            .lock()
-            .map_err(|_| ApiError::internal("writer lock poisoned"))?;
-        let stamp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default();
-        let folder: PathBuf = shared.index_dir.join("added").join(format!("{stamp}"));
-        stage(&folder, &image, &record, &report)
-            .map_err(|e| ApiError::internal(format!("could not stage the lesion: {e}")))?;
-        let engine = shared.engine();
-        let options = AddOptions {
-            dataset: folder.clone(),
-            reports: None,
-            model: engine.model().as_ref(),
-            graph: GraphParams::default(),
-        };
-        let summary = match add(&shared.index_dir, &options, &|_| {}) {
-            Ok(summary) => summary,
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&folder);
-                let mut error = ApiError::from_core(e, "image");
-                if error.status == StatusCode::BAD_REQUEST {
-                    error.status = StatusCode::CONFLICT;
-                    error.body.code = "exists";
-                    error.body.field = Some("patient".into());
-                }
-                return Err(error);
-            }
-        };
-        shared
-            .reload()
-            .map_err(|e| ApiError::from_core(e, "index"))?;
-        Ok(summary)
+        Ok((image, record, report))
     })
     .await?;
-    let (id, key) = outcome.changed.first().cloned().unwrap_or_default();
-    Ok(HttpResponse::Created().json(serde_json::json!({
-        "id": id, "key": key, "generation": outcome.generation, "lesions": outcome.live,
-    })))
+    let engine = state.engine();
+    let taken = engine
+        .id_of(&record.file_name)
+        .map_err(|e| ApiError::from_core(e, "image"))?
+        .is_some_and(|id| engine.catalog.get(id).is_some());
+    drop(engine);
+    if taken {
+        // The writer checks again (another write may land first); this answers the common case at once.
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "exists",
+            format!(
+                "patient: the lesion on slice {} is already in the index (delete it first to replace it)",
+                record.file_name
+            ),
+        )
+        .with_field("patient"));
+    }
+    let task = state.tasks.submit("add", move |served| {
+        add_lesion(served, &image, &record, &report)
+    })?;
+    Ok(accepted(task))
+}
+
+/// 202 with the task's report and where to follow it.
+fn accepted(task: TaskReport) -> HttpResponse {
+    HttpResponse::Accepted()
+        .insert_header((
+            actix_web::http::header::LOCATION,
+            format!("/api/tasks/{}", task.id),
+        ))
+        .json(task)
+}
+
+/// Stages the lesion as a one-lesion DeepLesion folder under the index, adds it, and serves
+/// the generation that holds it (runs on the index writer).
+fn add_lesion(
+    served: &Served,
+    image: &CtImage,
+    record: &LesionRecord,
+    report: &str,
+) -> ApiResult<Landed> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let folder: PathBuf = served.index_dir().join("added").join(format!("{stamp}"));
+    stage(&folder, image, record, report)
+        .map_err(|e| ApiError::internal(format!("could not stage the lesion: {e}")))?;
+    let engine = served.engine();
+    let options = AddOptions {
+        dataset: folder.clone(),
+        reports: None,
+        model: engine.model().as_ref(),
+        graph: GraphParams::default(),
+    };
+    let summary = match add(served.index_dir(), &options, &|_| {}) {
+        Ok(summary) => summary,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&folder);
+            let mut error = ApiError::from_core(e, "image");
+            if error.status == StatusCode::BAD_REQUEST {
+                error.status = StatusCode::CONFLICT;
+                error.body.code = "exists";
+                error.body.field = Some("patient".into());
+            }
+            return Err(error);
+        }
+    };
+    drop(engine);
+    served
+        .reload()
+        .map_err(|e| ApiError::from_core(e, "index"))?;
+    let (id, key) = summary.changed.first().cloned().unwrap_or_default();
+    Ok(Landed {
+        generation: summary.generation,
+        result: serde_json::json!({"id": id, "key": key, "lesions": summary.live}),
+    })
 }
 
 async fn remove(_: AdminAccess, state: Shared, path: web::Path<String>) -> ApiResult<HttpResponse> {
@@ -287,23 +333,74 @@ async fn remove(_: AdminAccess, state: Shared, path: web::Path<String>) -> ApiRe
         .map(|f| f.key.clone())
         .unwrap_or_default();
     drop(engine);
-    let shared = state.clone();
-    let summary = heavy_write(&state, move || {
-        let _writer = shared
-            .writer
-            .lock()
-            .map_err(|_| ApiError::internal("writer lock poisoned"))?;
-        let summary = delete(&shared.index_dir, &[key], GraphParams::default())
+    let task = state.tasks.submit("delete", move |served| {
+        // An earlier queued write may have deleted it meanwhile.
+        let engine = served.engine();
+        let live = engine
+            .id_of(&key)
+            .map_err(|e| ApiError::from_core(e, "id"))?
+            .is_some_and(|id| engine.catalog.get(id).is_some());
+        drop(engine);
+        if !live {
+            return Err(ApiError::not_found(format!(
+                "id: lesion {id} was deleted by an earlier write"
+            ))
+            .with_field("id"));
+        }
+        let summary = delete(served.index_dir(), &[key], GraphParams::default())
             .map_err(|e| ApiError::from_core(e, "id"))?;
-        shared
+        served
             .reload()
             .map_err(|e| ApiError::from_core(e, "index"))?;
-        Ok(summary)
-    })
-    .await?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "deleted": summary.changed.iter().map(|(id, key)| serde_json::json!({"id": id, "key": key})).collect::<Vec<_>>(),
-        "generation": summary.generation,
-        "lesions": summary.live,
-    })))
+        Ok(Landed {
+            generation: summary.generation,
+            result: serde_json::json!({
+                "deleted": summary.changed.iter().map(|(id, key)| serde_json::json!({"id": id, "key": key})).collect::<Vec<_>>(),
+                "lesions": summary.live,
+            }),
+        })
+    })?;
+    Ok(accepted(task))
+}
+
+#[derive(serde::Deserialize)]
+struct TaskQuery {
+    /// Seconds to wait for the task to finish before answering (long polling), at most 60.
+    wait: Option<f64>,
+}
+
+/// Longest `wait` a task request may ask for.
+const MAX_TASK_WAIT_S: f64 = 60.0;
+
+async fn task(
+    _: AdminAccess,
+    state: Shared,
+    path: web::Path<String>,
+    query: web::Query<TaskQuery>,
+) -> ApiResult<HttpResponse> {
+    let wait = match query.wait {
+        None => 0.0,
+        Some(w) if (0.0..=MAX_TASK_WAIT_S).contains(&w) => w,
+        Some(w) => {
+            return Err(ApiError::bad(
+                "wait",
+                format!("wait: {w} is outside 0 to {MAX_TASK_WAIT_S} seconds"),
+            ))
+        }
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(wait);
+    loop {
+        let report = state.tasks.report(&path).ok_or_else(|| {
+            ApiError::not_found("id: no such task (reports are kept for the last 1,000 writes)")
+                .with_field("id")
+        })?;
+        if report.state.finished() || std::time::Instant::now() >= deadline {
+            return Ok(HttpResponse::Ok().json(report));
+        }
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+async fn tasks(_: AdminAccess, state: Shared) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "tasks": state.tasks.recent(100) })))
 }

@@ -43,6 +43,8 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/api/lesions/{id}/pixels", Access::Read),
     ("POST", "/api/lesions", Access::Admin),
     ("DELETE", "/api/lesions/{id}", Access::Admin),
+    ("GET", "/api/tasks", Access::Admin),
+    ("GET", "/api/tasks/{id}", Access::Admin),
 ];
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -91,24 +93,6 @@ pub async fn heavy<T: Send + 'static>(
     state: &AppState,
     work: impl FnOnce() -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
-    heavy_within(state, state.config.request_timeout, work).await
-}
-
-/// An index write in a heavy slot. Its work is bounded (one upload, or one delete) and it
-/// publishes once started, so the request waits for it instead of answering "timeout" for a
-/// write that then lands anyway.
-pub async fn heavy_write<T: Send + 'static>(
-    state: &AppState,
-    work: impl FnOnce() -> ApiResult<T> + Send + 'static,
-) -> ApiResult<T> {
-    heavy_within(state, std::time::Duration::from_secs(24 * 3600), work).await
-}
-
-async fn heavy_within<T: Send + 'static>(
-    state: &AppState,
-    limit: std::time::Duration,
-    work: impl FnOnce() -> ApiResult<T> + Send + 'static,
-) -> ApiResult<T> {
     let permit = match actix_web::rt::time::timeout(
         state.config.heavy_wait,
         state.heavy.clone().acquire_owned(),
@@ -126,7 +110,7 @@ async fn heavy_within<T: Send + 'static>(
             .retry_after(2));
         }
     };
-    fenced(limit, move || {
+    fenced(state.config.request_timeout, move || {
         let _slot = permit;
         work()
     })

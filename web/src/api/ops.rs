@@ -25,18 +25,24 @@ async fn healthz(state: Shared) -> HttpResponse {
         "lesions": engine.catalog.live(),
         "model": engine.archive.manifest.model.name,
         "writes": state.config.admin_key.is_some(),
+        "writes_pending": state.tasks.pending(),
     }))
 }
 
 async fn metrics(_: ReadAccess, state: Shared) -> HttpResponse {
     let engine = state.engine();
+    let mut text = state.metrics.render(
+        engine.catalog.live(),
+        engine.archive.manifest.generation,
+        &engine.archive.vectors,
+    );
+    text.push_str(&format!(
+        "# HELP lesion_write_tasks_pending Admin writes queued or running.\n# TYPE lesion_write_tasks_pending gauge\nlesion_write_tasks_pending {}\n",
+        state.tasks.pending()
+    ));
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render(
-            engine.catalog.live(),
-            engine.archive.manifest.generation,
-            &engine.archive.vectors,
-        ))
+        .body(text)
 }
 
 async fn openapi() -> HttpResponse {
