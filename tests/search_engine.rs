@@ -135,7 +135,14 @@ fn text_search_highlights_and_hybrid_fusion_explains_both_signals() {
     let text = text.unwrap();
     assert!(!text.hits.is_empty());
     let first = text.hits[0].text.as_ref().unwrap();
-    assert!(first.snippet.contains("<b>"), "{}", first.snippet);
+    let matched: Vec<String> = first.snippet.matched().map(str::to_lowercase).collect();
+    assert!(
+        matched
+            .iter()
+            .any(|w| w.starts_with("lung") || w.starts_with("nodul")),
+        "{:?}",
+        first.snippet
+    );
     assert!(text.text_matches.unwrap() >= text.hits.len());
 
     let hybrid = f

@@ -64,10 +64,24 @@ fn reports_are_found_by_synonym_parent_and_stem_with_highlights() {
     let (hits, total) = index.search("nodules", 5, &|_| true).unwrap();
     assert!(total > 0);
     assert!(
-        hits[0].snippet.to_lowercase().contains("<b>nodule"),
-        "{}",
+        hits[0]
+            .snippet
+            .marked("[", "]")
+            .to_lowercase()
+            .contains("[nodule"),
+        "{:?}",
         hits[0].snippet
     );
+    for hit in &hits {
+        let ranges = &hit.snippet.highlights;
+        assert!(
+            ranges.windows(2).all(|w| w[0].end < w[1].start),
+            "{ranges:?}"
+        );
+        assert!(ranges
+            .iter()
+            .all(|r| r.start < r.end && r.end <= hit.snippet.text.len()));
+    }
     // Filters apply and k is still honoured when possible.
     let (hits, _) = index.search("mm", 5, &|id| id % 2 == 0).unwrap();
     assert_eq!(hits.len(), 5);

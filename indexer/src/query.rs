@@ -235,7 +235,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             f.long_mm,
             f.age.map(|a| format!("{a:.0}")).unwrap_or_default(),
             f.sex.code(),
-            hit.text.as_ref().map(|t| t.snippet.as_str()).unwrap_or("")
+            hit.text
+                .as_ref()
+                .map(|t| t.snippet.marked("*", "*"))
+                .unwrap_or_default()
         );
     }
     println!(

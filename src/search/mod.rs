@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::imaging::{extract_patch, CtImage, PatchGeometry, SliceStack};
 use crate::index::{IdSet, Plan};
 use crate::store::StoredLesion;
+use crate::text::Snippet;
 
 /// Reciprocal rank fusion's constant (Cormack et al. 2009 use 60).
 pub const RRF_K: f32 = 60.0;
@@ -112,8 +113,8 @@ pub struct ImageMatch {
 pub struct TextMatch {
     pub rank: usize,
     pub bm25: f32,
-    /// The report with matched words in `<b>`.
-    pub snippet: String,
+    /// The passage of the report that matched, with the matched ranges.
+    pub snippet: Snippet,
 }
 
 /// Which signals found a hit.
@@ -538,7 +539,7 @@ fn fuse(image: &[crate::index::Scored], text: &[(u32, f32)], fusion: Fusion) -> 
         by_id.entry(id).or_default().1 = Some(TextMatch {
             rank: rank + 1,
             bm25,
-            snippet: String::new(),
+            snippet: Snippet::default(),
         });
     }
     let scale = |scores: Vec<f32>| {

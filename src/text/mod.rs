@@ -31,12 +31,42 @@ pub struct TextEntry<'a> {
     pub tags: &'a [String],
 }
 
-/// One text hit: dense id, BM25 score, and the report with matched words in `<b>`.
+/// One text hit: dense id, BM25 score, and the part of the report that matched.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct TextHit {
     pub id: u32,
     pub score: f32,
-    pub snippet: String,
+    pub snippet: Snippet,
+}
+
+/// A passage of a report and the byte ranges in it that the query matched (ascending, not
+/// overlapping, on character boundaries). Plain text: each edge marks it up its own way.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Snippet {
+    pub text: String,
+    pub highlights: Vec<std::ops::Range<usize>>,
+}
+
+impl Snippet {
+    /// The passage with each matched range wrapped in `open` and `close`, nothing escaped.
+    pub fn marked(&self, open: &str, close: &str) -> String {
+        let mut out = String::with_capacity(self.text.len() + self.highlights.len() * 4);
+        let mut from = 0;
+        for range in &self.highlights {
+            out.push_str(&self.text[from..range.start]);
+            out.push_str(open);
+            out.push_str(&self.text[range.clone()]);
+            out.push_str(close);
+            from = range.end;
+        }
+        out.push_str(&self.text[from..]);
+        out
+    }
+
+    /// The matched words, in order.
+    pub fn matched(&self) -> impl Iterator<Item = &str> {
+        self.highlights.iter().map(|r| &self.text[r.clone()])
+    }
 }
 
 /// A BM25 hit before its snippet is made.
@@ -359,8 +389,13 @@ impl TextIndex {
         }
     }
 
-    /// The report of each ranked hit with the words `text` matched in `<b>` (HTML-escaped).
-    pub fn snippets(&self, text: &str, hits: &[RankedText], expanded: bool) -> Result<Vec<String>> {
+    /// The passage of each ranked hit's report that `text` matched, with the matched ranges.
+    pub fn snippets(
+        &self,
+        text: &str,
+        hits: &[RankedText],
+        expanded: bool,
+    ) -> Result<Vec<Snippet>> {
         let f = self.fields;
         let query = self.query(text, expanded)?;
         let searcher = self.reader.searcher();
@@ -381,7 +416,20 @@ impl TextIndex {
                             .unwrap_or(""),
                     );
                 }
-                Ok(snippet.to_html())
+                let mut highlights = snippet.highlighted().to_vec();
+                highlights.sort_by_key(|r| r.start);
+                // Two terms may match overlapping words (a stem and a synonym): one range.
+                highlights.dedup_by(|next, kept| {
+                    let overlaps = next.start <= kept.end;
+                    if overlaps {
+                        kept.end = kept.end.max(next.end);
+                    }
+                    overlaps
+                });
+                Ok(Snippet {
+                    text: snippet.fragment().to_string(),
+                    highlights,
+                })
             })
             .collect()
     }

@@ -8,6 +8,7 @@ use lesion_search::search::{
     TextMatch, Timings, TypeSuggestion,
 };
 use lesion_search::store::StoredLesion;
+use lesion_search::text::Snippet;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult};
@@ -253,8 +254,64 @@ pub struct HitOut {
     pub score: f32,
     pub matched: Matched,
     pub image: Option<ImageMatch>,
-    pub text: Option<TextMatch>,
+    pub text: Option<TextMatchOut>,
     pub lesion: LesionSummary,
+}
+
+/// The text side of a hit: the matched passage as text with highlight ranges (character
+/// offsets, end exclusive), and as HTML with the matches in `<b>` for direct display.
+#[derive(Debug, Clone, Serialize)]
+pub struct TextMatchOut {
+    pub rank: usize,
+    pub bm25: f32,
+    pub snippet: String,
+    pub snippet_text: String,
+    pub highlights: Vec<[usize; 2]>,
+}
+
+impl From<TextMatch> for TextMatchOut {
+    fn from(m: TextMatch) -> Self {
+        let snippet = &m.snippet;
+        let chars_before = |byte: usize| snippet.text[..byte].chars().count();
+        TextMatchOut {
+            rank: m.rank,
+            bm25: m.bm25,
+            snippet: html_marked(snippet),
+            highlights: snippet
+                .highlights
+                .iter()
+                .map(|r| [chars_before(r.start), chars_before(r.end)])
+                .collect(),
+            snippet_text: m.snippet.text,
+        }
+    }
+}
+
+/// The passage HTML-escaped, each match in `<b>`.
+fn html_marked(snippet: &Snippet) -> String {
+    let escape = |text: &str, out: &mut String| {
+        for c in text.chars() {
+            match c {
+                '&' => out.push_str("&amp;"),
+                '<' => out.push_str("&lt;"),
+                '>' => out.push_str("&gt;"),
+                '"' => out.push_str("&quot;"),
+                '\'' => out.push_str("&#39;"),
+                c => out.push(c),
+            }
+        }
+    };
+    let mut html = String::with_capacity(snippet.text.len() + 16);
+    let mut from = 0;
+    for range in &snippet.highlights {
+        escape(&snippet.text[from..range.start], &mut html);
+        html.push_str("<b>");
+        escape(&snippet.text[range.clone()], &mut html);
+        html.push_str("</b>");
+        from = range.end;
+    }
+    escape(&snippet.text[from..], &mut html);
+    html
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -383,7 +440,7 @@ impl SearchReply {
                     score: hit.score,
                     matched: hit.matched,
                     image: hit.image,
-                    text: hit.text,
+                    text: hit.text.map(Into::into),
                 })
             })
             .collect();

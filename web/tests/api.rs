@@ -27,7 +27,24 @@ async fn text_search_returns_hits_with_ids_keys_facets() {
     for hit in hits {
         assert!(hit["id"].is_u64() && hit["key"].as_str().unwrap().ends_with(".png"));
         assert_eq!(hit["lesion"]["sex"], "female");
-        assert!(hit["text"]["snippet"].as_str().unwrap().contains("<b>"));
+        let html = hit["text"]["snippet"].as_str().unwrap();
+        assert!(html.contains("<b>"), "{html}");
+        // The same matches as text and character ranges, for clients that mark up their own way.
+        let text: Vec<char> = hit["text"]["snippet_text"]
+            .as_str()
+            .unwrap()
+            .chars()
+            .collect();
+        let ranges = hit["text"]["highlights"].as_array().unwrap();
+        assert!(!ranges.is_empty());
+        for range in ranges {
+            let (start, end) = (
+                range[0].as_u64().unwrap() as usize,
+                range[1].as_u64().unwrap() as usize,
+            );
+            let word: String = text[start..end].iter().collect();
+            assert!(html.contains(&format!("<b>{word}</b>")), "{word} in {html}");
+        }
     }
     assert!(reply["facets"]["total"].as_u64().unwrap() > 0);
     assert_eq!(reply["degraded"], false);
