@@ -27,6 +27,7 @@ impl Drop for Server {
 }
 
 const UI_KEY: &str = "ui-test-read-key-0123456789";
+const UI_ADMIN_KEY: &str = "ui-test-admin-key-0123456789";
 
 fn missing_tools(ui_tests: &Path, chromium: &Path) -> Vec<String> {
     let mut missing = Vec::new();
@@ -134,6 +135,7 @@ fn the_ui_works_end_to_end_in_chromium() {
             // With a read key: the UI must ask for it and carry it on every request,
             // images included.
             .env("LESION_WEB_READ_KEY", UI_KEY)
+            .env("LESION_WEB_ADMIN_KEY", UI_ADMIN_KEY)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -151,6 +153,7 @@ fn the_ui_works_end_to_end_in_chromium() {
         .args(["--out", screenshots.to_str().unwrap()])
         .args(["--chromium", chromium.to_str().unwrap()])
         .args(["--key", UI_KEY])
+        .args(["--admin-key", UI_ADMIN_KEY])
         .status()
         .expect("run node");
     assert!(

@@ -206,6 +206,35 @@ try {
   check((await cards().count()) > 0, "Enter on the viewer searches");
   await shot("keyboard");
 
+  // 12. Adding the boxed lesion: the read key cannot write, so the page asks for the admin
+  // key, queues the write and follows its task until the new lesion can be opened.
+  if (args["admin-key"]) {
+    check(await page.isVisible("#add-open"), "a boxed upload can be added when the server takes writes");
+    await page.click("#add-open");
+    await page.fill("#add-patient", "990001");
+    await page.fill("#add-study", "1");
+    await page.selectOption("#add-type", "lung");
+    await page.selectOption("#add-sex", "F");
+    await page.fill("#add-age", "61");
+    await page.fill("#add-report", "Spiculated nodule added from the browser");
+    await shot("add-form");
+    await page.click("#add-form button[type=submit]");
+    await page.waitForSelector("#key-dialog[open]", { timeout: 30000 });
+    check(/admin key/.test(await page.textContent("#key-message")), "the page asks for the admin key");
+    await page.fill("#key-input", args["admin-key"]);
+    await page.click("#key-form button[type=submit]");
+    await page.waitForFunction(() => /Added as lesion/.test(document.getElementById("add-status").textContent), null, { timeout: 120000 });
+    check(/generation 2/.test(await page.textContent("#add-status")), "the add published generation 2");
+    await shot("added");
+    await page.click("#add-view");
+    await page.waitForSelector("#detail[open]", { timeout: 30000 });
+    await waitIdle();
+    check(/added from the browser/.test(await page.textContent("#detail-report")), "the added lesion opens with its report");
+    check(/lung/.test(await page.textContent("#detail-title")), "the added lesion has its type");
+    await shot("added-detail");
+    await page.click("#detail-close");
+  }
+
   check(consoleErrors.filter((e) => !/Failed to load resource/.test(e)).length === 0, `no script errors: ${consoleErrors.join(" | ")}`);
   writeFileSync(join(out, "PASSED"), `${step} steps\n`);
   console.log(`UI: ${step} steps passed; screenshots in ${out}`);

@@ -14,6 +14,7 @@ const state = {
   slice: null,        // {pixels: Int16Array, width, height, unit, ownWindow: [low, high] | null}
   source: null,       // {upload} or {lesion: id}
   box: null,          // [x1, y1, x2, y2] in slice pixels
+  file: null,         // the File last opened (sent again when the lesion is added)
   window: { name: "soft", width: 400, level: 40 },
   positives: [], negatives: [],
   hits: [], offset: 0, total: 0, lastBody: null, loading: false,
@@ -70,7 +71,12 @@ async function api(path, options = {}, retried = false) {
   }
   if (response.status === 401 && !retried) {
     sessionStorage.removeItem(KEY_SLOT);
-    const key = await askForKey("This archive needs an access key.");
+    let message = "This archive needs an access key.";
+    try {
+      // Writes need the admin key even when the read key is held.
+      if (/admin key/.test((await response.clone().json()).error.message)) message = "This needs the admin key.";
+    } catch (_) { /* not JSON */ }
+    const key = await askForKey(message);
     if (key) return api(path, options, true);
   }
   if (!response.ok) {
@@ -145,6 +151,7 @@ function drawViewer() {
   $("viewer-empty").hidden = !!state.slice;
   $("wl-readout").textContent = `W ${Math.round(state.window.width)} L ${Math.round(state.window.level)}`;
   $("box-readout").textContent = state.box ? `Box: ${state.box.map(Math.round).join(",")}` : "Box: none";
+  $("add-open").hidden = !(writesOn && state.file && state.source && state.source.upload && state.box);
   document.querySelectorAll("#query .windows button").forEach((b) =>
     b.setAttribute("aria-pressed", String(b.dataset.window === state.window.name)));
 }
@@ -233,6 +240,7 @@ async function openFile(file) {
     slice.ownWindow = uploaded.window;
     state.slice = slice;
     state.source = { upload: uploaded.upload, spacing: uploaded.spacing_mm };
+    state.file = file;
     state.box = null;
     setWindow(uploaded.window ? "dicom" : "soft");
     drawViewer();
@@ -752,6 +760,70 @@ async function openDetail(id) {
   }
 }
 
+// ---------- adding a lesion (admin) ----------
+// The server says whether it takes writes; the add is a task: 202, then its report is
+// long-polled until it is done or failed.
+let writesOn = false;
+
+async function followTask(task) {
+  for (let polls = 0; polls < 30; polls++) {
+    const report = await (await api(`/api/tasks/${encodeURIComponent(task.id)}?wait=20`)).json();
+    if (report.state === "done" || report.state === "failed") return report;
+    $("add-status").textContent = `Adding… (${report.state})`;
+  }
+  throw new Error("the write did not finish within 10 minutes; see /api/tasks");
+}
+
+async function addLesion() {
+  const form = new FormData();
+  form.append("image", state.file, state.file.name);
+  form.append("box", state.box.map((v) => Math.round(v)).join(","));
+  for (const name of ["patient", "study", "type", "sex", "age", "spacing_mm", "report"]) {
+    const value = $(`add-${name}`).value.trim();
+    if (value) form.append(name, value);
+  }
+  $("add-status").textContent = "Adding… (queued)";
+  try {
+    const queued = await (await api("/api/lesions", { method: "POST", body: form })).json();
+    const report = await followTask(queued);
+    if (report.state === "failed") {
+      const error = report.error || {};
+      throw new Error(`${error.message || "failed"}${error.field ? ` [${error.field}]` : ""}`);
+    }
+    const { id, key, lesions } = report.result;
+    $("add-status").innerHTML = `Added as lesion ${id} (${escapeHtml(key)}), generation ${report.generation}, ${lesions} lesions. <button type="button" id="add-view">Open it</button>`;
+    $("add-view").addEventListener("click", () => openDetail(id));
+    $("archive-status").textContent = `${lesions} lesions · generation ${report.generation}`;
+  } catch (e) {
+    $("add-status").textContent = "";
+    showError(`Could not add the lesion: ${e.message}`);
+  }
+}
+
+(function wireAdd() {
+  const type = $("add-type");
+  for (const t of TYPES) {
+    const option = document.createElement("option");
+    option.value = t;
+    option.textContent = t.replace("_", " ");
+    type.appendChild(option);
+  }
+  type.value = "unknown";
+  $("add-open").addEventListener("click", () => {
+    // A DICOM states its spacing (the server reads it); a PNG needs it given.
+    $("add-spacing_mm").required = !(state.source && state.source.spacing);
+    $("add-dialog").showModal();
+    $("add-patient").focus();
+  });
+  $("add-cancel").addEventListener("click", () => $("add-dialog").close());
+  $("add-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    $("add-dialog").close();
+    clearError();
+    addLesion();
+  });
+})();
+
 // ---------- start ----------
 (async function start() {
   setWindow("soft");
@@ -760,6 +832,7 @@ async function openDetail(id) {
   try {
     const [health, facets] = await Promise.all([api("/healthz").then((r) => r.json()), api("/api/facets").then((r) => r.json())]);
     $("archive-status").textContent = `${health.lesions} lesions · generation ${health.generation} · model ${health.model}`;
+    writesOn = health.writes === true;
     showFacets(facets);
   } catch (e) {
     showError(e.message);
