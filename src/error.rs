@@ -129,6 +129,14 @@ pub enum Error {
     /// Another process (or another writer in this one) holds the index's write lock.
     #[error("{}: another writer holds this index ({holder})", path.display())]
     Locked { path: PathBuf, holder: String },
+
+    /// A lesion reference (argument `name`) that names no live lesion.
+    #[error("{name}: no lesion {reference} in the index")]
+    NoSuchLesion { name: String, reference: String },
+
+    /// Lesions to add whose keys the index holds already.
+    #[error("{} lesion(s) are already in the index: {} (delete them first to replace them)", keys.len(), keys.join(", "))]
+    AlreadyInIndex { keys: Vec<String> },
 }
 
 impl Error {

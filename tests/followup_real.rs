@@ -153,7 +153,7 @@ fn every_real_pair_among_the_shared_slices_is_matched_in_the_archive() {
         assert!(outlook
             .similar
             .iter()
-            .all(|s| { engine.catalog.get(s.from).unwrap().patient != source.patient }));
+            .all(|s| { engine.facts(s.from).unwrap().patient != source.patient }));
         assert_eq!(
             outlook.prediction.is_some(),
             OutlookModel::bundled()

@@ -45,7 +45,7 @@ fn fixture() -> &'static Fixture {
 #[test]
 fn more_like_this_excludes_the_query_patient_and_groups_by_patient() {
     let f = fixture();
-    let query = f.engine.catalog.get(10).unwrap().clone();
+    let query = f.engine.facts(10).unwrap().clone();
     let response = f
         .engine
         .search(&SearchRequest {
@@ -58,7 +58,7 @@ fn more_like_this_excludes_the_query_patient_and_groups_by_patient() {
     let patients: Vec<u32> = response
         .hits
         .iter()
-        .map(|h| f.engine.catalog.get(h.id).unwrap().patient)
+        .map(|h| f.engine.facts(h.id).unwrap().patient)
         .collect();
     assert!(patients.iter().all(|&p| p != query.patient));
     let mut unique = patients.clone();
@@ -113,7 +113,7 @@ fn filters_hold_for_every_hit_and_facets_count_the_filtered_set() {
         .unwrap();
     assert!(!response.hits.is_empty());
     for hit in &response.hits {
-        assert!(filter.accepts(f.engine.catalog.get(hit.id).unwrap()));
+        assert!(filter.accepts(f.engine.facts(hit.id).unwrap()));
     }
     let facet_types: usize = response.facets.types.values().sum();
     assert_eq!(facet_types, response.facets.total);
@@ -238,19 +238,18 @@ fn followups_stay_in_the_patient_and_order_by_study() {
     // A lesion whose patient has more than one study.
     let id = (0..160u32)
         .find(|&id| {
-            let facts = f.engine.catalog.get(id).unwrap();
+            let facts = f.engine.facts(id).unwrap();
             f.engine
-                .catalog
-                .of_patient(facts.patient)
+                .lesions_of_patient(facts.patient)
                 .iter()
-                .any(|&o| f.engine.catalog.get(o).unwrap().study != facts.study)
+                .any(|&o| f.engine.facts(o).unwrap().study != facts.study)
         })
         .expect("the archive has follow-up studies");
     let followups = f.engine.followups(id).unwrap();
-    let patient = f.engine.catalog.get(id).unwrap().patient;
+    let patient = f.engine.facts(id).unwrap().patient;
     assert_eq!(followups.series.iter().filter(|s| s.id == id).count(), 1);
     for s in &followups.series {
-        assert_eq!(f.engine.catalog.get(s.id).unwrap().patient, patient);
+        assert_eq!(f.engine.facts(s.id).unwrap().patient, patient);
     }
     assert!(followups.series.windows(2).all(|w| w[0].study < w[1].study));
     assert_eq!(followups.query().id, id);
@@ -284,7 +283,7 @@ fn followups_stay_in_the_patient_and_order_by_study() {
     assert!(outlook
         .similar
         .iter()
-        .all(|s| f.engine.catalog.get(s.from).unwrap().patient != patient));
+        .all(|s| f.engine.facts(s.from).unwrap().patient != patient));
     assert_eq!(
         outlook.grew + outlook.stable + outlook.shrank,
         outlook.similar.len()

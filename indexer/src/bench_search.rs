@@ -82,8 +82,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let manifest = Archive::current_manifest(&args.index)?;
     let model = resolve_model(&manifest.model.name, &default_cache_dir())?;
     let engine = Engine::open(&args.index, Arc::from(model))?;
-    let live: Vec<u32> = (0..engine.catalog.capacity() as u32)
-        .filter(|&id| engine.catalog.get(id).is_some())
+    let live: Vec<u32> = (0..engine.capacity() as u32)
+        .filter(|&id| engine.facts(id).is_some())
         .collect();
     anyhow::ensure!(!live.is_empty(), "the index holds no lesions");
     let pick = |i: usize| live[(i as u64 * 2_654_435_761 % live.len() as u64) as usize];
@@ -150,10 +150,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut embed = Vec::new();
     for i in 0..(args.queries / 5).max(10) {
         let lesion = engine.lesion(pick(i))?.expect("live");
-        let image = engine
-            .archive
-            .dataset_of(&lesion)
-            .load_key_slice(&lesion.record)?;
+        let image = engine.key_slice(&lesion)?;
         let request = SearchRequest {
             image: Some(ImageQuery {
                 image,
@@ -174,7 +171,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             serde_json::to_string_pretty(&serde_json::json!({
                 "index": args.index.display().to_string(),
                 "lesions": live.len(),
-                "graph": engine.archive.vectors.graph.is_some(),
+                "graph": engine.vectors().graph.is_some(),
                 "k": args.k,
                 "kinds": kinds,
             }))?
@@ -183,7 +180,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!(
             "{} lesions ({}), k {}, one thread",
             live.len(),
-            if engine.archive.vectors.graph.is_some() {
+            if engine.vectors().graph.is_some() {
                 "HNSW graph"
             } else {
                 "exact scan"

@@ -79,7 +79,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let manifest = Archive::current_manifest(&args.index)?;
     let model = resolve_model(&manifest.model.name, &default_cache_dir())?;
     let engine = Engine::open(&args.index, Arc::from(model))?;
-    eprintln!("evaluating {} lesions", engine.catalog.live());
+    eprintln!("evaluating {} lesions", engine.live());
     let report = evaluate(
         &engine,
         &EvalOptions {

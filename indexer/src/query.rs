@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use lesion_search::archive::Archive;
-use lesion_search::dataset::{CoarseType, PixelBox, Sex, Split};
+use lesion_search::dataset::PixelBox;
 use lesion_search::embed::{default_cache_dir, resolve_model};
 use lesion_search::imaging::{load_dicom, load_image};
-use lesion_search::search::{Engine, Filter, Fusion, ImageQuery, Range, SearchRequest};
+use lesion_search::search::{
+    parse_bounds, Bounds, Engine, FilterInput, Fusion, ImageQuery, LesionRef, SearchRequest,
+};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -87,71 +89,31 @@ pub struct Args {
     outlook: bool,
 }
 
-fn range(text: &Option<String>, flag: &str) -> anyhow::Result<Range> {
-    let Some(text) = text else {
-        return Ok(Range::default());
-    };
-    let (min, max) = text
-        .split_once(',')
-        .ok_or_else(|| anyhow!("--{flag}: `{text}` is not min,max (either may be empty)"))?;
-    let parse = |v: &str| -> anyhow::Result<Option<f32>> {
-        let v = v.trim();
-        if v.is_empty() {
-            Ok(None)
-        } else {
-            v.parse()
-                .map(Some)
-                .map_err(|_| anyhow!("--{flag}: `{v}` is not a number"))
-        }
-    };
-    Ok(Range {
-        min: parse(min)?,
-        max: parse(max)?,
-    })
+fn bounds(text: &Option<String>, name: &str) -> anyhow::Result<Option<Bounds>> {
+    Ok(text.as_deref().map(|t| parse_bounds(t, name)).transpose()?)
 }
 
-fn lesion_id(engine: &Engine, text: &str, flag: &str) -> anyhow::Result<u32> {
-    let id = match text.parse::<u32>() {
-        Ok(id) => Some(id),
-        Err(_) => engine.id_of(text)?,
-    };
-    id.filter(|id| engine.catalog.get(*id).is_some())
-        .ok_or_else(|| anyhow!("--{flag}: no lesion `{text}` in the index"))
+fn lesion_id(engine: &Engine, text: &str, name: &str) -> anyhow::Result<u32> {
+    Ok(engine.resolve(&LesionRef::parse(text), name)?)
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let manifest = Archive::current_manifest(&args.index)?;
     let model = resolve_model(&manifest.model.name, &default_cache_dir())?;
     let engine = Engine::open(&args.index, Arc::from(model))?;
-    let filter = Filter {
-        types: args
-            .types
-            .iter()
-            .map(|t| {
-                CoarseType::parse(t).ok_or_else(|| anyhow!("--type: `{t}` is not a coarse type"))
-            })
-            .collect::<anyhow::Result<_>>()?,
-        sex: match args.sex.as_deref() {
-            None => None,
-            Some("F" | "f" | "female") => Some(Sex::Female),
-            Some("M" | "m" | "male") => Some(Sex::Male),
-            Some(other) => bail!("--sex: `{other}` is not F or M"),
-        },
-        age: range(&args.age, "age")?,
-        long_mm: range(&args.size_mm, "size-mm")?,
-        location_x: range(&args.location_x, "location-x")?,
-        location_y: range(&args.location_y, "location-y")?,
-        location_z: range(&args.location_z, "location-z")?,
-        split: args
-            .split
-            .as_deref()
-            .map(|s| {
-                Split::parse(s)
-                    .ok_or_else(|| anyhow!("--split: `{s}` is not train, validation or test"))
-            })
-            .transpose()?,
+    // The same parsing as the server's filters: names in errors are the arguments'.
+    let filter = FilterInput {
+        types: args.types.clone(),
+        sex: args.sex.clone(),
+        age: bounds(&args.age, "age")?,
+        size_mm: bounds(&args.size_mm, "size_mm")?,
+        location_x: bounds(&args.location_x, "location_x")?,
+        location_y: bounds(&args.location_y, "location_y")?,
+        location_z: bounds(&args.location_z, "location_z")?,
+        split: args.split.clone(),
         exclude_patients: args.exclude_patients.clone(),
-    };
+    }
+    .to_filter("")?;
     if args.followups || args.outlook {
         let id = lesion_id(
             &engine,
@@ -217,7 +179,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         "rank", "id", "key", "score", "match", "type", "mm", "age", "sex"
     );
     for (rank, hit) in response.hits.iter().enumerate() {
-        let f = engine.catalog.get(hit.id).expect("a hit is live");
+        let f = engine.facts(hit.id).expect("a hit is live");
         let matched = match (&hit.image, &hit.text) {
             (Some(_), Some(_)) => "both",
             (Some(_), None) => "image",
@@ -352,13 +314,7 @@ fn print_outlook(engine: &Engine, id: u32, json: bool) -> anyhow::Result<ExitCod
         (None, None) => println!("no prediction: the outlook is not measured"),
     }
     for s in &outlook.similar {
-        let key = |i: u32| {
-            engine
-                .catalog
-                .get(i)
-                .map(|f| f.key.clone())
-                .unwrap_or_default()
-        };
+        let key = |i: u32| engine.facts(i).map(|f| f.key.clone()).unwrap_or_default();
         println!(
             "  {:<26} -> {:<26} {:>6.1} -> {:>6.1} mm {:>+7.1}%  {:?}",
             key(s.from),

@@ -373,6 +373,67 @@ fn delete_then_add_back_from_the_command_line() {
     );
     let verify = indexer(&["verify", "--index", i]);
     assert!(verify.status.success(), "{}", text(&verify));
+
+    // One lesion from a real CT DICOM slice and a box, as the server's admin add takes it.
+    let dicom = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/dicom/chest_ct_rle.dcm");
+    let one = |extra: &[&str]| {
+        let mut args = vec![
+            "add",
+            "--index",
+            i,
+            "--image",
+            dicom.to_str().unwrap(),
+            "--box",
+            "300,220,340,262",
+            "--patient",
+            "990001",
+            "--study",
+            "1",
+            "--type",
+            "lung",
+            "--report",
+            "Spiculated right upper lobe nodule",
+        ];
+        args.extend_from_slice(extra);
+        indexer(&args)
+    };
+    let added = one(&[]);
+    assert!(added.status.success(), "{}", text(&added));
+    assert!(
+        text(&added).contains("added 990001_01_01_001.png"),
+        "{}",
+        text(&added)
+    );
+    let found = indexer(&["query", "--index", i, "--text", "spiculated", "--k", "3"]);
+    assert!(
+        text(&found).contains("990001_01_01_001.png"),
+        "{}",
+        text(&found)
+    );
+    let again = one(&[]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        text(&again).contains("already in the index"),
+        "{}",
+        text(&again)
+    );
+    // The same checks as the server's form, naming the argument.
+    let bad_sex = one(&["--sex", "x"]);
+    assert_eq!(bad_sex.status.code(), Some(2));
+    assert!(
+        text(&bad_sex).contains("sex: `x` is not F, M or unknown"),
+        "{}",
+        text(&bad_sex)
+    );
+    let reversed = indexer(&["query", "--index", i, "--text", "nodule", "--age", "60,40"]);
+    assert_eq!(reversed.status.code(), Some(2));
+    assert!(
+        text(&reversed).contains("age: minimum 60 is above maximum 40"),
+        "{}",
+        text(&reversed)
+    );
+    let verify = indexer(&["verify", "--index", i]);
+    assert!(verify.status.success(), "{}", text(&verify));
 }
 
 /// An index's embeddings exported as TEXMEX vectors, then benched as a standard set with

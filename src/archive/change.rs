@@ -210,15 +210,7 @@ pub fn add(
     }
     if !taken.is_empty() {
         let _ = fs::remove_dir_all(&draft.partial);
-        return Err(Error::invalid_argument(
-            "dataset",
-            format!(
-                "{} lesion(s) of {} are already in the index: {} (delete them first to replace them)",
-                taken.len(),
-                dataset.dl_info_path().display(),
-                taken.join(", ")
-            ),
-        ));
+        return Err(Error::AlreadyInIndex { keys: taken });
     }
     let ids = draft.vectors.append(&vectors);
     let mut changed = Vec::with_capacity(records.len());

@@ -28,7 +28,9 @@ use crate::text::{TextEntry, TextIndex, TextIndexWriter};
 use crate::util::sha256_file;
 
 mod change;
+mod lesion;
 pub use change::{add, delete, AddOptions, ChangeSummary};
+pub use lesion::{add_lesion, lesion_record, LesionInput};
 
 /// Version of the on-disk layout; a reader refuses others.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -132,6 +132,16 @@ pub enum Sex {
 }
 
 impl Sex {
+    /// `F`/`female`, `M`/`male`, `U`/`unknown`, any case.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "f" | "female" => Some(Sex::Female),
+            "m" | "male" => Some(Sex::Male),
+            "u" | "unknown" => Some(Sex::Unknown),
+            _ => None,
+        }
+    }
+
     pub fn code(self) -> &'static str {
         match self {
             Sex::Female => "F",

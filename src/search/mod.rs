@@ -6,6 +6,7 @@
 
 mod catalog;
 mod followup;
+mod input;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -16,6 +17,9 @@ use serde::Serialize;
 
 pub use catalog::{Catalog, Facets, Filter, LesionFacts, Range};
 pub use followup::{FollowUp, FollowUps, MatcherSummary, StudyCandidates};
+pub use input::{
+    parse_bounds, parse_sex, parse_split, parse_type, range, Bounds, FilterInput, LesionRef,
+};
 
 use crate::archive::Archive;
 use crate::dataset::{CoarseType, PixelBox};
@@ -182,8 +186,8 @@ fn ms(d: Duration) -> f64 {
 
 /// An open archive, its metadata in memory and the model that built it.
 pub struct Engine {
-    pub archive: Archive,
-    pub catalog: Catalog,
+    pub(crate) archive: Archive,
+    pub(crate) catalog: Catalog,
     model: Arc<dyn Embedder>,
     /// The archive's matched forward follow-ups, for outlooks (built on first use).
     trajectories: std::sync::OnceLock<Vec<crate::followup::Trajectory>>,
@@ -219,6 +223,68 @@ impl Engine {
     /// Looks a lesion up by key (`File_name`, `#n` for the n-th on a slice).
     pub fn id_of(&self, key: &str) -> Result<Option<u32>> {
         self.archive.records.id_of(key)
+    }
+
+    /// Whether `id` names a lesion that is searchable (not deleted, not past the end).
+    pub fn is_live(&self, id: u32) -> bool {
+        self.catalog.get(id).is_some()
+    }
+
+    /// The filterable facts of a live lesion.
+    pub fn facts(&self, id: u32) -> Option<&LesionFacts> {
+        self.catalog.get(id)
+    }
+
+    /// Live lesions.
+    pub fn live(&self) -> usize {
+        self.catalog.live()
+    }
+
+    /// Ids ever given (live and deleted): every id is below it.
+    pub fn capacity(&self) -> usize {
+        self.catalog.capacity()
+    }
+
+    /// The live lesions of one patient, in id order.
+    pub fn lesions_of_patient(&self, patient: u32) -> Vec<u32> {
+        self.catalog.of_patient(patient)
+    }
+
+    /// The served generation's number.
+    pub fn generation(&self) -> u64 {
+        self.archive.manifest.generation
+    }
+
+    /// The folder name of the served generation (what `CURRENT` names while it is current).
+    pub fn generation_name(&self) -> Option<&str> {
+        self.archive.dir.file_name().and_then(|n| n.to_str())
+    }
+
+    /// The name of the model that embedded the archive.
+    pub fn model_name(&self) -> &str {
+        &self.archive.manifest.model.name
+    }
+
+    /// The vector index (flat vectors, graph, calibration outcome), read-only.
+    pub fn vectors(&self) -> &crate::index::VectorIndex {
+        &self.archive.vectors
+    }
+
+    /// Cross-checks of the served generation's stores; empty when they agree.
+    pub fn verify(&self) -> Result<Vec<String>> {
+        self.archive.verify()
+    }
+
+    /// The key slice of a stored lesion, read from its dataset.
+    pub fn key_slice(&self, lesion: &StoredLesion) -> Result<CtImage> {
+        self.archive
+            .dataset_of(lesion)
+            .load_key_slice(&lesion.record)
+    }
+
+    /// The stored thumbnail PNG of a lesion.
+    pub fn thumbnail(&self, id: u32) -> Result<Option<Vec<u8>>> {
+        self.archive.records.thumbnail(id)
     }
 
     fn live_vector(&self, id: u32, field: &str) -> Result<&[f32]> {

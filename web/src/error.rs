@@ -103,6 +103,13 @@ impl ApiError {
                 ),
             )
             .with_field(field),
+            CoreError::NoSuchLesion { name, .. } => {
+                ApiError::not_found(error.to_string()).with_field(name.clone())
+            }
+            CoreError::AlreadyInIndex { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "exists", error.to_string())
+                    .with_field(field)
+            }
             CoreError::QueryTooComplex { .. } => ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "query_too_complex",

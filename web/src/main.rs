@@ -223,9 +223,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     eprintln!(
         "serving {} (generation {}, {} lesions, model {}) on http://{listen}",
         index.display(),
-        engine.archive.manifest.generation,
-        engine.catalog.live(),
-        engine.archive.manifest.model.name
+        engine.generation(),
+        engine.live(),
+        engine.model_name()
     );
     drop(engine);
     actix_web::rt::System::new().block_on(async move {

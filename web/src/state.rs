@@ -47,7 +47,7 @@ impl Served {
         let Ok(name) = std::fs::read_to_string(self.index_dir.join("CURRENT")) else {
             return false;
         };
-        serving.archive.dir.file_name().and_then(|n| n.to_str()) != Some(name.trim())
+        serving.generation_name() != Some(name.trim())
     }
 
     /// Opens the generation `CURRENT` names and serves it from now on; `Ok(false)` when it

@@ -4,7 +4,7 @@
 use lesion_search::dataset::{CoarseType, Sex, Split};
 use lesion_search::followup::{Outlook, OutlookEvaluation, Shares, SimilarCourse};
 use lesion_search::search::{
-    Facets, Filter, Fusion, Hit, ImageMatch, LesionFacts, Matched, Range, SearchResponse,
+    Facets, Filter, FilterInput, Fusion, Hit, ImageMatch, LesionFacts, Matched, SearchResponse,
     TextMatch, Timings, TypeSuggestion,
 };
 use lesion_search::store::StoredLesion;
@@ -13,16 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult};
 
-/// A lesion named by dense id or by key (`File_name`, `#n` for the n-th on a slice).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum LesionRef {
-    Id(u32),
-    Key(String),
-}
-
-/// `[min, max]`, either end `null`.
-pub type Bounds = [Option<f32>; 2];
+pub use lesion_search::search::{Bounds, LesionRef};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -44,76 +35,36 @@ pub struct FilterBody {
     pub exclude_patients: Vec<u32>,
 }
 
-fn range(bounds: Option<Bounds>, field: &str) -> ApiResult<Range> {
-    let Some([min, max]) = bounds else {
-        return Ok(Range::default());
-    };
-    if let (Some(a), Some(b)) = (min, max) {
-        if a > b {
-            return Err(ApiError::bad(
-                field,
-                format!("{field}: minimum {a} is above maximum {b}"),
-            ));
-        }
-    }
-    Ok(Range { min, max })
-}
-
+/// A field's sex (`F`, `M`, `unknown`), the error naming `field`.
 pub fn parse_sex(text: &str, field: &str) -> ApiResult<Sex> {
-    match text.trim().to_ascii_lowercase().as_str() {
-        "f" | "female" => Ok(Sex::Female),
-        "m" | "male" => Ok(Sex::Male),
-        "" | "u" | "unknown" => Ok(Sex::Unknown),
-        other => Err(ApiError::bad(
-            field,
-            format!("{field}: `{other}` is not F, M or unknown"),
-        )),
-    }
+    lesion_search::search::parse_sex(text, field).map_err(|e| ApiError::from_core(e, field))
 }
 
+/// A field's coarse type, the error naming `field`.
 pub fn parse_type(text: &str, field: &str) -> ApiResult<CoarseType> {
-    CoarseType::parse(text).ok_or_else(|| {
-        ApiError::bad(
-            field,
-            format!(
-                "{field}: `{text}` is not a coarse type (bone, abdomen, mediastinum, liver, lung, kidney, soft_tissue, pelvis, unknown)"
-            ),
-        )
-    })
+    lesion_search::search::parse_type(text, field).map_err(|e| ApiError::from_core(e, field))
+}
+
+/// A field's split, the error naming `field`.
+pub fn parse_split(text: &str, field: &str) -> ApiResult<Split> {
+    lesion_search::search::parse_split(text, field).map_err(|e| ApiError::from_core(e, field))
 }
 
 impl FilterBody {
     pub fn to_filter(&self) -> ApiResult<Filter> {
-        let types = self
-            .types
-            .iter()
-            .enumerate()
-            .map(|(i, t)| parse_type(t, &format!("filters.types[{i}]")))
-            .collect::<ApiResult<_>>()?;
-        let split = match &self.split {
-            Some(s) => Some(Split::parse(s).ok_or_else(|| {
-                ApiError::bad(
-                    "filters.split",
-                    format!("filters.split: `{s}` is not train, validation or test"),
-                )
-            })?),
-            None => None,
-        };
-        Ok(Filter {
-            types,
-            sex: self
-                .sex
-                .as_deref()
-                .map(|s| parse_sex(s, "filters.sex"))
-                .transpose()?,
-            age: range(self.age, "filters.age")?,
-            long_mm: range(self.size_mm, "filters.size_mm")?,
-            location_x: range(self.location_x, "filters.location_x")?,
-            location_y: range(self.location_y, "filters.location_y")?,
-            location_z: range(self.location_z, "filters.location_z")?,
-            split,
+        FilterInput {
+            types: self.types.clone(),
+            sex: self.sex.clone(),
+            age: self.age,
+            size_mm: self.size_mm,
+            location_x: self.location_x,
+            location_y: self.location_y,
+            location_z: self.location_z,
+            split: self.split.clone(),
             exclude_patients: self.exclude_patients.clone(),
-        })
+        }
+        .to_filter("filters.")
+        .map_err(|e| ApiError::from_core(e, "filters"))
     }
 }
 

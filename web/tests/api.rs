@@ -774,7 +774,7 @@ async fn admin_adds_a_dicom_lesion_and_deletes_it() {
         .unwrap()
         .iter()
         .all(|h| h["id"] != id));
-    assert!(state.engine().archive.verify().unwrap().is_empty());
+    assert!(state.engine().verify().unwrap().is_empty());
 }
 
 #[actix_web::test]
@@ -802,7 +802,7 @@ async fn a_write_that_loses_a_race_reports_a_failed_task_and_changes_nothing_mor
     let (_copy, state) = writable_state(config);
     let app = test::init_service(app(state.clone())).await;
     let auth = ("Authorization", format!("Bearer {ADMIN_KEY}"));
-    let before = state.engine().catalog.live();
+    let before = state.engine().live();
     // Two deletes of one lesion: the second is either refused at once (the first already
     // landed) or queued behind it, and then its task fails naming the lesion.
     let mut tasks = Vec::new();
@@ -835,6 +835,6 @@ async fn a_write_that_loses_a_race_reports_a_failed_task_and_changes_nothing_mor
     }
     assert_eq!(outcomes[0], "done");
     assert!(outcomes[1..].iter().all(|o| o == "failed"), "{outcomes:?}");
-    assert_eq!(state.engine().catalog.live(), before - 1);
-    assert!(state.engine().archive.verify().unwrap().is_empty());
+    assert_eq!(state.engine().live(), before - 1);
+    assert!(state.engine().verify().unwrap().is_empty());
 }

@@ -131,7 +131,7 @@ async fn no_encoding_of_any_route_widens_access() {
 async fn the_read_key_cannot_write_and_a_denied_delete_changes_nothing() {
     let (_copy, state) = writable_state(keyed(true, true));
     let app = test::init_service(app(state.clone())).await;
-    let before = state.engine().catalog.live();
+    let before = state.engine().live();
     for (uri, key) in [
         ("/api/lesions/5", None),
         ("/%61pi/lesions/5", None),
@@ -145,7 +145,7 @@ async fn the_read_key_cannot_write_and_a_denied_delete_changes_nothing() {
         let (status, _) = call(&app, req).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "DELETE {uri}");
     }
-    assert_eq!(state.engine().catalog.live(), before, "nothing was deleted");
+    assert_eq!(state.engine().live(), before, "nothing was deleted");
     let (status, _) = call(&app, test::TestRequest::get().uri("/%6Detrics")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }

@@ -2,25 +2,18 @@
 //! `DELETE /api/lesions/{id}` answer 202 with a task that publishes a new index generation
 //! and serves it; `GET /api/tasks/{id}` follows it.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
-
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use lesion_search::archive::{add, delete, AddOptions};
-use lesion_search::dataset::{
-    write_dl_info, write_reports, CoarseType, LesionRecord, NormalizedLocation, PixelBox, Point,
-    Recist, ReportEntry, Sex, SliceRange, Spacing, Split, IMAGES_DIR,
-};
-use lesion_search::imaging::{encode_png16, CtImage, PixelUnit, WindowPreset};
+use lesion_search::archive::{add_lesion, delete, lesion_record, LesionInput};
+use lesion_search::dataset::{NormalizedLocation, PixelBox};
+use lesion_search::imaging::WindowChoice;
 use lesion_search::index::GraphParams;
 
 use super::{decode_upload, heavy, path_lesion, read_form, Shared};
 use crate::access::AdminAccess;
 use crate::error::{ApiError, ApiResult};
-use crate::state::Served;
 use crate::tasks::{Landed, TaskReport};
-use crate::wire::{parse_sex, parse_type};
+use crate::wire::{parse_sex, parse_split, parse_type};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/lesions", web::post().to(create))
@@ -66,9 +59,8 @@ const KNOWN_PARTS: [&str; 14] = [
     "window",
 ];
 
-/// The DeepLesion row for one uploaded lesion: RECIST axes along the box's sides (the best
-/// a box alone says), the file's window or soft tissue.
-fn record_of(image: &CtImage, fields: &[(String, String)]) -> ApiResult<LesionRecord> {
+/// The form's parts as a [`LesionInput`]; each bad part is named.
+fn input_of(fields: &[(String, String)]) -> ApiResult<LesionInput> {
     if let Some((name, _)) = fields
         .iter()
         .find(|(n, _)| !KNOWN_PARTS.contains(&n.as_str()))
@@ -78,148 +70,55 @@ fn record_of(image: &CtImage, fields: &[(String, String)]) -> ApiResult<LesionRe
             format!("{name}: unknown part (known: {})", KNOWN_PARTS.join(", ")),
         ));
     }
-    if image.unit != PixelUnit::Hounsfield {
-        return Err(ApiError::bad(
-            "image",
-            "image: a lesion added to the archive needs Hounsfield units (a CT DICOM or a 16-bit DeepLesion PNG), not an 8-bit picture",
-        ));
-    }
     let bbox_text =
         text(fields, "box").ok_or_else(|| ApiError::bad("box", "box: required (x1,y1,x2,y2)"))?;
     let bbox = PixelBox::parse(bbox_text).map_err(|e| ApiError::bad("box", format!("box: {e}")))?;
-    lesion_search::imaging::check_box(&bbox, image.width, image.height)
-        .map_err(|e| ApiError::bad("box", format!("box: {e}")))?;
     let patient: u32 =
         number(fields, "patient")?.ok_or_else(|| ApiError::bad("patient", "patient: required"))?;
     let study: u32 =
         number(fields, "study")?.ok_or_else(|| ApiError::bad("study", "study: required"))?;
-    let series: u32 = number(fields, "series")?.unwrap_or(1);
-    let slice: u32 = number(fields, "slice")?.unwrap_or(1);
-    let (sx, sy) = match (number::<f32>(fields, "spacing_mm")?, image.spacing_mm) {
-        (Some(s), _) => (s, s),
-        (None, Some(s)) => s,
-        (None, None) => {
+    let mut input = LesionInput::new(bbox, patient, study);
+    if let Some(series) = number(fields, "series")? {
+        input.series = series;
+    }
+    if let Some(slice) = number(fields, "slice")? {
+        input.slice = slice;
+    }
+    input.spacing_mm = number(fields, "spacing_mm")?;
+    if let Some(interval) = number(fields, "slice_interval_mm")? {
+        input.slice_interval_mm = interval;
+    }
+    if let Some(t) = text(fields, "location") {
+        let v: Vec<f32> = t
+            .split(',')
+            .map(|p| p.trim().parse::<f32>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| ApiError::bad("location", format!("location: `{t}` is not x,y,z")))?;
+        let [x, y, z] = v[..] else {
             return Err(ApiError::bad(
-                "spacing_mm",
-                "spacing_mm: the file states no pixel spacing; give it in mm",
-            ))
-        }
-    };
-    let location = match text(fields, "location") {
-        None => NormalizedLocation {
-            x: 0.5,
-            y: 0.5,
-            z: 0.5,
-        },
-        Some(t) => {
-            let v: Vec<f32> = t
-                .split(',')
-                .map(|p| p.trim().parse::<f32>())
-                .collect::<Result<_, _>>()
-                .map_err(|_| ApiError::bad("location", format!("location: `{t}` is not x,y,z")))?;
-            match v.as_slice() {
-                [x, y, z] if [x, y, z].iter().all(|c| (0.0..=1.0).contains(*c)) => {
-                    NormalizedLocation {
-                        x: *x,
-                        y: *y,
-                        z: *z,
-                    }
-                }
-                _ => {
-                    return Err(ApiError::bad(
-                        "location",
-                        format!("location: `{t}` is not x,y,z each in 0..1"),
-                    ))
-                }
-            }
-        }
-    };
-    let c = bbox.center();
-    let (w, h) = (bbox.width(), bbox.height());
-    let (long_axis, short_axis) = if w >= h {
-        (
-            [Point { x: bbox.x1, y: c.y }, Point { x: bbox.x2, y: c.y }],
-            [Point { x: c.x, y: bbox.y1 }, Point { x: c.x, y: bbox.y2 }],
-        )
-    } else {
-        (
-            [Point { x: c.x, y: bbox.y1 }, Point { x: c.x, y: bbox.y2 }],
-            [Point { x: bbox.x1, y: c.y }, Point { x: bbox.x2, y: c.y }],
-        )
-    };
-    let window = match text(fields, "window") {
-        Some(t) => lesion_search::imaging::WindowChoice::parse(t)
-            .map_err(|e| ApiError::bad("window", format!("window: {e}")))?
-            .resolve(image.window),
-        None => image
-            .window
-            .unwrap_or_else(|| WindowPreset::SoftTissue.window()),
-    };
-    Ok(LesionRecord {
-        file_name: LesionRecord::canonical_file_name(patient, study, series, slice),
-        patient,
-        study,
-        series,
-        key_slice: slice,
-        recist: Recist {
-            long_axis,
-            short_axis,
-        },
-        bbox,
-        diameters_px: [w.max(h), w.min(h)],
-        location,
-        coarse_type: match text(fields, "type") {
-            Some(t) => parse_type(t, "type")?,
-            None => CoarseType::Unknown,
-        },
-        possibly_noisy: false,
-        slice_range: SliceRange {
-            first: slice,
-            last: slice,
-        },
-        spacing: Spacing {
-            x_mm: sx,
-            y_mm: sy,
-            z_mm: number(fields, "slice_interval_mm")?.unwrap_or(5.0),
-        },
-        image_width: image.width as u32,
-        image_height: image.height as u32,
-        window,
-        sex: match text(fields, "sex") {
-            Some(t) => parse_sex(t, "sex")?,
-            None => Sex::Unknown,
-        },
-        age: number(fields, "age")?,
-        split: match text(fields, "split") {
-            Some(t) => Split::parse(t).ok_or_else(|| {
-                ApiError::bad(
-                    "split",
-                    format!("split: `{t}` is not train, validation or test"),
-                )
-            })?,
-            None => Split::Train,
-        },
-    })
-}
-
-/// Writes a one-lesion DeepLesion-format folder under the index (the slice as a 16-bit PNG),
-/// so the lesion's image stays readable like any other.
-fn stage(dir: &Path, image: &CtImage, record: &LesionRecord, report: &str) -> std::io::Result<()> {
-    let series = dir.join(IMAGES_DIR).join(record.series_folder());
-    std::fs::create_dir_all(&series)?;
-    std::fs::write(
-        record.key_slice_path(dir),
-        encode_png16(image.width, image.height, &image.pixels),
-    )?;
-    let mut table = std::fs::File::create(dir.join("DL_info.csv"))?;
-    write_dl_info(&mut table, [record])?;
-    table.flush()?;
-    let entry = ReportEntry {
-        file_name: record.file_name.clone(),
-        lesion: 0,
-        text: report.to_string(),
-    };
-    write_reports(std::fs::File::create(dir.join("reports.jsonl"))?, [&entry])
+                "location",
+                format!("location: `{t}` is not x,y,z"),
+            ));
+        };
+        input.location = NormalizedLocation { x, y, z };
+    }
+    if let Some(t) = text(fields, "window") {
+        input.window = Some(
+            WindowChoice::parse(t).map_err(|e| ApiError::bad("window", format!("window: {e}")))?,
+        );
+    }
+    if let Some(t) = text(fields, "type") {
+        input.coarse_type = parse_type(t, "type")?;
+    }
+    if let Some(t) = text(fields, "sex") {
+        input.sex = parse_sex(t, "sex")?;
+    }
+    input.age = number(fields, "age")?;
+    if let Some(t) = text(fields, "split") {
+        input.split = parse_split(t, "split")?;
+    }
+    input.report = text(fields, "report").unwrap_or("").to_string();
+    Ok(input)
 }
 
 async fn create(
@@ -233,22 +132,22 @@ async fn create(
         .file
         .ok_or_else(|| ApiError::bad("image", "image: the form has no `image` part"))?;
     // The input is judged now, so a bad request is answered 4xx at once; only the write waits.
+    let input = input_of(&form.fields)?;
     let shared = state.clone();
-    let (image, record, report) = heavy(&state, move || {
+    let (image, input, file_name) = heavy(&state, move || {
         let image = decode_upload(&shared, &bytes, &name)?;
         image
             .require_ct(std::path::Path::new(&name))
             .map_err(|e| ApiError::from_core(e, &name))?;
-        let record = record_of(&image, &form.fields)?;
-        let report = text(&form.fields, "report").unwrap_or("").to_string();
-        Ok((image, record, report))
+        let record = lesion_record(&image, &input).map_err(|e| ApiError::from_core(e, "image"))?;
+        Ok((image, input, record.file_name))
     })
     .await?;
     let engine = state.engine();
     let taken = engine
-        .id_of(&record.file_name)
+        .id_of(&file_name)
         .map_err(|e| ApiError::from_core(e, "image"))?
-        .is_some_and(|id| engine.catalog.get(id).is_some());
+        .is_some_and(|id| engine.is_live(id));
     drop(engine);
     if taken {
         // The writer checks again (another write may land first); this answers the common case at once.
@@ -256,14 +155,30 @@ async fn create(
             StatusCode::CONFLICT,
             "exists",
             format!(
-                "patient: the lesion on slice {} is already in the index (delete it first to replace it)",
-                record.file_name
+                "patient: the lesion on slice {file_name} is already in the index (delete it first to replace it)"
             ),
         )
         .with_field("patient"));
     }
     let task = state.tasks.submit("add", move |served| {
-        add_lesion(served, &image, &record, &report)
+        let engine = served.engine();
+        let summary = add_lesion(
+            served.index_dir(),
+            &image,
+            &input,
+            engine.model().as_ref(),
+            GraphParams::default(),
+        )
+        .map_err(|e| ApiError::from_core(e, "patient"))?;
+        drop(engine);
+        served
+            .reload()
+            .map_err(|e| ApiError::from_core(e, "index"))?;
+        let (id, key) = summary.changed.first().cloned().unwrap_or_default();
+        Ok(Landed {
+            generation: summary.generation,
+            result: serde_json::json!({"id": id, "key": key, "lesions": summary.live}),
+        })
     })?;
     Ok(accepted(task))
 }
@@ -278,60 +193,10 @@ fn accepted(task: TaskReport) -> HttpResponse {
         .json(task)
 }
 
-/// Stages the lesion as a one-lesion DeepLesion folder under the index, adds it, and serves
-/// the generation that holds it (runs on the index writer).
-fn add_lesion(
-    served: &Served,
-    image: &CtImage,
-    record: &LesionRecord,
-    report: &str,
-) -> ApiResult<Landed> {
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let folder: PathBuf = served.index_dir().join("added").join(format!("{stamp}"));
-    stage(&folder, image, record, report)
-        .map_err(|e| ApiError::internal(format!("could not stage the lesion: {e}")))?;
-    let engine = served.engine();
-    let options = AddOptions {
-        dataset: folder.clone(),
-        reports: None,
-        model: engine.model().as_ref(),
-        graph: GraphParams::default(),
-    };
-    let summary = match add(served.index_dir(), &options, &|_| {}) {
-        Ok(summary) => summary,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&folder);
-            let mut error = ApiError::from_core(e, "image");
-            if error.status == StatusCode::BAD_REQUEST {
-                error.status = StatusCode::CONFLICT;
-                error.body.code = "exists";
-                error.body.field = Some("patient".into());
-            }
-            return Err(error);
-        }
-    };
-    drop(engine);
-    served
-        .reload()
-        .map_err(|e| ApiError::from_core(e, "index"))?;
-    let (id, key) = summary.changed.first().cloned().unwrap_or_default();
-    Ok(Landed {
-        generation: summary.generation,
-        result: serde_json::json!({"id": id, "key": key, "lesions": summary.live}),
-    })
-}
-
 async fn remove(_: AdminAccess, state: Shared, path: web::Path<String>) -> ApiResult<HttpResponse> {
     let engine = state.engine();
     let id = path_lesion(&engine, &path)?;
-    let key = engine
-        .catalog
-        .get(id)
-        .map(|f| f.key.clone())
-        .unwrap_or_default();
+    let key = engine.facts(id).map(|f| f.key.clone()).unwrap_or_default();
     drop(engine);
     let task = state.tasks.submit("delete", move |served| {
         // An earlier queued write may have deleted it meanwhile.
@@ -339,7 +204,7 @@ async fn remove(_: AdminAccess, state: Shared, path: web::Path<String>) -> ApiRe
         let live = engine
             .id_of(&key)
             .map_err(|e| ApiError::from_core(e, "id"))?
-            .is_some_and(|id| engine.catalog.get(id).is_some());
+            .is_some_and(|id| engine.facts(id).is_some());
         drop(engine);
         if !live {
             return Err(ApiError::not_found(format!(

@@ -29,16 +29,14 @@ async fn detail(_: ReadAccess, state: Shared, path: web::Path<String>) -> ApiRes
             .map_err(|e| ApiError::from_core(e, "id"))?
             .ok_or_else(|| ApiError::not_found(format!("no lesion {id}")))?;
         let facts = engine
-            .catalog
-            .get(id)
+            .facts(id)
             .cloned()
             .ok_or_else(|| ApiError::not_found(format!("no lesion {id}")))?;
         let others = engine
-            .catalog
-            .of_patient(facts.patient)
+            .lesions_of_patient(facts.patient)
             .into_iter()
             .filter(|&o| o != id)
-            .filter_map(|o| engine.catalog.get(o).map(|f| LesionSummary::of(o, f)))
+            .filter_map(|o| engine.facts(o).map(|f| LesionSummary::of(o, f)))
             .collect();
         Ok(LesionDetail::new(id, stored, &facts, others))
     })
@@ -69,7 +67,7 @@ async fn outlook(_: ReadAccess, state: Shared, path: web::Path<String>) -> ApiRe
         let outlook = engine
             .outlook(id)
             .map_err(|e| ApiError::from_core(e, "id"))?;
-        Ok(OutlookOut::new(outlook, |i| engine.catalog.get(i).cloned()))
+        Ok(OutlookOut::new(outlook, |i| engine.facts(i).cloned()))
     })
     .await?;
     Ok(HttpResponse::Ok().json(outlook))
@@ -163,9 +161,7 @@ async fn image(
             .ok_or_else(|| ApiError::not_found(format!("no lesion {id}")))?;
         let r = &stored.record;
         let slice = engine
-            .archive
-            .dataset_of(&stored)
-            .load_key_slice(r)
+            .key_slice(&stored)
             .map_err(|e| ApiError::internal(format!("the lesion's slice cannot be read: {e}")))?;
         render_png(
             &slice,
@@ -189,8 +185,6 @@ async fn thumbnail(
     let id = path_lesion(&engine, &path)?;
     let bytes = blocking(&state, move || {
         engine
-            .archive
-            .records
             .thumbnail(id)
             .map_err(|e| ApiError::from_core(e, "id"))?
             .ok_or_else(|| ApiError::not_found(format!("lesion {id} has no thumbnail")))
@@ -228,9 +222,7 @@ async fn pixels(_: ReadAccess, state: Shared, path: web::Path<String>) -> ApiRes
             .map_err(|e| ApiError::from_core(e, "id"))?
             .ok_or_else(|| ApiError::not_found(format!("no lesion {id}")))?;
         engine
-            .archive
-            .dataset_of(&stored)
-            .load_key_slice(&stored.record)
+            .key_slice(&stored)
             .map_err(|e| ApiError::internal(format!("the lesion's slice cannot be read: {e}")))
     })
     .await?;

@@ -117,28 +117,11 @@ pub async fn heavy<T: Send + 'static>(
     .await
 }
 
-/// A lesion named by id or key; `field` names the request part in errors.
+/// A lesion named by id or key; `field` names the request part in errors (404 when none).
 pub fn resolve(engine: &Engine, reference: &LesionRef, field: &str) -> ApiResult<u32> {
-    let id = match reference {
-        LesionRef::Id(id) => Some(*id),
-        LesionRef::Key(key) => match key.parse::<u32>() {
-            Ok(id) => Some(id),
-            Err(_) => engine
-                .id_of(key)
-                .map_err(|e| ApiError::from_core(e, field))?,
-        },
-    };
-    match id {
-        Some(id) if engine.catalog.get(id).is_some() => Ok(id),
-        _ => Err(ApiError::not_found(format!(
-            "{field}: no lesion {} in the index",
-            match reference {
-                LesionRef::Id(id) => id.to_string(),
-                LesionRef::Key(key) => format!("`{key}`"),
-            }
-        ))
-        .with_field(field)),
-    }
+    engine
+        .resolve(reference, field)
+        .map_err(|e| ApiError::from_core(e, field))
 }
 
 /// The `{id}` of a lesion route: a dense id or a key (URL-encoded `#` as `%23`).

@@ -21,9 +21,9 @@ async fn healthz(state: Shared) -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({
         "status": "ok",
         "version": lesion_search::version(),
-        "generation": engine.archive.manifest.generation,
-        "lesions": engine.catalog.live(),
-        "model": engine.archive.manifest.model.name,
+        "generation": engine.generation(),
+        "lesions": engine.live(),
+        "model": engine.model_name(),
         "writes": state.config.admin_key.is_some(),
         "writes_pending": state.tasks.pending(),
     }))
@@ -31,11 +31,9 @@ async fn healthz(state: Shared) -> HttpResponse {
 
 async fn metrics(_: ReadAccess, state: Shared) -> HttpResponse {
     let engine = state.engine();
-    let mut text = state.metrics.render(
-        engine.catalog.live(),
-        engine.archive.manifest.generation,
-        &engine.archive.vectors,
-    );
+    let mut text = state
+        .metrics
+        .render(engine.live(), engine.generation(), engine.vectors());
     text.push_str(&format!(
         "# HELP lesion_write_tasks_pending Admin writes queued or running.\n# TYPE lesion_write_tasks_pending gauge\nlesion_write_tasks_pending {}\n",
         state.tasks.pending()

@@ -279,7 +279,7 @@ pub async fn run_search(
             .search(&request)
             .map_err(|e| ApiError::from_core(e, "image"))?;
         Ok(SearchReply::new(response, body.offset, body.k, |id| {
-            engine.catalog.get(id).cloned()
+            engine.facts(id).cloned()
         }))
     };
     if embeds {
