@@ -12,7 +12,8 @@ use super::flat::FlatIndex;
 #[derive(Debug, Clone, Default)]
 pub struct Codes {
     dim: usize,
-    /// Per dimension: code = round(x * scale).
+    /// Per dimension: code = round((x - centre) * scale); the centre itself is never needed
+    /// again (see [`Codes::encode`]).
     scale: Vec<f32>,
     codes: Vec<i8>,
 }
@@ -23,26 +24,45 @@ pub struct PreparedQuery {
 }
 
 impl Codes {
-    /// Codes for the first `count` vectors of `flat`.
+    /// Codes for the first `count` vectors of `flat`. Each dimension's range is centred
+    /// before it is scaled: CNN features are non-negative and share a large common part, so
+    /// codes of raw values would spend most of their 8 bits on what every vector has.
+    /// The centre drops out of the ranking: `q·x = q·centre + Σ q_i (x_i - centre_i)`, and
+    /// the first term is the same for every vector of one query.
     pub fn encode(flat: &FlatIndex, count: usize) -> Codes {
         let dim = flat.dim();
-        let mut max_abs = vec![0f32; dim];
+        let mut low = vec![f32::INFINITY; dim];
+        let mut high = vec![f32::NEG_INFINITY; dim];
         for id in 0..count as u32 {
-            for (m, x) in max_abs.iter_mut().zip(flat.vector(id)) {
-                *m = m.max(x.abs());
+            for ((lo, hi), &x) in low.iter_mut().zip(high.iter_mut()).zip(flat.vector(id)) {
+                *lo = lo.min(x);
+                *hi = hi.max(x);
             }
         }
-        let scale: Vec<f32> = max_abs
+        let centre: Vec<f32> = low
             .iter()
-            .map(|&m| if m > 0.0 { 127.0 / m } else { 0.0 })
+            .zip(&high)
+            .map(|(lo, hi)| if lo.is_finite() { (lo + hi) / 2.0 } else { 0.0 })
+            .collect();
+        let scale: Vec<f32> = low
+            .iter()
+            .zip(&high)
+            .map(|(lo, hi)| {
+                let half = (hi - lo) / 2.0;
+                if half > 0.0 {
+                    127.0 / half
+                } else {
+                    0.0
+                }
+            })
             .collect();
         let mut codes = Vec::with_capacity(count * dim);
         for id in 0..count as u32 {
             codes.extend(
                 flat.vector(id)
                     .iter()
-                    .zip(&scale)
-                    .map(|(x, s)| (x * s).round().clamp(-127.0, 127.0) as i8),
+                    .zip(centre.iter().zip(&scale))
+                    .map(|(x, (c, s))| ((x - c) * s).round().clamp(-127.0, 127.0) as i8),
             );
         }
         Codes { dim, scale, codes }
@@ -52,7 +72,7 @@ impl Codes {
         self.codes.len() + self.scale.len() * 4
     }
 
-    /// Folds the per-dimension scales into the query: `Σ q_i x_i ≈ Σ (q_i / s_i) code_i`,
+    /// Folds the per-dimension scales into the query: `Σ q_i x_i ≈ const + Σ (q_i / s_i) code_i`,
     /// then maps it onto 16-bit integers, small enough that `dim` products of 127 times
     /// the largest value cannot overflow the 32-bit sum.
     pub fn prepare(&self, query: &[f32]) -> PreparedQuery {
@@ -172,6 +192,43 @@ mod tests {
             found >= 9,
             "only {found} of the exact top 10 in the approximate top 20"
         );
+    }
+
+    /// Non-negative features sharing a large common part (as a CNN's pooled ReLU outputs
+    /// do): centred codes keep the fine differences that rank near neighbours.
+    #[test]
+    fn codes_of_offset_features_still_rank_near_neighbours() {
+        let dim = 512;
+        let mut rng = crate::util::Rng::new(5);
+        let common: Vec<f32> = (0..dim).map(|_| 0.5 + rng.unit()).collect();
+        let mut data = Vec::with_capacity(2_000 * dim);
+        for _ in 0..2_000 {
+            let v: Vec<f32> = common
+                .iter()
+                .map(|c| (c + 0.15 * rng.unit()).max(0.0))
+                .collect();
+            data.extend(crate::util::l2_normalised(v));
+        }
+        let flat = FlatIndex::from_data(dim, data);
+        let codes = Codes::encode(&flat, flat.len());
+        let mut found = 0;
+        for q in 0..20u32 {
+            let query = flat.vector(q * 97).to_vec();
+            let prepared = codes.prepare(&query);
+            let mut exact: Vec<(u32, f32)> =
+                (0..2_000).map(|id| (id, flat.score(&query, id))).collect();
+            exact.sort_by(|a, b| b.1.total_cmp(&a.1));
+            let mut approx: Vec<(u32, i32)> = (0..2_000)
+                .map(|id| (id, codes.score(&prepared, id)))
+                .collect();
+            approx.sort_by_key(|a| std::cmp::Reverse(a.1));
+            let top_exact: Vec<u32> = exact[..10].iter().map(|e| e.0).collect();
+            found += approx[..40]
+                .iter()
+                .filter(|a| top_exact.contains(&a.0))
+                .count();
+        }
+        assert!(found >= 190, "{found} of 200 exact top-10 neighbours in the code top 40");
     }
 
     #[test]
