@@ -131,6 +131,8 @@ impl<R: Read> DlInfoReader<R> {
         &self.path
     }
 
+    /// One row: each column parsed on its own (every bad field is named, not just the
+    /// first), then the columns checked against each other.
     fn parse_row(&self, row: &csv::StringRecord, line: u64) -> Result<LesionRecord> {
         let mut problems = Vec::new();
         if row.len() != self.field_count {
@@ -148,116 +150,79 @@ impl<R: Read> DlInfoReader<R> {
             column_of: &self.column_of,
             problems: &mut problems,
         };
-        let file_name = p.text(0).to_string();
-        let patient = p.field(1, fields::integer);
-        let study = p.field(2, fields::integer);
-        let series = p.field(3, fields::integer);
-        let key_slice = p.field(4, fields::integer);
-        let measurement = p.field(5, fields::numbers::<8>);
-        let bbox = p.field(6, |t| {
-            let [x1, y1, x2, y2] = fields::numbers::<4>(t)?;
-            let b = PixelBox { x1, y1, x2, y2 };
-            b.check_ordered().map(|_| b)
-        });
-        let diameters = p.field(7, |t| {
-            let d = fields::numbers::<2>(t)?;
-            if d[0] <= 0.0 || d[1] < 0.0 || d[1] > d[0] * 1.001 {
-                return Err(format!(
-                    "`{}` must be long > 0 and 0 <= short <= long",
-                    t.trim()
-                ));
-            }
-            Ok(d)
-        });
-        let location = p.field(8, |t| {
-            let [x, y, z] = fields::numbers::<3>(t)?;
-            // The body-part regressor behind z can overshoot a little; far outside is an error.
-            if [x, y, z].iter().any(|v| !(-0.5..=1.5).contains(v)) {
-                return Err(format!("`{}` is far outside 0..1", t.trim()));
-            }
-            Ok(NormalizedLocation { x, y, z })
-        });
-        let coarse_type = p.field(9, |t| {
-            t.trim()
-                .parse::<i32>()
-                .ok()
-                .and_then(CoarseType::from_code)
-                .ok_or_else(|| format!("`{}` is not -1 or 1..8", t.trim()))
-        });
-        let possibly_noisy = p.field(10, |t| match t.trim() {
-            "0" => Ok(false),
-            "1" => Ok(true),
-            other => Err(format!("`{other}` is not 0 or 1")),
-        });
-        let slice_range = p.field(11, |t| {
-            let [first, last] = fields::numbers::<2>(t)?;
-            if first < 0.0 || last < first || first.fract() != 0.0 || last.fract() != 0.0 {
-                return Err(format!("`{}` is not `first, last` slice indices", t.trim()));
-            }
-            Ok(SliceRange {
-                first: first as u32,
-                last: last as u32,
-            })
-        });
-        let spacing = p.field(12, |t| {
-            let [x_mm, y_mm, z_mm] = fields::numbers::<3>(t)?;
-            if x_mm <= 0.0 || y_mm <= 0.0 || z_mm <= 0.0 {
-                return Err(format!("`{}` must be positive", t.trim()));
-            }
-            Ok(Spacing { x_mm, y_mm, z_mm })
-        });
-        let image_size = p.field(13, |t| {
-            let [w, h] = fields::numbers::<2>(t)?;
-            if w < 1.0
-                || h < 1.0
-                || w.fract() != 0.0
-                || h.fract() != 0.0
-                || w > 65535.0
-                || h > 65535.0
-            {
-                return Err(format!("`{}` is not `width, height` in pixels", t.trim()));
-            }
-            Ok((w as u32, h as u32))
-        });
-        let window = p.field(14, |t| {
-            let [low, high] = fields::numbers::<2>(t)?;
-            Window::new(low, high)
-        });
-        let sex = p.field(15, |t| match t.trim() {
-            "F" | "f" => Ok(Sex::Female),
-            "M" | "m" => Ok(Sex::Male),
-            "" | "U" | "O" => Ok(Sex::Unknown),
-            other => Err(format!("`{other}` is not F or M")),
-        });
-        let age = p.field(16, |t| match t.trim() {
-            "" | "NaN" | "nan" => Ok(None),
-            text => match fields::number(text)? {
-                a if (0.0..=130.0).contains(&a) => Ok(Some(a)),
-                a => Err(format!("age {a} is outside 0..130")),
-            },
-        });
-        let split = p.field(17, |t| {
-            t.trim()
-                .parse::<i32>()
-                .ok()
-                .and_then(Split::from_code)
-                .ok_or_else(|| format!("`{}` is not 1, 2 or 3", t.trim()))
-        });
+        let parsed = RowFields {
+            file_name: p.text(0).to_string(),
+            patient: p.field(1, fields::integer),
+            study: p.field(2, fields::integer),
+            series: p.field(3, fields::integer),
+            key_slice: p.field(4, fields::integer),
+            measurement: p.field(5, fields::numbers::<8>),
+            bbox: p.field(6, bounding_box),
+            diameters: p.field(7, diameters),
+            location: p.field(8, location),
+            coarse_type: p.field(9, coarse_type),
+            possibly_noisy: p.field(10, noisy_flag),
+            slice_range: p.field(11, slice_range),
+            spacing: p.field(12, spacing),
+            image_size: p.field(13, image_size),
+            window: p.field(14, window),
+            sex: p.field(15, sex),
+            age: p.field(16, age),
+            split: p.field(17, split),
+        };
+        parsed.cross_check(&mut problems);
+        match parsed.into_record() {
+            Some(record) if problems.is_empty() => Ok(record),
+            _ => Err(Error::MalformedRow {
+                path: self.path.clone(),
+                line,
+                problems,
+            }),
+        }
+    }
+}
 
+/// A row's columns, each parsed or `None` when its text was bad (the problem is recorded).
+struct RowFields {
+    file_name: String,
+    patient: Option<u32>,
+    study: Option<u32>,
+    series: Option<u32>,
+    key_slice: Option<u32>,
+    measurement: Option<[f32; 8]>,
+    bbox: Option<PixelBox>,
+    diameters: Option<[f32; 2]>,
+    location: Option<NormalizedLocation>,
+    coarse_type: Option<CoarseType>,
+    possibly_noisy: Option<bool>,
+    slice_range: Option<SliceRange>,
+    spacing: Option<Spacing>,
+    image_size: Option<(u32, u32)>,
+    window: Option<Window>,
+    sex: Option<Sex>,
+    age: Option<Option<f32>>,
+    split: Option<Split>,
+}
+
+impl RowFields {
+    /// What no single column can tell: the file name against the indices, the key slice
+    /// against the slice range, the box against the image size.
+    fn cross_check(&self, problems: &mut Vec<FieldProblem>) {
         if let (Some(patient), Some(study), Some(series), Some(slice)) =
-            (patient, study, series, key_slice)
+            (self.patient, self.study, self.series, self.key_slice)
         {
             let expected = LesionRecord::canonical_file_name(patient, study, series, slice);
-            if file_name != expected {
+            if self.file_name != expected {
                 problems.push(FieldProblem {
                     column: COLUMNS[0].into(),
                     message: format!(
-                        "`{file_name}` does not match the indices in this row (expected `{expected}`)"
+                        "`{}` does not match the indices in this row (expected `{expected}`)",
+                        self.file_name
                     ),
                 });
             }
         }
-        if let (Some(range), Some(slice)) = (slice_range, key_slice) {
+        if let (Some(range), Some(slice)) = (self.slice_range, self.key_slice) {
             if !range.contains(slice) {
                 problems.push(FieldProblem {
                     column: COLUMNS[4].into(),
@@ -268,7 +233,7 @@ impl<R: Read> DlInfoReader<R> {
                 });
             }
         }
-        if let (Some(b), Some((w, h))) = (bbox, image_size) {
+        if let (Some(b), Some((w, h))) = (self.bbox, self.image_size) {
             if !b.intersects_image(w as usize, h as usize) {
                 problems.push(FieldProblem {
                     column: COLUMNS[6].into(),
@@ -276,72 +241,137 @@ impl<R: Read> DlInfoReader<R> {
                 });
             }
         }
-
-        match (
-            patient,
-            study,
-            series,
-            key_slice,
-            measurement,
-            bbox,
-            diameters,
-            location,
-            coarse_type,
-            possibly_noisy,
-            slice_range,
-            spacing,
-            image_size,
-            window,
-            sex,
-            age,
-            split,
-        ) {
-            (
-                Some(patient),
-                Some(study),
-                Some(series),
-                Some(key_slice),
-                Some(measurement),
-                Some(bbox),
-                Some(diameters_px),
-                Some(location),
-                Some(coarse_type),
-                Some(possibly_noisy),
-                Some(slice_range),
-                Some(spacing),
-                Some((image_width, image_height)),
-                Some(window),
-                Some(sex),
-                Some(age),
-                Some(split),
-            ) if problems.is_empty() => Ok(LesionRecord {
-                file_name,
-                patient,
-                study,
-                series,
-                key_slice,
-                recist: Recist::from_coordinates(measurement),
-                bbox,
-                diameters_px,
-                location,
-                coarse_type,
-                possibly_noisy,
-                slice_range,
-                spacing,
-                image_width,
-                image_height,
-                window,
-                sex,
-                age,
-                split,
-            }),
-            _ => Err(Error::MalformedRow {
-                path: self.path.clone(),
-                line,
-                problems,
-            }),
-        }
     }
+
+    /// The record, when every column parsed.
+    fn into_record(self) -> Option<LesionRecord> {
+        let (image_width, image_height) = self.image_size?;
+        Some(LesionRecord {
+            file_name: self.file_name,
+            patient: self.patient?,
+            study: self.study?,
+            series: self.series?,
+            key_slice: self.key_slice?,
+            recist: Recist::from_coordinates(self.measurement?),
+            bbox: self.bbox?,
+            diameters_px: self.diameters?,
+            location: self.location?,
+            coarse_type: self.coarse_type?,
+            possibly_noisy: self.possibly_noisy?,
+            slice_range: self.slice_range?,
+            spacing: self.spacing?,
+            image_width,
+            image_height,
+            window: self.window?,
+            sex: self.sex?,
+            age: self.age?,
+            split: self.split?,
+        })
+    }
+}
+
+type FieldResult<T> = std::result::Result<T, String>;
+
+fn bounding_box(t: &str) -> FieldResult<PixelBox> {
+    let [x1, y1, x2, y2] = fields::numbers::<4>(t)?;
+    let b = PixelBox { x1, y1, x2, y2 };
+    b.check_ordered().map(|_| b)
+}
+
+fn diameters(t: &str) -> FieldResult<[f32; 2]> {
+    let d = fields::numbers::<2>(t)?;
+    if d[0] <= 0.0 || d[1] < 0.0 || d[1] > d[0] * 1.001 {
+        return Err(format!(
+            "`{}` must be long > 0 and 0 <= short <= long",
+            t.trim()
+        ));
+    }
+    Ok(d)
+}
+
+fn location(t: &str) -> FieldResult<NormalizedLocation> {
+    let [x, y, z] = fields::numbers::<3>(t)?;
+    // The body-part regressor behind z can overshoot a little; far outside is an error.
+    if [x, y, z].iter().any(|v| !(-0.5..=1.5).contains(v)) {
+        return Err(format!("`{}` is far outside 0..1", t.trim()));
+    }
+    Ok(NormalizedLocation { x, y, z })
+}
+
+fn coarse_type(t: &str) -> FieldResult<CoarseType> {
+    t.trim()
+        .parse::<i32>()
+        .ok()
+        .and_then(CoarseType::from_code)
+        .ok_or_else(|| format!("`{}` is not -1 or 1..8", t.trim()))
+}
+
+fn noisy_flag(t: &str) -> FieldResult<bool> {
+    match t.trim() {
+        "0" => Ok(false),
+        "1" => Ok(true),
+        other => Err(format!("`{other}` is not 0 or 1")),
+    }
+}
+
+fn slice_range(t: &str) -> FieldResult<SliceRange> {
+    let [first, last] = fields::numbers::<2>(t)?;
+    if first < 0.0 || last < first || first.fract() != 0.0 || last.fract() != 0.0 {
+        return Err(format!("`{}` is not `first, last` slice indices", t.trim()));
+    }
+    Ok(SliceRange {
+        first: first as u32,
+        last: last as u32,
+    })
+}
+
+fn spacing(t: &str) -> FieldResult<Spacing> {
+    let [x_mm, y_mm, z_mm] = fields::numbers::<3>(t)?;
+    if x_mm <= 0.0 || y_mm <= 0.0 || z_mm <= 0.0 {
+        return Err(format!("`{}` must be positive", t.trim()));
+    }
+    Ok(Spacing { x_mm, y_mm, z_mm })
+}
+
+fn image_size(t: &str) -> FieldResult<(u32, u32)> {
+    let [w, h] = fields::numbers::<2>(t)?;
+    let pixels = |v: f32| v >= 1.0 && v.fract() == 0.0 && v <= 65535.0;
+    if !(pixels(w) && pixels(h)) {
+        return Err(format!("`{}` is not `width, height` in pixels", t.trim()));
+    }
+    Ok((w as u32, h as u32))
+}
+
+fn window(t: &str) -> FieldResult<Window> {
+    let [low, high] = fields::numbers::<2>(t)?;
+    Window::new(low, high)
+}
+
+fn sex(t: &str) -> FieldResult<Sex> {
+    match t.trim() {
+        "F" | "f" => Ok(Sex::Female),
+        "M" | "m" => Ok(Sex::Male),
+        "" | "U" | "O" => Ok(Sex::Unknown),
+        other => Err(format!("`{other}` is not F or M")),
+    }
+}
+
+fn age(t: &str) -> FieldResult<Option<f32>> {
+    match t.trim() {
+        "" | "NaN" | "nan" => Ok(None),
+        text => match fields::number(text)? {
+            a if (0.0..=130.0).contains(&a) => Ok(Some(a)),
+            a => Err(format!("age {a} is outside 0..130")),
+        },
+    }
+}
+
+fn split(t: &str) -> FieldResult<Split> {
+    t.trim()
+        .parse::<i32>()
+        .ok()
+        .and_then(Split::from_code)
+        .ok_or_else(|| format!("`{}` is not 1, 2 or 3", t.trim()))
 }
 
 impl<R: Read> Iterator for DlInfoReader<R> {

@@ -106,6 +106,7 @@ impl Default for SearchRequest {
 
 /// The image side of a hit.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ImageMatch {
     /// 1-based rank in the image list.
     pub rank: usize,
@@ -124,6 +125,7 @@ pub struct TextMatch {
 /// Which signals found a hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Matched {
     Image,
     Text,
@@ -154,6 +156,7 @@ pub struct TypeSuggestion {
 
 /// Milliseconds spent per stage.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Timings {
     pub embed_ms: f64,
     pub vector_ms: f64,
@@ -185,6 +188,14 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// An open archive, its metadata in memory and the model that built it.
+/// What a request may return: its effective filter, the ids it allows, and the patients
+/// of its example lesions.
+struct Scope {
+    filter: Filter,
+    allowed: IdSet,
+    query_patients: HashSet<u32>,
+}
+
 pub struct Engine {
     pub(crate) archive: Archive,
     pub(crate) catalog: Catalog,
@@ -402,7 +413,8 @@ impl Engine {
         Ok(Some(l2_normalised(query)))
     }
 
-    /// Answers one request.
+    /// Answers one request, in stages: the query vector, the filtered scope, the image and
+    /// text candidate lists, fusion, grouping and paging, snippets for the page.
     pub fn search(&self, request: &SearchRequest) -> Result<SearchResponse> {
         let started = Instant::now();
         if request.k == 0 || request.k > MAX_K {
@@ -424,7 +436,43 @@ impl Engine {
             timings: Timings::default(),
         };
         let query = self.query_vector(request, &mut response)?;
+        let scope = self.scope(request);
+        response.facets = self.catalog.facets_for(&scope.filter, &scope.allowed);
 
+        // Deep enough that grouping by patient and paging still fill the page.
+        let wanted = request.offset + request.k;
+        let depth = (wanted * if request.group_by_patient { 6 } else { 2 }).clamp(100, 4 * MAX_K);
+        let image_list = match &query {
+            Some(q) => self.image_candidates(q, depth, &scope, request, &mut response)?,
+            None => Vec::new(),
+        };
+        let text = request.text.as_deref().filter(|t| !t.trim().is_empty());
+        let text_list = match text {
+            Some(text) => self.text_candidates(text, depth, &scope.allowed, &mut response)?,
+            None => Vec::new(),
+        };
+        let fused = if query.is_none() && text.is_none() {
+            // No query at all: the filtered set itself, in id order (a cohort).
+            scope
+                .allowed
+                .iter()
+                .map(|id| (id, 0.0, None, None))
+                .collect::<Vec<_>>()
+        } else {
+            let scored: Vec<(u32, f32)> = text_list.iter().map(|h| (h.id, h.score)).collect();
+            fuse(&image_list, &scored, request.fusion)
+        };
+        self.fill_page(fused, request, &mut response);
+        if let Some(text) = text {
+            self.attach_snippets(text, &text_list, &mut response)?;
+        }
+        response.timings.total_ms = ms(started.elapsed());
+        Ok(response)
+    }
+
+    /// The request's filter, widened to leave out the example lesions' own patients when
+    /// asked, and the ids it allows.
+    fn scope(&self, request: &SearchRequest) -> Scope {
         let mut filter = request.filter.clone();
         let mut query_patients = HashSet::new();
         for id in request.lesion.iter().chain(&request.positives) {
@@ -438,58 +486,63 @@ impl Engine {
                 .extend(query_patients.iter().copied());
         }
         let allowed = self.catalog.allowed(&filter);
-        response.facets = self.catalog.facets_for(&filter, &allowed);
-
-        // Deep enough that grouping by patient and paging still fill the page.
-        let wanted = request.offset + request.k;
-        let depth = (wanted * if request.group_by_patient { 6 } else { 2 }).clamp(100, 4 * MAX_K);
-
-        let mut image_list = Vec::new();
-        if let Some(q) = &query {
-            let t = Instant::now();
-            let (hits, plan) = self.archive.vectors.search(q, depth, Some(&allowed));
-            response.plan = Some(plan);
-            image_list = hits;
-            response.suggestion = self.suggest_type(q, &query_patients);
-            response.timings.vector_ms = ms(t.elapsed());
-            if let Some(image) = request.image.as_ref().filter(|_| request.lesion.is_none()) {
-                response.outlook = Some(self.outlook_of(&self.uploaded_profile(
-                    image,
-                    q,
-                    &request.filter,
-                    response.suggestion.as_ref(),
-                ))?);
-            }
+        Scope {
+            filter,
+            allowed,
+            query_patients,
         }
-        let mut text_list = Vec::new();
-        let text = request.text.as_deref().filter(|t| !t.trim().is_empty());
-        if let Some(text) = text {
-            let t = Instant::now();
-            let share = allowed.len() as f32 / self.catalog.live().max(1) as f32;
-            let (hits, total) = self.archive.text.ranked_with(
-                text,
-                depth,
-                &|id| allowed.contains(id),
-                share,
-                true,
-            )?;
-            response.text_matches = Some(total.min(allowed.len()));
-            text_list = hits;
-            response.timings.text_ms = ms(t.elapsed());
+    }
+
+    /// Nearest allowed lesions to the query vector, with the type suggestion and, for an
+    /// uploaded image, the outlook of similar lesions.
+    fn image_candidates(
+        &self,
+        query: &[f32],
+        depth: usize,
+        scope: &Scope,
+        request: &SearchRequest,
+        response: &mut SearchResponse,
+    ) -> Result<Vec<crate::index::Scored>> {
+        let t = Instant::now();
+        let (hits, plan) = self
+            .archive
+            .vectors
+            .search(query, depth, Some(&scope.allowed));
+        response.plan = Some(plan);
+        response.suggestion = self.suggest_type(query, &scope.query_patients);
+        response.timings.vector_ms = ms(t.elapsed());
+        if let Some(image) = request.image.as_ref().filter(|_| request.lesion.is_none()) {
+            response.outlook = Some(self.outlook_of(&self.uploaded_profile(
+                image,
+                query,
+                &request.filter,
+                response.suggestion.as_ref(),
+            ))?);
         }
+        Ok(hits)
+    }
 
-        let fused =
-            if query.is_none() && request.text.as_deref().is_none_or(|t| t.trim().is_empty()) {
-                // No query at all: the filtered set itself, in id order (a cohort).
-                allowed
-                    .iter()
-                    .map(|id| (id, 0.0, None, None))
-                    .collect::<Vec<_>>()
-            } else {
-                let scored: Vec<(u32, f32)> = text_list.iter().map(|h| (h.id, h.score)).collect();
-                fuse(&image_list, &scored, request.fusion)
-            };
+    /// BM25 hits among the allowed lesions, counting all matches.
+    fn text_candidates(
+        &self,
+        text: &str,
+        depth: usize,
+        allowed: &IdSet,
+        response: &mut SearchResponse,
+    ) -> Result<Vec<crate::text::RankedText>> {
+        let t = Instant::now();
+        let share = allowed.len() as f32 / self.catalog.live().max(1) as f32;
+        let (hits, total) =
+            self.archive
+                .text
+                .ranked_with(text, depth, &|id| allowed.contains(id), share, true)?;
+        response.text_matches = Some(total.min(allowed.len()));
+        response.timings.text_ms = ms(t.elapsed());
+        Ok(hits)
+    }
 
+    /// One hit per patient when asked, then the requested page.
+    fn fill_page(&self, fused: Vec<Fused>, request: &SearchRequest, response: &mut SearchResponse) {
         let mut seen_patients = HashSet::new();
         let grouped: Vec<_> = fused
             .into_iter()
@@ -523,30 +576,35 @@ impl Engine {
                 text,
             });
         }
-        // Snippets only for the page shown (each reads a stored document).
-        if let Some(text) = text {
-            let t = Instant::now();
-            let on_page: Vec<crate::text::RankedText> = response
+    }
+
+    /// Snippets only for the page shown (each reads a stored document).
+    fn attach_snippets(
+        &self,
+        text: &str,
+        text_list: &[crate::text::RankedText],
+        response: &mut SearchResponse,
+    ) -> Result<()> {
+        let t = Instant::now();
+        let on_page: Vec<crate::text::RankedText> = response
+            .hits
+            .iter()
+            .filter(|h| h.text.is_some())
+            .filter_map(|h| text_list.iter().find(|r| r.id == h.id).copied())
+            .collect();
+        let snippets = self.archive.text.snippets(text, &on_page, true)?;
+        for (ranked, snippet) in on_page.iter().zip(snippets) {
+            if let Some(m) = response
                 .hits
-                .iter()
-                .filter(|h| h.text.is_some())
-                .filter_map(|h| text_list.iter().find(|r| r.id == h.id).copied())
-                .collect();
-            let snippets = self.archive.text.snippets(text, &on_page, true)?;
-            for (ranked, snippet) in on_page.iter().zip(snippets) {
-                if let Some(m) = response
-                    .hits
-                    .iter_mut()
-                    .find(|h| h.id == ranked.id)
-                    .and_then(|h| h.text.as_mut())
-                {
-                    m.snippet = snippet;
-                }
+                .iter_mut()
+                .find(|h| h.id == ranked.id)
+                .and_then(|h| h.text.as_mut())
+            {
+                m.snippet = snippet;
             }
-            response.timings.text_ms += ms(t.elapsed());
         }
-        response.timings.total_ms = ms(started.elapsed());
-        Ok(response)
+        response.timings.text_ms += ms(t.elapsed());
+        Ok(())
     }
 
     /// Majority of the typed nearest neighbours from other patients.
