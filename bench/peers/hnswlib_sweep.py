@@ -59,7 +59,7 @@ def main():
 
     index.set_num_threads(1)
     sweep = []
-    for ef in [16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]:
+    for ef in [10, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]:
         index.set_ef(ef)
         started = time.perf_counter()
         labels, _ = index.knn_query(queries, k=10, num_threads=1)

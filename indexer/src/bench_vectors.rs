@@ -238,7 +238,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     // Recall against speed along ef, unfiltered: the curve to set beside other engines'.
     let mut sweep = Vec::new();
-    for ef in [16, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024] {
+    for ef in [
+        10, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024,
+    ] {
         let mut hit = 0usize;
         let started = Instant::now();
         for (q, truth) in queries.chunks_exact(d).zip(&unfiltered_truth) {
