@@ -46,6 +46,7 @@ pub struct NormalizedLocation {
 /// DeepLesion's eight coarse lesion types, plus Unknown (`-1`, every training row).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum CoarseType {
     Bone,
     Abdomen,
@@ -125,6 +126,7 @@ impl fmt::Display for CoarseType {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Sex {
     Female,
     Male,
@@ -153,6 +155,7 @@ impl Sex {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Split {
     Train,
     Validation,

@@ -20,6 +20,7 @@ pub const CHANGE_BAND: f32 = 0.2;
 /// Where a lesion went between two studies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Course {
     Grew,
     Stable,
@@ -115,6 +116,7 @@ impl Trajectory {
 
 /// Shares of the three courses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Shares {
     pub grew: f32,
     pub stable: f32,
@@ -152,6 +154,7 @@ impl Shares {
 
 /// How the outlook fared on real pairs (shipped in `data/followup/outlook.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct OutlookEvaluation {
     pub command: String,
     /// Forward pairs (the later study is the target) scored, and their patients.
@@ -212,6 +215,7 @@ impl OutlookModel {
 
 /// One similar lesion's course, the evidence behind an outlook.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct SimilarCourse {
     pub from: u32,
     pub to: u32,

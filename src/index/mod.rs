@@ -113,6 +113,7 @@ pub fn anisotropic_unit_vectors(
 /// How a query was answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum Plan {
     Exact,
     Graph { ef: usize },

@@ -228,7 +228,10 @@ mod tests {
                 .filter(|a| top_exact.contains(&a.0))
                 .count();
         }
-        assert!(found >= 190, "{found} of 200 exact top-10 neighbours in the code top 40");
+        assert!(
+            found >= 190,
+            "{found} of 200 exact top-10 neighbours in the code top 40"
+        );
     }
 
     #[test]

@@ -101,6 +101,7 @@ impl Filter {
 
 /// Counts per value of the faceted fields.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct Facets {
     pub total: usize,
     pub types: BTreeMap<String, usize>,

@@ -16,6 +16,7 @@ use crate::followup::{
 
 /// One lesion of the series: the query itself or a candidate in another study.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FollowUp {
     pub id: u32,
     pub key: String,
@@ -35,6 +36,7 @@ pub struct FollowUp {
 
 /// One other study (or, in the lesion's own study, its other series) and its candidates.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct StudyCandidates {
     pub study: u32,
     /// True for the lesion's own study, where other series are searched.
@@ -49,6 +51,7 @@ pub struct StudyCandidates {
 
 /// What the matcher is, for the reader of its answers.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct MatcherSummary {
     pub fitted_on: String,
     pub pairs: usize,
@@ -58,6 +61,7 @@ pub struct MatcherSummary {
 
 /// A lesion over time.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct FollowUps {
     pub lesion: u32,
     /// The query and its matches in other studies, by study.

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 /// A lesion named by its dense id or its key (`File_name`, `#n` for the n-th on a slice).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub enum LesionRef {
     Id(u32),
     Key(String),

@@ -5,7 +5,7 @@ use actix_web::{HttpResponse, ResponseError};
 use lesion_search::Error as CoreError;
 use serde::Serialize;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct ErrorBody {
     pub code: &'static str,
     pub message: String,
@@ -137,7 +137,9 @@ impl ResponseError for ApiError {
         if let Some(seconds) = self.retry_after {
             response.insert_header((actix_web::http::header::RETRY_AFTER, seconds.to_string()));
         }
-        response.json(serde_json::json!({ "error": self.body }))
+        response.json(crate::wire::ErrorReply {
+            error: self.body.clone(),
+        })
     }
 }
 

@@ -13,6 +13,7 @@ pub mod error;
 pub mod fuzz_harness;
 pub mod load;
 pub mod metrics;
+pub mod openapi;
 pub mod soak;
 pub mod state;
 pub mod tasks;

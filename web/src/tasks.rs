@@ -18,7 +18,7 @@ use crate::state::Served;
 /// Finished reports kept for reading back; the oldest finished ones go first.
 const KEPT_REPORTS: usize = 1_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskState {
     Queued,
@@ -40,14 +40,16 @@ pub struct Landed {
 }
 
 /// A failed write's error as the request would have answered it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct TaskError {
     pub status: u16,
     #[serde(flatten)]
     pub body: ErrorBody,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// A write task: queued, running, or finished with the generation it published or the
+/// error the request would have answered.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct TaskReport {
     pub id: String,
     /// `add` or `delete`.

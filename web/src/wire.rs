@@ -9,13 +9,14 @@ use lesion_search::search::{
 };
 use lesion_search::store::StoredLesion;
 use lesion_search::text::Snippet;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ApiResult};
 
 pub use lesion_search::search::{Bounds, LesionRef};
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct FilterBody {
     /// Coarse types: bone, abdomen, mediastinum, liver, lung, kidney, soft_tissue, pelvis,
@@ -77,7 +78,7 @@ fn twenty() -> usize {
 }
 
 /// `POST /api/search` as JSON (or the non-file parts of a multipart upload).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchBody {
     #[serde(default)]
@@ -145,7 +146,7 @@ impl SearchBody {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Location {
     pub x: f32,
     pub y: f32,
@@ -153,7 +154,7 @@ pub struct Location {
 }
 
 /// What a result card shows of a lesion.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct LesionSummary {
     pub id: u32,
     pub key: String,
@@ -198,7 +199,7 @@ fn round1(v: f32) -> f32 {
     (v * 10.0).round() / 10.0
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct HitOut {
     pub id: u32,
     pub key: String,
@@ -211,7 +212,7 @@ pub struct HitOut {
 
 /// The text side of a hit: the matched passage as text with highlight ranges (character
 /// offsets, end exclusive), and as HTML with the matches in `<b>` for direct display.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct TextMatchOut {
     pub rank: usize,
     pub bm25: f32,
@@ -265,13 +266,13 @@ fn html_marked(snippet: &Snippet) -> String {
     html
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Vote {
     pub coarse_type: CoarseType,
     pub share: f32,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct SuggestionOut {
     pub coarse_type: CoarseType,
     pub votes: Vec<Vote>,
@@ -292,7 +293,7 @@ impl From<TypeSuggestion> for SuggestionOut {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct SearchReply {
     pub hits: Vec<HitOut>,
     pub total: usize,
@@ -310,7 +311,7 @@ pub struct SearchReply {
 }
 
 /// One similar lesion's course, with enough to show it and open it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct SimilarCourseOut {
     #[serde(flatten)]
     pub course: SimilarCourse,
@@ -320,7 +321,7 @@ pub struct SimilarCourseOut {
 
 /// The outlook of a lesion, framed as evidence: what became of similar lesions, and how well
 /// that foretold real courses.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct OutlookOut {
     pub similar: Vec<SimilarCourseOut>,
     pub grew: usize,
@@ -414,7 +415,7 @@ impl SearchReply {
 }
 
 /// `GET /api/lesions/{id}`: everything stored about a lesion.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct LesionDetail {
     #[serde(flatten)]
     pub summary: LesionSummary,
@@ -459,4 +460,195 @@ impl LesionDetail {
             patient_lesions: others,
         }
     }
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Health {
+    /// Always `ok` when the server answers.
+    pub status: &'static str,
+    pub version: &'static str,
+    /// The index generation being served.
+    pub generation: u64,
+    /// Lesions live in that generation.
+    pub lesions: usize,
+    /// The embedding model's name.
+    pub model: String,
+    /// Whether write routes are on (an admin key is set).
+    pub writes: bool,
+    /// Admin writes queued or running.
+    pub writes_pending: usize,
+}
+
+/// Every failure: the status line says what kind, `error` says what and where.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ErrorReply {
+    pub error: crate::error::ErrorBody,
+}
+
+/// `GET /api/tasks`: the most recent write tasks, newest first.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct TaskList {
+    pub tasks: Vec<crate::tasks::TaskReport>,
+}
+
+/// `GET /api/tasks/{id}` query.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskQuery {
+    /// Seconds to wait for the task to finish before answering (long polling), 0 to 60.
+    pub wait: Option<f64>,
+}
+
+/// `GET /api/lesions/{id}/similar` query.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SimilarQuery {
+    /// Hits per page, 1 to the server's cap (default 20).
+    pub k: Option<usize>,
+    pub offset: Option<usize>,
+    /// One hit per patient (default true).
+    pub group_by_patient: Option<bool>,
+}
+
+/// The query of the image routes (`/api/lesions/{id}/image`, `/api/uploads/{upload}/image`,
+/// and the pixels and thumbnail routes, which take `window` only where it applies).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImageQuery {
+    /// soft, lung, liver, bone, brain, mediastinum, abdomen, dicom (the lesion's own), or
+    /// `low,high` in HU.
+    pub window: Option<String>,
+    /// Draw the lesion's box (`1`/`true`).
+    #[serde(rename = "box")]
+    pub draw_box: Option<String>,
+    /// Longest side of the PNG in pixels (default: the slice's own).
+    pub size: Option<usize>,
+    /// Crop a square of this many mm around the box.
+    pub around_mm: Option<f32>,
+}
+
+/// `POST /api/export`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExportBody {
+    /// The search whose results to export (its `k` is replaced by `limit`).
+    #[serde(default)]
+    pub query: Option<SearchBody>,
+    /// `csv` (default) or `json`.
+    #[serde(default)]
+    pub format: Option<String>,
+    /// Rows, up to the server's export cap (default: all of them).
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
+/// One exported lesion: its summary, how it matched and its report.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ExportRow {
+    #[serde(flatten)]
+    pub lesion: LesionSummary,
+    pub score: f32,
+    pub matched: Matched,
+    pub report: String,
+}
+
+/// `POST /api/export` with `format: json` (CSV has the same columns).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ExportReply {
+    pub total: usize,
+    pub lesions: Vec<ExportRow>,
+}
+
+/// `POST /api/uploads`: the slice held in memory for viewing and searching.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Uploaded {
+    /// Its id, for `upload` in a search and the upload routes.
+    pub upload: String,
+    pub width: usize,
+    pub height: usize,
+    /// hounsfield, modality or display.
+    pub unit: &'static str,
+    pub spacing_mm: Option<(f32, f32)>,
+    /// The file's own window `[low, high]`, when it states one.
+    pub window: Option<[f32; 2]>,
+}
+
+/// A file part of a multipart form.
+pub struct FilePart;
+
+impl JsonSchema for FilePart {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "FilePart".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "format": "binary"})
+    }
+}
+
+/// `POST /api/uploads` as multipart/form-data: one part.
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+pub struct UploadForm {
+    /// DICOM, 16-bit PNG, PNG or JPEG slice.
+    pub image: FilePart,
+}
+
+/// `POST /api/search` as multipart/form-data: a slice to search with, the search as parts.
+/// Any other field of the JSON body may be sent as a part of its own (numbers and booleans
+/// as text), and any filter field (`types`, `sex`, `age`, `size_mm`, ...) flat.
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+pub struct SearchForm {
+    /// DICOM, 16-bit PNG, PNG or JPEG slice.
+    pub image: Option<FilePart>,
+    /// `x1,y1,x2,y2` in pixels of the slice.
+    #[schemars(rename = "box")]
+    pub bbox: Option<String>,
+    pub text: Option<String>,
+    pub k: Option<String>,
+    /// The filters as a JSON object.
+    pub filters: Option<String>,
+    /// The rest of the search as a JSON object (the JSON body's fields).
+    pub query: Option<String>,
+}
+
+/// `POST /api/lesions` as multipart/form-data (admin): a slice, the lesion's box on it and
+/// what is known of it. Every part but `image` is text.
+#[derive(JsonSchema)]
+#[allow(dead_code)]
+pub struct AddLesionForm {
+    /// DICOM, 16-bit PNG or PNG slice in HU.
+    pub image: FilePart,
+    /// `x1,y1,x2,y2` in pixels.
+    #[schemars(rename = "box")]
+    pub bbox: String,
+    pub patient: String,
+    pub study: String,
+    /// Default 1.
+    pub series: Option<String>,
+    /// The key slice's index in its series (default 1).
+    pub slice: Option<String>,
+    /// bone, abdomen, mediastinum, liver, lung, kidney, soft_tissue, pelvis or unknown.
+    #[schemars(rename = "type")]
+    pub coarse_type: Option<String>,
+    /// `F` or `M`.
+    pub sex: Option<String>,
+    pub age: Option<String>,
+    /// Pixel spacing when the file does not state it.
+    pub spacing_mm: Option<String>,
+    pub slice_interval_mm: Option<String>,
+    /// Normalized `x,y,z` (each 0..1).
+    pub location: Option<String>,
+    /// The report text to index.
+    pub report: Option<String>,
+    /// train, validation or test.
+    pub split: Option<String>,
+    /// A named window or `low,high` in HU.
+    pub window: Option<String>,
 }

@@ -4,6 +4,8 @@
 use actix_web::http::StatusCode;
 use actix_web::test;
 use lesion_search::index::GraphParams;
+use lesion_web::access::Access;
+use lesion_web::api::Route;
 use lesion_web::{app, Config};
 use serde_json::json;
 
@@ -486,24 +488,10 @@ async fn openapi_lists_exactly_the_routes_and_ops_routes_answer() {
     documented.sort();
     let mut routes: Vec<(String, String)> = lesion_web::api::ROUTES
         .iter()
-        .map(|(m, p, _)| (m.to_string(), p.to_string()))
+        .map(|r| (r.method.to_string(), r.path.to_string()))
         .collect();
     routes.sort();
     assert_eq!(documented, routes);
-    // Every listed route is registered (none answers the JSON "no such route").
-    for (method, path, _) in lesion_web::api::ROUTES {
-        let uri = path.replace("{id}", "1").replace("{upload}", "none");
-        let req = match *method {
-            "GET" => test::TestRequest::get(),
-            "POST" => test::TestRequest::post(),
-            _ => test::TestRequest::delete(),
-        };
-        let (_, body) = call(&app, req.uri(&uri)).await;
-        assert!(
-            !String::from_utf8_lossy(&body).contains("no such route"),
-            "{method} {path}"
-        );
-    }
     let (_, body) = call(&app, test::TestRequest::get().uri("/healthz")).await;
     assert_eq!(json_of(&body)["status"], "ok");
     let (_, body) = call(&app, test::TestRequest::get().uri("/metrics")).await;
@@ -837,4 +825,173 @@ async fn a_write_that_loses_a_race_reports_a_failed_task_and_changes_nothing_mor
     assert!(outcomes[1..].iter().all(|o| o == "failed"), "{outcomes:?}");
     assert_eq!(state.engine().live(), before - 1);
     assert!(state.engine().verify().unwrap().is_empty());
+}
+
+/// The request that should succeed on `route`, given what earlier routes answered.
+fn example(route: &Route, found: &Found) -> test::TestRequest {
+    let admin = ("Authorization", format!("Bearer {ADMIN_KEY}"));
+    let get = |uri: &str| test::TestRequest::get().uri(uri);
+    match (route.method.as_str(), route.path) {
+        ("GET", "/healthz" | "/metrics" | "/api/openapi.json" | "/api/facets") => get(route.path),
+        ("POST", "/api/search") => test::TestRequest::post()
+            .uri(route.path)
+            .set_json(json!({"text": "liver lesion", "k": 5})),
+        ("POST", "/api/export") => test::TestRequest::post()
+            .uri(route.path)
+            .set_json(json!({"query": {"text": "liver"}, "format": "json", "limit": 10})),
+        ("POST", "/api/uploads") => {
+            let bytes = std::fs::read(dicom_dir().join("chest_ct_rle.dcm")).unwrap();
+            let (ct, body) = multipart(&[("image", Some("chest.dcm"), &bytes)]);
+            test::TestRequest::post()
+                .uri(route.path)
+                .insert_header(("content-type", ct))
+                .set_payload(body)
+        }
+        ("GET", "/api/uploads/{upload}/image") => get(&format!(
+            "/api/uploads/{}/image?size=64",
+            found.upload.as_deref().expect("an upload")
+        )),
+        ("GET", "/api/uploads/{upload}/pixels") => get(&format!(
+            "/api/uploads/{}/pixels",
+            found.upload.as_deref().expect("an upload")
+        )),
+        ("GET", path) if path.starts_with("/api/lesions/{id}") => {
+            let query = if path.ends_with("/image") {
+                "?size=64&box=1"
+            } else {
+                ""
+            };
+            get(&format!("{}{query}", path.replace("{id}", "3")))
+        }
+        ("POST", "/api/lesions") => {
+            let bytes = std::fs::read(dicom_dir().join("chest_ct_rle.dcm")).unwrap();
+            let (ct, body) = multipart(&[
+                ("image", Some("chest.dcm"), &bytes),
+                ("box", None, b"300,220,340,262"),
+                ("patient", None, b"990002"),
+                ("study", None, b"1"),
+            ]);
+            test::TestRequest::post()
+                .uri(route.path)
+                .insert_header(("content-type", ct))
+                .insert_header(admin)
+                .set_payload(body)
+        }
+        ("DELETE", "/api/lesions/{id}") => test::TestRequest::delete()
+            .uri("/api/lesions/5")
+            .insert_header(admin),
+        ("GET", "/api/tasks") => get(route.path).insert_header(admin),
+        ("GET", "/api/tasks/{id}") => get(&format!(
+            "/api/tasks/{}?wait=60",
+            found.task.as_deref().expect("a task")
+        ))
+        .insert_header(admin),
+        (method, path) => panic!("no example request for {method} {path}: add one here"),
+    }
+}
+
+/// What earlier answers named, for the routes after them.
+#[derive(Default)]
+struct Found {
+    upload: Option<String>,
+    task: Option<String>,
+}
+
+/// The documented content of `status` for the operation, and whether `media` is one of its
+/// media types; the JSON schema when it is JSON.
+fn documented<'a>(
+    operation: &'a serde_json::Value,
+    status: StatusCode,
+    media: &str,
+) -> Option<&'a serde_json::Value> {
+    let response = &operation["responses"][status.as_str()];
+    let response = match response["$ref"].as_str() {
+        Some(_) => return None,
+        None => response,
+    };
+    let content = response["content"].as_object()?;
+    let essence = media.split(';').next().unwrap_or("").trim();
+    content
+        .iter()
+        .find(|(m, _)| m.split(';').next().unwrap_or("").trim() == essence)
+        .map(|(_, c)| &c["schema"])
+}
+
+#[actix_web::test]
+async fn every_route_answers_as_documented() {
+    let config = Config {
+        admin_key: Some(ADMIN_KEY.into()),
+        read_key: Some(READ_KEY.into()),
+        ..Default::default()
+    };
+    let (_copy, state) = writable_state(config);
+    let app = test::init_service(app(state)).await;
+    let (status, body) = call(&app, test::TestRequest::get().uri("/api/openapi.json")).await;
+    assert_eq!(status, StatusCode::OK);
+    let doc = json_of(&body);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let error_schema =
+        doc["components"]["responses"]["Error"]["content"]["application/json"]["schema"].clone();
+    let mut found = Found::default();
+    for route in lesion_web::api::ROUTES {
+        let operation = &doc["paths"][route.path][route.method.as_str().to_ascii_lowercase()];
+        assert!(
+            operation.is_object(),
+            "{} {} is not documented",
+            route.method,
+            route.path
+        );
+        let what = format!("{} {}", route.method, route.path);
+        // Success, with the read key where the route needs at least that.
+        let mut req = example(route, &found);
+        if route.access == Access::Read {
+            req = req.insert_header(("Authorization", format!("Bearer {READ_KEY}")));
+        }
+        let (status, media, body) = call_typed(&app, req).await;
+        assert_eq!(
+            status.as_u16(),
+            route.status,
+            "{what}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        let schema = documented(operation, status, &media)
+            .unwrap_or_else(|| panic!("{what}: {status} {media} is not documented"));
+        if media.starts_with("application/json") {
+            let value = json_of(&body);
+            let wrong = schema::mismatches(&doc, schema, &value);
+            assert!(
+                wrong.is_empty(),
+                "{what}: the reply differs from its schema: {wrong:#?}"
+            );
+            if route.path == "/api/uploads" {
+                found.upload = value["upload"].as_str().map(String::from);
+            }
+            if route.status == 202 {
+                found.task = value["id"].as_str().map(String::from);
+            }
+        }
+        // An error: without a key where one is needed, or a lesion that does not exist.
+        let path = route
+            .path
+            .replace("{id}", "no-such-lesion")
+            .replace("{upload}", "no-such-upload");
+        let mut req = test::TestRequest::default()
+            .method(route.method.clone())
+            .uri(&path);
+        if route.access == Access::Open || route.path.contains('{') {
+            req = req.insert_header(("Authorization", format!("Bearer {ADMIN_KEY}")));
+        }
+        let (status, media, body) = call_typed(&app, req).await;
+        if status.is_success() {
+            continue; // an open route without a path parameter has no error to provoke
+        }
+        assert!(
+            operation["responses"][status.as_str()].is_object(),
+            "{what} answered {status}, which is not documented: {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert!(media.starts_with("application/json"), "{what}: {media}");
+        let wrong = schema::mismatches(&doc, &error_schema, &json_of(&body));
+        assert!(wrong.is_empty(), "{what} {status}: {wrong:#?}");
+    }
 }

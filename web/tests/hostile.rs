@@ -85,8 +85,9 @@ async fn no_encoding_of_any_route_widens_access() {
     let mut checked = 0;
     for config in configs {
         let app = test::init_service(app(state(config.clone()))).await;
-        for &(method, route, level) in lesion_web::api::ROUTES {
-            let path = route.replace("{id}", "1").replace("{upload}", "none");
+        for route in lesion_web::api::ROUTES {
+            let (method, level) = (route.method.as_str(), route.access);
+            let path = route.path.replace("{id}", "1").replace("{upload}", "none");
             for (variant, uri) in encodings(&path).into_iter().enumerate() {
                 for key in keys {
                     let allowed = may(&config, key, level);

@@ -13,14 +13,7 @@ use super::{decode_upload, heavy, path_lesion, read_form, Shared};
 use crate::access::AdminAccess;
 use crate::error::{ApiError, ApiResult};
 use crate::tasks::{Landed, TaskReport};
-use crate::wire::{parse_sex, parse_split, parse_type};
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/lesions", web::post().to(create))
-        .route("/api/lesions/{id}", web::delete().to(remove))
-        .route("/api/tasks", web::get().to(tasks))
-        .route("/api/tasks/{id}", web::get().to(task));
-}
+use crate::wire::{parse_sex, parse_split, parse_type, TaskList, TaskQuery};
 
 fn number<T: std::str::FromStr>(fields: &[(String, String)], name: &str) -> ApiResult<Option<T>> {
     match fields.iter().find(|(n, _)| n == name) {
@@ -121,7 +114,7 @@ fn input_of(fields: &[(String, String)]) -> ApiResult<LesionInput> {
     Ok(input)
 }
 
-async fn create(
+pub(super) async fn create(
     _: AdminAccess,
     state: Shared,
     req: HttpRequest,
@@ -193,7 +186,11 @@ fn accepted(task: TaskReport) -> HttpResponse {
         .json(task)
 }
 
-async fn remove(_: AdminAccess, state: Shared, path: web::Path<String>) -> ApiResult<HttpResponse> {
+pub(super) async fn remove(
+    _: AdminAccess,
+    state: Shared,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
     let engine = state.engine();
     let id = path_lesion(&engine, &path)?;
     let key = engine.facts(id).map(|f| f.key.clone()).unwrap_or_default();
@@ -228,16 +225,10 @@ async fn remove(_: AdminAccess, state: Shared, path: web::Path<String>) -> ApiRe
     Ok(accepted(task))
 }
 
-#[derive(serde::Deserialize)]
-struct TaskQuery {
-    /// Seconds to wait for the task to finish before answering (long polling), at most 60.
-    wait: Option<f64>,
-}
-
 /// Longest `wait` a task request may ask for.
 const MAX_TASK_WAIT_S: f64 = 60.0;
 
-async fn task(
+pub(super) async fn task(
     _: AdminAccess,
     state: Shared,
     path: web::Path<String>,
@@ -266,6 +257,8 @@ async fn task(
     }
 }
 
-async fn tasks(_: AdminAccess, state: Shared) -> ApiResult<HttpResponse> {
-    Ok(HttpResponse::Ok().json(serde_json::json!({ "tasks": state.tasks.recent(100) })))
+pub(super) async fn tasks(_: AdminAccess, state: Shared) -> ApiResult<HttpResponse> {
+    Ok(HttpResponse::Ok().json(TaskList {
+        tasks: state.tasks.recent(100),
+    }))
 }

@@ -4,23 +4,17 @@ use actix_web::http::header;
 use actix_web::{web, HttpResponse};
 use lesion_search::dataset::PixelBox;
 use lesion_search::imaging::{render_thumbnail, CtImage, PixelUnit, ThumbnailSpec, WindowChoice};
-use serde::Deserialize;
 
 use super::{blocking, path_lesion, Shared};
 use crate::access::ReadAccess;
 use crate::error::{ApiError, ApiResult};
-use crate::wire::{LesionDetail, LesionSummary, OutlookOut};
+use crate::wire::{ImageQuery, LesionDetail, LesionSummary, OutlookOut};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/lesions/{id}", web::get().to(detail))
-        .route("/api/lesions/{id}/followups", web::get().to(followups))
-        .route("/api/lesions/{id}/outlook", web::get().to(outlook))
-        .route("/api/lesions/{id}/image", web::get().to(image))
-        .route("/api/lesions/{id}/thumbnail", web::get().to(thumbnail))
-        .route("/api/lesions/{id}/pixels", web::get().to(pixels));
-}
-
-async fn detail(_: ReadAccess, state: Shared, path: web::Path<String>) -> ApiResult<HttpResponse> {
+pub(super) async fn detail(
+    _: ReadAccess,
+    state: Shared,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
     let engine = state.engine();
     let id = path_lesion(&engine, &path)?;
     let detail = blocking(&state, move || {
@@ -44,7 +38,7 @@ async fn detail(_: ReadAccess, state: Shared, path: web::Path<String>) -> ApiRes
     Ok(HttpResponse::Ok().json(detail))
 }
 
-async fn followups(
+pub(super) async fn followups(
     _: ReadAccess,
     state: Shared,
     path: web::Path<String>,
@@ -60,7 +54,11 @@ async fn followups(
     Ok(HttpResponse::Ok().json(followups))
 }
 
-async fn outlook(_: ReadAccess, state: Shared, path: web::Path<String>) -> ApiResult<HttpResponse> {
+pub(super) async fn outlook(
+    _: ReadAccess,
+    state: Shared,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
     let engine = state.engine();
     let id = path_lesion(&engine, &path)?;
     let outlook = blocking(&state, move || {
@@ -71,21 +69,6 @@ async fn outlook(_: ReadAccess, state: Shared, path: web::Path<String>) -> ApiRe
     })
     .await?;
     Ok(HttpResponse::Ok().json(outlook))
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImageQuery {
-    /// soft, lung, liver, bone, brain, mediastinum, abdomen, dicom (the lesion's own), or
-    /// `low,high` in HU.
-    pub window: Option<String>,
-    /// Draw the lesion's box (`1`/`true`).
-    #[serde(rename = "box")]
-    pub draw_box: Option<String>,
-    /// Longest side of the PNG in pixels (default: the slice's own).
-    pub size: Option<usize>,
-    /// Crop a square of this many mm around the box.
-    pub around_mm: Option<f32>,
 }
 
 pub fn window_of(query: &Option<String>) -> ApiResult<WindowChoice> {
@@ -144,7 +127,7 @@ fn png(bytes: Vec<u8>) -> HttpResponse {
         .body(bytes)
 }
 
-async fn image(
+pub(super) async fn image(
     _: ReadAccess,
     state: Shared,
     path: web::Path<String>,
@@ -176,7 +159,7 @@ async fn image(
     Ok(png(bytes))
 }
 
-async fn thumbnail(
+pub(super) async fn thumbnail(
     _: ReadAccess,
     state: Shared,
     path: web::Path<String>,
@@ -213,7 +196,11 @@ pub fn pixels_response(slice: &CtImage) -> HttpResponse {
         .body(body)
 }
 
-async fn pixels(_: ReadAccess, state: Shared, path: web::Path<String>) -> ApiResult<HttpResponse> {
+pub(super) async fn pixels(
+    _: ReadAccess,
+    state: Shared,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
     let engine = state.engine();
     let id = path_lesion(&engine, &path)?;
     let slice = blocking(&state, move || {

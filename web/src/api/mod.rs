@@ -3,8 +3,11 @@
 pub mod admin;
 pub mod lesions;
 pub mod ops;
+pub mod routes;
 pub mod search;
 pub mod uploads;
+
+pub use routes::{Route, ROUTES};
 
 use std::path::Path;
 use std::sync::Arc;
@@ -16,43 +19,15 @@ use futures_util::StreamExt;
 use lesion_search::imaging::{decode_image_within, CtImage, DecodeLimits};
 use lesion_search::search::Engine;
 
-use crate::access::Access;
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::wire::LesionRef;
 
-/// Every route: method, path and the access it needs, as the OpenAPI document lists them.
-/// Each handler enforces its level with the [`crate::access`] extractor it takes; a test
-/// holds every route here to its level under every percent-encoding of its path.
-pub const ROUTES: &[(&str, &str, Access)] = &[
-    ("GET", "/healthz", Access::Open),
-    ("GET", "/metrics", Access::Read),
-    ("GET", "/api/openapi.json", Access::Open),
-    ("POST", "/api/search", Access::Read),
-    ("GET", "/api/facets", Access::Read),
-    ("POST", "/api/export", Access::Read),
-    ("POST", "/api/uploads", Access::Read),
-    ("GET", "/api/uploads/{upload}/image", Access::Read),
-    ("GET", "/api/uploads/{upload}/pixels", Access::Read),
-    ("GET", "/api/lesions/{id}", Access::Read),
-    ("GET", "/api/lesions/{id}/similar", Access::Read),
-    ("GET", "/api/lesions/{id}/followups", Access::Read),
-    ("GET", "/api/lesions/{id}/outlook", Access::Read),
-    ("GET", "/api/lesions/{id}/image", Access::Read),
-    ("GET", "/api/lesions/{id}/thumbnail", Access::Read),
-    ("GET", "/api/lesions/{id}/pixels", Access::Read),
-    ("POST", "/api/lesions", Access::Admin),
-    ("DELETE", "/api/lesions/{id}", Access::Admin),
-    ("GET", "/api/tasks", Access::Admin),
-    ("GET", "/api/tasks/{id}", Access::Admin),
-];
-
+/// Registers every route of the table, each behind its method.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    ops::configure(cfg);
-    search::configure(cfg);
-    uploads::configure(cfg);
-    admin::configure(cfg);
-    lesions::configure(cfg);
+    for route in ROUTES {
+        cfg.route(route.path, (route.handler)().method(route.method.clone()));
+    }
 }
 
 /// Runs light CPU-bound work (a text or by-lesion search, a rendering) off the I/O threads,

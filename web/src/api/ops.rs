@@ -1,35 +1,26 @@
 //! Health, metrics, facets and the OpenAPI document.
 
-use actix_web::{web, HttpResponse};
+use actix_web::HttpResponse;
 
 use super::Shared;
 use crate::access::ReadAccess;
 use crate::error::ApiResult;
+use crate::wire::Health;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/metrics", web::get().to(metrics))
-        .route("/api/openapi.json", web::get().to(openapi))
-        .route("/api/facets", web::get().to(facets));
-}
-
-/// The OpenAPI document; a test checks that its paths are exactly the registered routes.
-pub const OPENAPI: &str = include_str!("../../openapi.json");
-
-async fn healthz(state: Shared) -> HttpResponse {
+pub(super) async fn healthz(state: Shared) -> HttpResponse {
     let engine = state.engine();
-    HttpResponse::Ok().json(serde_json::json!({
-        "status": "ok",
-        "version": lesion_search::version(),
-        "generation": engine.generation(),
-        "lesions": engine.live(),
-        "model": engine.model_name(),
-        "writes": state.config.admin_key.is_some(),
-        "writes_pending": state.tasks.pending(),
-    }))
+    HttpResponse::Ok().json(Health {
+        status: "ok",
+        version: lesion_search::version(),
+        generation: engine.generation(),
+        lesions: engine.live(),
+        model: engine.model_name().to_string(),
+        writes: state.config.admin_key.is_some(),
+        writes_pending: state.tasks.pending(),
+    })
 }
 
-async fn metrics(_: ReadAccess, state: Shared) -> HttpResponse {
+pub(super) async fn metrics(_: ReadAccess, state: Shared) -> HttpResponse {
     let engine = state.engine();
     let mut text = state
         .metrics
@@ -43,12 +34,10 @@ async fn metrics(_: ReadAccess, state: Shared) -> HttpResponse {
         .body(text)
 }
 
-async fn openapi() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("application/json")
-        .body(OPENAPI)
+pub(super) async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(crate::openapi::document())
 }
 
-async fn facets(_: ReadAccess, state: Shared) -> ApiResult<HttpResponse> {
+pub(super) async fn facets(_: ReadAccess, state: Shared) -> ApiResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(state.engine().facets()))
 }

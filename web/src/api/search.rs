@@ -8,19 +8,15 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use lesion_search::dataset::PixelBox;
 use lesion_search::imaging::CtImage;
 use lesion_search::search::{Engine, ImageQuery, SearchRequest};
-use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{blocking, decode_upload, heavy, is_multipart, read_form, read_json, resolve, Shared};
 use crate::access::ReadAccess;
 use crate::error::{ApiError, ApiResult};
-use crate::wire::{FilterBody, LesionRef, SearchBody, SearchReply};
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/search", web::post().to(search))
-        .route("/api/lesions/{id}/similar", web::get().to(similar))
-        .route("/api/export", web::post().to(export));
-}
+use crate::wire::{
+    ExportBody, ExportReply, ExportRow, FilterBody, LesionRef, SearchBody, SearchReply,
+    SimilarQuery,
+};
 
 const FILTER_PARTS: [&str; 9] = [
     "types",
@@ -289,7 +285,7 @@ pub async fn run_search(
     }
 }
 
-async fn search(
+pub(super) async fn search(
     _: ReadAccess,
     state: Shared,
     req: HttpRequest,
@@ -300,15 +296,7 @@ async fn search(
     Ok(HttpResponse::Ok().json(run_search(&state, body, image, max_k).await?))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SimilarQuery {
-    k: Option<usize>,
-    offset: Option<usize>,
-    group_by_patient: Option<bool>,
-}
-
-async fn similar(
+pub(super) async fn similar(
     _: ReadAccess,
     state: Shared,
     path: web::Path<String>,
@@ -345,20 +333,6 @@ pub fn empty_body() -> SearchBody {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ExportBody {
-    /// The search whose results to export (its `k` is replaced by `limit`).
-    #[serde(default)]
-    query: Option<SearchBody>,
-    /// `csv` (default) or `json`.
-    #[serde(default)]
-    format: Option<String>,
-    /// Rows, up to the server's export cap (default: all of them).
-    #[serde(default)]
-    limit: Option<usize>,
-}
-
 /// One CSV cell, quoted when needed. Text that a spreadsheet would run as a formula (it
 /// starts with `=`, `+`, `-`, `@`, a tab or a carriage return) gets a leading `'`, so an
 /// exported report cannot execute anything when the cohort is opened.
@@ -375,7 +349,11 @@ fn csv_field(value: &str) -> String {
     }
 }
 
-async fn export(_: ReadAccess, state: Shared, payload: web::Payload) -> ApiResult<HttpResponse> {
+pub(super) async fn export(
+    _: ReadAccess,
+    state: Shared,
+    payload: web::Payload,
+) -> ApiResult<HttpResponse> {
     let body: ExportBody = read_json(payload, 1 << 20).await?;
     let format = body.format.as_deref().unwrap_or("csv").to_ascii_lowercase();
     if format != "csv" && format != "json" {
@@ -420,26 +398,23 @@ async fn export(_: ReadAccess, state: Shared, payload: web::Payload) -> ApiResul
         )
     };
     if format == "json" {
-        let rows: Vec<Value> = reply
+        let lesions = reply
             .hits
             .iter()
             .zip(&reports)
-            .map(|(hit, report)| {
-                let mut row = serde_json::to_value(&hit.lesion).unwrap_or(Value::Null);
-                if let Value::Object(map) = &mut row {
-                    map.insert("score".into(), hit.score.into());
-                    map.insert(
-                        "matched".into(),
-                        serde_json::to_value(hit.matched).unwrap_or(Value::Null),
-                    );
-                    map.insert("report".into(), report.clone().into());
-                }
-                row
+            .map(|(hit, report)| ExportRow {
+                lesion: hit.lesion.clone(),
+                score: hit.score,
+                matched: hit.matched,
+                report: report.clone(),
             })
             .collect();
         return Ok(HttpResponse::Ok()
             .insert_header(disposition("json"))
-            .json(serde_json::json!({ "total": reply.total, "lesions": rows })));
+            .json(ExportReply {
+                total: reply.total,
+                lesions,
+            }));
     }
     let mut csv = String::from(
         "id,key,score,matched,coarse_type,sex,age,long_mm,short_mm,location_x,location_y,location_z,split,patient,study,report\n",

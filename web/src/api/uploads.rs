@@ -2,32 +2,14 @@
 //! rendering and raw pixels for the viewer.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Serialize;
 
-use super::lesions::{pixels_response, render_png, window_of, ImageQuery};
+use super::lesions::{pixels_response, render_png, window_of};
 use super::{blocking, decode_upload, heavy, read_form, Shared};
 use crate::access::ReadAccess;
 use crate::error::{ApiError, ApiResult};
+use crate::wire::{ImageQuery, Uploaded};
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/uploads", web::post().to(upload))
-        .route("/api/uploads/{upload}/image", web::get().to(image))
-        .route("/api/uploads/{upload}/pixels", web::get().to(pixels));
-}
-
-#[derive(Serialize)]
-struct Uploaded {
-    upload: String,
-    width: usize,
-    height: usize,
-    /// hounsfield, modality or display.
-    unit: &'static str,
-    spacing_mm: Option<(f32, f32)>,
-    /// The file's own window `[low, high]`, when it states one.
-    window: Option<[f32; 2]>,
-}
-
-async fn upload(
+pub(super) async fn upload(
     _: ReadAccess,
     state: Shared,
     req: HttpRequest,
@@ -81,7 +63,7 @@ fn held(state: &Shared, id: &str) -> ApiResult<std::sync::Arc<lesion_search::ima
     })
 }
 
-async fn image(
+pub(super) async fn image(
     _: ReadAccess,
     state: Shared,
     path: web::Path<String>,
@@ -98,7 +80,11 @@ async fn image(
     Ok(HttpResponse::Ok().content_type("image/png").body(bytes))
 }
 
-async fn pixels(_: ReadAccess, state: Shared, path: web::Path<String>) -> ApiResult<HttpResponse> {
+pub(super) async fn pixels(
+    _: ReadAccess,
+    state: Shared,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
     let slice = held(&state, &path)?;
     Ok(pixels_response(&slice))
 }

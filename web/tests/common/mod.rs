@@ -2,6 +2,8 @@
 //! multipart bodies and request helpers.
 #![allow(dead_code)]
 
+pub mod schema;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -138,6 +140,27 @@ pub async fn call(
     let status = res.status();
     let body = test::read_body(res).await.to_vec();
     (status, body)
+}
+
+/// Status, media type and body of a response.
+pub async fn call_typed(
+    app: &impl actix_web::dev::Service<
+        actix_http::Request,
+        Response = actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>,
+        Error = actix_web::Error,
+    >,
+    req: test::TestRequest,
+) -> (StatusCode, String, Vec<u8>) {
+    let res = test::call_service(app, req.to_request()).await;
+    let status = res.status();
+    let media = res
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = test::read_body(res).await.to_vec();
+    (status, media, body)
 }
 
 pub fn json_of(body: &[u8]) -> Value {
