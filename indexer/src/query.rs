@@ -90,7 +90,28 @@ pub struct Args {
 }
 
 fn bounds(text: &Option<String>, name: &str) -> anyhow::Result<Option<Bounds>> {
-    Ok(text.as_deref().map(|t| parse_bounds(t, name)).transpose()?)
+    text.as_deref()
+        .map(|t| parse_bounds(t, name))
+        .transpose()
+        .map_err(flagged)
+}
+
+/// A core error about a filter argument, named by this command's flag (`types[1]` is
+/// `--type`, `size_mm` is `--size-mm`).
+fn flagged(error: lesion_search::Error) -> anyhow::Error {
+    match error {
+        lesion_search::Error::InvalidArgument { name, message } => {
+            let argument = name.split('[').next().unwrap_or_default();
+            let flag = match argument {
+                "types" => "type",
+                "exclude_patients" => "exclude-patient",
+                other => other,
+            }
+            .replace('_', "-");
+            anyhow::anyhow!("--{flag}: {message}")
+        }
+        other => other.into(),
+    }
 }
 
 fn lesion_id(engine: &Engine, text: &str, name: &str) -> anyhow::Result<u32> {
@@ -101,7 +122,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let manifest = Archive::current_manifest(&args.index)?;
     let model = resolve_model(&manifest.model.name, &default_cache_dir())?;
     let engine = Engine::open(&args.index, Arc::from(model))?;
-    // The same parsing as the server's filters: names in errors are the arguments'.
+    // The same parsing as the server's filters; errors name the flag.
     let filter = FilterInput {
         types: args.types.clone(),
         sex: args.sex.clone(),
@@ -113,7 +134,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         split: args.split.clone(),
         exclude_patients: args.exclude_patients.clone(),
     }
-    .to_filter("")?;
+    .to_filter("")
+    .map_err(flagged)?;
     if args.followups || args.outlook {
         let id = lesion_id(
             &engine,

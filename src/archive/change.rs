@@ -11,18 +11,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{
-    current_generation, embed_lesions, fresh_partial, index_error, publish, read_manifest,
-    reports_of, thumbnail_of, BuildEvent, Embedded, Manifest, WriteLock,
-};
-use crate::dataset::{lesion_keys, Dataset, DlInfoReader, LesionRecord};
+use super::draft::{Draft, Incoming};
+use super::{current_generation, index_error, read_manifest, BuildEvent, WriteLock};
 use crate::embed::Embedder;
 use crate::error::{Error, Result};
-use crate::fsutil::copy_dir;
-use crate::index::{load_vector_index, save_vector_index, GraphParams, VectorIndex};
-use crate::store::{RecordStore, StoredLesion};
-use crate::text::{TextEntry, TextIndexWriter};
-use crate::util::sha256_file;
+use crate::index::GraphParams;
 
 /// What `add` reads: a DeepLesion-format folder holding the new lesions.
 pub struct AddOptions<'a> {
@@ -46,84 +39,6 @@ pub struct ChangeSummary {
     pub has_graph: bool,
     pub ef: usize,
     pub self_recall: f32,
-}
-
-/// The served generation's stores, copied into a new partial generation and open for writing.
-struct Draft {
-    dir: PathBuf,
-    partial: PathBuf,
-    manifest: Manifest,
-    records: RecordStore,
-    text: TextIndexWriter,
-    vectors: VectorIndex,
-}
-
-impl Draft {
-    fn begin(dir: &Path) -> Result<Self> {
-        let (number, current) = current_generation(dir)?.ok_or_else(|| {
-            index_error(
-                dir,
-                "no published generation (CURRENT is missing): build the index first",
-            )
-        })?;
-        let mut manifest = read_manifest(&current)?;
-        manifest.generation = number + 1;
-        let partial = fresh_partial(dir, number + 1)?;
-        copy_dir(&current.join("records"), &partial.join("records"))?;
-        copy_dir(&current.join("text"), &partial.join("text"))?;
-        Ok(Draft {
-            dir: dir.to_path_buf(),
-            records: RecordStore::open(&partial.join("records"))?,
-            text: TextIndexWriter::open(&partial.join("text"))?,
-            vectors: load_vector_index(&current.join("vectors"))?,
-            manifest,
-            partial,
-        })
-    }
-
-    /// Commits every store, rebuilds the graph when it is due, and publishes.
-    fn finish(self, graph: GraphParams, changed: Vec<(u32, String)>) -> Result<ChangeSummary> {
-        let Draft {
-            dir,
-            partial,
-            mut manifest,
-            records,
-            text,
-            mut vectors,
-        } = self;
-        records.flush()?;
-        text.commit()?;
-        crate::fault::point("records-flushed");
-        records.freeze(&partial.join(crate::store::RECORDS_TABLE))?;
-        manifest.records_sha256 = records.checksum()?;
-        drop(records);
-        let graph_rebuilt = vectors.needs_rebuild();
-        if graph_rebuilt {
-            vectors.rebuild(graph);
-        }
-        let vectors_dir = partial.join("vectors");
-        fs::create_dir_all(&vectors_dir).map_err(|e| Error::io(&vectors_dir, e))?;
-        save_vector_index(&vectors, &vectors_dir)?;
-        crate::fault::point("vectors-written");
-        manifest.lesions = vectors.len();
-        manifest.deleted = vectors.tombstones.len();
-        manifest.has_graph = vectors.graph.is_some();
-        manifest.ef = vectors.ef;
-        manifest.self_recall = vectors.self_recall;
-        manifest.graph_outcome = vectors.outcome;
-        manifest.vectors_sha256 = sha256_file(&vectors_dir.join("vectors.bin"))?;
-        publish(&dir, &partial, &manifest)?;
-        prune_old_generations(&dir, manifest.generation);
-        Ok(ChangeSummary {
-            generation: manifest.generation,
-            changed,
-            live: vectors.live(),
-            graph_rebuilt,
-            has_graph: manifest.has_graph,
-            ef: manifest.ef,
-            self_recall: manifest.self_recall,
-        })
-    }
 }
 
 /// Keeps the served generation and the one before it (a reader may still hold that one).
@@ -173,77 +88,30 @@ pub fn add(
         .model
         .check_same_model(options.model.card())?;
 
-    let root = fs::canonicalize(&options.dataset).map_err(|e| Error::io(&options.dataset, e))?;
-    let dataset = Dataset::new(&root);
-    let mut rows: Vec<(usize, LesionRecord)> = Vec::new();
-    for row in DlInfoReader::open(&dataset.dl_info_path())? {
-        let row = row?;
-        rows.push((row.row_index, row.record));
-    }
-    let records: Vec<LesionRecord> = rows.iter().map(|(_, r)| r.clone()).collect();
-    let keys = lesion_keys(&records);
-    let reports = reports_of(&dataset, options.reports.as_deref())?;
-
     // Embedding is the slow part; it runs (and resumes) before anything is copied.
-    let table_sha256 = sha256_file(&dataset.dl_info_path())?;
-    let Embedded {
-        vectors,
-        mut thumbnails,
-        cache,
-        ..
-    } = embed_lesions(
-        dir,
-        &dataset,
-        &records,
-        options.model,
-        &table_sha256,
-        progress,
-    )?;
+    let incoming = Incoming::read(&options.dataset, options.reports.as_deref())?;
+    let mut embedded = incoming.embed(dir, options.model, progress)?;
     progress(BuildEvent::Writing);
 
-    let mut draft = Draft::begin(dir)?;
+    let mut draft = Draft::copy_of_served(dir)?;
     let mut taken = Vec::new();
-    for key in &keys {
+    for key in &incoming.keys {
         if draft.records.id_of(&key.to_string())?.is_some() {
             taken.push(key.to_string());
         }
     }
     if !taken.is_empty() {
-        let _ = fs::remove_dir_all(&draft.partial);
+        draft.abandon();
         return Err(Error::AlreadyInIndex { keys: taken });
     }
-    let ids = draft.vectors.append(&vectors);
-    let mut changed = Vec::with_capacity(records.len());
-    for (i, id) in ids.enumerate() {
-        let (row_index, record) = &rows[i];
-        let key = &keys[i];
-        let lesion = StoredLesion {
-            key: key.to_string(),
-            row_index: *row_index,
-            record: record.clone(),
-            report: reports
-                .get(&(key.file_name.clone(), key.ordinal))
-                .cloned()
-                .unwrap_or_default(),
-            tags: Vec::new(),
-            source: Some(root.clone()),
-        };
-        let thumb = match thumbnails[i].take() {
-            Some(t) => t,
-            None => thumbnail_of(&dataset.load_key_slice(record)?, record)?,
-        };
-        draft.records.insert(id, &lesion, Some(&thumb))?;
-        draft.text.add(&TextEntry {
-            id,
-            key: &lesion.key,
-            record,
-            report: &lesion.report,
-            tags: &lesion.tags,
-        })?;
-        changed.push((id, lesion.key));
-    }
+    let changed = incoming.put_into(
+        &mut draft,
+        &mut embedded,
+        |_| Vec::new(),
+        Some(incoming.root.clone()),
+    )?;
     let summary = draft.finish(options.graph, changed)?;
-    let _ = fs::remove_file(&cache);
+    let _ = fs::remove_file(&embedded.cache);
     Ok(summary)
 }
 
@@ -251,7 +119,7 @@ pub fn add(
 /// a new generation. Unknown keys are refused, all of them named, and nothing changes.
 pub fn delete(dir: &Path, keys: &[String], graph: GraphParams) -> Result<ChangeSummary> {
     let _lock = WriteLock::acquire(dir)?;
-    let mut draft = Draft::begin(dir)?;
+    let mut draft = Draft::copy_of_served(dir)?;
     let mut ids = Vec::new();
     let mut unknown = Vec::new();
     let mut seen = HashSet::new();
@@ -263,7 +131,7 @@ pub fn delete(dir: &Path, keys: &[String], graph: GraphParams) -> Result<ChangeS
         }
     }
     if !unknown.is_empty() {
-        let _ = fs::remove_dir_all(&draft.partial);
+        draft.abandon();
         return Err(Error::invalid_argument(
             "key",
             format!(

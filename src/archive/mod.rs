@@ -16,18 +16,18 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::{
-    lesion_keys, read_lesanet_labels, read_reports, Dataset, DlInfoReader, LesionRecord,
-};
+use crate::dataset::{read_lesanet_labels, read_reports, Dataset, LesionRecord};
 use crate::embed::{Embedder, ModelCard};
 use crate::error::{Error, Result};
 use crate::imaging::{extract_patch, render_thumbnail, ThumbnailSpec};
-use crate::index::{load_vector_index, save_vector_index, FlatIndex, GraphParams, VectorIndex};
-use crate::store::{PublishedRecords, RecordStore, StoredLesion, RECORDS_TABLE};
-use crate::text::{TextEntry, TextIndex, TextIndexWriter};
+use crate::index::{load_vector_index, GraphParams, VectorIndex};
+use crate::store::{PublishedRecords, StoredLesion};
+use crate::text::TextIndex;
 use crate::util::sha256_file;
+use draft::{Draft, Incoming};
 
 mod change;
+mod draft;
 mod lesion;
 pub use change::{add, delete, AddOptions, ChangeSummary};
 pub use lesion::{add_lesion, lesion_record, LesionInput};
@@ -37,7 +37,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 const CURRENT: &str = "CURRENT";
 const MANIFEST: &str = "manifest.json";
 /// Below this many lesions the exact scan is all an index needs.
-pub const GRAPH_FROM: usize = 20_000;
+pub const GRAPH_FROM: usize = crate::index::EXACT_SCAN_BELOW;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
@@ -316,133 +316,70 @@ pub fn build(
     progress: &(dyn Fn(BuildEvent) + Sync),
 ) -> Result<BuildSummary> {
     let _lock = WriteLock::acquire(dir)?;
-    // Absolute, so that images are found whatever the reader's working directory.
-    let dataset_root =
-        fs::canonicalize(&options.dataset).map_err(|e| Error::io(&options.dataset, e))?;
-    let dataset = Dataset::new(&dataset_root);
-    let mut records: Vec<LesionRecord> = Vec::new();
-    let mut row_indices = Vec::new();
-    for row in DlInfoReader::open(&dataset.dl_info_path())? {
-        let row = row?;
-        row_indices.push(row.row_index);
-        records.push(row.record);
-    }
-    let keys = lesion_keys(&records);
+    let incoming = Incoming::read(&options.dataset, options.reports.as_deref())?;
+    // Checked before the slow embedding, so a wrong file fails at once.
     let labels = match &options.labels {
-        Some(path) => {
-            let labels = read_lesanet_labels(path)?;
-            if let Some(max) = labels.max_row() {
-                if max >= records.len() {
-                    return Err(Error::invalid_argument(
-                        "labels",
-                        format!(
-                            "{} refers to row {max}, but {} has {} rows: the labels were mined for the full DeepLesion table",
-                            path.display(),
-                            dataset.dl_info_path().display(),
-                            records.len()
-                        ),
-                    ));
-                }
-            }
-            labels
-        }
+        Some(path) => labels_for(path, &incoming)?,
         None => Default::default(),
     };
-    let reports = reports_of(&dataset, options.reports.as_deref())?;
-    let card = options.model.card().clone();
-    let dl_info_sha256 = sha256_file(&dataset.dl_info_path())?;
-    let Embedded {
-        vectors,
-        mut thumbnails,
-        resumed,
-        cache,
-    } = embed_lesions(
-        dir,
-        &dataset,
-        &records,
-        options.model,
-        &dl_info_sha256,
-        progress,
-    )?;
+    let mut embedded = incoming.embed(dir, options.model, progress)?;
     progress(BuildEvent::Writing);
 
-    // The new generation is written beside the served one and published by renames.
-    let generation = current_generation(dir)?.map_or(1, |(n, _)| n + 1);
-    let partial = fresh_partial(dir, generation)?;
-
-    let store = RecordStore::open(&partial.join("records"))?;
-    let mut text = TextIndexWriter::create(&partial.join("text"))?;
-    for (id, ((record, key), row_index)) in records.iter().zip(&keys).zip(&row_indices).enumerate()
-    {
-        let report = reports
-            .get(&(key.file_name.clone(), key.ordinal))
-            .cloned()
-            .unwrap_or_default();
-        let lesion = StoredLesion {
-            key: key.to_string(),
-            row_index: *row_index,
-            record: record.clone(),
-            report,
-            tags: labels.by_row.get(row_index).cloned().unwrap_or_default(),
-            source: None,
-        };
-        // Thumbnails of resumed lesions are rendered now.
-        let thumb = match thumbnails[id].take() {
-            Some(t) => t,
-            None => thumbnail_of(&dataset.load_key_slice(record)?, record)?,
-        };
-        store.insert(id as u32, &lesion, Some(&thumb))?;
-        text.add(&TextEntry {
-            id: id as u32,
-            key: &lesion.key,
-            record,
-            report: &lesion.report,
-            tags: &lesion.tags,
-        })?;
-    }
-    store.flush()?;
-    text.commit()?;
-    crate::fault::point("records-flushed");
-    store.freeze(&partial.join(RECORDS_TABLE))?;
-    let records_sha256 = store.checksum()?;
-    drop(store);
-
-    let flat = FlatIndex::from_data(card.output_dim, vectors);
-    let index = if records.len() >= GRAPH_FROM {
-        VectorIndex::with_graph(flat, options.graph).0
-    } else {
-        VectorIndex::exact(flat)
-    };
-    let vectors_dir = partial.join("vectors");
-    fs::create_dir_all(&vectors_dir).map_err(|e| Error::io(&vectors_dir, e))?;
-    save_vector_index(&index, &vectors_dir)?;
-    crate::fault::point("vectors-written");
-    let manifest = Manifest {
-        schema_version: SCHEMA_VERSION,
-        generation,
-        lesions: records.len(),
-        model: card,
-        dataset: dataset_root.display().to_string(),
-        deleted: 0,
-        dl_info_sha256,
-        has_graph: index.graph.is_some(),
-        ef: index.ef,
-        self_recall: index.self_recall,
-        records_sha256,
-        vectors_sha256: sha256_file(&vectors_dir.join("vectors.bin"))?,
-        graph_outcome: index.outcome,
-    };
-    publish(dir, &partial, &manifest)?;
-    let _ = fs::remove_file(&cache);
-    change::prune_old_generations(dir, generation);
+    let card = options.model.card().clone();
+    let mut draft = Draft::empty(
+        dir,
+        Manifest {
+            schema_version: SCHEMA_VERSION,
+            generation: 0,
+            lesions: 0,
+            model: card,
+            dataset: incoming.root.display().to_string(),
+            deleted: 0,
+            dl_info_sha256: incoming.table_sha256.clone(),
+            has_graph: false,
+            ef: 0,
+            self_recall: 1.0,
+            records_sha256: String::new(),
+            vectors_sha256: String::new(),
+            graph_outcome: Default::default(),
+        },
+    )?;
+    let changed = incoming.put_into(
+        &mut draft,
+        &mut embedded,
+        |row| labels.by_row.get(&row).cloned().unwrap_or_default(),
+        None,
+    )?;
+    let summary = draft.finish(options.graph, changed)?;
+    let _ = fs::remove_file(&embedded.cache);
     Ok(BuildSummary {
-        generation,
-        lesions: records.len(),
-        resumed_embeddings: resumed,
-        has_graph: index.graph.is_some(),
-        ef: index.ef,
-        self_recall: index.self_recall,
+        generation: summary.generation,
+        lesions: incoming.records.len(),
+        resumed_embeddings: embedded.resumed,
+        has_graph: summary.has_graph,
+        ef: summary.ef,
+        self_recall: summary.self_recall,
     })
+}
+
+/// LesaNet labels for the incoming table; rows past its end mean they were mined for
+/// another table.
+fn labels_for(path: &Path, incoming: &Incoming) -> Result<crate::dataset::LesionLabels> {
+    let labels = read_lesanet_labels(path)?;
+    if let Some(max) = labels.max_row() {
+        if max >= incoming.records.len() {
+            return Err(Error::invalid_argument(
+                "labels",
+                format!(
+                    "{} refers to row {max}, but {} has {} rows: the labels were mined for the full DeepLesion table",
+                    path.display(),
+                    incoming.dataset.dl_info_path().display(),
+                    incoming.records.len()
+                ),
+            ));
+        }
+    }
+    Ok(labels)
 }
 
 fn read_manifest(generation_dir: &Path) -> Result<Manifest> {

@@ -297,11 +297,56 @@ pub fn train(
 ) -> Result<TrainReport> {
     let started = Instant::now();
     let dataset = Dataset::new(&options.dataset);
-    let records = load_records(&dataset)?;
-    let student_spec = match options.encoder {
+    let spec = match options.encoder {
         Encoder::CtResnetHead(_) => ct_resnet_patch_spec(64),
         _ => lesion_cnn_patch_spec(),
     };
+    let (training, evaluation) = split_lesions(&dataset, options)?;
+    let teacher = load_teacher(options)?;
+    let (prepared, eval_patches) =
+        prepare_views(&dataset, &training, &evaluation, &spec, options, progress)?;
+    let (examples, eval_features) = with_teacher_features(
+        teacher.as_ref(),
+        prepared,
+        &eval_patches,
+        options.encoder,
+        &spec,
+        progress,
+    )?;
+    let trainer = Trainer::new(
+        options,
+        spec,
+        teacher.as_ref().map(CtResnetEmbedder::trunk_dim),
+        evaluation,
+        eval_patches,
+        eval_features,
+    )?;
+    let epochs = trainer.run_epochs(&examples, training.len(), progress)?;
+    let (card, sha) = trainer.save(teacher.as_ref())?;
+    let (p_at_5, by_type) = trainer.evaluate()?;
+    let report = TrainReport {
+        model: card.name.clone(),
+        encoder: format!("{:?}", options.encoder),
+        seed: options.seed,
+        training_lesions: training.len(),
+        evaluation_lesions: trainer.evaluation.len(),
+        epochs,
+        p_at_5,
+        p_at_5_by_type: by_type,
+        weights_sha256: sha,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    write_report(&options.out, &report)?;
+    Ok(report)
+}
+
+/// Training lesions (the train split, up to `max_lesions`) and evaluation lesions (the
+/// other splits' typed ones: held-out patients).
+fn split_lesions(
+    dataset: &Dataset,
+    options: &TrainOptions,
+) -> Result<(Vec<LesionRecord>, Vec<LesionRecord>)> {
+    let records = load_records(dataset)?;
     let mut training: Vec<LesionRecord> = records
         .iter()
         .filter(|r| r.split == Split::Train)
@@ -310,11 +355,6 @@ pub fn train(
     if let Some(max) = options.max_lesions {
         training.truncate(max);
     }
-    let evaluation: Vec<LesionRecord> = records
-        .iter()
-        .filter(|r| r.split != Split::Train && r.coarse_type.is_known())
-        .cloned()
-        .collect();
     if training.len() < 2 {
         return Err(Error::invalid_argument(
             "dataset",
@@ -325,27 +365,44 @@ pub fn train(
             ),
         ));
     }
-    let teacher = match options.encoder.teacher() {
-        Some(stage) => {
-            let name = super::ct_resnet_model_name(stage);
-            let dir = options.cache.join(name);
-            Some(CtResnetEmbedder::load(
-                &dir,
-                super::read_card(&dir).map_err(|_| {
-                    Error::invalid_argument(
-                        "encoder",
-                        format!(
-                            "{name} is not in {}; run `lesion-indexer weights import` first",
-                            options.cache.display()
-                        ),
-                    )
-                })?,
-            )?)
-        }
-        None => None,
-    };
+    let evaluation = records
+        .into_iter()
+        .filter(|r| r.split != Split::Train && r.coarse_type.is_known())
+        .collect();
+    Ok((training, evaluation))
+}
 
-    // Views: slices decoded once per lesion, each lesion with its own random stream.
+/// The frozen `ct-resnet` trunk the encoder learns from, when it has one.
+fn load_teacher(options: &TrainOptions) -> Result<Option<CtResnetEmbedder>> {
+    let Some(stage) = options.encoder.teacher() else {
+        return Ok(None);
+    };
+    let name = super::ct_resnet_model_name(stage);
+    let dir = options.cache.join(name);
+    let card = super::read_card(&dir).map_err(|_| {
+        Error::invalid_argument(
+            "encoder",
+            format!(
+                "{name} is not in {}; run `lesion-indexer weights import` first",
+                options.cache.display()
+            ),
+        )
+    })?;
+    Ok(Some(CtResnetEmbedder::load(&dir, card)?))
+}
+
+/// Augmented views of each training lesion (slices decoded once per lesion, each lesion with
+/// its own random stream) and the plain patches of the evaluation lesions.
+type Prepared = (Vec<(LesionRecord, Vec<Vec<u8>>)>, Vec<Patch>);
+
+fn prepare_views(
+    dataset: &Dataset,
+    training: &[LesionRecord],
+    evaluation: &[LesionRecord],
+    spec: &PatchSpec,
+    options: &TrainOptions,
+    progress: &(dyn Fn(TrainEvent) + Sync),
+) -> Result<Prepared> {
     let total = training.len() + evaluation.len();
     let done = std::sync::atomic::AtomicUsize::new(0);
     let tick = || {
@@ -354,58 +411,61 @@ pub fn train(
             total,
         })
     };
-    let prepared: Vec<(LesionRecord, Vec<Vec<u8>>)> = training
+    let prepared = training
         .par_iter()
         .enumerate()
         .map(|(i, record)| {
-            let slices = dataset.load_slices(record, &student_spec)?;
+            let slices = dataset.load_slices(record, spec)?;
             let mut rng = Rng::derive(options.seed, &[i as u64, 0xA06]);
             let mut views = Vec::with_capacity(options.views);
             for _ in 0..options.views {
                 let augmentation = Augmentation::draw(&mut rng);
-                views.push(to_bytes(&augmentation.apply(
-                    &slices,
-                    record,
-                    &student_spec,
-                )?));
+                views.push(to_bytes(&augmentation.apply(&slices, record, spec)?));
             }
             tick();
             Ok((record.clone(), views))
         })
         .collect::<Result<_>>()?;
-    let eval_patches: Vec<Patch> = evaluation
+    let eval_patches = evaluation
         .par_iter()
         .map(|r| {
-            let p = dataset.lesion_patch(r, &student_spec);
+            let p = dataset.lesion_patch(r, spec);
             tick();
             p
         })
         .collect::<Result<_>>()?;
+    Ok((prepared, eval_patches))
+}
 
-    // Teacher features, computed once and cached for every epoch.
-    let feature_dim = teacher.as_ref().map(CtResnetEmbedder::trunk_dim);
+/// Teacher features, one row per patch.
+type Features = Vec<Vec<f32>>;
+
+/// The training examples with the teacher's features of each view, and the teacher's
+/// features of the evaluation patches when a head is trained: computed once, read every
+/// epoch.
+fn with_teacher_features(
+    teacher: Option<&CtResnetEmbedder>,
+    prepared: Vec<(LesionRecord, Vec<Vec<u8>>)>,
+    eval_patches: &[Patch],
+    encoder: Encoder,
+    spec: &PatchSpec,
+    progress: &(dyn Fn(TrainEvent) + Sync),
+) -> Result<(Vec<Example>, Option<Features>)> {
     let mut examples = Vec::with_capacity(prepared.len());
-    let teacher_total: usize =
-        prepared.iter().map(|p| p.1.len()).sum::<usize>() + eval_patches.len();
-    let mut teacher_done = 0;
+    let total: usize = prepared.iter().map(|p| p.1.len()).sum::<usize>() + eval_patches.len();
+    let mut done = 0;
     for (record, views) in prepared {
-        let features = match &teacher {
+        let features = match teacher {
             None => Vec::new(),
             Some(t) => {
                 // The head reads the student views themselves (the same spec as the teacher).
-                let inputs: Vec<Patch> = views
-                    .iter()
-                    .map(|v| bytes_to_patch(v, &student_spec))
-                    .collect();
+                let inputs: Vec<Patch> = views.iter().map(|v| bytes_to_patch(v, spec)).collect();
                 let rows = t
                     .features(&inputs)?
                     .to_vec2::<f32>()
                     .map_err(|e| candle_error("teacher", e))?;
-                teacher_done += rows.len();
-                progress(TrainEvent::Teacher {
-                    done: teacher_done,
-                    total: teacher_total,
-                });
+                done += rows.len();
+                progress(TrainEvent::Teacher { done, total });
                 rows
             }
         };
@@ -415,7 +475,7 @@ pub fn train(
             teacher: features,
         });
     }
-    let eval_features: Option<Vec<Vec<f32>>> = match (&teacher, options.encoder) {
+    let eval_features = match (teacher, encoder) {
         (Some(t), Encoder::CtResnetHead(_)) => {
             let mut rows = Vec::new();
             for chunk in eval_patches.chunks(32) {
@@ -425,38 +485,71 @@ pub fn train(
                         .map_err(|e| candle_error("teacher", e))?,
                 );
                 progress(TrainEvent::Teacher {
-                    done: teacher_done + rows.len(),
-                    total: teacher_total,
+                    done: done + rows.len(),
+                    total,
                 });
             }
             Some(rows)
         }
         _ => None,
     };
+    Ok((examples, eval_features))
+}
 
-    let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let network = match options.encoder {
-        Encoder::CtResnetHead(_) => Network::Head {
-            projection: candle_nn::linear(
-                feature_dim.unwrap_or(512),
-                options.config.dim,
-                vb.pp("projection"),
-            )
-            .map_err(|e| candle_error("projection", e))?,
-        },
-        Encoder::LesionCnn => Network::Cnn {
-            model: LesionCnn::new(&options.config, vb.clone())
-                .map_err(|e| candle_error("lesion-cnn", e))?,
-        },
-    };
-    seed_parameters(&varmap, options.seed)?;
-    let mut optimizer = optimizer_for(&varmap, options.learning_rate)?;
+/// The network being trained, its parameters and what it is evaluated on.
+struct Trainer<'a> {
+    options: &'a TrainOptions,
+    spec: PatchSpec,
+    varmap: VarMap,
+    network: Network,
+    evaluation: Vec<LesionRecord>,
+    eval_patches: Vec<Patch>,
+    eval_features: Option<Features>,
+}
 
-    let evaluate_now = |varmap: &VarMap| -> Result<(f32, BTreeMap<String, f32>)> {
-        match (&network, &eval_features) {
+impl<'a> Trainer<'a> {
+    /// A seeded network: a projection on `feature_dim` teacher features, or `lesion-cnn`.
+    fn new(
+        options: &'a TrainOptions,
+        spec: PatchSpec,
+        feature_dim: Option<usize>,
+        evaluation: Vec<LesionRecord>,
+        eval_patches: Vec<Patch>,
+        eval_features: Option<Features>,
+    ) -> Result<Self> {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let network = match options.encoder {
+            Encoder::CtResnetHead(_) => Network::Head {
+                projection: candle_nn::linear(
+                    feature_dim.unwrap_or(512),
+                    options.config.dim,
+                    vb.pp("projection"),
+                )
+                .map_err(|e| candle_error("projection", e))?,
+            },
+            Encoder::LesionCnn => Network::Cnn {
+                model: LesionCnn::new(&options.config, vb.clone())
+                    .map_err(|e| candle_error("lesion-cnn", e))?,
+            },
+        };
+        seed_parameters(&varmap, options.seed)?;
+        Ok(Trainer {
+            options,
+            spec,
+            varmap,
+            network,
+            evaluation,
+            eval_patches,
+            eval_features,
+        })
+    }
+
+    /// P@5 by coarse type on the evaluation lesions, overall and per type.
+    fn evaluate(&self) -> Result<(f32, BTreeMap<String, f32>)> {
+        match (&self.network, &self.eval_features) {
             (Network::Head { .. }, Some(features)) => {
-                let (w, b) = head_tensors(varmap)?;
+                let (w, b) = head_tensors(&self.varmap)?;
                 let vectors = features
                     .iter()
                     .map(|f| {
@@ -466,100 +559,100 @@ pub fn train(
                         super::l2_normalised(v)
                     })
                     .collect::<Vec<_>>();
-                Ok(precision_at_5(&evaluation, &vectors))
+                Ok(precision_at_5(&self.evaluation, &vectors))
             }
             _ => {
                 let embedder = LesionCnnEmbedder::new(
-                    rebuild(varmap, &options.config)?,
-                    card_template(options, &student_spec, String::new(), None),
+                    rebuild(&self.varmap, &self.options.config)?,
+                    card_template(self.options, &self.spec, String::new(), None),
                 );
-                evaluate(&embedder, &evaluation, &eval_patches)
+                evaluate(&embedder, &self.evaluation, &self.eval_patches)
             }
         }
-    };
-
-    let mut rng = Rng::derive(options.seed, &[0x7A1]);
-    let steps = training.len().div_ceil(options.batch_lesions);
-    let total_steps = (steps * options.epochs).max(1);
-    let mut epochs = Vec::new();
-    let mut step_index = 0;
-    for epoch in 1..=options.epochs {
-        let epoch_started = Instant::now();
-        let order = shuffled((0..examples.len()).collect(), &mut rng);
-        let mut losses = Vec::new();
-        for (s, chunk) in order.chunks(options.batch_lesions).enumerate() {
-            if chunk.len() < 2 {
-                continue;
-            }
-            // Cosine decay of the learning rate.
-            let t = step_index as f64 / total_steps as f64;
-            optimizer.set_learning_rate(
-                options.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()),
-            );
-            let loss = train_step(
-                &network,
-                &mut optimizer,
-                &examples,
-                chunk,
-                &student_spec,
-                options,
-                &mut rng,
-            )?;
-            progress(TrainEvent::Step {
-                epoch,
-                step: s + 1,
-                steps,
-                loss,
-            });
-            losses.push(loss);
-            step_index += 1;
-        }
-        let (p_at_5, _) = evaluate_now(&varmap)?;
-        let stats = EpochStats {
-            epoch,
-            mean_loss: losses.iter().sum::<f32>() / losses.len().max(1) as f32,
-            p_at_5,
-            seconds: epoch_started.elapsed().as_secs_f64(),
-        };
-        progress(TrainEvent::Epoch(stats.clone()));
-        epochs.push(stats);
     }
 
-    std::fs::create_dir_all(&options.out).map_err(|e| Error::io(&options.out, e))?;
-    let (file_name, keep): (&str, fn(&str) -> bool) = match network {
-        Network::Head { .. } => ("head.safetensors", |n| n.starts_with("projection")),
-        Network::Cnn { .. } => ("model.safetensors", |_| true),
-    };
-    let sha = publish_weights(&varmap, &options.out.join(file_name), keep)?;
-    let trunk = match (&teacher, options.encoder) {
-        (Some(t), Encoder::CtResnetHead(_)) => {
-            let dir = options.cache.join(&t.card().name);
-            let file = std::fs::canonicalize(dir.join(&t.card().weights_file))
-                .map_err(|e| Error::io(&dir, e))?;
-            Some(TrunkWeights {
-                file: file.display().to_string(),
-                sha256: t.card().weights_sha256.clone(),
-            })
+    /// Every epoch: shuffled batches under a cosine-decayed learning rate, then P@5.
+    fn run_epochs(
+        &self,
+        examples: &[Example],
+        training_lesions: usize,
+        progress: &(dyn Fn(TrainEvent) + Sync),
+    ) -> Result<Vec<EpochStats>> {
+        let options = self.options;
+        let mut optimizer = optimizer_for(&self.varmap, options.learning_rate)?;
+        let mut rng = Rng::derive(options.seed, &[0x7A1]);
+        let steps = training_lesions.div_ceil(options.batch_lesions);
+        let total_steps = (steps * options.epochs).max(1);
+        let mut epochs = Vec::new();
+        let mut step_index = 0;
+        for epoch in 1..=options.epochs {
+            let epoch_started = Instant::now();
+            let order = shuffled((0..examples.len()).collect(), &mut rng);
+            let mut losses = Vec::new();
+            for (s, chunk) in order.chunks(options.batch_lesions).enumerate() {
+                if chunk.len() < 2 {
+                    continue;
+                }
+                let t = step_index as f64 / total_steps as f64;
+                optimizer.set_learning_rate(
+                    options.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()),
+                );
+                let loss = train_step(
+                    &self.network,
+                    &mut optimizer,
+                    examples,
+                    chunk,
+                    &self.spec,
+                    options,
+                    &mut rng,
+                )?;
+                progress(TrainEvent::Step {
+                    epoch,
+                    step: s + 1,
+                    steps,
+                    loss,
+                });
+                losses.push(loss);
+                step_index += 1;
+            }
+            let (p_at_5, _) = self.evaluate()?;
+            let stats = EpochStats {
+                epoch,
+                mean_loss: losses.iter().sum::<f32>() / losses.len().max(1) as f32,
+                p_at_5,
+                seconds: epoch_started.elapsed().as_secs_f64(),
+            };
+            progress(TrainEvent::Epoch(stats.clone()));
+            epochs.push(stats);
         }
-        _ => None,
-    };
-    let card = card_template(options, &student_spec, sha.clone(), trunk);
-    write_card(&options.out, &card)?;
-    let (p_at_5, by_type) = evaluate_now(&varmap)?;
-    let report = TrainReport {
-        model: card.name.clone(),
-        encoder: format!("{:?}", options.encoder),
-        seed: options.seed,
-        training_lesions: training.len(),
-        evaluation_lesions: evaluation.len(),
-        epochs,
-        p_at_5,
-        p_at_5_by_type: by_type,
-        weights_sha256: sha,
-        seconds: started.elapsed().as_secs_f64(),
-    };
-    write_report(&options.out, &report)?;
-    Ok(report)
+        Ok(epochs)
+    }
+
+    /// Writes the trained weights (only the head's, for a head) and their card.
+    fn save(&self, teacher: Option<&CtResnetEmbedder>) -> Result<(ModelCard, String)> {
+        let options = self.options;
+        std::fs::create_dir_all(&options.out).map_err(|e| Error::io(&options.out, e))?;
+        let (file_name, keep): (&str, fn(&str) -> bool) = match self.network {
+            Network::Head { .. } => ("head.safetensors", |n| n.starts_with("projection")),
+            Network::Cnn { .. } => ("model.safetensors", |_| true),
+        };
+        let sha = publish_weights(&self.varmap, &options.out.join(file_name), keep)?;
+        let trunk = match (teacher, options.encoder) {
+            (Some(t), Encoder::CtResnetHead(_)) => {
+                let dir = options.cache.join(&t.card().name);
+                let file = std::fs::canonicalize(dir.join(&t.card().weights_file))
+                    .map_err(|e| Error::io(&dir, e))?;
+                Some(TrunkWeights {
+                    file: file.display().to_string(),
+                    sha256: t.card().weights_sha256.clone(),
+                })
+            }
+            _ => None,
+        };
+        let card = card_template(options, &self.spec, sha.clone(), trunk);
+        write_card(&options.out, &card)?;
+        Ok((card, sha))
+    }
 }
 
 fn bytes_to_patch(bytes: &[u8], spec: &PatchSpec) -> Patch {

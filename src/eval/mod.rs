@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::dataset::{CoarseType, Split};
 use crate::error::{Error, Result};
 use crate::index::{FlatIndex, GraphParams, IdSet, Plan, VectorIndex};
-use crate::search::{Engine, ImageQuery, SearchRequest};
+use crate::search::{Engine, ImageQuery, LesionFacts, SearchRequest};
 
 pub use pairs::{read_pairs, FollowUpPair};
 
@@ -156,112 +156,213 @@ fn typed(t: CoarseType) -> bool {
     t.is_known()
 }
 
-/// Runs the evaluation on an open engine.
+/// Runs the evaluation on an open engine: image retrieval by exact scan, the graph against
+/// it, follow-ups, text, and the latency of whole requests.
 pub fn evaluate(engine: &Engine, options: &EvalOptions) -> Result<EvalReport> {
-    let catalog = &engine.catalog;
-    let vectors = &engine.archive.vectors;
-    let live: Vec<u32> = (0..catalog.capacity() as u32)
-        .filter(|&id| catalog.get(id).is_some())
-        .collect();
-    let queries: Vec<u32> = live
-        .iter()
-        .copied()
-        .filter(|&id| {
-            catalog
-                .get(id)
-                .is_some_and(|f| f.split == options.query_split)
-        })
-        .collect();
-    if queries.is_empty() {
-        return Err(Error::invalid_argument(
-            "query_split",
-            format!(
-                "no lesion of the index is in the {} split",
-                options.query_split.name()
-            ),
-        ));
-    }
-    let database: Vec<u32> = live
-        .iter()
-        .copied()
-        .filter(|&id| {
-            catalog
-                .get(id)
-                .is_some_and(|f| f.split != options.query_split)
-        })
-        .collect();
-    let capacity = catalog.capacity();
-    let typed_database = IdSet::from_ids(
-        capacity,
-        database
+    let split = QuerySplit::of(engine, options.query_split)?;
+    let image = ImageRetrieval::measure(engine, &split);
+    let graph = graph_recall(&engine.archive.vectors, &split.queries);
+    let followups = if options.pairs.is_empty() {
+        None
+    } else {
+        Some(pairs::evaluate_followups(engine, &options.pairs)?)
+    };
+    let mut latency = vec![
+        (
+            "vector exact top-10".to_string(),
+            Latency::of(image.exact_latency.clone()),
+        ),
+        (
+            "vector graph top-10".to_string(),
+            Latency::of(graph.latency),
+        ),
+    ];
+    let text = if options.text_queries.is_empty() {
+        None
+    } else {
+        let (figures, samples) = text_retrieval(
+            engine,
+            &options.text_queries,
+            &split.whole_database,
+            &split.typed_database,
+        )?;
+        latency.push(("text (BM25)".to_string(), Latency::of(samples)));
+        Some(figures)
+    };
+    latency.extend(request_latency(
+        engine,
+        &split.queries,
+        options.image_queries,
+    )?);
+    let tq = image.typed_queries.max(1) as f32;
+    let neighbours = image.neighbours.max(1) as f64;
+    Ok(EvalReport {
+        model: engine.archive.manifest.model.name.clone(),
+        lesions: split.live,
+        query_split: options.query_split,
+        queries: split.queries.len(),
+        typed_queries: image.typed_queries,
+        database: split.database,
+        p_at_1: image.precision[0] / tq,
+        p_at_5: image.precision[1] / tq,
+        p_at_10: image.precision[2] / tq,
+        map_at_10: image.map10 / tq,
+        mmv_at_5: image.mmv / tq,
+        location_difference: (image.location_sum / neighbours) as f32,
+        log_size_difference: (image.size_sum / neighbours) as f32,
+        knn_type_accuracy: image.knn_correct as f32 / tq,
+        per_type: image.per_type(),
+        confusion: image.confusion,
+        recall_at_10: graph.recall_at_10,
+        recall_source: graph.source,
+        followups,
+        text,
+        latency,
+    })
+}
+
+/// Queries (the live lesions of one split) and the database they search (the others).
+struct QuerySplit {
+    live: usize,
+    queries: Vec<u32>,
+    database: usize,
+    whole_database: IdSet,
+    /// The database's lesions of a known type: what type-based metrics can judge.
+    typed_database: IdSet,
+}
+
+impl QuerySplit {
+    fn of(engine: &Engine, query_split: Split) -> Result<Self> {
+        let catalog = &engine.catalog;
+        let capacity = catalog.capacity();
+        let live: Vec<u32> = (0..capacity as u32)
+            .filter(|&id| catalog.get(id).is_some())
+            .collect();
+        let (queries, database): (Vec<u32>, Vec<u32>) = live
             .iter()
-            .copied()
-            .filter(|&id| catalog.get(id).is_some_and(|f| typed(f.coarse_type))),
-    );
-    let whole_database = IdSet::from_ids(capacity, database.iter().copied());
+            .partition(|&&id| catalog.get(id).is_some_and(|f| f.split == query_split));
+        if queries.is_empty() {
+            return Err(Error::invalid_argument(
+                "query_split",
+                format!(
+                    "no lesion of the index is in the {} split",
+                    query_split.name()
+                ),
+            ));
+        }
+        Ok(QuerySplit {
+            live: live.len(),
+            typed_database: IdSet::from_ids(
+                capacity,
+                database
+                    .iter()
+                    .copied()
+                    .filter(|&id| catalog.get(id).is_some_and(|f| typed(f.coarse_type))),
+            ),
+            whole_database: IdSet::from_ids(capacity, database.iter().copied()),
+            database: database.len(),
+            queries,
+        })
+    }
+}
 
-    let known = CoarseType::KNOWN;
-    let slot = |t: CoarseType| known.iter().position(|k| *k == t);
-    let mut confusion = vec![vec![0usize; known.len()]; known.len()];
-    let mut per_type: HashMap<CoarseType, (usize, f32, f32, f32)> = HashMap::new();
-    let (mut p1, mut p5, mut p10, mut map10, mut mmv) = (0f32, 0f32, 0f32, 0f32, 0f32);
-    let mut knn_correct = 0usize;
-    let mut typed_queries = 0usize;
-    let (mut location_sum, mut size_sum, mut neighbour_count) = (0f64, 0f64, 0usize);
-    let mut exact_latency = Vec::new();
+/// Image retrieval by exact scan, summed over the queries.
+struct ImageRetrieval {
+    typed_queries: usize,
+    /// Precision at 1, 5 and 10, summed.
+    precision: [f32; 3],
+    map10: f32,
+    mmv: f32,
+    knn_correct: usize,
+    /// Per type: queries and summed precision at 1, 5, 10.
+    by_type: HashMap<CoarseType, (usize, [f32; 3])>,
+    confusion: Vec<Vec<usize>>,
+    location_sum: f64,
+    size_sum: f64,
+    neighbours: usize,
+    exact_latency: Vec<f64>,
+}
 
-    for &q in &queries {
-        let facts = catalog.get(q).expect("live");
-        let own_patient = |set: &IdSet| {
-            let mut s = set.clone();
-            for other in catalog.of_patient(facts.patient) {
-                s.remove(other);
-            }
-            s
+impl ImageRetrieval {
+    fn measure(engine: &Engine, split: &QuerySplit) -> Self {
+        let catalog = &engine.catalog;
+        let vectors = &engine.archive.vectors;
+        let known = CoarseType::KNOWN.len();
+        let mut figures = ImageRetrieval {
+            typed_queries: 0,
+            precision: [0.0; 3],
+            map10: 0.0,
+            mmv: 0.0,
+            knn_correct: 0,
+            by_type: HashMap::new(),
+            confusion: vec![vec![0; known]; known],
+            location_sum: 0.0,
+            size_sum: 0.0,
+            neighbours: 0,
+            exact_latency: Vec::new(),
         };
-        let query = vectors.flat.vector(q);
-        // Location and size over the whole database (typed or not).
-        let allowed = own_patient(&whole_database);
-        let t = Instant::now();
-        let (hits, _) = vectors.search_with(query, 10, Some(&allowed), Plan::Exact);
-        exact_latency.push(t.elapsed().as_secs_f64() * 1e3);
-        for hit in &hits {
-            let f = catalog.get(hit.id).expect("live");
-            let d: f32 = facts
+        for &q in &split.queries {
+            let facts = catalog.get(q).expect("live");
+            let without_own_patient = |set: &IdSet| {
+                let mut s = set.clone();
+                for other in catalog.of_patient(facts.patient) {
+                    s.remove(other);
+                }
+                s
+            };
+            let query = vectors.flat.vector(q);
+            // Location and size over the whole database (typed or not).
+            let allowed = without_own_patient(&split.whole_database);
+            let t = Instant::now();
+            let (hits, _) = vectors.search_with(query, 10, Some(&allowed), Plan::Exact);
+            figures.exact_latency.push(t.elapsed().as_secs_f64() * 1e3);
+            let neighbours: Vec<&LesionFacts> = hits
+                .iter()
+                .map(|h| catalog.get(h.id).expect("live"))
+                .collect();
+            figures.add_neighbourhood(facts, &neighbours);
+            if typed(facts.coarse_type) {
+                let allowed = without_own_patient(&split.typed_database);
+                let (hits, _) = vectors.search_with(query, 10, Some(&allowed), Plan::Exact);
+                let types: Vec<CoarseType> = hits
+                    .iter()
+                    .map(|h| catalog.get(h.id).expect("live").coarse_type)
+                    .collect();
+                figures.add_typed(facts.coarse_type, &types);
+            }
+        }
+        figures
+    }
+
+    /// How far the neighbours lie in body location and size.
+    fn add_neighbourhood(&mut self, query: &LesionFacts, neighbours: &[&LesionFacts]) {
+        for f in neighbours {
+            let d: f32 = query
                 .location
                 .iter()
                 .zip(&f.location)
                 .map(|(a, b)| (a - b) * (a - b))
                 .sum::<f32>()
                 .sqrt();
-            location_sum += f64::from(d);
-            size_sum += f64::from((f.long_mm.max(0.1) / facts.long_mm.max(0.1)).ln().abs());
-            neighbour_count += 1;
+            self.location_sum += f64::from(d);
+            self.size_sum += f64::from((f.long_mm.max(0.1) / query.long_mm.max(0.1)).ln().abs());
+            self.neighbours += 1;
         }
-        if !typed(facts.coarse_type) {
-            continue;
-        }
-        typed_queries += 1;
-        let allowed = own_patient(&typed_database);
-        let (hits, _) = vectors.search_with(query, 10, Some(&allowed), Plan::Exact);
-        let same: Vec<bool> = hits
-            .iter()
-            .map(|h| {
-                catalog
-                    .get(h.id)
-                    .is_some_and(|f| f.coarse_type == facts.coarse_type)
-            })
-            .collect();
+    }
+
+    /// Precision, average precision, majority vote and k-NN type of one typed query whose
+    /// ranked neighbours have `types`.
+    fn add_typed(&mut self, query: CoarseType, types: &[CoarseType]) {
+        self.typed_queries += 1;
+        let same: Vec<bool> = types.iter().map(|t| *t == query).collect();
         let precision = |k: usize| same.iter().take(k).filter(|s| **s).count() as f32 / k as f32;
-        let (a, b, c) = (precision(1), precision(5), precision(10));
-        p1 += a;
-        p5 += b;
-        p10 += c;
-        let entry = per_type.entry(facts.coarse_type).or_default();
+        let at = [precision(1), precision(5), precision(10)];
+        let entry = self.by_type.entry(query).or_default();
         entry.0 += 1;
-        entry.1 += a;
-        entry.2 += b;
-        entry.3 += c;
+        for ((overall, of_type), p) in self.precision.iter_mut().zip(&mut entry.1).zip(at) {
+            *overall += p;
+            *of_type += p;
+        }
         // Average precision over the top 10 (relevant = same type among the retrieved).
         let mut found = 0;
         let mut ap = 0.0;
@@ -272,35 +373,64 @@ pub fn evaluate(engine: &Engine, options: &EvalOptions) -> Result<EvalReport> {
             }
         }
         if found > 0 {
-            map10 += ap / found as f32;
+            self.map10 += ap / found as f32;
         }
         if same.iter().take(5).filter(|s| **s).count() >= 3 {
-            mmv += 1.0;
+            self.mmv += 1.0;
         }
         // k-NN type: the majority of the top 5, ties to the better ranked.
         let mut votes: Vec<(CoarseType, usize, usize)> = Vec::new();
-        for (rank, hit) in hits.iter().take(5).enumerate() {
-            let t = catalog.get(hit.id).expect("live").coarse_type;
-            match votes.iter_mut().find(|v| v.0 == t) {
+        for (rank, t) in types.iter().take(5).enumerate() {
+            match votes.iter_mut().find(|v| v.0 == *t) {
                 Some(v) => v.1 += 1,
-                None => votes.push((t, 1, rank)),
+                None => votes.push((*t, 1, rank)),
             }
         }
         votes.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
         if let Some(&(predicted, ..)) = votes.first() {
-            if predicted == facts.coarse_type {
-                knn_correct += 1;
+            if predicted == query {
+                self.knn_correct += 1;
             }
-            if let (Some(t), Some(p)) = (slot(facts.coarse_type), slot(predicted)) {
-                confusion[t][p] += 1;
+            let slot = |t: CoarseType| CoarseType::KNOWN.iter().position(|k| *k == t);
+            if let (Some(t), Some(p)) = (slot(query), slot(predicted)) {
+                self.confusion[t][p] += 1;
             }
         }
     }
-    let tq = typed_queries.max(1) as f32;
 
-    // The approximate path against the exact one, on the same queries.
+    fn per_type(&self) -> Vec<(CoarseType, TypeFigures)> {
+        let mut out: Vec<(CoarseType, TypeFigures)> = self
+            .by_type
+            .iter()
+            .map(|(t, (n, sums))| {
+                let n32 = (*n).max(1) as f32;
+                (
+                    *t,
+                    TypeFigures {
+                        queries: *n,
+                        p_at_1: sums[0] / n32,
+                        p_at_5: sums[1] / n32,
+                        p_at_10: sums[2] / n32,
+                    },
+                )
+            })
+            .collect();
+        out.sort_by_key(|(t, _)| *t);
+        out
+    }
+}
+
+/// The approximate path against the exact one, on the same queries.
+struct GraphRecall {
+    recall_at_10: f32,
+    /// Which graph was measured.
+    source: String,
+    latency: Vec<f64>,
+}
+
+fn graph_recall(vectors: &VectorIndex, queries: &[u32]) -> GraphRecall {
     let built;
-    let (approximate, recall_source): (&VectorIndex, String) = if vectors.graph.is_some() {
+    let (approximate, source): (&VectorIndex, String) = if vectors.graph.is_some() {
         (
             vectors,
             format!("the index's HNSW graph (ef {})", vectors.ef),
@@ -319,9 +449,9 @@ pub fn evaluate(engine: &Engine, options: &EvalOptions) -> Result<EvalReport> {
             ),
         )
     };
-    let mut graph_latency = Vec::new();
+    let mut latency = Vec::new();
     let (mut hit, mut total) = (0usize, 0usize);
-    for &q in &queries {
+    for &q in queries {
         let query = approximate.flat.vector(q);
         let (truth, _) = approximate.search_with(query, 10, None, Plan::Exact);
         let t = Instant::now();
@@ -333,45 +463,26 @@ pub fn evaluate(engine: &Engine, options: &EvalOptions) -> Result<EvalReport> {
                 ef: approximate.ef.max(10),
             },
         );
-        graph_latency.push(t.elapsed().as_secs_f64() * 1e3);
+        latency.push(t.elapsed().as_secs_f64() * 1e3);
         hit += truth
             .iter()
             .filter(|t| found.iter().any(|f| f.id == t.id))
             .count();
         total += truth.len();
     }
+    GraphRecall {
+        recall_at_10: hit as f32 / total.max(1) as f32,
+        source,
+        latency,
+    }
+}
 
-    let followups = if options.pairs.is_empty() {
-        None
-    } else {
-        Some(pairs::evaluate_followups(engine, &options.pairs)?)
-    };
-
-    let mut latency = vec![
-        (
-            "vector exact top-10".to_string(),
-            Latency::of(exact_latency),
-        ),
-        (
-            "vector graph top-10".to_string(),
-            Latency::of(graph_latency),
-        ),
-    ];
-
-    let text = if options.text_queries.is_empty() {
-        None
-    } else {
-        let (figures, samples) = text_retrieval(
-            engine,
-            &options.text_queries,
-            &whole_database,
-            &typed_database,
-        )?;
-        latency.push(("text (BM25)".to_string(), Latency::of(samples)));
-        Some(figures)
-    };
-
-    // Full engine requests: by lesion, and image (embedding included).
+/// Whole engine requests: by lesion (up to 500), and by image with the embedding included.
+fn request_latency(
+    engine: &Engine,
+    queries: &[u32],
+    image_queries: usize,
+) -> Result<Vec<(String, Latency)>> {
     let mut lesion_latency = Vec::new();
     for &q in queries.iter().take(500) {
         let t = Instant::now();
@@ -382,9 +493,9 @@ pub fn evaluate(engine: &Engine, options: &EvalOptions) -> Result<EvalReport> {
         })?;
         lesion_latency.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    latency.push(("search by lesion".to_string(), Latency::of(lesion_latency)));
+    let mut out = vec![("search by lesion".to_string(), Latency::of(lesion_latency))];
     let mut image_latency = Vec::new();
-    for &q in queries.iter().take(options.image_queries) {
+    for &q in queries.iter().take(image_queries) {
         let lesion = engine.lesion(q)?.expect("live");
         let image = engine
             .archive
@@ -404,51 +515,12 @@ pub fn evaluate(engine: &Engine, options: &EvalOptions) -> Result<EvalReport> {
         image_latency.push(t.elapsed().as_secs_f64() * 1e3);
     }
     if !image_latency.is_empty() {
-        latency.push((
+        out.push((
             "search by image (embedding included)".to_string(),
             Latency::of(image_latency),
         ));
     }
-
-    let mut per_type: Vec<(CoarseType, TypeFigures)> = per_type
-        .into_iter()
-        .map(|(t, (n, a, b, c))| {
-            let n32 = n.max(1) as f32;
-            (
-                t,
-                TypeFigures {
-                    queries: n,
-                    p_at_1: a / n32,
-                    p_at_5: b / n32,
-                    p_at_10: c / n32,
-                },
-            )
-        })
-        .collect();
-    per_type.sort_by_key(|(t, _)| *t);
-    Ok(EvalReport {
-        model: engine.archive.manifest.model.name.clone(),
-        lesions: live.len(),
-        query_split: options.query_split,
-        queries: queries.len(),
-        typed_queries,
-        database: database.len(),
-        p_at_1: p1 / tq,
-        p_at_5: p5 / tq,
-        p_at_10: p10 / tq,
-        map_at_10: map10 / tq,
-        mmv_at_5: mmv / tq,
-        location_difference: (location_sum / neighbour_count.max(1) as f64) as f32,
-        log_size_difference: (size_sum / neighbour_count.max(1) as f64) as f32,
-        knn_type_accuracy: knn_correct as f32 / tq,
-        confusion,
-        per_type,
-        recall_at_10: hit as f32 / total.max(1) as f32,
-        recall_source,
-        followups,
-        text,
-        latency,
-    })
+    Ok(out)
 }
 
 /// nDCG@10 and P@10 of text queries over the database (binary relevance). Queries judged

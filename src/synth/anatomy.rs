@@ -161,9 +161,7 @@ fn interpolate(keys: &[(f32, f32, f32)], z: f32) -> (f32, f32) {
 /// Every structure at level `z`, in painting order.
 pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
     let f = frame_at(body, z);
-    let s = body.scale;
     let mut parts = Vec::with_capacity(64);
-    let z_mm = z * MM_PER_Z;
 
     push(
         &mut parts,
@@ -183,7 +181,17 @@ pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
         Shape::ellipse(0.0, 0.0, f.cavity_a, f.cavity_b, 0.0, cavity_value),
     );
 
-    // Chest.
+    chest(&mut parts, &f, z);
+    lung_vessels(&mut parts, body, &f, z);
+    upper_abdomen(&mut parts, body, &f, z);
+    bowel(&mut parts, body, &f, z);
+    pelvis(&mut parts, body, &f, z);
+    skeleton(&mut parts, body, &f, z);
+    parts
+}
+
+/// The lungs.
+fn chest(parts: &mut Vec<Part>, f: &Frame, z: f32) {
     let lung = bump(z, 0.335, 0.63);
     if lung > 0.0 {
         let base_shift = ((z - 0.52).max(0.0) * 4.0).min(0.45) * f.cavity_b;
@@ -195,7 +203,7 @@ pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
                 1.0
             };
             push(
-                &mut parts,
+                parts,
                 organ,
                 Shape::ellipse(
                     side * 0.5 * f.cavity_a,
@@ -209,7 +217,12 @@ pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
             );
         }
     }
-    // Lung vessels: tubes that drift slowly with z, fixed per patient.
+}
+
+/// Lung vessels: tubes that drift slowly with z, fixed per patient.
+fn lung_vessels(parts: &mut Vec<Part>, body: &Body, f: &Frame, z: f32) {
+    let s = body.scale;
+    let lung = bump(z, 0.335, 0.63);
     if lung > 0.0 {
         let lungs: Vec<Shape> = parts
             .iter()
@@ -237,7 +250,7 @@ pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
     let heart = bump(z, 0.44, 0.575);
     if heart > 0.0 {
         push(
-            &mut parts,
+            parts,
             Organ::Heart,
             Shape::ellipse(
                 0.12 * f.cavity_a,
@@ -250,7 +263,7 @@ pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
             .with_rim(6.0, 60.0),
         );
         push(
-            &mut parts,
+            parts,
             Organ::Heart,
             Shape::ellipse(
                 0.16 * f.cavity_a,
@@ -264,14 +277,14 @@ pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
     }
     if (0.385..0.46).contains(&z) {
         push(
-            &mut parts,
+            parts,
             Organ::Aorta,
             Shape::circle(0.04 * f.cavity_a, -0.3 * f.cavity_b, 15.0 * s, 180.0),
         );
     }
     if (0.38..0.40).contains(&z) {
         push(
-            &mut parts,
+            parts,
             Organ::Aorta,
             Shape::ellipse(
                 0.06 * f.cavity_a,
@@ -286,21 +299,21 @@ pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
     let airway_y = f.spine_y - f.vertebra_r - 24.0 * s;
     if (0.28..0.43).contains(&z) {
         push(
-            &mut parts,
+            parts,
             Organ::Trachea,
             Shape::circle(0.0, airway_y, 9.0 * s, -1000.0).with_rim(1.5, 30.0),
         );
     }
     if (0.28..0.62).contains(&z) {
         push(
-            &mut parts,
+            parts,
             Organ::Esophagus,
             Shape::circle(-6.0 * s, f.spine_y - f.vertebra_r - 7.0 * s, 7.0 * s, 35.0),
         );
     }
     if (0.38..0.77).contains(&z) {
         push(
-            &mut parts,
+            parts,
             Organ::Aorta,
             Shape::circle(
                 f.vertebra_r + 6.0 * s,
@@ -310,13 +323,16 @@ pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
             ),
         );
     }
+}
 
-    // Upper abdomen.
+/// The upper abdomen.
+fn upper_abdomen(parts: &mut Vec<Part>, body: &Body, f: &Frame, z: f32) {
+    let s = body.scale;
     let liver = bump(z, 0.515, 0.695) * body.liver_scale;
     if liver > 0.0 {
         let size = liver.powf(0.6);
         push(
-            &mut parts,
+            parts,
             Organ::Liver,
             Shape::ellipse(
                 -0.4 * f.cavity_a,
@@ -329,7 +345,7 @@ pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
             .soft(1.0),
         );
         push(
-            &mut parts,
+            parts,
             Organ::Vessel,
             Shape::circle(-0.22 * f.cavity_a, 0.05 * f.cavity_b, 7.0 * s * size, 165.0),
         );
@@ -337,7 +353,7 @@ pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
     let spleen = bump(z, 0.545, 0.66);
     if spleen > 0.0 {
         push(
-            &mut parts,
+            parts,
             Organ::Spleen,
             Shape::ellipse(
                 0.62 * f.cavity_a,
@@ -352,7 +368,7 @@ pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
     let stomach = bump(z, 0.53, 0.645);
     if stomach > 0.0 {
         push(
-            &mut parts,
+            parts,
             Organ::Stomach,
             Shape::ellipse(
                 0.28 * f.cavity_a,
@@ -365,14 +381,14 @@ pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
             .with_rim(3.0, 70.0),
         );
         push(
-            &mut parts,
+            parts,
             Organ::Stomach,
             Shape::circle(0.22 * f.cavity_a, -0.5 * f.cavity_b, 12.0 * stomach, -900.0),
         );
     }
     if (0.5..0.77).contains(&z) {
         push(
-            &mut parts,
+            parts,
             Organ::Vena,
             Shape::circle(
                 -(f.vertebra_r + 10.0 * s),
@@ -385,7 +401,7 @@ pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
     if (0.58..0.612).contains(&z) {
         for side in [-1.0, 1.0] {
             push(
-                &mut parts,
+                parts,
                 Organ::Adrenal,
                 Shape::ellipse(
                     side * (f.vertebra_r + 24.0 * s),
@@ -401,7 +417,7 @@ pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
     let pancreas = bump(z, 0.59, 0.645);
     if pancreas > 0.0 {
         push(
-            &mut parts,
+            parts,
             Organ::Pancreas,
             Shape::ellipse(
                 0.05 * f.cavity_a,
@@ -421,13 +437,13 @@ pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
         if k > 0.0 {
             let (cx, cy) = (side * (f.vertebra_r + 40.0 * s), f.spine_y - 4.0);
             push(
-                &mut parts,
+                parts,
                 organ,
                 Shape::ellipse(cx, cy, 26.0 * s * k, 38.0 * s * k, side * 0.45, 175.0)
                     .with_rim(5.0, 190.0),
             );
             push(
-                &mut parts,
+                parts,
                 organ,
                 Shape::circle(cx - side * 12.0 * s * k, cy - 4.0, 8.0 * s * k, -40.0).soft(1.5),
             );
@@ -437,7 +453,7 @@ pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
         let p = ((z - 0.66) / 0.1).clamp(0.2, 1.0);
         for side in [-1.0, 1.0] {
             push(
-                &mut parts,
+                parts,
                 Organ::Psoas,
                 Shape::ellipse(
                     side * (f.vertebra_r + 16.0 * s),
@@ -450,8 +466,11 @@ pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
             );
         }
     }
+}
 
-    // Bowel: loops that come and go with z, fixed per patient.
+/// Bowel: loops that come and go with z, fixed per patient.
+fn bowel(parts: &mut Vec<Part>, body: &Body, f: &Frame, z: f32) {
+    let s = body.scale;
     if (0.6..0.86).contains(&z) {
         let mut rng = Rng::new(body.seed ^ 0xB0E1);
         for _ in 0..40 {
@@ -471,7 +490,7 @@ pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
                     if gas { -900.0 } else { 30.0 },
                 );
                 push(
-                    &mut parts,
+                    parts,
                     Organ::Bowel,
                     if gas {
                         shape
@@ -482,13 +501,16 @@ pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
             }
         }
     }
+}
 
-    // Pelvis.
+/// The pelvis.
+fn pelvis(parts: &mut Vec<Part>, body: &Body, f: &Frame, z: f32) {
+    let s = body.scale;
     let ilium = bump(z, 0.72, 0.865);
     if ilium > 0.0 {
         for (organ, side) in [(Organ::RightIlium, -1.0), (Organ::LeftIlium, 1.0)] {
             push(
-                &mut parts,
+                parts,
                 organ,
                 Shape::ellipse(
                     side * 0.6 * f.cavity_a,
@@ -505,7 +527,7 @@ pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
     if (0.865..0.96).contains(&z) {
         for side in [-1.0, 1.0] {
             push(
-                &mut parts,
+                parts,
                 Organ::Femur,
                 Shape::circle(side * 0.55 * f.cavity_a, 0.05 * f.cavity_b, 24.0 * s, 250.0)
                     .with_rim(2.5, 720.0),
@@ -515,7 +537,7 @@ pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
     let bladder = bump(z, 0.8, 0.93);
     if bladder > 0.0 {
         push(
-            &mut parts,
+            parts,
             Organ::Bladder,
             Shape::ellipse(
                 0.0,
@@ -530,12 +552,12 @@ pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
     }
     if (0.8..0.96).contains(&z) {
         push(
-            &mut parts,
+            parts,
             Organ::Rectum,
             Shape::circle(0.0, 0.45 * f.cavity_b, 15.0 * s, 30.0).with_rim(3.0, 60.0),
         );
         push(
-            &mut parts,
+            parts,
             Organ::Rectum,
             Shape::circle(0.0, 0.45 * f.cavity_b, 5.0 * s, -900.0),
         );
@@ -543,14 +565,18 @@ pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
     if (0.74..0.9).contains(&z) {
         for side in [-1.0, 1.0] {
             push(
-                &mut parts,
+                parts,
                 Organ::Vessel,
                 Shape::circle(side * 0.32 * f.cavity_a, 0.1 * f.cavity_b, 6.0 * s, 170.0),
             );
         }
     }
+}
 
-    // Skeleton.
+/// The skeleton.
+fn skeleton(parts: &mut Vec<Part>, body: &Body, f: &Frame, z: f32) {
+    let s = body.scale;
+    let z_mm = z * MM_PER_Z;
     if z < 0.75 {
         let disc = (z_mm / 30.0).fract() < 0.17;
         let vertebra = Shape::circle(
@@ -560,7 +586,7 @@ pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
             if disc { 90.0 } else { 260.0 },
         );
         push(
-            &mut parts,
+            parts,
             Organ::Vertebra,
             if disc {
                 vertebra
@@ -569,7 +595,7 @@ pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
             },
         );
         push(
-            &mut parts,
+            parts,
             Organ::Vertebra,
             Shape::ellipse(
                 0.0,
@@ -581,13 +607,13 @@ pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
             ),
         );
         push(
-            &mut parts,
+            parts,
             Organ::SpinalCanal,
             Shape::circle(0.0, f.spine_y + f.vertebra_r + 7.0 * s, 7.0 * s, 20.0),
         );
     } else if z < 0.87 {
         push(
-            &mut parts,
+            parts,
             Organ::Sacrum,
             Shape::ellipse(0.0, f.spine_y + 5.0, 40.0 * s, 16.0 * s, 0.0, 250.0)
                 .with_rim(2.0, 720.0),
@@ -602,7 +628,7 @@ pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
                     -(f.cavity_b + 5.0) * theta.cos(),
                 );
                 push(
-                    &mut parts,
+                    parts,
                     Organ::Rib,
                     Shape::ellipse(x, y, 8.0 * s, 4.5 * s, side * theta, 420.0)
                         .with_rim(1.2, 800.0),
@@ -613,7 +639,7 @@ pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
     if (0.35..0.46).contains(&z) {
         for side in [-1.0, 1.0] {
             push(
-                &mut parts,
+                parts,
                 Organ::Scapula,
                 Shape::ellipse(
                     side * 0.78 * f.a,
@@ -628,7 +654,7 @@ pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
     }
     if (0.38..0.55).contains(&z) {
         push(
-            &mut parts,
+            parts,
             Organ::Sternum,
             Shape::ellipse(
                 0.0,
@@ -641,5 +667,4 @@ pub fn parts_at(body: &Body, z: f32) -> Vec<Part> {
             .with_rim(1.5, 700.0),
         );
     }
-    parts
 }

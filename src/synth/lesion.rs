@@ -132,323 +132,21 @@ pub fn plan_lesion(
 ) -> TrackedLesion {
     let size = long_mm.unwrap_or_else(|| (median_size(t).ln() + 0.55 * rng.normal()).exp());
     let right = rng.chance(0.5);
-    let side = if right { -1.0 } else { 1.0 };
-    let pick_z = |rng: &mut Rng, lo: f32, hi: f32| match z_hint {
-        Some(z) => z.clamp(lo, hi),
-        None => rng.range(lo, hi),
+    let at = Placement {
+        z_hint,
+        right,
+        side: if right { -1.0 } else { 1.0 },
+        female,
     };
-    let disk = |rng: &mut Rng, r_max: f32| {
-        let r = r_max * rng.unit().sqrt();
-        let a = rng.range(0.0, std::f32::consts::TAU);
-        (r * a.cos(), r * a.sin())
-    };
-    let (family, anchor, z, cap, site_term): (Family, Anchor, f32, f32, &'static str) = match t {
-        CoarseType::Lung | CoarseType::Unknown => {
-            let family = [
-                Family::SolidNodule,
-                Family::GroundGlassNodule,
-                Family::SpiculatedNodule,
-            ][rng.weighted(&[0.5, 0.25, 0.25])];
-            let z = pick_z(rng, 0.38, 0.585);
-            let (u, v) = disk(rng, 0.72);
-            let organ = if right {
-                Organ::RightLung
-            } else {
-                Organ::LeftLung
-            };
-            let term = match (right, z) {
-                (true, z) if z < 0.44 => "right upper lobe",
-                (true, z) if z < 0.5 && v < 0.1 => "right mid lung",
-                (true, _) => "right lower lobe",
-                (false, z) if z < 0.47 => "left upper lung",
-                (false, _) => "left lower lobe",
-            };
-            let cap = if family == Family::SpiculatedNodule {
-                60.0
-            } else {
-                35.0
-            };
-            (
-                family,
-                Anchor::InOrgan {
-                    organ,
-                    index: 0,
-                    u,
-                    v,
-                },
-                z,
-                cap,
-                term,
-            )
-        }
-        CoarseType::Liver => {
-            let family = if rng.chance(0.65) {
-                Family::HypodenseLiver
-            } else {
-                Family::HyperdenseLiver
-            };
-            let (u, v) = disk(rng, 0.65);
-            let z = pick_z(rng, 0.55, 0.66);
-            (
-                family,
-                Anchor::InOrgan {
-                    organ: Organ::Liver,
-                    index: 0,
-                    u,
-                    v,
-                },
-                z,
-                100.0,
-                "liver",
-            )
-        }
-        CoarseType::Kidney => {
-            let family = if rng.chance(0.7) {
-                Family::KidneyCyst
-            } else {
-                Family::RenalMass
-            };
-            let (u, v) = disk(rng, 0.9);
-            let organ = if right {
-                Organ::RightKidney
-            } else {
-                Organ::LeftKidney
-            };
-            let z = pick_z(rng, 0.625, 0.695);
-            let term = if right { "right kidney" } else { "left kidney" };
-            (
-                family,
-                Anchor::InOrgan {
-                    organ,
-                    index: 0,
-                    u,
-                    v,
-                },
-                z,
-                60.0,
-                term,
-            )
-        }
-        CoarseType::Bone => {
-            let family = if rng.chance(0.55) {
-                Family::LyticBone
-            } else {
-                Family::ScleroticBone
-            };
-            match rng.weighted(&[0.5, 0.25, 0.25]) {
-                0 => {
-                    let (u, v) = disk(rng, 0.4);
-                    let z = pick_z(rng, 0.4, 0.72);
-                    let term = if z < 0.6 {
-                        "thoracic spine"
-                    } else {
-                        "vertebral body"
-                    };
-                    (
-                        family,
-                        Anchor::InOrgan {
-                            organ: Organ::Vertebra,
-                            index: 0,
-                            u,
-                            v,
-                        },
-                        z,
-                        28.0,
-                        term,
-                    )
-                }
-                1 => {
-                    let index = rng.int(0, 13) as usize;
-                    (
-                        family,
-                        Anchor::InOrgan {
-                            organ: Organ::Rib,
-                            index,
-                            u: 0.0,
-                            v: 0.0,
-                        },
-                        pick_z(rng, 0.4, 0.62),
-                        22.0,
-                        "rib",
-                    )
-                }
-                _ => {
-                    let organ = if right {
-                        Organ::RightIlium
-                    } else {
-                        Organ::LeftIlium
-                    };
-                    let u = rng.range(-0.5, 0.5);
-                    (
-                        family,
-                        Anchor::InOrgan {
-                            organ,
-                            index: 0,
-                            u,
-                            v: 0.0,
-                        },
-                        pick_z(rng, 0.75, 0.84),
-                        40.0,
-                        "iliac wing",
-                    )
-                }
-            }
-        }
-        CoarseType::Mediastinum => {
-            const STATIONS: [(f32, f32, &str); 6] = [
-                (0.0, -38.0, "pretracheal lymph node"),
-                (-14.0, -30.0, "lower paratracheal lymph node"),
-                (4.0, -12.0, "subcarinal lymph node"),
-                (-38.0, -18.0, "right hilum lymph node"),
-                (38.0, -18.0, "left hilum lymph node"),
-                (20.0, -42.0, "mediastinum lymph node"),
-            ];
-            let (dx, dy, term) = *rng.pick(&STATIONS);
-            let z = pick_z(rng, 0.4, 0.48);
-            (
-                Family::LymphNode,
-                Anchor::Near {
-                    organ: Organ::Esophagus,
-                    dx,
-                    dy,
-                },
-                z,
-                45.0,
-                term,
-            )
-        }
-        CoarseType::Abdomen => match rng.weighted(&[0.5, 0.2, 0.15, 0.15]) {
-            0 => {
-                let dx = if right { -32.0 } else { 22.0 };
-                let term = if right {
-                    "paracaval lymph node"
-                } else {
-                    "paraaortic"
-                };
-                (
-                    Family::LymphNode,
-                    Anchor::Near {
-                        organ: Organ::Aorta,
-                        dx,
-                        dy: 4.0,
-                    },
-                    pick_z(rng, 0.62, 0.74),
-                    45.0,
-                    term,
-                )
-            }
-            1 => {
-                let (u, v) = (rng.range(-0.35, 0.35), rng.range(-0.35, 0.05));
-                (
-                    Family::LymphNode,
-                    Anchor::Cavity { u, v },
-                    pick_z(rng, 0.64, 0.74),
-                    40.0,
-                    "mesentery lymph node",
-                )
-            }
-            2 => {
-                let term = if right {
-                    "right adrenal gland"
-                } else {
-                    "left adrenal gland"
-                };
-                let dx = side * 42.0;
-                (
-                    Family::AdrenalNodule,
-                    Anchor::Near {
-                        organ: Organ::Vertebra,
-                        dx,
-                        dy: -30.0,
-                    },
-                    pick_z(rng, 0.585, 0.61),
-                    40.0,
-                    term,
-                )
-            }
-            _ => {
-                let u = rng.range(-0.6, 0.4);
-                (
-                    Family::PancreaticMass,
-                    Anchor::InOrgan {
-                        organ: Organ::Pancreas,
-                        index: 0,
-                        u,
-                        v: 0.0,
-                    },
-                    pick_z(rng, 0.605, 0.63),
-                    50.0,
-                    "pancreas",
-                )
-            }
-        },
-        CoarseType::SoftTissue => {
-            if rng.chance(0.3) {
-                let term = "axilla lymph node";
-                (
-                    Family::LymphNode,
-                    Anchor::Wall {
-                        theta: side * rng.range(1.25, 1.55),
-                        depth: 22.0,
-                    },
-                    pick_z(rng, 0.35, 0.41),
-                    40.0,
-                    term,
-                )
-            } else {
-                let theta = rng.range(-2.6, 2.6);
-                let z = pick_z(rng, 0.36, 0.9);
-                let term = if z < 0.56 {
-                    "chest wall"
-                } else if z < 0.78 {
-                    "abdominal wall"
-                } else {
-                    "gluteal"
-                };
-                (
-                    Family::SoftTissueMass,
-                    Anchor::Wall {
-                        theta,
-                        depth: rng.range(6.0, 20.0),
-                    },
-                    z,
-                    90.0,
-                    term,
-                )
-            }
-        }
-        CoarseType::Pelvis => match rng.weighted(&[0.5, if female { 0.3 } else { 0.0 }, 0.25]) {
-            0 => {
-                let (u, v) = (rng.range(-0.35, 0.35), rng.range(-0.45, 0.05));
-                (
-                    Family::PelvicMass,
-                    Anchor::Cavity { u, v },
-                    pick_z(rng, 0.76, 0.9),
-                    100.0,
-                    "pelvis",
-                )
-            }
-            1 => {
-                let (u, v) = (side * rng.range(0.2, 0.4), rng.range(-0.2, 0.1));
-                (
-                    Family::PelvicCyst,
-                    Anchor::Cavity { u, v },
-                    pick_z(rng, 0.8, 0.9),
-                    90.0,
-                    "adnexa",
-                )
-            }
-            _ => {
-                let (u, v) = (side * 0.3, rng.range(0.0, 0.2));
-                (
-                    Family::LymphNode,
-                    Anchor::Cavity { u, v },
-                    pick_z(rng, 0.76, 0.88),
-                    40.0,
-                    "external iliac lymph node",
-                )
-            }
-        },
+    let (family, anchor, z, cap, site_term) = match t {
+        CoarseType::Lung | CoarseType::Unknown => lung_site(rng, &at),
+        CoarseType::Liver => liver_site(rng, &at),
+        CoarseType::Kidney => kidney_site(rng, &at),
+        CoarseType::Bone => bone_site(rng, &at),
+        CoarseType::Mediastinum => mediastinum_site(rng, &at),
+        CoarseType::Abdomen => abdomen_site(rng, &at),
+        CoarseType::SoftTissue => soft_tissue_site(rng, &at),
+        CoarseType::Pelvis => pelvis_site(rng, &at),
     };
     let short_ratio = match family {
         Family::LymphNode => rng.range(0.5, 0.78),
@@ -468,6 +166,374 @@ pub fn plan_lesion(
         growth_per_month: rng.gaussian(0.0, 0.035),
         detail_seed: rng.next_u64(),
         site_term,
+    }
+}
+
+/// A lesion's family, anchor, level, size cap (mm) and the report's words for its site.
+type Site = (Family, Anchor, f32, f32, &'static str);
+
+/// What is fixed before a lesion's site is drawn.
+#[derive(Clone, Copy)]
+struct Placement {
+    /// The level to keep (clamped to the site's range), when metadata gives one.
+    z_hint: Option<f32>,
+    right: bool,
+    /// -1 on the patient's right (image left), 1 on the left.
+    side: f32,
+    female: bool,
+}
+
+impl Placement {
+    fn pick_z(&self, rng: &mut Rng, lo: f32, hi: f32) -> f32 {
+        match self.z_hint {
+            Some(z) => z.clamp(lo, hi),
+            None => rng.range(lo, hi),
+        }
+    }
+}
+
+/// A uniform point in a disk of radius `r_max`.
+fn disk(rng: &mut Rng, r_max: f32) -> (f32, f32) {
+    let r = r_max * rng.unit().sqrt();
+    let a = rng.range(0.0, std::f32::consts::TAU);
+    (r * a.cos(), r * a.sin())
+}
+
+/// Where a Lung lesion sits, and what it is.
+fn lung_site(rng: &mut Rng, at: &Placement) -> Site {
+    let Placement { right, .. } = *at;
+
+    let family = [
+        Family::SolidNodule,
+        Family::GroundGlassNodule,
+        Family::SpiculatedNodule,
+    ][rng.weighted(&[0.5, 0.25, 0.25])];
+    let z = at.pick_z(rng, 0.38, 0.585);
+    let (u, v) = disk(rng, 0.72);
+    let organ = if right {
+        Organ::RightLung
+    } else {
+        Organ::LeftLung
+    };
+    let term = match (right, z) {
+        (true, z) if z < 0.44 => "right upper lobe",
+        (true, z) if z < 0.5 && v < 0.1 => "right mid lung",
+        (true, _) => "right lower lobe",
+        (false, z) if z < 0.47 => "left upper lung",
+        (false, _) => "left lower lobe",
+    };
+    let cap = if family == Family::SpiculatedNodule {
+        60.0
+    } else {
+        35.0
+    };
+    (
+        family,
+        Anchor::InOrgan {
+            organ,
+            index: 0,
+            u,
+            v,
+        },
+        z,
+        cap,
+        term,
+    )
+}
+
+/// Where a Liver lesion sits, and what it is.
+fn liver_site(rng: &mut Rng, at: &Placement) -> Site {
+    let family = if rng.chance(0.65) {
+        Family::HypodenseLiver
+    } else {
+        Family::HyperdenseLiver
+    };
+    let (u, v) = disk(rng, 0.65);
+    let z = at.pick_z(rng, 0.55, 0.66);
+    (
+        family,
+        Anchor::InOrgan {
+            organ: Organ::Liver,
+            index: 0,
+            u,
+            v,
+        },
+        z,
+        100.0,
+        "liver",
+    )
+}
+
+/// Where a Kidney lesion sits, and what it is.
+fn kidney_site(rng: &mut Rng, at: &Placement) -> Site {
+    let Placement { right, .. } = *at;
+
+    let family = if rng.chance(0.7) {
+        Family::KidneyCyst
+    } else {
+        Family::RenalMass
+    };
+    let (u, v) = disk(rng, 0.9);
+    let organ = if right {
+        Organ::RightKidney
+    } else {
+        Organ::LeftKidney
+    };
+    let z = at.pick_z(rng, 0.625, 0.695);
+    let term = if right { "right kidney" } else { "left kidney" };
+    (
+        family,
+        Anchor::InOrgan {
+            organ,
+            index: 0,
+            u,
+            v,
+        },
+        z,
+        60.0,
+        term,
+    )
+}
+
+/// Where a Bone lesion sits, and what it is.
+fn bone_site(rng: &mut Rng, at: &Placement) -> Site {
+    let Placement { right, .. } = *at;
+
+    let family = if rng.chance(0.55) {
+        Family::LyticBone
+    } else {
+        Family::ScleroticBone
+    };
+    match rng.weighted(&[0.5, 0.25, 0.25]) {
+        0 => {
+            let (u, v) = disk(rng, 0.4);
+            let z = at.pick_z(rng, 0.4, 0.72);
+            let term = if z < 0.6 {
+                "thoracic spine"
+            } else {
+                "vertebral body"
+            };
+            (
+                family,
+                Anchor::InOrgan {
+                    organ: Organ::Vertebra,
+                    index: 0,
+                    u,
+                    v,
+                },
+                z,
+                28.0,
+                term,
+            )
+        }
+        1 => {
+            let index = rng.int(0, 13) as usize;
+            (
+                family,
+                Anchor::InOrgan {
+                    organ: Organ::Rib,
+                    index,
+                    u: 0.0,
+                    v: 0.0,
+                },
+                at.pick_z(rng, 0.4, 0.62),
+                22.0,
+                "rib",
+            )
+        }
+        _ => {
+            let organ = if right {
+                Organ::RightIlium
+            } else {
+                Organ::LeftIlium
+            };
+            let u = rng.range(-0.5, 0.5);
+            (
+                family,
+                Anchor::InOrgan {
+                    organ,
+                    index: 0,
+                    u,
+                    v: 0.0,
+                },
+                at.pick_z(rng, 0.75, 0.84),
+                40.0,
+                "iliac wing",
+            )
+        }
+    }
+}
+
+/// Where a Mediastinum lesion sits, and what it is.
+fn mediastinum_site(rng: &mut Rng, at: &Placement) -> Site {
+    const STATIONS: [(f32, f32, &str); 6] = [
+        (0.0, -38.0, "pretracheal lymph node"),
+        (-14.0, -30.0, "lower paratracheal lymph node"),
+        (4.0, -12.0, "subcarinal lymph node"),
+        (-38.0, -18.0, "right hilum lymph node"),
+        (38.0, -18.0, "left hilum lymph node"),
+        (20.0, -42.0, "mediastinum lymph node"),
+    ];
+    let (dx, dy, term) = *rng.pick(&STATIONS);
+    let z = at.pick_z(rng, 0.4, 0.48);
+    (
+        Family::LymphNode,
+        Anchor::Near {
+            organ: Organ::Esophagus,
+            dx,
+            dy,
+        },
+        z,
+        45.0,
+        term,
+    )
+}
+
+/// Where a Abdomen lesion sits, and what it is.
+fn abdomen_site(rng: &mut Rng, at: &Placement) -> Site {
+    let Placement { right, side, .. } = *at;
+
+    match rng.weighted(&[0.5, 0.2, 0.15, 0.15]) {
+        0 => {
+            let dx = if right { -32.0 } else { 22.0 };
+            let term = if right {
+                "paracaval lymph node"
+            } else {
+                "paraaortic"
+            };
+            (
+                Family::LymphNode,
+                Anchor::Near {
+                    organ: Organ::Aorta,
+                    dx,
+                    dy: 4.0,
+                },
+                at.pick_z(rng, 0.62, 0.74),
+                45.0,
+                term,
+            )
+        }
+        1 => {
+            let (u, v) = (rng.range(-0.35, 0.35), rng.range(-0.35, 0.05));
+            (
+                Family::LymphNode,
+                Anchor::Cavity { u, v },
+                at.pick_z(rng, 0.64, 0.74),
+                40.0,
+                "mesentery lymph node",
+            )
+        }
+        2 => {
+            let term = if right {
+                "right adrenal gland"
+            } else {
+                "left adrenal gland"
+            };
+            let dx = side * 42.0;
+            (
+                Family::AdrenalNodule,
+                Anchor::Near {
+                    organ: Organ::Vertebra,
+                    dx,
+                    dy: -30.0,
+                },
+                at.pick_z(rng, 0.585, 0.61),
+                40.0,
+                term,
+            )
+        }
+        _ => {
+            let u = rng.range(-0.6, 0.4);
+            (
+                Family::PancreaticMass,
+                Anchor::InOrgan {
+                    organ: Organ::Pancreas,
+                    index: 0,
+                    u,
+                    v: 0.0,
+                },
+                at.pick_z(rng, 0.605, 0.63),
+                50.0,
+                "pancreas",
+            )
+        }
+    }
+}
+
+/// Where a SoftTissue lesion sits, and what it is.
+fn soft_tissue_site(rng: &mut Rng, at: &Placement) -> Site {
+    let Placement { side, .. } = *at;
+
+    if rng.chance(0.3) {
+        let term = "axilla lymph node";
+        (
+            Family::LymphNode,
+            Anchor::Wall {
+                theta: side * rng.range(1.25, 1.55),
+                depth: 22.0,
+            },
+            at.pick_z(rng, 0.35, 0.41),
+            40.0,
+            term,
+        )
+    } else {
+        let theta = rng.range(-2.6, 2.6);
+        let z = at.pick_z(rng, 0.36, 0.9);
+        let term = if z < 0.56 {
+            "chest wall"
+        } else if z < 0.78 {
+            "abdominal wall"
+        } else {
+            "gluteal"
+        };
+        (
+            Family::SoftTissueMass,
+            Anchor::Wall {
+                theta,
+                depth: rng.range(6.0, 20.0),
+            },
+            z,
+            90.0,
+            term,
+        )
+    }
+}
+
+/// Where a Pelvis lesion sits, and what it is.
+fn pelvis_site(rng: &mut Rng, at: &Placement) -> Site {
+    let Placement { side, female, .. } = *at;
+
+    match rng.weighted(&[0.5, if female { 0.3 } else { 0.0 }, 0.25]) {
+        0 => {
+            let (u, v) = (rng.range(-0.35, 0.35), rng.range(-0.45, 0.05));
+            (
+                Family::PelvicMass,
+                Anchor::Cavity { u, v },
+                at.pick_z(rng, 0.76, 0.9),
+                100.0,
+                "pelvis",
+            )
+        }
+        1 => {
+            let (u, v) = (side * rng.range(0.2, 0.4), rng.range(-0.2, 0.1));
+            (
+                Family::PelvicCyst,
+                Anchor::Cavity { u, v },
+                at.pick_z(rng, 0.8, 0.9),
+                90.0,
+                "adnexa",
+            )
+        }
+        _ => {
+            let (u, v) = (side * 0.3, rng.range(0.0, 0.2));
+            (
+                Family::LymphNode,
+                Anchor::Cavity { u, v },
+                at.pick_z(rng, 0.76, 0.88),
+                40.0,
+                "external iliac lymph node",
+            )
+        }
     }
 }
 
