@@ -336,3 +336,86 @@ fn readers_share_a_generation_through_its_record_table_without_copying_it() {
     std::fs::write(&table, &bytes[..middle]).unwrap();
     assert!(Archive::open(dir.path()).is_err());
 }
+
+#[test]
+fn an_index_built_from_shards_equals_one_built_in_one_process() {
+    use lesion_search::archive::{build_from_shards, embed_shard, Shard};
+    // More lesions than one embedding batch, so the shards' batches differ from the build's.
+    let archive = common::synth_archive(150, 44, true);
+    let model = bundled_lesion_cnn().unwrap();
+    let whole = tempfile::tempdir().unwrap();
+    build(whole.path(), &options(archive.path(), &model), &|_| {}).unwrap();
+    let shards = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    let mut lesions = 0;
+    for index in 0..3 {
+        let file = shards.path().join(format!("{index}.lshard"));
+        let summary = embed_shard(
+            archive.path(),
+            Shard { index, count: 3 },
+            &model,
+            &file,
+            &|_, _| {},
+        )
+        .unwrap();
+        assert!(summary.lesions > 0 && summary.patients > 0);
+        lesions += summary.lesions;
+        files.push(file);
+    }
+    assert_eq!(lesions, 150);
+    let sharded = tempfile::tempdir().unwrap();
+    // The order of the files does not matter.
+    files.reverse();
+    build_from_shards(
+        sharded.path(),
+        &options(archive.path(), &model),
+        &files,
+        &|_| {},
+    )
+    .unwrap();
+    let (a, b) = (
+        Archive::open(whole.path()).unwrap(),
+        Archive::open(sharded.path()).unwrap(),
+    );
+    assert_eq!(a.vectors.flat.data(), b.vectors.flat.data(), "same vectors");
+    assert_eq!(
+        a.manifest.records_sha256, b.manifest.records_sha256,
+        "same records"
+    );
+    assert_eq!(a.manifest.vectors_sha256, b.manifest.vectors_sha256);
+    assert!(b.verify().unwrap().is_empty());
+
+    // A missing, repeated or foreign shard is refused, naming what is wrong.
+    let fresh = tempfile::tempdir().unwrap();
+    let refuse = |files: &[std::path::PathBuf]| {
+        build_from_shards(
+            fresh.path(),
+            &options(archive.path(), &model),
+            files,
+            &|_| {},
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    assert!(refuse(&files[..2]).contains("missing shard files"));
+    let repeated = [files[0].clone(), files[0].clone(), files[1].clone()];
+    assert!(refuse(&repeated).contains("given twice"));
+    let other = common::synth_archive(20, 45, true);
+    let foreign = shards.path().join("foreign.lshard");
+    embed_shard(
+        other.path(),
+        Shard { index: 0, count: 3 },
+        &model,
+        &foreign,
+        &|_, _| {},
+    )
+    .unwrap();
+    let mixed = [foreign.clone(), files[1].clone(), files[2].clone()];
+    let message = refuse(&mixed);
+    assert!(message.contains("another DL_info.csv") && message.contains("foreign.lshard"));
+    assert!(std::fs::read_dir(fresh.path()).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("gen-0")));
+}

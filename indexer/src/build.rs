@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context};
 use lesion_search::archive::{
-    add, add_lesion, build, delete, AddOptions, Archive, BuildEvent, BuildOptions, ChangeSummary,
-    LesionInput,
+    add, add_lesion, build, build_from_shards, delete, embed_shard, AddOptions, Archive,
+    BuildEvent, BuildOptions, ChangeSummary, LesionInput, Shard,
 };
 use lesion_search::dataset::{NormalizedLocation, PixelBox};
 use lesion_search::embed::{default_cache_dir, resolve_model};
@@ -32,6 +32,51 @@ pub struct BuildArgs {
     /// full DL_info.csv.
     #[arg(long)]
     labels: Option<PathBuf>,
+    /// Take the embeddings from these shard files (`embed-shard`, one per shard, all of
+    /// them) instead of embedding here.
+    #[arg(long, num_args = 1..)]
+    embeddings: Vec<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct EmbedShardArgs {
+    /// A DeepLesion-format archive.
+    #[arg(long)]
+    dataset: PathBuf,
+    /// Which shard, `I/N` (0 <= I < N): the lesions of the patients that hash to I.
+    #[arg(long)]
+    shard: String,
+    /// The shard file to write (whole, or not at all).
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value = crate::DEFAULT_MODEL)]
+    model: String,
+}
+
+pub fn run_embed_shard(args: EmbedShardArgs) -> anyhow::Result<ExitCode> {
+    let shard = Shard::parse(&args.shard)?;
+    let model = resolve_model(&args.model, &default_cache_dir())?;
+    let started = std::time::Instant::now();
+    let embedding = Progress::new("embedding the shard's lesions");
+    let summary = embed_shard(
+        &args.dataset,
+        shard,
+        model.as_ref(),
+        &args.out,
+        &|done, total| embedding.update(done, total),
+    )?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "shard {}/{}: {} lesions of {} patients in {:.1} s ({:.1} lesions/s) -> {}",
+        shard.index,
+        shard.count,
+        summary.lesions,
+        summary.patients,
+        seconds,
+        summary.lesions as f64 / seconds.max(1e-9),
+        summary.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn run_build(args: BuildArgs) -> anyhow::Result<ExitCode> {
@@ -44,10 +89,15 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<ExitCode> {
         labels: args.labels,
     };
     let embedding = Progress::new("embedding lesions");
-    let summary = build(&args.index, &options, &|event| match event {
+    let progress = |event| match event {
         BuildEvent::Embedding { done, total } => embedding.update(done, total),
         BuildEvent::Writing => eprintln!("writing records, vectors and text"),
-    })?;
+    };
+    let summary = if args.embeddings.is_empty() {
+        build(&args.index, &options, &progress)?
+    } else {
+        build_from_shards(&args.index, &options, &args.embeddings, &progress)?
+    };
     println!(
         "generation {} of {} published: {} lesions ({} embeddings resumed), {}",
         summary.generation,

@@ -37,6 +37,9 @@ struct Cli {
 enum Command {
     /// Build a searchable index (records, vectors, text) from a DeepLesion-format archive.
     Build(build::BuildArgs),
+    /// Embed one shard of an archive (its patients that hash to I of N) into a file that
+    /// `build --embeddings` reads: embedding as batch work spread over processes or machines.
+    EmbedShard(build::EmbedShardArgs),
     /// Add the lesions of a DeepLesion-format folder to an index (a new generation).
     Add(build::AddArgs),
     /// Delete lesions from an index by key (a new generation; hidden from every store).
@@ -90,6 +93,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Synth(args) => synth::run(args),
         Command::Build(args) => build::run_build(args),
+        Command::EmbedShard(args) => build::run_embed_shard(args),
         Command::Verify(args) => build::run_verify(args),
         Command::Query(args) => query::run(*args),
         Command::Add(args) => build::run_add(args),

@@ -578,3 +578,78 @@ fn followup_matcher_fits_and_evaluates_on_a_table_and_says_what_is_wrong() {
     assert!(!bad.status.success());
     assert!(text(&bad).contains("matcher.json"), "{}", text(&bad));
 }
+
+#[test]
+fn shards_embedded_apart_build_the_same_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    assert!(
+        indexer(&["synth", "--out", d, "--lesions", "30", "--seed", "4"])
+            .status
+            .success()
+    );
+    let mut files = Vec::new();
+    for shard in ["0/2", "1/2"] {
+        let file = dir.path().join(format!("{}.lshard", &shard[..1]));
+        let f = file.to_str().unwrap().to_string();
+        let out = indexer(&["embed-shard", "--dataset", d, "--shard", shard, "--out", &f]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            text(&out).contains(&format!("shard {shard}: ")),
+            "{}",
+            text(&out)
+        );
+        files.push(f);
+    }
+    let whole = dir.path().join("whole");
+    let sharded = dir.path().join("sharded");
+    let built = indexer(&["build", "--dataset", d, "--index", whole.to_str().unwrap()]);
+    assert!(built.status.success(), "{}", text(&built));
+    let mut args = vec![
+        "build",
+        "--dataset",
+        d,
+        "--index",
+        sharded.to_str().unwrap(),
+    ];
+    args.push("--embeddings");
+    args.extend(files.iter().map(String::as_str));
+    let built = indexer(&args);
+    assert!(built.status.success(), "{}", text(&built));
+    let manifest = |index: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(index.join("gen-000001/manifest.json")).unwrap())
+            .unwrap()
+    };
+    let (a, b) = (manifest(&whole), manifest(&sharded));
+    assert_eq!(a["vectors_sha256"], b["vectors_sha256"]);
+    assert_eq!(a["records_sha256"], b["records_sha256"]);
+
+    let bad = indexer(&[
+        "embed-shard",
+        "--dataset",
+        d,
+        "--shard",
+        "2/2",
+        "--out",
+        "x",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(text(&bad).contains("shard: `2/2`"), "{}", text(&bad));
+    let partial = dir.path().join("partial");
+    let one = indexer(&[
+        "build",
+        "--dataset",
+        d,
+        "--index",
+        partial.to_str().unwrap(),
+        "--embeddings",
+        &files[0],
+    ]);
+    assert_eq!(one.status.code(), Some(2));
+    assert!(
+        text(&one).contains("missing shard files: 1/2"),
+        "{}",
+        text(&one)
+    );
+}

@@ -29,8 +29,10 @@ use draft::{Draft, Incoming};
 mod change;
 mod draft;
 mod lesion;
+mod shard;
 pub use change::{add, delete, AddOptions, ChangeSummary};
 pub use lesion::{add_lesion, lesion_record, LesionInput};
+pub use shard::{embed_shard, Shard, ShardSummary};
 
 /// Version of the on-disk layout; a reader refuses others.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -191,6 +193,27 @@ fn thumbnail_of(key_slice: &crate::imaging::CtImage, record: &LesionRecord) -> R
     .to_png()
 }
 
+/// The vectors (concatenated) and thumbnails of a batch of lesions: patches are cut in
+/// parallel, then embedded together.
+fn embed_batch(
+    dataset: &Dataset,
+    records: &[LesionRecord],
+    model: &dyn Embedder,
+) -> Result<(Vec<f32>, Vec<Vec<u8>>)> {
+    let spec = &model.card().patch;
+    let outcomes: Vec<(crate::imaging::Patch, Vec<u8>)> = records
+        .par_iter()
+        .map(|r| {
+            let slices = dataset.load_slices(r, spec)?;
+            let patch = extract_patch(&slices.stack(), &crate::dataset::geometry_of(r), spec)?;
+            Ok((patch, thumbnail_of(&slices.key, r)?))
+        })
+        .collect::<Result<_>>()?;
+    let (patches, thumbnails): (Vec<_>, Vec<_>) = outcomes.into_iter().unzip();
+    let vectors = model.embed(&patches)?.into_iter().flatten().collect();
+    Ok((vectors, thumbnails))
+}
+
 /// Embeds `records` batch by batch, appending each batch to a staging file under `dir` so
 /// that a killed run resumes where it stopped. The file is named by model weights and table
 /// digest, so a different model or table never resumes from it.
@@ -233,33 +256,16 @@ fn embed_lesions(
     let mut done = resumed;
     while done < records.len() {
         let end = (done + batch).min(records.len());
-        let outcomes: Vec<(crate::imaging::Patch, Vec<u8>)> = records[done..end]
-            .par_iter()
-            .map(|r| {
-                let slices = dataset.load_slices(r, &card.patch)?;
-                let patch = extract_patch(
-                    &slices.stack(),
-                    &crate::dataset::geometry_of(r),
-                    &card.patch,
-                )?;
-                Ok((patch, thumbnail_of(&slices.key, r)?))
-            })
-            .collect::<Result<_>>()?;
-        let patches: Vec<_> = outcomes.iter().map(|o| o.0.clone()).collect();
-        let embedded = model.embed(&patches)?;
-        let bytes: Vec<u8> = embedded
-            .iter()
-            .flatten()
-            .flat_map(|v| v.to_le_bytes())
-            .collect();
+        let (embedded, batch_thumbnails) = embed_batch(dataset, &records[done..end], model)?;
+        let bytes: Vec<u8> = embedded.iter().flat_map(|v| v.to_le_bytes()).collect();
         out.write_all(&bytes)
             .and_then(|_| out.sync_data())
             .map_err(|e| Error::io(&cache, e))?;
         crate::fault::point("staged-batch");
-        for (i, (_, thumb)) in outcomes.into_iter().enumerate() {
+        for (i, thumb) in batch_thumbnails.into_iter().enumerate() {
             thumbnails[done + i] = Some(thumb);
         }
-        vectors.extend(embedded.into_iter().flatten());
+        vectors.extend(embedded);
         done = end;
         progress(BuildEvent::Embedding {
             done,
@@ -315,6 +321,32 @@ pub fn build(
     options: &BuildOptions,
     progress: &(dyn Fn(BuildEvent) + Sync),
 ) -> Result<BuildSummary> {
+    build_with(dir, options, &[], progress)
+}
+
+/// Builds a new generation from a DeepLesion-format archive whose lesions were embedded as
+/// shards ([`embed_shard`]), one file per shard, instead of embedding them here.
+pub fn build_from_shards(
+    dir: &Path,
+    options: &BuildOptions,
+    shard_files: &[PathBuf],
+    progress: &(dyn Fn(BuildEvent) + Sync),
+) -> Result<BuildSummary> {
+    if shard_files.is_empty() {
+        return Err(Error::invalid_argument(
+            "embeddings",
+            "no shard files given",
+        ));
+    }
+    build_with(dir, options, shard_files, progress)
+}
+
+fn build_with(
+    dir: &Path,
+    options: &BuildOptions,
+    shard_files: &[PathBuf],
+    progress: &(dyn Fn(BuildEvent) + Sync),
+) -> Result<BuildSummary> {
     let _lock = WriteLock::acquire(dir)?;
     let incoming = Incoming::read(&options.dataset, options.reports.as_deref())?;
     // Checked before the slow embedding, so a wrong file fails at once.
@@ -322,7 +354,11 @@ pub fn build(
         Some(path) => labels_for(path, &incoming)?,
         None => Default::default(),
     };
-    let mut embedded = incoming.embed(dir, options.model, progress)?;
+    let mut embedded = if shard_files.is_empty() {
+        incoming.embed(dir, options.model, progress)?
+    } else {
+        shard::embedded_from_shards(&incoming, shard_files, options.model)?
+    };
     progress(BuildEvent::Writing);
 
     let card = options.model.card().clone();
@@ -351,7 +387,9 @@ pub fn build(
         None,
     )?;
     let summary = draft.finish(options.graph, changed)?;
-    let _ = fs::remove_file(&embedded.cache);
+    if !embedded.cache.as_os_str().is_empty() {
+        let _ = fs::remove_file(&embedded.cache);
+    }
     Ok(BuildSummary {
         generation: summary.generation,
         lesions: incoming.records.len(),
