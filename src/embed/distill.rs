@@ -32,8 +32,8 @@ use super::card::{Architecture, ModelCard, ResnetStage};
 use super::import::write_card;
 use super::lesion_cnn::{LesionCnn, LesionCnnConfig};
 use super::train::{
-    lesion_cnn_patch_spec, load_records, optimizer_for, publish_weights, rebuild, seed_parameters,
-    shuffled, to_bytes, Augmentation,
+    cosine_decay, lesion_cnn_patch_spec, load_records, optimizer_for, publish_weights, rebuild,
+    seed_parameters, shuffled, to_bytes, Augmentation,
 };
 use super::weights::candle_error;
 use super::{ct_resnet_patch_spec, CtResnetEmbedder, Embedder, LesionCnnEmbedder};
@@ -626,10 +626,11 @@ pub fn distill(
             if chunk.len() < 2 {
                 continue;
             }
-            let t = step_index as f64 / total_steps as f64;
-            optimizer.set_learning_rate(
-                options.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()),
-            );
+            optimizer.set_learning_rate(cosine_decay(
+                options.learning_rate,
+                step_index,
+                total_steps,
+            ));
             let picks: Vec<(usize, usize)> = chunk
                 .iter()
                 .map(|&i| {

@@ -593,10 +593,11 @@ impl<'a> Trainer<'a> {
                 if chunk.len() < 2 {
                     continue;
                 }
-                let t = step_index as f64 / total_steps as f64;
-                optimizer.set_learning_rate(
-                    options.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()),
-                );
+                optimizer.set_learning_rate(cosine_decay(
+                    options.learning_rate,
+                    step_index,
+                    total_steps,
+                ));
                 let loss = train_step(
                     &self.network,
                     &mut optimizer,
@@ -653,6 +654,12 @@ impl<'a> Trainer<'a> {
         write_card(&options.out, &card)?;
         Ok((card, sha))
     }
+}
+
+/// The learning rate at `step` of `total`: `base` decayed along half a cosine.
+pub(super) fn cosine_decay(base: f64, step: usize, total: usize) -> f64 {
+    let t = step as f64 / total as f64;
+    base * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
 }
 
 fn bytes_to_patch(bytes: &[u8], spec: &PatchSpec) -> Patch {
