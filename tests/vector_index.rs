@@ -2,7 +2,7 @@
 
 use lesion_search::index::{
     anisotropic_unit_vectors, clustered_unit_vectors, load_vector_index, save_vector_index,
-    FlatIndex, GraphParams, IdSet, Plan, VectorIndex,
+    FlatIndex, Graph, GraphBuilder, GraphParams, IdSet, Plan, VectorIndex,
 };
 use lesion_search::synth::Rng;
 
@@ -230,6 +230,50 @@ fn anisotropic_clusters_reach_recall_099_and_every_node_is_reachable() {
     assert_eq!(rebuilt.nodes, n - n / 10);
     let after = recall_of(&index, None, index.ef);
     assert!(after >= 0.99, "recall@10 {after} after the rebuild");
+}
+
+/// Our insertion routine against hnsw_rs's (the reference it replaced) on the same clustered
+/// set: every node reachable from the entry point, and recall at a fixed `ef` no lower.
+#[test]
+fn the_native_graph_is_connected_and_finds_as_much_as_the_hnsw_rs_reference() {
+    const ANISO_DIM: usize = 96;
+    let n = 20_000;
+    let mut data = anisotropic_unit_vectors(n + 200, ANISO_DIM, 100, 8, 7);
+    let queries = data.split_off(n * ANISO_DIM);
+    let flat = FlatIndex::from_data(ANISO_DIM, data);
+    let truth: Vec<Vec<u32>> = queries
+        .chunks_exact(ANISO_DIM)
+        .map(|q| flat.search(q, 10, None, None).iter().map(|s| s.id).collect())
+        .collect();
+    let recall_with = |builder: GraphBuilder| {
+        let params = GraphParams {
+            builder,
+            ..GraphParams::default()
+        };
+        let graph = Graph::build(&flat, params);
+        let connectivity = graph.connectivity();
+        assert_eq!(
+            (connectivity.reachable, connectivity.nodes),
+            (n, n),
+            "{builder:?}: {connectivity:?}"
+        );
+        let mut hit = 0;
+        for (q, truth) in queries.chunks_exact(ANISO_DIM).zip(&truth) {
+            let found = graph.search(&flat, q, 10, 32, None, None);
+            hit += truth
+                .iter()
+                .filter(|t| found.iter().any(|f| f.id == **t))
+                .count();
+        }
+        hit as f32 / (10 * truth.len()) as f32
+    };
+    let native = recall_with(GraphBuilder::Native);
+    let reference = recall_with(GraphBuilder::HnswRs);
+    assert!(native >= 0.98, "native recall@10 {native} at ef 32");
+    assert!(
+        native + 0.005 >= reference,
+        "native recall@10 {native} below hnsw_rs's {reference} at ef 32"
+    );
 }
 
 /// A graph that missed its recall target is never served quietly: the outcome survives a

@@ -3,10 +3,25 @@ use std::time::Instant;
 
 use lesion_search::index::{
     clustered_unit_vectors, load_vector_index, read_ivecs, read_vectors, save_vector_index,
-    FlatIndex, GraphParams, IdSet, Plan, Scored, VectorIndex,
+    FlatIndex, GraphBuilder, GraphParams, IdSet, Plan, Scored, VectorIndex,
 };
 use lesion_search::synth::Rng;
 use serde_json::json;
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Builder {
+    Native,
+    HnswRs,
+}
+
+impl From<Builder> for GraphBuilder {
+    fn from(builder: Builder) -> Self {
+        match builder {
+            Builder::Native => GraphBuilder::Native,
+            Builder::HnswRs => GraphBuilder::HnswRs,
+        }
+    }
+}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,6 +40,9 @@ pub struct Args {
     m: usize,
     #[arg(long, default_value_t = 200)]
     ef_construction: usize,
+    /// Which routine inserts the vectors (hnsw-rs: the reference build).
+    #[arg(long, value_enum, default_value_t = Builder::Native)]
+    builder: Builder,
     #[arg(long, default_value_t = 1)]
     seed: u64,
     #[arg(long)]
@@ -130,6 +148,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let params = GraphParams {
         m: args.m,
         ef_construction: args.ef_construction,
+        builder: args.builder.into(),
     };
     let started = Instant::now();
     let reused = args.reuse.as_deref().and_then(|dir| {
@@ -256,6 +275,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let report = json!({
         "source": source, "vectors": n, "dim": d, "queries": query_count, "m": args.m, "ef_construction": args.ef_construction,
+        "builder": format!("{:?}", GraphBuilder::from(args.builder)).to_lowercase(),
         "build_seconds": build_s, "graph_reused": graph_reused, "load_seconds": load_s,
         "vector_bytes": n * d * 4, "graph_bytes": graph_bytes, "resident_growth_bytes": rss_after.saturating_sub(rss_before),
         "calibrated_ef": calibration.ef, "calibration_recall_at_10": calibration.recall_at_10, "self_recall": calibration.self_recall,

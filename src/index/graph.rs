@@ -1,12 +1,12 @@
-//! The approximate index: an HNSW graph built by hnsw_rs, searched by our own routine.
+//! The approximate index: an HNSW graph, built by our insertion routine (`insert.rs`) or by
+//! hnsw_rs (the reference), searched by our own routine.
 //!
-//! hnsw_rs builds the graph (its insertion is sound, if slow) and we copy its neighbour
-//! lists into flat arrays. Its own search costs about 1 us per distance step against 0.3 us
-//! for hnswlib (a hash-map visited set, allocations per candidate, a lock per neighbour
-//! list; PERF.md), so the search here walks the copied arrays with a visited bitset,
-//! scoring 8-bit codes of the vectors (a quarter of the memory traffic, loads prefetched a
-//! whole neighbour list at a time), and re-ranks the best candidates with the exact float
-//! vectors, so every score returned is exact.
+//! Either builder's neighbour lists are copied into flat arrays. hnsw_rs's own search costs
+//! about 1 us per distance step against 0.3 us for hnswlib (a hash-map visited set,
+//! allocations per candidate, a lock per neighbour list; PERF.md), so the search here walks
+//! the copied arrays with a visited bitset, scoring 8-bit codes of the vectors (a quarter
+//! of the memory traffic, loads prefetched a whole neighbour list at a time), and re-ranks
+//! the best candidates with the exact float vectors, so every score returned is exact.
 
 use std::cell::RefCell;
 use std::cmp::Ordering;
@@ -17,6 +17,7 @@ use hnsw_rs::prelude::Hnsw;
 
 use super::flat::{FlatIndex, Scored, TopK};
 use super::idset::IdSet;
+use super::insert::insert_all;
 use super::quantized::Codes;
 
 /// Inner-product distance `1 - a·b` for unit vectors, clamped at 0, with our SIMD dot.
@@ -34,12 +35,24 @@ impl Distance<f32> for UnitDot {
     }
 }
 
+/// Which routine inserts the vectors into the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GraphBuilder {
+    /// Our parallel insertion (`insert.rs`): as hnswlib builds, with our SIMD scoring.
+    #[default]
+    Native,
+    /// hnsw_rs's parallel insertion followed by two passes of layer-0 refinement: the
+    /// reference the native graph is tested against, and a fallback.
+    HnswRs,
+}
+
 /// Build parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GraphParams {
     /// Neighbours per node on upper layers (twice that on layer 0).
     pub m: usize,
     pub ef_construction: usize,
+    pub builder: GraphBuilder,
 }
 
 impl Default for GraphParams {
@@ -47,6 +60,7 @@ impl Default for GraphParams {
         GraphParams {
             m: 24,
             ef_construction: 200,
+            builder: GraphBuilder::Native,
         }
     }
 }
@@ -155,7 +169,7 @@ pub struct Graph {
 
 /// A candidate ordered by score (best first in a max-heap).
 #[derive(Clone, Copy, PartialEq)]
-struct Best(f32, u32);
+pub(crate) struct Best(pub f32, pub u32);
 
 impl Eq for Best {}
 
@@ -182,7 +196,7 @@ thread_local! {
 /// new direction and is pruned. Pruned candidates fill at most `fill` more slots: the rest
 /// stay free for links back from other nodes, which is what keeps clusters joined (hnswlib
 /// keeps none of the pruned ones).
-fn select_neighbours(
+pub(crate) fn select_neighbours(
     flat: &FlatIndex,
     mut candidates: Vec<(u32, f32)>,
     degree: usize,
@@ -215,6 +229,16 @@ fn select_neighbours(
     kept
 }
 
+/// True when `id` was not visited yet; marks it.
+#[inline]
+fn first_visit(visited: &mut [u64], id: u32) -> bool {
+    let word = &mut visited[id as usize >> 6];
+    let bit = 1u64 << (id & 63);
+    let fresh = *word & bit == 0;
+    *word |= bit;
+    fresh
+}
+
 /// Width of the search on the layers above 0.
 const UPPER_BEAM: usize = 4;
 
@@ -229,6 +253,9 @@ const REFINE_PASSES: usize = 2;
 
 /// Pruned candidates a refined list may keep beyond the heuristic's choice.
 const REFINE_FILL: usize = 4;
+
+/// Pruned candidates the native insertion keeps beyond the heuristic's choice.
+const INSERT_FILL: usize = 0;
 
 /// Links a node may take beyond its degree when an island is joined to the graph.
 const REPAIR_SLACK: usize = 4;
@@ -384,6 +411,51 @@ impl Connectivity {
     }
 }
 
+/// hnsw_rs's graph over `ids`, refined on layer 0: entry point and lists per layer and id.
+fn hnsw_rs_layers(flat: &FlatIndex, ids: &[u32], params: GraphParams) -> (u32, Vec<Vec<Vec<u32>>>) {
+    let n = flat.len();
+    let max_layer = 16.min(((ids.len() as f32).ln().ceil() as usize).max(1));
+    let hnsw: Hnsw<f32, UnitDot> = Hnsw::new(
+        params.m,
+        ids.len(),
+        max_layer,
+        params.ef_construction,
+        UnitDot,
+    );
+    let data: Vec<(&[f32], usize)> = ids
+        .iter()
+        .map(|&id| (flat.vector(id), id as usize))
+        .collect();
+    hnsw.parallel_insert_slice(&data);
+
+    let indexation = hnsw.get_point_indexation();
+    let top = indexation.get_max_level_observed() as usize;
+    let mut lists: Vec<Vec<Vec<u32>>> = vec![vec![Vec::new(); n]; top + 1];
+    let mut entry = 0u32;
+    for point in indexation {
+        let id = point.get_origin_id() as u32;
+        let level = point.get_point_id().0 as usize;
+        if level == top {
+            entry = id;
+        }
+        for (layer, neighbours) in point
+            .get_neighborhood_id()
+            .into_iter()
+            .enumerate()
+            .take(top + 1)
+        {
+            lists[layer][id as usize] = neighbours.iter().map(|nb| nb.d_id as u32).collect();
+        }
+    }
+    // Each pass starts from the neighbourhoods the last one improved (as in NN-descent,
+    // most of the gain comes in the first iterations).
+    let codes = Codes::encode(flat, n);
+    for _ in 0..REFINE_PASSES {
+        refine_base_layer(flat, &codes, &mut lists[0], ids, 2 * params.m);
+    }
+    (entry, lists)
+}
+
 impl Graph {
     /// Nodes this build found unreachable after refining layer 0, and joined to the graph.
     pub fn joined_islands(&self) -> usize {
@@ -456,45 +528,15 @@ impl Graph {
         if ids.is_empty() {
             return Graph::default();
         }
-        let max_layer = 16.min(((ids.len() as f32).ln().ceil() as usize).max(1));
-        let hnsw: Hnsw<f32, UnitDot> = Hnsw::new(
-            params.m,
-            ids.len(),
-            max_layer,
-            params.ef_construction,
-            UnitDot,
-        );
-        let data: Vec<(&[f32], usize)> = ids
-            .iter()
-            .map(|&id| (flat.vector(id), id as usize))
-            .collect();
-        hnsw.parallel_insert_slice(&data);
-
-        let indexation = hnsw.get_point_indexation();
-        let top = indexation.get_max_level_observed() as usize;
-        let mut lists: Vec<Vec<Vec<u32>>> = vec![vec![Vec::new(); n]; top + 1];
-        let mut entry = 0u32;
-        for point in indexation {
-            let id = point.get_origin_id() as u32;
-            let level = point.get_point_id().0 as usize;
-            if level == top {
-                entry = id;
+        let (entry, lists) = match params.builder {
+            GraphBuilder::Native => {
+                let inserted =
+                    insert_all(flat, &ids, params.m, params.ef_construction, INSERT_FILL);
+                (inserted.entry, inserted.layers)
             }
-            for (layer, neighbours) in point
-                .get_neighborhood_id()
-                .into_iter()
-                .enumerate()
-                .take(top + 1)
-            {
-                lists[layer][id as usize] = neighbours.iter().map(|nb| nb.d_id as u32).collect();
-            }
-        }
-        // Each pass starts from the neighbourhoods the last one improved (as in NN-descent,
-        // most of the gain comes in the first iterations).
+            GraphBuilder::HnswRs => hnsw_rs_layers(flat, &ids, params),
+        };
         let codes = Codes::encode(flat, n);
-        for _ in 0..REFINE_PASSES {
-            refine_base_layer(flat, &codes, &mut lists[0], &ids, 2 * params.m);
-        }
         let mut layers = lists.iter().map(|l| Layer::from_lists(l));
         let base = layers
             .next()
@@ -566,6 +608,38 @@ impl Graph {
             + self.codes.memory_bytes()
     }
 
+    /// The layers above 0, walked with a beam of [`UPPER_BEAM`] instead of one greedy walker
+    /// (a query near a cluster boundary then does not descend into the wrong cluster): the
+    /// seeds of the layer-0 search. Marks what it scores in `visited`.
+    fn descend(&self, visited: &mut [u64], approx: &impl Fn(u32) -> f32) -> Vec<Best> {
+        // The beam, best first, each with whether it was expanded on the current layer.
+        let mut beam: Vec<(Best, bool)> = Vec::with_capacity(UPPER_BEAM + 1);
+        first_visit(visited, self.entry);
+        beam.push((Best(approx(self.entry), self.entry), false));
+        for layer in self.upper.iter().rev() {
+            for slot in beam.iter_mut() {
+                slot.1 = false;
+            }
+            while let Some(next) = beam.iter().position(|slot| !slot.1) {
+                beam[next].1 = true;
+                let id = beam[next].0 .1;
+                for &nb in layer.of(id) {
+                    if !first_visit(visited, nb) {
+                        continue;
+                    }
+                    let candidate = Best(approx(nb), nb);
+                    if beam.len() == UPPER_BEAM && candidate < beam[UPPER_BEAM - 1].0 {
+                        continue;
+                    }
+                    let at = beam.partition_point(|slot| slot.0 > candidate);
+                    beam.insert(at, (candidate, false));
+                    beam.truncate(UPPER_BEAM);
+                }
+            }
+        }
+        beam.into_iter().map(|slot| slot.0).collect()
+    }
+
     /// Top `k` by inner product among `allowed` ids (all when `None`), never `hidden` ones,
     /// exploring `ef` candidates on layer 0. Filtered-out nodes are still walked through, so
     /// selective filters need a larger `ef` (the planner decides).
@@ -585,34 +659,6 @@ impl Graph {
         let codes = &self.codes;
         let prepared = codes.prepare(query);
         let approx = |id: u32| codes.score(&prepared, id) as f32;
-        // Upper layers: a beam of UPPER_BEAM instead of one greedy walker, so that a query
-        // near a cluster boundary does not descend into the wrong cluster.
-        let mut seeds: Vec<Best> = vec![Best(approx(self.entry), self.entry)];
-        for layer in self.upper.iter().rev() {
-            let mut seen: std::collections::HashSet<u32> = seeds.iter().map(|b| b.1).collect();
-            let mut frontier = seeds.clone();
-            let mut best = seeds.clone();
-            while let Some(i) = (0..frontier.len()).max_by(|&a, &b| frontier[a].cmp(&frontier[b])) {
-                let Best(score, id) = frontier.swap_remove(i);
-                best.sort_by(|a, b| b.cmp(a));
-                if best.len() >= UPPER_BEAM && score < best[UPPER_BEAM - 1].0 {
-                    break;
-                }
-                for &nb in layer.of(id) {
-                    if seen.insert(nb) {
-                        let candidate = Best(approx(nb), nb);
-                        frontier.push(candidate);
-                        best.push(candidate);
-                    }
-                }
-                best.sort_by(|a, b| b.cmp(a));
-                best.truncate(UPPER_BEAM);
-            }
-            best.sort_by(|a, b| b.cmp(a));
-            best.truncate(UPPER_BEAM);
-            seeds = best;
-        }
-
         let accept = |id: u32| {
             allowed.is_none_or(|a| a.contains(id)) && hidden.is_none_or(|h| !h.contains(id))
         };
@@ -623,14 +669,8 @@ impl Graph {
             let visited = &mut *guard;
             visited.clear();
             visited.resize(flat.len().div_ceil(64), 0);
-            // True when `id` was not visited yet; marks it.
-            let first_visit = |visited: &mut Vec<u64>, id: u32| {
-                let word = &mut visited[id as usize >> 6];
-                let bit = 1u64 << (id & 63);
-                let fresh = *word & bit == 0;
-                *word |= bit;
-                fresh
-            };
+            let seeds = self.descend(visited, &approx);
+            visited.iter_mut().for_each(|w| *w = 0);
             let base = &self.base;
             let mut candidates = BinaryHeap::with_capacity(ef * 2);
             // The ef best seen, worst on top.

@@ -6,13 +6,14 @@
 mod flat;
 mod graph;
 mod idset;
+mod insert;
 mod quantized;
 mod simd;
 mod store;
 mod vecs;
 
 pub use flat::{FlatIndex, Scored, TopK};
-pub use graph::{Connectivity, Graph, GraphParams};
+pub use graph::{Connectivity, Graph, GraphBuilder, GraphParams};
 pub use idset::IdSet;
 pub use simd::dot;
 pub use store::{load_vector_index, save_vector_index, vector_index_from_bytes};
@@ -190,6 +191,7 @@ impl VectorIndex {
         GraphParams {
             m: (params.m * 3 / 2).clamp(params.m, 64),
             ef_construction: params.ef_construction * 2,
+            ..params
         }
     }
 
