@@ -50,6 +50,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 GraphParams {
                     m: 4,
                     ef_construction: 16,
+                    ..GraphParams::default()
                 },
             )
             .0

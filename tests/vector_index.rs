@@ -243,7 +243,12 @@ fn the_native_graph_is_connected_and_finds_as_much_as_the_hnsw_rs_reference() {
     let flat = FlatIndex::from_data(ANISO_DIM, data);
     let truth: Vec<Vec<u32>> = queries
         .chunks_exact(ANISO_DIM)
-        .map(|q| flat.search(q, 10, None, None).iter().map(|s| s.id).collect())
+        .map(|q| {
+            flat.search(q, 10, None, None)
+                .iter()
+                .map(|s| s.id)
+                .collect()
+        })
         .collect();
     let recall_with = |builder: GraphBuilder| {
         let params = GraphParams {

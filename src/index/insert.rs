@@ -116,7 +116,9 @@ impl Builder<'_> {
     /// Copies `id`'s list on `layer` into `out` (ids not on that layer have none).
     fn copy_links(&self, id: u32, layer: usize, out: &mut Vec<u32>) {
         out.clear();
-        let node = self.nodes[id as usize].lock().unwrap_or_else(|e| e.into_inner());
+        let node = self.nodes[id as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if let Some(list) = node.get(layer) {
             out.extend_from_slice(list);
         }
@@ -280,7 +282,11 @@ mod tests {
             let ratio = on(layer) / on(layer - 1);
             assert!((ratio - 1.0 / 16.0).abs() < 0.01, "layer {layer}: {ratio}");
         }
-        assert_eq!(levels, draw_levels(&ids, 16), "levels differ between builds");
+        assert_eq!(
+            levels,
+            draw_levels(&ids, 16),
+            "levels differ between builds"
+        );
     }
 
     #[test]
@@ -294,13 +300,20 @@ mod tests {
         for (layer, lists) in inserted.layers.iter().enumerate() {
             let most = if layer == 0 { 2 * m } else { m };
             for (id, list) in lists.iter().enumerate() {
-                assert!(list.len() <= most, "layer {layer}, node {id}: {}", list.len());
+                assert!(
+                    list.len() <= most,
+                    "layer {layer}, node {id}: {}",
+                    list.len()
+                );
                 assert!(!list.contains(&(id as u32)), "node {id} links to itself");
                 let mut unique = list.clone();
                 unique.sort_unstable();
                 unique.dedup();
                 assert_eq!(unique.len(), list.len(), "node {id} repeats a link");
-                assert!(list.iter().all(|nb| nb % 7 != 0), "a link to an excluded id");
+                assert!(
+                    list.iter().all(|nb| nb % 7 != 0),
+                    "a link to an excluded id"
+                );
                 if id % 7 == 0 {
                     assert!(list.is_empty(), "excluded id {id} has links");
                 }
