@@ -352,7 +352,7 @@ pub(crate) fn select_neighbours(
 
 /// True when `id` was not visited yet; marks it.
 #[inline]
-fn first_visit(visited: &mut [u64], id: u32) -> bool {
+pub(crate) fn first_visit(visited: &mut [u64], id: u32) -> bool {
     let word = &mut visited[id as usize >> 6];
     let bit = 1u64 << (id & 63);
     let fresh = *word & bit == 0;
@@ -374,9 +374,6 @@ const REFINE_PASSES: usize = 2;
 
 /// Pruned candidates a refined list may keep beyond the heuristic's choice.
 const REFINE_FILL: usize = 4;
-
-/// Pruned candidates the native insertion keeps beyond the heuristic's choice.
-const INSERT_FILL: usize = 0;
 
 /// Links a node may take beyond its degree when an island is joined to the graph.
 const REPAIR_SLACK: usize = 4;
@@ -533,7 +530,12 @@ impl Connectivity {
 }
 
 /// hnsw_rs's graph over `ids`, refined on layer 0: entry point and lists per layer and id.
-fn hnsw_rs_layers(flat: &FlatIndex, ids: &[u32], params: GraphParams) -> (u32, Vec<Vec<Vec<u32>>>) {
+fn hnsw_rs_layers(
+    flat: &FlatIndex,
+    codes: &Codes,
+    ids: &[u32],
+    params: GraphParams,
+) -> (u32, Vec<Vec<Vec<u32>>>) {
     let n = flat.len();
     let max_layer = 16.min(((ids.len() as f32).ln().ceil() as usize).max(1));
     let hnsw: Hnsw<f32, UnitDot> = Hnsw::new(
@@ -570,9 +572,8 @@ fn hnsw_rs_layers(flat: &FlatIndex, ids: &[u32], params: GraphParams) -> (u32, V
     }
     // Each pass starts from the neighbourhoods the last one improved (as in NN-descent,
     // most of the gain comes in the first iterations).
-    let codes = Codes::encode(flat, n);
     for _ in 0..REFINE_PASSES {
-        refine_base_layer(flat, &codes, &mut lists[0], ids, 2 * params.m);
+        refine_base_layer(flat, codes, &mut lists[0], ids, 2 * params.m);
     }
     (entry, lists)
 }
@@ -649,15 +650,14 @@ impl Graph {
         if ids.is_empty() {
             return Graph::default();
         }
+        let codes = Codes::encode(flat, n);
         let (entry, lists) = match params.builder {
             GraphBuilder::Native => {
-                let inserted =
-                    insert_all(flat, &ids, params.m, params.ef_construction, INSERT_FILL);
+                let inserted = insert_all(flat, &ids, params.m, params.ef_construction);
                 (inserted.entry, inserted.layers)
             }
-            GraphBuilder::HnswRs => hnsw_rs_layers(flat, &ids, params),
+            GraphBuilder::HnswRs => hnsw_rs_layers(flat, &codes, &ids, params),
         };
-        let codes = Codes::encode(flat, n);
         let mut layers = lists.iter().map(|l| Layer::from_lists(l));
         let base = layers
             .next()

@@ -13,7 +13,7 @@ use std::collections::BinaryHeap;
 use std::sync::Mutex;
 
 use super::flat::FlatIndex;
-use super::graph::{select_neighbours, Best};
+use super::graph::{first_visit, select_neighbours, Best};
 use super::simd::{dot, prefetch};
 
 /// Levels above this are not drawn (2^16 nodes per level step would need 24^16 vectors).
@@ -38,8 +38,6 @@ struct Builder<'a> {
     entry: Mutex<(u32, usize)>,
     /// Links a new node keeps on each layer (the heuristic's choice).
     m: usize,
-    /// Pruned candidates a list keeps beyond the heuristic's choice.
-    fill: usize,
     ef_construction: usize,
 }
 
@@ -64,13 +62,13 @@ fn draw_levels(ids: &[u32], m: usize) -> Vec<usize> {
 }
 
 /// Inserts `ids` of `flat` into a new graph with `m` links per node on the upper layers and
-/// `2 m` on layer 0. Lists keep up to `fill` pruned candidates beyond the heuristic's choice.
+/// `2 m` on layer 0. Lists hold only the heuristic's choice, as hnswlib's do: no refinement
+/// follows to need the pruned ones.
 pub(crate) fn insert_all(
     flat: &FlatIndex,
     ids: &[u32],
     m: usize,
     ef_construction: usize,
-    fill: usize,
 ) -> Inserted {
     use rayon::prelude::*;
     let n = flat.len();
@@ -94,7 +92,6 @@ pub(crate) fn insert_all(
         nodes,
         entry: Mutex::new((first, levels[0])),
         m: m.max(2),
-        fill,
         ef_construction: ef_construction.max(m),
     };
     rest.par_iter()
@@ -152,7 +149,7 @@ impl Builder<'_> {
         for layer in (0..=level.min(top)).rev() {
             let found = self.search_layer(query, &seeds, layer);
             let candidates: Vec<(u32, f32)> = found.iter().map(|b| (b.1, b.0)).collect();
-            let chosen = select_neighbours(self.flat, candidates, self.m, self.fill);
+            let chosen = select_neighbours(self.flat, candidates, self.m, 0);
             {
                 let mut node = self.nodes[id as usize]
                     .lock()
@@ -193,7 +190,7 @@ impl Builder<'_> {
             .chain(std::iter::once(to))
             .map(|c| (c, dot(origin, self.flat.vector(c))))
             .collect();
-        *list = select_neighbours(self.flat, candidates, most, self.fill);
+        *list = select_neighbours(self.flat, candidates, most, 0);
     }
 
     /// The `ef_construction` nodes nearest `query` on `layer` found from `seeds`, best first.
@@ -205,18 +202,11 @@ impl Builder<'_> {
                 let mut list = list.borrow_mut();
                 visited.clear();
                 visited.resize(self.nodes.len().div_ceil(64), 0);
-                let mut first_visit = |id: u32| {
-                    let word = &mut visited[id as usize >> 6];
-                    let bit = 1u64 << (id & 63);
-                    let fresh = *word & bit == 0;
-                    *word |= bit;
-                    fresh
-                };
                 let mut candidates: BinaryHeap<Best> = BinaryHeap::with_capacity(2 * ef);
                 let mut found: BinaryHeap<std::cmp::Reverse<Best>> =
                     BinaryHeap::with_capacity(ef + 1);
                 for &seed in seeds {
-                    if first_visit(seed.1) {
+                    if first_visit(&mut visited, seed.1) {
                         candidates.push(seed);
                         found.push(std::cmp::Reverse(seed));
                         if found.len() > ef {
@@ -230,7 +220,7 @@ impl Builder<'_> {
                         break;
                     }
                     self.copy_links(id, layer, &mut list);
-                    list.retain(|&nb| first_visit(nb));
+                    list.retain(|&nb| first_visit(&mut visited, nb));
                     // The first cache line of each; the rest follows in sequence.
                     for &nb in list.iter() {
                         let v = self.flat.vector(nb);
@@ -296,7 +286,7 @@ mod tests {
         let flat = FlatIndex::from_data(dim, crate::index::clustered_unit_vectors(n, dim, 10, 3));
         let ids: Vec<u32> = (0..n as u32).filter(|id| id % 7 != 0).collect();
         let m = 8;
-        let inserted = insert_all(&flat, &ids, m, 64, 0);
+        let inserted = insert_all(&flat, &ids, m, 64);
         for (layer, lists) in inserted.layers.iter().enumerate() {
             let most = if layer == 0 { 2 * m } else { m };
             for (id, list) in lists.iter().enumerate() {
