@@ -62,6 +62,13 @@ pub struct Args {
     /// computed with the exact scan (top 100) when absent.
     #[arg(long, value_name = "FILE", requires = "base")]
     truth: Option<std::path::PathBuf>,
+    /// The `ef` values of the recall/speed sweep.
+    #[arg(long, value_delimiter = ',', default_values_t = [10, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024])]
+    ef: Vec<usize>,
+    /// Each sweep point repeats the query set until this long has passed, so that small
+    /// sets are timed over more than a few milliseconds.
+    #[arg(long, default_value_t = 0.3)]
+    min_seconds: f64,
 }
 
 /// Base vectors, queries, dimension and where they came from.
@@ -257,20 +264,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     // Recall against speed along ef, unfiltered: the curve to set beside other engines'.
     let mut sweep = Vec::new();
-    for ef in [
-        10, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024,
-    ] {
+    for &ef in &args.ef {
         let mut hit = 0usize;
+        let mut passes = 0usize;
         let started = Instant::now();
-        for (q, truth) in queries.chunks_exact(d).zip(&unfiltered_truth) {
-            let (found, _) = index.search_with(q, 10, None, Plan::Graph { ef });
-            hit += found_of(truth, &found);
+        while passes == 0 || started.elapsed().as_secs_f64() < args.min_seconds {
+            hit = 0;
+            for (q, truth) in queries.chunks_exact(d).zip(&unfiltered_truth) {
+                let (found, _) = index.search_with(q, 10, None, Plan::Graph { ef });
+                hit += found_of(truth, &found);
+            }
+            passes += 1;
         }
         let seconds = started.elapsed().as_secs_f64();
         sweep.push(json!({
             "ef": ef,
             "recall_at_10": hit as f64 / (10 * query_count).max(1) as f64,
-            "queries_per_second": query_count as f64 / seconds,
+            "queries_per_second": (passes * query_count) as f64 / seconds,
         }));
     }
     let report = json!({
