@@ -16,6 +16,7 @@
 //! name the file, line, field or argument at fault.
 
 pub mod archive;
+pub mod backend;
 pub mod dataset;
 pub mod embed;
 mod error;

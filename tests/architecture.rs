@@ -83,7 +83,7 @@ fn module_dependencies_point_one_way() {
     }
     for engine in [
         "util", "imaging", "dataset", "index", "store", "text", "embed", "followup", "archive",
-        "search",
+        "backend", "search",
     ] {
         let reach = reachable(&graph, engine);
         for above in ["synth", "eval", "fuzz_harness"] {

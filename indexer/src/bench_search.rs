@@ -171,20 +171,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             serde_json::to_string_pretty(&serde_json::json!({
                 "index": args.index.display().to_string(),
                 "lesions": live.len(),
-                "graph": engine.vectors().graph.is_some(),
+                "graph": engine.vectors().is_some_and(|v| v.graph.is_some()),
+                "backend": engine.backend(),
                 "k": args.k,
                 "kinds": kinds,
             }))?
         );
     } else {
         println!(
-            "{} lesions ({}), k {}, one thread",
+            "{} lesions ({} backend: {}), k {}, one thread",
             live.len(),
-            if engine.vectors().graph.is_some() {
-                "HNSW graph"
-            } else {
-                "exact scan"
-            },
+            engine.backend().name,
+            engine.backend().vectors,
             args.k
         );
         println!(

@@ -437,7 +437,32 @@ fn read_manifest(generation_dir: &Path) -> Result<Manifest> {
     Ok(manifest)
 }
 
-/// A published generation, open for reading.
+/// The records side of a published generation: what the engine keeps in-process whichever
+/// backend serves the vectors and the text.
+pub struct Published {
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+    pub records: PublishedRecords,
+}
+
+impl Published {
+    /// The folder holding a lesion's slices.
+    pub fn dataset_of(&self, lesion: &StoredLesion) -> Dataset {
+        Dataset::new(
+            lesion
+                .source
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(&self.manifest.dataset)),
+        )
+    }
+
+    /// Refuses a model other than the one that built the index, saying what differs.
+    pub fn check_model(&self, model: &dyn Embedder) -> Result<()> {
+        self.manifest.model.check_same_model(model.card())
+    }
+}
+
+/// A published generation, open for reading, with its embedded vector and text stores.
 pub struct Archive {
     pub dir: PathBuf,
     pub manifest: Manifest,
@@ -487,6 +512,21 @@ impl Archive {
         read_manifest(&dir)
     }
 
+    /// The records side alone and the embedded stores beside it.
+    pub fn into_parts(self) -> (Published, VectorIndex, TextIndex) {
+        let published = Published {
+            dir: self.dir,
+            manifest: self.manifest,
+            records: self.records,
+        };
+        (published, self.vectors, self.text)
+    }
+
+    /// Refuses a model other than the one that built the index, saying what differs.
+    pub fn check_model(&self, model: &dyn Embedder) -> Result<()> {
+        self.manifest.model.check_same_model(model.card())
+    }
+
     /// The folder holding a lesion's slices.
     pub fn dataset_of(&self, lesion: &StoredLesion) -> Dataset {
         Dataset::new(
@@ -497,76 +537,85 @@ impl Archive {
         )
     }
 
-    /// Refuses a model other than the one that built the index, saying what differs.
-    pub fn check_model(&self, model: &dyn Embedder) -> Result<()> {
-        self.manifest.model.check_same_model(model.card())
-    }
-
     /// Counts, ids and checksums agree across the three stores; every disagreement listed.
     pub fn verify(&self) -> Result<Vec<String>> {
-        let mut problems = Vec::new();
-        let n = self.manifest.lesions;
-        let live = n - self.manifest.deleted.min(n);
-        let counts = [
-            ("records", self.records.len(), live),
-            ("vectors", self.vectors.len(), n),
-            (
-                "deleted vectors",
-                self.vectors.tombstones.len(),
-                self.manifest.deleted,
-            ),
-            ("text documents", self.text.len() as usize, live),
-        ];
-        for (what, count, expected) in counts {
-            if count != expected {
-                problems.push(format!("{what}: {count}, manifest says {expected}"));
-            }
-        }
-        for (id, lesion) in self.records.all()? {
-            if id as usize >= n {
-                problems.push(format!("record id {id} is beyond the {n} lesions"));
-            }
-            if self.vectors.tombstones.contains(id) {
-                problems.push(format!(
-                    "record {id} ({}) is deleted from the vectors but not from the records",
-                    lesion.key
-                ));
-            }
-            if self.records.id_of(&lesion.key)? != Some(id) {
-                problems.push(format!("key {} does not map back to id {id}", lesion.key));
-            }
-        }
-        if let Some(graph) = &self.vectors.graph {
-            let c = graph.connectivity();
-            if c.reachable < c.nodes {
-                problems.push(format!(
-                    "graph: {} of {} nodes cannot be reached from the entry point (no ef finds them)",
-                    c.nodes - c.reachable,
-                    c.nodes
-                ));
-            }
-        }
-        let records_sha = self.records.checksum()?;
-        if records_sha != self.manifest.records_sha256 {
-            problems.push(format!(
-                "records checksum {records_sha} differs from the manifest's {}",
-                self.manifest.records_sha256
-            ));
-        }
-        let vectors_sha = sha256_file(&self.dir.join("vectors/vectors.bin"))?;
-        if vectors_sha != self.manifest.vectors_sha256 {
-            problems.push(format!(
-                "vectors.bin checksum {vectors_sha} differs from the manifest's {}",
-                self.manifest.vectors_sha256
-            ));
-        }
-        if self.vectors.flat.dim() != self.manifest.model.output_dim {
-            problems.push(format!(
-                "vectors have {} dimensions, the model {}",
-                self.vectors.flat.dim(),
-                self.manifest.model.output_dim
-            ));
-        }
-        Ok(problems)
+        verify_embedded(
+            (&self.dir, &self.manifest, &self.records),
+            &self.vectors,
+            &self.text,
+        )
     }
+}
+
+/// Counts, ids and checksums of the embedded vector and text stores agree with the
+/// published records and manifest; every disagreement listed.
+pub(crate) fn verify_embedded(
+    (dir, manifest, records): (&Path, &Manifest, &PublishedRecords),
+    vectors: &VectorIndex,
+    text: &TextIndex,
+) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let n = manifest.lesions;
+    let live = n - manifest.deleted.min(n);
+    let counts = [
+        ("records", records.len(), live),
+        ("vectors", vectors.len(), n),
+        (
+            "deleted vectors",
+            vectors.tombstones.len(),
+            manifest.deleted,
+        ),
+        ("text documents", text.len() as usize, live),
+    ];
+    for (what, count, expected) in counts {
+        if count != expected {
+            problems.push(format!("{what}: {count}, manifest says {expected}"));
+        }
+    }
+    for (id, lesion) in records.all()? {
+        if id as usize >= n {
+            problems.push(format!("record id {id} is beyond the {n} lesions"));
+        }
+        if vectors.tombstones.contains(id) {
+            problems.push(format!(
+                "record {id} ({}) is deleted from the vectors but not from the records",
+                lesion.key
+            ));
+        }
+        if records.id_of(&lesion.key)? != Some(id) {
+            problems.push(format!("key {} does not map back to id {id}", lesion.key));
+        }
+    }
+    if let Some(graph) = &vectors.graph {
+        let c = graph.connectivity();
+        if c.reachable < c.nodes {
+            problems.push(format!(
+                "graph: {} of {} nodes cannot be reached from the entry point (no ef finds them)",
+                c.nodes - c.reachable,
+                c.nodes
+            ));
+        }
+    }
+    let records_sha = records.checksum()?;
+    if records_sha != manifest.records_sha256 {
+        problems.push(format!(
+            "records checksum {records_sha} differs from the manifest's {}",
+            manifest.records_sha256
+        ));
+    }
+    let vectors_sha = sha256_file(&dir.join("vectors/vectors.bin"))?;
+    if vectors_sha != manifest.vectors_sha256 {
+        problems.push(format!(
+            "vectors.bin checksum {vectors_sha} differs from the manifest's {}",
+            manifest.vectors_sha256
+        ));
+    }
+    if vectors.flat.dim() != manifest.model.output_dim {
+        problems.push(format!(
+            "vectors have {} dimensions, the model {}",
+            vectors.flat.dim(),
+            manifest.model.output_dim
+        ));
+    }
+    Ok(problems)
 }

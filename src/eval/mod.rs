@@ -160,8 +160,18 @@ fn typed(t: CoarseType) -> bool {
 /// it, follow-ups, text, and the latency of whole requests.
 pub fn evaluate(engine: &Engine, options: &EvalOptions) -> Result<EvalReport> {
     let split = QuerySplit::of(engine, options.query_split)?;
-    let image = ImageRetrieval::measure(engine, &split);
-    let graph = graph_recall(&engine.archive.vectors, &split.queries);
+    // The graph is measured against the exact scan over the same vectors, in-process.
+    let vectors = engine.vectors().ok_or_else(|| {
+        Error::invalid_argument(
+            "backend",
+            format!(
+                "the evaluation needs the vectors in-process; the {} backend keeps them elsewhere",
+                engine.backend().name
+            ),
+        )
+    })?;
+    let image = ImageRetrieval::measure(engine, vectors, &split);
+    let graph = graph_recall(vectors, &split.queries);
     let followups = if options.pairs.is_empty() {
         None
     } else {
@@ -197,7 +207,7 @@ pub fn evaluate(engine: &Engine, options: &EvalOptions) -> Result<EvalReport> {
     let tq = image.typed_queries.max(1) as f32;
     let neighbours = image.neighbours.max(1) as f64;
     Ok(EvalReport {
-        model: engine.archive.manifest.model.name.clone(),
+        model: engine.published.manifest.model.name.clone(),
         lesions: split.live,
         query_split: options.query_split,
         queries: split.queries.len(),
@@ -284,9 +294,8 @@ struct ImageRetrieval {
 }
 
 impl ImageRetrieval {
-    fn measure(engine: &Engine, split: &QuerySplit) -> Self {
+    fn measure(engine: &Engine, vectors: &VectorIndex, split: &QuerySplit) -> Self {
         let catalog = &engine.catalog;
-        let vectors = &engine.archive.vectors;
         let known = CoarseType::KNOWN.len();
         let mut figures = ImageRetrieval {
             typed_queries: 0,
@@ -498,7 +507,7 @@ fn request_latency(
     for &q in queries.iter().take(image_queries) {
         let lesion = engine.lesion(q)?.expect("live");
         let image = engine
-            .archive
+            .published
             .dataset_of(&lesion)
             .load_key_slice(&lesion.record)?;
         let request = SearchRequest {
@@ -554,10 +563,12 @@ fn text_retrieval(
         };
         let relevant_total = database.iter().filter(|&id| relevant(id)).count();
         let t = Instant::now();
+        // Ranked as every text request is, snippets included (as the user waits for them).
+        let share = database.len() as f32 / engine.live().max(1) as f32;
         let (hits, _) = engine
-            .archive
-            .text
-            .search(&query.text, 10, &|id| database.contains(id))?;
+            .backend
+            .ranked_text(&query.text, 10, database, share)?;
+        engine.backend.snippets(&query.text, &hits)?;
         samples.push(t.elapsed().as_secs_f64() * 1e3);
         let gains: Vec<bool> = hits.iter().map(|h| relevant(h.id)).collect();
         ndcg += ndcg_at_10(&gains, relevant_total);

@@ -109,7 +109,7 @@ impl Engine {
 
     pub fn followups_with(&self, id: u32, matcher: &MatcherModel) -> Result<FollowUps> {
         let query = self.record_of(id)?;
-        let vectors = &self.archive.vectors.flat;
+        let own = self.backend.vector(id)?;
         let mut by_study: std::collections::BTreeMap<u32, Vec<(u32, LesionRecord)>> =
             Default::default();
         for other in self.catalog.of_patient(query.patient) {
@@ -156,12 +156,10 @@ impl Engine {
             let cosines: Vec<Option<f32>> = candidates
                 .iter()
                 .map(|(other, _)| {
-                    Some(crate::index::dot(
-                        vectors.vector(id),
-                        vectors.vector(*other),
-                    ))
+                    let theirs = self.backend.vector(*other)?;
+                    Ok(Some(crate::index::dot(&own, &theirs)))
                 })
-                .collect();
+                .collect::<Result<_>>()?;
             with_appearance(&mut features, &cosines);
             let verdict = matcher.rank(&features);
             let ranked: Vec<FollowUp> = verdict
@@ -230,7 +228,6 @@ impl Engine {
             return Ok(done);
         }
         let mut found = Vec::new();
-        let vectors = &self.archive.vectors.flat;
         for patient in self.catalog.patients() {
             let ids = self.catalog.of_patient(patient);
             let studies: std::collections::BTreeSet<u32> = ids
@@ -249,7 +246,10 @@ impl Engine {
                 };
                 let record = self.record_of(id)?;
                 found.push(Trajectory {
-                    profile: LesionProfile::of(&record, Some(vectors.vector(id).to_vec())),
+                    profile: LesionProfile::of(
+                        &record,
+                        Some(self.backend.vector(id)?.into_owned()),
+                    ),
                     from: id,
                     to: next.id,
                     from_long_mm: query.long_mm,
@@ -268,8 +268,7 @@ impl Engine {
     /// patients that were seen again.
     pub fn outlook(&self, id: u32) -> Result<Outlook> {
         let record = self.record_of(id)?;
-        let profile =
-            LesionProfile::of(&record, Some(self.archive.vectors.flat.vector(id).to_vec()));
+        let profile = LesionProfile::of(&record, Some(self.backend.vector(id)?.into_owned()));
         self.outlook_of(&profile)
     }
 

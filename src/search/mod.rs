@@ -21,7 +21,8 @@ pub use input::{
     parse_bounds, parse_sex, parse_split, parse_type, range, Bounds, FilterInput, LesionRef,
 };
 
-use crate::archive::Archive;
+use crate::archive::{Archive, Published};
+use crate::backend::{BackendInfo, Embedded, SearchBackend};
 use crate::dataset::{CoarseType, PixelBox};
 use crate::embed::{l2_normalised, Embedder};
 use crate::error::{Error, Result};
@@ -197,7 +198,10 @@ struct Scope {
 }
 
 pub struct Engine {
-    pub(crate) archive: Archive,
+    /// Records and manifest of the served generation.
+    pub(crate) published: Published,
+    /// What ranks vectors and text.
+    pub(crate) backend: Box<dyn SearchBackend>,
     pub(crate) catalog: Catalog,
     model: Arc<dyn Embedder>,
     /// The archive's matched forward follow-ups, for outlooks (built on first use).
@@ -206,13 +210,36 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Opens the served generation of `index_dir`; `model` must be the one that built it.
+    /// Opens the served generation of `index_dir` with the embedded backend; `model` must
+    /// be the one that built it.
     pub fn open(index_dir: &Path, model: Arc<dyn Embedder>) -> Result<Self> {
-        let archive = Archive::open(index_dir)?;
-        archive.check_model(model.as_ref())?;
-        let catalog = Catalog::load(&archive.records, archive.vectors.len())?;
+        let (published, vectors, text) = Archive::open(index_dir)?.into_parts();
+        Engine::with_backend(published, Box::new(Embedded::new(vectors, text)), model)
+    }
+
+    /// An engine over published records whose vectors and text `backend` serves.
+    pub fn with_backend(
+        published: Published,
+        backend: Box<dyn SearchBackend>,
+        model: Arc<dyn Embedder>,
+    ) -> Result<Self> {
+        published.check_model(model.as_ref())?;
+        let expected = published.manifest.model.output_dim;
+        if backend.dim() != expected {
+            return Err(Error::Index {
+                path: published.dir.clone(),
+                message: format!(
+                    "the {} backend holds {}-dimensional vectors, the model card ({}) says {expected}",
+                    backend.info().name,
+                    backend.dim(),
+                    published.manifest.model.name
+                ),
+            });
+        }
+        let catalog = Catalog::load(&published.records, published.manifest.lesions)?;
         Ok(Engine {
-            archive,
+            published,
+            backend,
             catalog,
             model,
             trajectories: Default::default(),
@@ -228,12 +255,12 @@ impl Engine {
         if self.catalog.get(id).is_none() {
             return Ok(None);
         }
-        self.archive.records.get(id)
+        self.published.records.get(id)
     }
 
     /// Looks a lesion up by key (`File_name`, `#n` for the n-th on a slice).
     pub fn id_of(&self, key: &str) -> Result<Option<u32>> {
-        self.archive.records.id_of(key)
+        self.published.records.id_of(key)
     }
 
     /// Whether `id` names a lesion that is searchable (not deleted, not past the end).
@@ -263,49 +290,56 @@ impl Engine {
 
     /// The served generation's number.
     pub fn generation(&self) -> u64 {
-        self.archive.manifest.generation
+        self.published.manifest.generation
     }
 
     /// The folder name of the served generation (what `CURRENT` names while it is current).
     pub fn generation_name(&self) -> Option<&str> {
-        self.archive.dir.file_name().and_then(|n| n.to_str())
+        self.published.dir.file_name().and_then(|n| n.to_str())
     }
 
     /// The name of the model that embedded the archive.
     pub fn model_name(&self) -> &str {
-        &self.archive.manifest.model.name
+        &self.published.manifest.model.name
     }
 
-    /// The vector index (flat vectors, graph, calibration outcome), read-only.
-    pub fn vectors(&self) -> &crate::index::VectorIndex {
-        &self.archive.vectors
+    /// The in-process vector index (flat vectors, graph, calibration outcome), read-only,
+    /// where the backend has one.
+    pub fn vectors(&self) -> Option<&crate::index::VectorIndex> {
+        self.backend.vector_index()
     }
 
-    /// Cross-checks of the served generation's stores; empty when they agree.
+    /// What serves the vectors and the text.
+    pub fn backend(&self) -> BackendInfo {
+        self.backend.info()
+    }
+
+    /// Cross-checks of the backend's stores against the served records; empty when they
+    /// agree.
     pub fn verify(&self) -> Result<Vec<String>> {
-        self.archive.verify()
+        self.backend.verify(&self.published)
     }
 
     /// The key slice of a stored lesion, read from its dataset.
     pub fn key_slice(&self, lesion: &StoredLesion) -> Result<CtImage> {
-        self.archive
+        self.published
             .dataset_of(lesion)
             .load_key_slice(&lesion.record)
     }
 
     /// The stored thumbnail PNG of a lesion.
     pub fn thumbnail(&self, id: u32) -> Result<Option<Vec<u8>>> {
-        self.archive.records.thumbnail(id)
+        self.published.records.thumbnail(id)
     }
 
-    fn live_vector(&self, id: u32, field: &str) -> Result<&[f32]> {
+    fn live_vector(&self, id: u32, field: &str) -> Result<std::borrow::Cow<'_, [f32]>> {
         if self.catalog.get(id).is_none() {
             return Err(Error::invalid_argument(
                 field,
                 format!("lesion {id} is not in the index"),
             ));
         }
-        Ok(self.archive.vectors.flat.vector(id))
+        self.backend.vector(id)
     }
 
     /// The embedding of a boxed region of an uploaded slice.
@@ -376,18 +410,17 @@ impl Engine {
         if let Some(id) = request.lesion {
             let v = self.live_vector(id, "lesion")?;
             base = Some(match base {
-                Some(b) => b.iter().zip(v).map(|(a, b)| a + b).collect(),
-                None => v.to_vec(),
+                Some(b) => b.iter().zip(v.iter()).map(|(a, b)| a + b).collect(),
+                None => v.into_owned(),
             });
         }
         let mean = |ids: &[u32], field: &str| -> Result<Option<Vec<f32>>> {
             if ids.is_empty() {
                 return Ok(None);
             }
-            let dim = self.archive.vectors.flat.dim();
-            let mut sum = vec![0.0f32; dim];
+            let mut sum = vec![0.0f32; self.backend.dim()];
             for &id in ids {
-                for (s, x) in sum.iter_mut().zip(self.live_vector(id, field)?) {
+                for (s, x) in sum.iter_mut().zip(self.live_vector(id, field)?.iter()) {
                     *s += x;
                 }
             }
@@ -504,12 +537,9 @@ impl Engine {
         response: &mut SearchResponse,
     ) -> Result<Vec<crate::index::Scored>> {
         let t = Instant::now();
-        let (hits, plan) = self
-            .archive
-            .vectors
-            .search(query, depth, Some(&scope.allowed));
+        let (hits, plan) = self.backend.nearest(query, depth, &scope.allowed)?;
         response.plan = Some(plan);
-        response.suggestion = self.suggest_type(query, &scope.query_patients);
+        response.suggestion = self.suggest_type(query, &scope.query_patients)?;
         response.timings.vector_ms = ms(t.elapsed());
         if let Some(image) = request.image.as_ref().filter(|_| request.lesion.is_none()) {
             response.outlook = Some(self.outlook_of(&self.uploaded_profile(
@@ -532,10 +562,7 @@ impl Engine {
     ) -> Result<Vec<crate::text::RankedText>> {
         let t = Instant::now();
         let share = allowed.len() as f32 / self.catalog.live().max(1) as f32;
-        let (hits, total) =
-            self.archive
-                .text
-                .ranked_with(text, depth, &|id| allowed.contains(id), share, true)?;
+        let (hits, total) = self.backend.ranked_text(text, depth, allowed, share)?;
         response.text_matches = Some(total.min(allowed.len()));
         response.timings.text_ms = ms(t.elapsed());
         Ok(hits)
@@ -592,7 +619,7 @@ impl Engine {
             .filter(|h| h.text.is_some())
             .filter_map(|h| text_list.iter().find(|r| r.id == h.id).copied())
             .collect();
-        let snippets = self.archive.text.snippets(text, &on_page, true)?;
+        let snippets = self.backend.snippets(text, &on_page)?;
         for (ranked, snippet) in on_page.iter().zip(snippets) {
             if let Some(m) = response
                 .hits
@@ -608,12 +635,15 @@ impl Engine {
     }
 
     /// Majority of the typed nearest neighbours from other patients.
-    fn suggest_type(&self, query: &[f32], own_patients: &HashSet<u32>) -> Option<TypeSuggestion> {
+    fn suggest_type(
+        &self,
+        query: &[f32],
+        own_patients: &HashSet<u32>,
+    ) -> Result<Option<TypeSuggestion>> {
         let allowed = self.catalog.typed_except(own_patients.iter().copied());
         let (hits, _) = self
-            .archive
-            .vectors
-            .search(query, SUGGESTION_NEIGHBOURS, Some(&allowed));
+            .backend
+            .nearest(query, SUGGESTION_NEIGHBOURS, &allowed)?;
         let mut counts: HashMap<CoarseType, usize> = HashMap::new();
         for hit in &hits {
             if let Some(f) = self.catalog.get(hit.id) {
@@ -622,18 +652,18 @@ impl Engine {
         }
         let total: usize = counts.values().sum();
         if total == 0 {
-            return None;
+            return Ok(None);
         }
         let mut votes: Vec<(CoarseType, f32)> = counts
             .into_iter()
             .map(|(t, c)| (t, c as f32 / total as f32))
             .collect();
         votes.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        Some(TypeSuggestion {
+        Ok(Some(TypeSuggestion {
             coarse_type: votes[0].0,
             votes,
             neighbours: total,
-        })
+        }))
     }
 
     /// Facet counts over every live lesion.

@@ -57,39 +57,42 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition format.
-    pub fn render(&self, lesions: usize, generation: u64, vectors: &VectorIndex) -> String {
+    /// The exposition text; the graph's gauges only when the vectors are in-process.
+    pub fn render(&self, lesions: usize, generation: u64, vectors: Option<&VectorIndex>) -> String {
         let mut out = String::new();
-        let (enlarged, exact) = match vectors.outcome {
-            GraphOutcome::Met => (0, 0),
-            GraphOutcome::Enlarged { .. } => (1, 0),
-            GraphOutcome::Exact { .. } => (0, 1),
-        };
-        let _ = writeln!(
-            out,
-            "# HELP lesion_index_graph_enlarged 1 when the graph missed its recall target and was rebuilt larger."
-        );
-        let _ = writeln!(out, "# TYPE lesion_index_graph_enlarged gauge");
-        let _ = writeln!(out, "lesion_index_graph_enlarged {enlarged}");
-        let _ = writeln!(
-            out,
-            "# HELP lesion_index_graph_exact_fallback 1 when even the enlarged graph missed its recall target and every query scans exactly."
-        );
-        let _ = writeln!(out, "# TYPE lesion_index_graph_exact_fallback gauge");
-        let _ = writeln!(out, "lesion_index_graph_exact_fallback {exact}");
-        let _ = writeln!(
-            out,
-            "# HELP lesion_index_graph_ef Calibrated search width of the graph (0: no graph)."
-        );
-        let _ = writeln!(out, "# TYPE lesion_index_graph_ef gauge");
-        let _ = writeln!(
-            out,
-            "lesion_index_graph_ef {}",
-            if vectors.graph.is_some() {
-                vectors.ef
-            } else {
-                0
-            }
-        );
+        if let Some(vectors) = vectors {
+            let (enlarged, exact) = match vectors.outcome {
+                GraphOutcome::Met => (0, 0),
+                GraphOutcome::Enlarged { .. } => (1, 0),
+                GraphOutcome::Exact { .. } => (0, 1),
+            };
+            let _ = writeln!(
+                out,
+                "# HELP lesion_index_graph_enlarged 1 when the graph missed its recall target and was rebuilt larger."
+            );
+            let _ = writeln!(out, "# TYPE lesion_index_graph_enlarged gauge");
+            let _ = writeln!(out, "lesion_index_graph_enlarged {enlarged}");
+            let _ = writeln!(
+                out,
+                "# HELP lesion_index_graph_exact_fallback 1 when even the enlarged graph missed its recall target and every query scans exactly."
+            );
+            let _ = writeln!(out, "# TYPE lesion_index_graph_exact_fallback gauge");
+            let _ = writeln!(out, "lesion_index_graph_exact_fallback {exact}");
+            let _ = writeln!(
+                out,
+                "# HELP lesion_index_graph_ef Calibrated search width of the graph (0: no graph)."
+            );
+            let _ = writeln!(out, "# TYPE lesion_index_graph_ef gauge");
+            let _ = writeln!(
+                out,
+                "lesion_index_graph_ef {}",
+                if vectors.graph.is_some() {
+                    vectors.ef
+                } else {
+                    0
+                }
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP lesion_heavy_requests_shed_total Heavy requests refused with 503 while every slot was busy."

@@ -478,6 +478,19 @@ pub struct Health {
     pub writes: bool,
     /// Admin writes queued or running.
     pub writes_pending: usize,
+    /// What answers the vector and text parts of a search.
+    pub backend: HealthBackend,
+}
+
+/// `GET /healthz`: the search backend.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct HealthBackend {
+    /// `embedded` (in-process vectors and tantivy) or an external engine's name.
+    pub name: String,
+    /// What ranks vectors, e.g. `hnsw+flat`.
+    pub vectors: String,
+    /// What ranks report text, e.g. `tantivy-bm25`.
+    pub text: String,
 }
 
 /// Every failure: the status line says what kind, `error` says what and where.

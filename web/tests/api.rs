@@ -493,7 +493,10 @@ async fn openapi_lists_exactly_the_routes_and_ops_routes_answer() {
     routes.sort();
     assert_eq!(documented, routes);
     let (_, body) = call(&app, test::TestRequest::get().uri("/healthz")).await;
-    assert_eq!(json_of(&body)["status"], "ok");
+    let health = json_of(&body);
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["backend"]["name"], "embedded", "{health}");
+    assert_eq!(health["backend"]["text"], "tantivy-bm25", "{health}");
     let (_, body) = call(&app, test::TestRequest::get().uri("/metrics")).await;
     let metrics = String::from_utf8(body).unwrap();
     assert!(

@@ -5,10 +5,11 @@ use actix_web::HttpResponse;
 use super::Shared;
 use crate::access::ReadAccess;
 use crate::error::ApiResult;
-use crate::wire::Health;
+use crate::wire::{Health, HealthBackend};
 
 pub(super) async fn healthz(state: Shared) -> HttpResponse {
     let engine = state.engine();
+    let backend = engine.backend();
     HttpResponse::Ok().json(Health {
         status: "ok",
         version: lesion_search::version(),
@@ -17,6 +18,11 @@ pub(super) async fn healthz(state: Shared) -> HttpResponse {
         model: engine.model_name().to_string(),
         writes: state.config.admin_key.is_some(),
         writes_pending: state.tasks.pending(),
+        backend: HealthBackend {
+            name: backend.name,
+            vectors: backend.vectors,
+            text: backend.text,
+        },
     })
 }
 

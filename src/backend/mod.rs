@@ -1,0 +1,140 @@
+//! The seam between the search engine and the stores that answer its vector and text
+//! queries. The engine keeps the records, the catalog of filterable facts and the planning
+//! of a request; a backend ranks vectors and report text among the ids a request allows.
+//!
+//! [`Embedded`] is the default: the in-process vector index (flat + HNSW) and tantivy, both
+//! read from the published generation on disk. A backend for an external engine implements
+//! the same trait, so the server, the CLI, the evaluation and every response stay the same.
+
+use std::borrow::Cow;
+
+use serde::Serialize;
+
+use crate::archive::{verify_embedded, Published};
+use crate::error::{Error, Result};
+use crate::index::{IdSet, Plan, Scored, VectorIndex};
+use crate::text::{RankedText, Snippet, TextIndex};
+
+/// What serves a request's vectors and text, as `/healthz` and `verify` report it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BackendInfo {
+    /// `embedded` or the external engine's name.
+    pub name: String,
+    /// What ranks vectors (e.g. `hnsw+flat`).
+    pub vectors: String,
+    /// What ranks report text (e.g. `tantivy-bm25`).
+    pub text: String,
+}
+
+/// Vector and text retrieval among allowed ids. Ids are the archive's dense lesion ids;
+/// deleted lesions are never returned.
+pub trait SearchBackend: Send + Sync {
+    fn info(&self) -> BackendInfo;
+
+    /// Dimension of the stored vectors.
+    fn dim(&self) -> usize;
+
+    /// The stored vector of a lesion; an error names the id when it has none.
+    fn vector(&self, id: u32) -> Result<Cow<'_, [f32]>>;
+
+    /// The `k` nearest allowed lesions to a unit query by cosine, best first, and how they
+    /// were found.
+    fn nearest(&self, query: &[f32], k: usize, allowed: &IdSet) -> Result<(Vec<Scored>, Plan)>;
+
+    /// Up to `depth` allowed lesions whose report matches `text`, by BM25, best first, with
+    /// the number of matching lesions. `allowed_share` is the allowed fraction of the
+    /// archive (a hint for how deep to collect before filtering).
+    fn ranked_text(
+        &self,
+        text: &str,
+        depth: usize,
+        allowed: &IdSet,
+        allowed_share: f32,
+    ) -> Result<(Vec<RankedText>, usize)>;
+
+    /// The matching passage of each hit's report, in the order given.
+    fn snippets(&self, text: &str, hits: &[RankedText]) -> Result<Vec<Snippet>>;
+
+    /// Disagreements between the backend's stores and the published records; empty when
+    /// they agree.
+    fn verify(&self, published: &Published) -> Result<Vec<String>>;
+
+    /// The in-process vector index, where the backend has one (metrics of the graph, its
+    /// evaluation against the exact scan).
+    fn vector_index(&self) -> Option<&VectorIndex> {
+        None
+    }
+}
+
+/// The in-process stores of a published generation: flat vectors with the HNSW graph over
+/// them, and tantivy over the reports.
+pub struct Embedded {
+    vectors: VectorIndex,
+    text: TextIndex,
+}
+
+impl Embedded {
+    pub fn new(vectors: VectorIndex, text: TextIndex) -> Self {
+        Embedded { vectors, text }
+    }
+}
+
+impl SearchBackend for Embedded {
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            name: "embedded".into(),
+            vectors: if self.vectors.graph.is_some() {
+                "hnsw+flat".into()
+            } else {
+                "flat".into()
+            },
+            text: "tantivy-bm25".into(),
+        }
+    }
+
+    fn dim(&self) -> usize {
+        self.vectors.flat.dim()
+    }
+
+    fn vector(&self, id: u32) -> Result<Cow<'_, [f32]>> {
+        if (id as usize) < self.vectors.flat.len() {
+            Ok(Cow::Borrowed(self.vectors.flat.vector(id)))
+        } else {
+            Err(Error::invalid_argument(
+                "lesion",
+                format!("lesion {id} has no stored vector"),
+            ))
+        }
+    }
+
+    fn nearest(&self, query: &[f32], k: usize, allowed: &IdSet) -> Result<(Vec<Scored>, Plan)> {
+        Ok(self.vectors.search(query, k, Some(allowed)))
+    }
+
+    fn ranked_text(
+        &self,
+        text: &str,
+        depth: usize,
+        allowed: &IdSet,
+        allowed_share: f32,
+    ) -> Result<(Vec<RankedText>, usize)> {
+        self.text
+            .ranked_with(text, depth, &|id| allowed.contains(id), allowed_share, true)
+    }
+
+    fn snippets(&self, text: &str, hits: &[RankedText]) -> Result<Vec<Snippet>> {
+        self.text.snippets(text, hits, true)
+    }
+
+    fn verify(&self, published: &Published) -> Result<Vec<String>> {
+        verify_embedded(
+            (&published.dir, &published.manifest, &published.records),
+            &self.vectors,
+            &self.text,
+        )
+    }
+
+    fn vector_index(&self) -> Option<&VectorIndex> {
+        Some(&self.vectors)
+    }
+}
