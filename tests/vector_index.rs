@@ -217,7 +217,11 @@ fn anisotropic_clusters_reach_recall_099_and_every_node_is_reachable() {
     let filtered = recall_of(&index, Some(&ten_percent), (index.ef * 10).min(4096));
     assert!(filtered >= 0.99, "recall@10 {filtered} with a 10% filter");
 
-    // Deleting a tenth and rebuilding keeps every live node reachable.
+    // Adding a tenth more and deleting a tenth, then rebuilding, keeps every live node
+    // reachable, the added ones included.
+    let added = anisotropic_unit_vectors(n / 10, ANISO_DIM, 200, 12, 20240611 ^ 0xADD);
+    let range = index.append(&added);
+    assert_eq!(range.len(), n / 10);
     for id in (0..n as u32).step_by(10) {
         index.delete(id);
     }
@@ -225,9 +229,12 @@ fn anisotropic_clusters_reach_recall_099_and_every_node_is_reachable() {
     let rebuilt = index.graph.as_ref().unwrap().connectivity();
     assert_eq!(
         rebuilt.reachable, rebuilt.nodes,
-        "after rebuild: {rebuilt:?}"
+        "after add, delete and rebuild: {rebuilt:?}"
     );
-    assert_eq!(rebuilt.nodes, n - n / 10);
+    assert_eq!(rebuilt.nodes, n + n / 10 - n / 10);
+    let probe = added.chunks_exact(ANISO_DIM).nth(7).unwrap();
+    let (found, _) = index.search_with(probe, 1, None, Plan::Graph { ef: index.ef });
+    assert_eq!(found[0].id, range.start + 7, "an added vector finds itself");
     let after = recall_of(&index, None, index.ef);
     assert!(after >= 0.99, "recall@10 {after} after the rebuild");
 }
