@@ -437,6 +437,16 @@ fn read_manifest(generation_dir: &Path) -> Result<Manifest> {
     Ok(manifest)
 }
 
+/// The folder holding a lesion's slices: where it was added from, else the archive's.
+fn dataset_of(manifest: &Manifest, lesion: &StoredLesion) -> Dataset {
+    Dataset::new(
+        lesion
+            .source
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&manifest.dataset)),
+    )
+}
+
 /// The records side of a published generation: what the engine keeps in-process whichever
 /// backend serves the vectors and the text.
 pub struct Published {
@@ -448,12 +458,7 @@ pub struct Published {
 impl Published {
     /// The folder holding a lesion's slices.
     pub fn dataset_of(&self, lesion: &StoredLesion) -> Dataset {
-        Dataset::new(
-            lesion
-                .source
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(&self.manifest.dataset)),
-        )
+        dataset_of(&self.manifest, lesion)
     }
 
     /// Refuses a model other than the one that built the index, saying what differs.
@@ -529,12 +534,7 @@ impl Archive {
 
     /// The folder holding a lesion's slices.
     pub fn dataset_of(&self, lesion: &StoredLesion) -> Dataset {
-        Dataset::new(
-            lesion
-                .source
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(&self.manifest.dataset)),
-        )
+        dataset_of(&self.manifest, lesion)
     }
 
     /// Counts, ids and checksums agree across the three stores; every disagreement listed.
