@@ -307,3 +307,36 @@ fn a_graph_short_of_its_target_is_recorded_and_searched_exactly() {
     let q = loaded.flat.vector(3).to_vec();
     assert_eq!(loaded.search(&q, 5, None).1, Plan::Exact);
 }
+
+/// The walk keeps its frontier sorted up to ef 384 and in heaps past it, and re-ranks its
+/// own frontier when nothing is filtered but a pool when something is: all four ways give
+/// the exact top 10, best first, on a set small enough that a wide walk sees all of it.
+#[test]
+fn every_frontier_and_shortlist_gives_the_exact_top_10_in_order() {
+    let n = 3_000;
+    let mut data = clustered_unit_vectors(n + 20, DIM, 20, 9);
+    let queries = data.split_off(n * DIM);
+    let (mut index, _) =
+        VectorIndex::with_graph(FlatIndex::from_data(DIM, data), GraphParams::default());
+    let check = |index: &VectorIndex, what: &str| {
+        for ef in [300, 1_000] {
+            for q in queries.chunks_exact(DIM) {
+                let truth = index.flat.search(q, 10, None, Some(&index.tombstones));
+                let (found, _) = index.search_with(q, 10, None, Plan::Graph { ef });
+                let ids = |hits: &[lesion_search::index::Scored]| {
+                    hits.iter().map(|h| h.id).collect::<Vec<_>>()
+                };
+                assert_eq!(ids(&found), ids(&truth), "{what}, ef {ef}");
+                assert!(
+                    found.windows(2).all(|w| w[0].score >= w[1].score),
+                    "{what}, ef {ef}: not best first"
+                );
+            }
+        }
+    };
+    check(&index, "unfiltered");
+    for id in (0..n as u32).step_by(7) {
+        index.delete(id);
+    }
+    check(&index, "with deleted ids hidden");
+}
