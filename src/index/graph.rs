@@ -408,6 +408,18 @@ pub(crate) fn first_visit(visited: &mut [u64], id: u32) -> bool {
     fresh
 }
 
+/// What one search asks of the graph (see [`Graph::search`]).
+#[derive(Clone, Copy)]
+struct Walk<'a> {
+    flat: &'a FlatIndex,
+    query: &'a [f32],
+    k: usize,
+    ef: usize,
+    allowed: Option<&'a IdSet>,
+    /// `None` when nothing is hidden, so that an unfiltered walk is recognised.
+    hidden: Option<&'a IdSet>,
+}
+
 /// Width of the search on the layers above 0.
 const UPPER_BEAM: usize = 4;
 
@@ -825,62 +837,47 @@ impl Graph {
         if self.is_empty() || k == 0 {
             return Vec::new();
         }
-        let hidden = hidden.filter(|h| !h.is_empty());
-        #[cfg(target_arch = "x86_64")]
-        if Codes::avx2() {
-            // SAFETY: the CPU has AVX2, checked just above.
-            return unsafe { self.search_avx2(flat, query, k, ef, allowed, hidden) };
-        }
-        self.search_with_scorer(
+        let walk = Walk {
             flat,
             query,
             k,
             ef,
             allowed,
-            hidden,
-            |codes, prepared, id| codes.score(prepared, id),
-        )
+            hidden: hidden.filter(|h| !h.is_empty()),
+        };
+        #[cfg(target_arch = "x86_64")]
+        if Codes::avx2() {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { self.search_avx2(walk) };
+        }
+        self.search_with_scorer(walk, |codes, prepared, id| codes.score(prepared, id))
     }
 
     /// [`Graph::search`] compiled for AVX2, so that the code scores inline into the walk
     /// (a call per score was a tenth of a query's time on small indexes).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    unsafe fn search_avx2(
+    unsafe fn search_avx2(&self, walk: Walk<'_>) -> Vec<Scored> {
+        self.search_with_scorer(walk, |codes, prepared, id| {
+            // SAFETY: only reached when the CPU has AVX2.
+            unsafe { codes.score_avx2(prepared, id) }
+        })
+    }
+
+    #[inline(always)]
+    fn search_with_scorer(
         &self,
-        flat: &FlatIndex,
-        query: &[f32],
-        k: usize,
-        ef: usize,
-        allowed: Option<&IdSet>,
-        hidden: Option<&IdSet>,
+        walk: Walk<'_>,
+        score: impl Fn(&Codes, &PreparedQuery, u32) -> i32,
     ) -> Vec<Scored> {
-        self.search_with_scorer(
+        let Walk {
             flat,
             query,
             k,
             ef,
             allowed,
             hidden,
-            |codes, prepared, id| {
-                // SAFETY: only reached when the CPU has AVX2.
-                unsafe { codes.score_avx2(prepared, id) }
-            },
-        )
-    }
-
-    #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    fn search_with_scorer(
-        &self,
-        flat: &FlatIndex,
-        query: &[f32],
-        k: usize,
-        ef: usize,
-        allowed: Option<&IdSet>,
-        hidden: Option<&IdSet>,
-        score: impl Fn(&Codes, &PreparedQuery, u32) -> i32,
-    ) -> Vec<Scored> {
+        } = walk;
         let ef = ef.max(k);
         let codes = &self.codes;
         let prepared = codes.prepare(query);

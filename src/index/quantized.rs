@@ -12,10 +12,9 @@ use super::flat::FlatIndex;
 #[derive(Debug, Clone, Default)]
 pub struct Codes {
     dim: usize,
-    /// Per dimension: code = round((x - centre) * scale); the centre itself is never needed
-    /// again (see [`Codes::encode`]).
-    scale: Vec<f32>,
-    /// `1 / scale` (0 where the scale is), so preparing a query needs no division.
+    /// Per dimension `1 / scale` (0 where the scale is), where code = round((x - centre) *
+    /// scale); the centre itself is never needed again (see [`Codes::encode`]). Stored
+    /// inverted so that preparing a query needs no division.
     inverse_scale: Vec<f32>,
     codes: Vec<i8>,
 }
@@ -73,14 +72,13 @@ impl Codes {
             .collect();
         Codes {
             dim,
-            scale,
             inverse_scale,
             codes,
         }
     }
 
     pub fn memory_bytes(&self) -> usize {
-        self.codes.len() + (self.scale.len() + self.inverse_scale.len()) * 4
+        self.codes.len() + self.inverse_scale.len() * 4
     }
 
     /// Folds the per-dimension scales into the query: `Σ q_i x_i ≈ const + Σ (q_i / s_i) code_i`,
@@ -216,7 +214,7 @@ mod tests {
         let data = crate::index::clustered_unit_vectors(500, dim, 5, 3);
         let flat = FlatIndex::from_data(dim, data);
         let codes = Codes::encode(&flat, flat.len());
-        assert_eq!(codes.memory_bytes(), 500 * dim + dim * 8);
+        assert_eq!(codes.memory_bytes(), 500 * dim + dim * 4);
         let query = flat.vector(7).to_vec();
         let prepared = codes.prepare(&query);
         let mut exact: Vec<(u32, f32)> = (0..500).map(|id| (id, flat.score(&query, id))).collect();
