@@ -134,6 +134,15 @@ pub enum Error {
     #[error("{name}: no lesion {reference} in the index")]
     NoSuchLesion { name: String, reference: String },
 
+    /// An external search backend (Milvus) that could not be reached, refused a request or
+    /// does not hold what the published generation says it should.
+    #[error("{backend} at {url}: {message}")]
+    Backend {
+        backend: String,
+        url: String,
+        message: String,
+    },
+
     /// Lesions to add whose keys the index holds already.
     #[error("{} lesion(s) are already in the index: {} (delete them first to replace them)", keys.len(), keys.join(", "))]
     AlreadyInIndex { keys: Vec<String> },

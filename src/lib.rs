@@ -22,6 +22,7 @@ pub mod embed;
 mod error;
 pub mod eval;
 pub mod fault;
+pub mod filter;
 pub mod followup;
 mod fsutil;
 #[doc(hidden)]

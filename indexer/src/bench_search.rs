@@ -15,6 +15,8 @@ use serde::Serialize;
 pub struct Args {
     #[arg(long)]
     index: PathBuf,
+    #[command(flatten)]
+    backend: crate::backend_args::BackendArgs,
     /// Queries per kind (image queries: a fifth of this).
     #[arg(long, default_value_t = 1000)]
     queries: usize,
@@ -81,7 +83,7 @@ fn report(
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let manifest = Archive::current_manifest(&args.index)?;
     let model = resolve_model(&manifest.model.name, &default_cache_dir())?;
-    let engine = Engine::open(&args.index, Arc::from(model))?;
+    let engine = Engine::open_with(&args.index, Arc::from(model), &args.backend.choice()?)?;
     let live: Vec<u32> = (0..engine.capacity() as u32)
         .filter(|&id| engine.facts(id).is_some())
         .collect();

@@ -13,6 +13,7 @@ use lesion_search::imaging::{load_dicom, load_image, WindowChoice};
 use lesion_search::index::GraphParams;
 use lesion_search::search::{parse_sex, parse_split, parse_type};
 
+use crate::backend_args::BackendArgs;
 use crate::progress::Progress;
 
 #[derive(clap::Args)]
@@ -36,6 +37,8 @@ pub struct BuildArgs {
     /// them) instead of embedding here.
     #[arg(long, num_args = 1..)]
     embeddings: Vec<PathBuf>,
+    #[command(flatten)]
+    backend: BackendArgs,
 }
 
 #[derive(clap::Args)]
@@ -80,6 +83,8 @@ pub fn run_embed_shard(args: EmbedShardArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn run_build(args: BuildArgs) -> anyhow::Result<ExitCode> {
+    // A wrong backend setting fails before the slow embedding.
+    args.backend.choice()?;
     let model = resolve_model(&args.model, &default_cache_dir())?;
     let options = BuildOptions {
         dataset: args.dataset,
@@ -113,6 +118,7 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<ExitCode> {
             "exact vector search".to_string()
         }
     );
+    args.backend.publish(&args.index)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -120,11 +126,33 @@ pub fn run_build(args: BuildArgs) -> anyhow::Result<ExitCode> {
 pub struct VerifyArgs {
     #[arg(long)]
     index: PathBuf,
+    #[command(flatten)]
+    backend: BackendArgs,
 }
 
 pub fn run_verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let archive = Archive::open(&args.index)?;
-    let problems = archive.verify()?;
+    let mut problems = archive.verify()?;
+    let choice = args.backend.choice()?;
+    if choice != lesion_search::backend::BackendChoice::Embedded {
+        let (published, backend) = lesion_search::backend::open(&args.index, &choice)?;
+        let outside = backend.verify(&published)?;
+        println!(
+            "{}: {} against the records: {}",
+            backend.info().name,
+            backend.info().vectors,
+            if outside.is_empty() {
+                "same lesions, keys and vectors".to_string()
+            } else {
+                format!("{} problems", outside.len())
+            }
+        );
+        problems.extend(
+            outside
+                .into_iter()
+                .map(|p| format!("{}: {p}", backend.info().name)),
+        );
+    }
     for p in &problems {
         println!("error: {}: {p}", archive.dir.display());
     }
@@ -226,6 +254,8 @@ pub struct AddArgs {
     /// The lesion's report text.
     #[arg(long, requires = "image")]
     report: Option<String>,
+    #[command(flatten)]
+    backend: BackendArgs,
 }
 
 /// The one lesion `--image` names, checked as the server checks a form.
@@ -294,6 +324,7 @@ pub fn run_add(args: AddArgs) -> anyhow::Result<ExitCode> {
         )
         .with_context(|| format!("adding the lesion of {}", path.display()))?;
         print_change("added", &args.index, &summary);
+        args.backend.publish(&args.index)?;
         return Ok(ExitCode::SUCCESS);
     }
     let options = AddOptions {
@@ -308,6 +339,7 @@ pub fn run_add(args: AddArgs) -> anyhow::Result<ExitCode> {
         BuildEvent::Writing => eprintln!("writing records, vectors and text"),
     })?;
     print_change("added", &args.index, &summary);
+    args.backend.publish(&args.index)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -319,11 +351,42 @@ pub struct DeleteArgs {
     /// Lesion keys: the `File_name`, with `#n` for the n-th lesion of a slice (from 2).
     #[arg(required = true)]
     keys: Vec<String>,
+    #[command(flatten)]
+    backend: BackendArgs,
 }
 
 pub fn run_delete(args: DeleteArgs) -> anyhow::Result<ExitCode> {
+    args.backend.choice()?;
     let summary = delete(&args.index, &args.keys, GraphParams::default())?;
     print_change("deleted", &args.index, &summary);
+    args.backend.publish(&args.index)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args)]
+pub struct MilvusSyncArgs {
+    #[arg(long)]
+    index: PathBuf,
+    /// The Milvus server's gRPC address.
+    #[arg(long, default_value = lesion_search::backend::milvus::DEFAULT_URL)]
+    milvus_url: String,
+    /// Alias of the served generation (collections are NAME_gen_NNNNNN_...).
+    #[arg(long, default_value = lesion_search::backend::milvus::DEFAULT_COLLECTION)]
+    milvus_collection: String,
+    /// Vector index of the collection: auto (FLAT up to 200,000 lesions, else HNSW), flat
+    /// or hnsw.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "flat", "hnsw"])]
+    milvus_index: String,
+}
+
+pub fn run_milvus_sync(args: MilvusSyncArgs) -> anyhow::Result<ExitCode> {
+    BackendArgs {
+        backend: "milvus".into(),
+        milvus_url: args.milvus_url,
+        milvus_collection: args.milvus_collection,
+        milvus_index: args.milvus_index,
+    }
+    .publish(&args.index)?;
     Ok(ExitCode::SUCCESS)
 }
 

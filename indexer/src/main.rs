@@ -1,6 +1,8 @@
 //! `lesion-indexer`: the command line of Lesion Search.
 
+mod backend_args;
 mod bench;
+mod bench_backends;
 mod bench_embed;
 mod bench_search;
 mod bench_vectors;
@@ -46,8 +48,12 @@ enum Command {
     Delete(build::DeleteArgs),
     /// Search an index: text, an image example, a lesion, filters (the API's request).
     Query(Box<query::Args>),
-    /// Check that records, vectors and text of an index agree.
+    /// Check that records, vectors and text of an index agree (and, with `--backend milvus`,
+    /// that Milvus holds the same lesions and vectors).
     Verify(build::VerifyArgs),
+    /// Copy the served generation into Milvus and point the alias at it (what every write
+    /// with `--backend milvus` does; run it to finish one that was interrupted).
+    MilvusSync(build::MilvusSyncArgs),
     /// Generate a realistic DeepLesion-format archive (CT-like slices, table, reports).
     Synth(synth::Args),
     /// Validate a DeepLesion-format archive: a summary and every malformed row.
@@ -80,6 +86,9 @@ enum Command {
     ExportVectors(build::ExportVectorsArgs),
     /// Measure in-process query latency (text, by lesion, both, image) on a built index.
     BenchSearch(bench_search::Args),
+    /// Compare the embedded and the Milvus backend on one index: same top k of full
+    /// requests, vector recall against the exact scan, latency and throughput.
+    BenchBackends(bench_backends::Args),
     /// Measure embedding speed (patches/s) of models at several batch sizes.
     BenchEmbed(bench_embed::Args),
     /// Render a lesion's key slice as PNG with its box drawn.
@@ -95,6 +104,7 @@ fn main() -> ExitCode {
         Command::Build(args) => build::run_build(args),
         Command::EmbedShard(args) => build::run_embed_shard(args),
         Command::Verify(args) => build::run_verify(args),
+        Command::MilvusSync(args) => build::run_milvus_sync(args),
         Command::Query(args) => query::run(*args),
         Command::Add(args) => build::run_add(args),
         Command::Delete(args) => build::run_delete(args),
@@ -110,6 +120,7 @@ fn main() -> ExitCode {
         Command::FitFollowup(args) => followup::fit(args),
         Command::EvalOutlook(args) => followup::outlook(args),
         Command::BenchSearch(args) => bench_search::run(args),
+        Command::BenchBackends(args) => bench_backends::run(args),
         Command::BenchEmbed(args) => bench_embed::run(args),
         Command::Bench(args) => bench_vectors::run(args),
         Command::ExportVectors(args) => build::run_export_vectors(args),

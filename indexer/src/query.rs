@@ -17,6 +17,8 @@ use lesion_search::search::{
 pub struct Args {
     #[arg(long)]
     index: PathBuf,
+    #[command(flatten)]
+    backend: crate::backend_args::BackendArgs,
     /// Free text (report words; ontology synonyms and parents match too).
     #[arg(long)]
     text: Option<String>,
@@ -121,7 +123,7 @@ fn lesion_id(engine: &Engine, text: &str, name: &str) -> anyhow::Result<u32> {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let manifest = Archive::current_manifest(&args.index)?;
     let model = resolve_model(&manifest.model.name, &default_cache_dir())?;
-    let engine = Engine::open(&args.index, Arc::from(model))?;
+    let engine = Engine::open_with(&args.index, Arc::from(model), &args.backend.choice()?)?;
     // The same parsing as the server's filters; errors name the flag.
     let filter = FilterInput {
         types: args.types.clone(),

@@ -3,17 +3,102 @@
 //! of a request; a backend ranks vectors and report text among the ids a request allows.
 //!
 //! [`Embedded`] is the default: the in-process vector index (flat + HNSW) and tantivy, both
-//! read from the published generation on disk. A backend for an external engine implements
-//! the same trait, so the server, the CLI, the evaluation and every response stay the same.
+//! read from the published generation on disk. [`milvus::MilvusBackend`] keeps the vectors
+//! and filterable facts in a Milvus collection per generation. Both implement the same
+//! trait, so the server, the CLI, the evaluation and every response stay the same; which one
+//! serves is configuration ([`BackendChoice`]).
+
+pub mod milvus;
 
 use std::borrow::Cow;
+use std::path::Path;
 
 use serde::Serialize;
 
-use crate::archive::{verify_embedded, Published};
+use crate::archive::{verify_embedded, Archive, Published};
 use crate::error::{Error, Result};
+use crate::filter::Filter;
 use crate::index::{IdSet, Plan, Scored, VectorIndex};
 use crate::text::{RankedText, Snippet, TextIndex};
+
+pub use milvus::{MilvusIndex, MilvusSettings, MirrorSummary};
+
+/// Which backend serves an index's vectors and text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// The in-process stores of the generation (the default).
+    #[default]
+    Embedded,
+    /// A Milvus server, mirrored from the generation on every publish.
+    Milvus(MilvusSettings),
+}
+
+impl BackendChoice {
+    /// From a `--backend` name and the Milvus settings (used only for `milvus`).
+    pub fn named(name: &str, milvus: MilvusSettings) -> Result<Self> {
+        match name {
+            "embedded" => Ok(BackendChoice::Embedded),
+            "milvus" => Ok(BackendChoice::Milvus(milvus)),
+            other => Err(Error::invalid_argument(
+                "backend",
+                format!("`{other}` is not a backend (embedded or milvus)"),
+            )),
+        }
+    }
+}
+
+/// Opens the served generation of `index_dir`: its records, and the backend that serves its
+/// vectors and text.
+pub fn open(
+    index_dir: &Path,
+    choice: &BackendChoice,
+) -> Result<(Published, Box<dyn SearchBackend>)> {
+    let (published, vectors, text) = Archive::open(index_dir)?.into_parts();
+    let backend: Box<dyn SearchBackend> = match choice {
+        BackendChoice::Embedded => Box::new(Embedded::new(vectors, text)),
+        BackendChoice::Milvus(settings) => {
+            drop(vectors);
+            Box::new(milvus::MilvusBackend::open(settings, &published, text)?)
+        }
+    };
+    Ok((published, backend))
+}
+
+/// Brings the backend up to the generation `index_dir` serves, after a write published it
+/// (nothing to do for the embedded backend, which reads the generation itself).
+pub fn publish(index_dir: &Path, choice: &BackendChoice) -> Result<Option<MirrorSummary>> {
+    match choice {
+        BackendChoice::Embedded => Ok(None),
+        BackendChoice::Milvus(settings) => {
+            let (published, vectors, _text) = Archive::open(index_dir)?.into_parts();
+            milvus::Connection::connect(settings)?
+                .mirror(&published, &vectors)
+                .map(Some)
+        }
+    }
+}
+
+/// The lesions a request may return: the exact id set, and the metadata filter it came
+/// from where there is one (an external engine turns that into its own filter expression;
+/// the id set stays the authority). Evaluation sets and the like come without a filter.
+#[derive(Clone, Copy)]
+pub struct Allowed<'a> {
+    pub ids: &'a IdSet,
+    pub filter: Option<&'a Filter>,
+}
+
+impl<'a> Allowed<'a> {
+    pub fn ids(ids: &'a IdSet) -> Self {
+        Allowed { ids, filter: None }
+    }
+
+    pub fn filtered(ids: &'a IdSet, filter: &'a Filter) -> Self {
+        Allowed {
+            ids,
+            filter: Some(filter),
+        }
+    }
+}
 
 /// What serves a request's vectors and text, as `/healthz` and `verify` report it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -39,7 +124,8 @@ pub trait SearchBackend: Send + Sync {
 
     /// The `k` nearest allowed lesions to a unit query by cosine, best first, and how they
     /// were found.
-    fn nearest(&self, query: &[f32], k: usize, allowed: &IdSet) -> Result<(Vec<Scored>, Plan)>;
+    fn nearest(&self, query: &[f32], k: usize, allowed: Allowed<'_>)
+        -> Result<(Vec<Scored>, Plan)>;
 
     /// Up to `depth` allowed lesions whose report matches `text`, by BM25, best first, with
     /// the number of matching lesions. `allowed_share` is the allowed fraction of the
@@ -48,7 +134,7 @@ pub trait SearchBackend: Send + Sync {
         &self,
         text: &str,
         depth: usize,
-        allowed: &IdSet,
+        allowed: Allowed<'_>,
         allowed_share: f32,
     ) -> Result<(Vec<RankedText>, usize)>;
 
@@ -107,19 +193,29 @@ impl SearchBackend for Embedded {
         }
     }
 
-    fn nearest(&self, query: &[f32], k: usize, allowed: &IdSet) -> Result<(Vec<Scored>, Plan)> {
-        Ok(self.vectors.search(query, k, Some(allowed)))
+    fn nearest(
+        &self,
+        query: &[f32],
+        k: usize,
+        allowed: Allowed<'_>,
+    ) -> Result<(Vec<Scored>, Plan)> {
+        Ok(self.vectors.search(query, k, Some(allowed.ids)))
     }
 
     fn ranked_text(
         &self,
         text: &str,
         depth: usize,
-        allowed: &IdSet,
+        allowed: Allowed<'_>,
         allowed_share: f32,
     ) -> Result<(Vec<RankedText>, usize)> {
-        self.text
-            .ranked_with(text, depth, &|id| allowed.contains(id), allowed_share, true)
+        self.text.ranked_with(
+            text,
+            depth,
+            &|id| allowed.ids.contains(id),
+            allowed_share,
+            true,
+        )
     }
 
     fn snippets(&self, text: &str, hits: &[RankedText]) -> Result<Vec<Snippet>> {

@@ -14,6 +14,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::Allowed;
 use crate::dataset::{CoarseType, Split};
 use crate::error::{Error, Result};
 use crate::index::{FlatIndex, GraphParams, IdSet, Plan, VectorIndex};
@@ -565,9 +566,10 @@ fn text_retrieval(
         let t = Instant::now();
         // Ranked as every text request is, snippets included (as the user waits for them).
         let share = database.len() as f32 / engine.live().max(1) as f32;
-        let (hits, _) = engine
-            .backend
-            .ranked_text(&query.text, 10, database, share)?;
+        let (hits, _) =
+            engine
+                .backend
+                .ranked_text(&query.text, 10, Allowed::ids(database), share)?;
         engine.backend.snippets(&query.text, &hits)?;
         samples.push(t.elapsed().as_secs_f64() * 1e3);
         let gains: Vec<bool> = hits.iter().map(|h| relevant(h.id)).collect();

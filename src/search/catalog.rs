@@ -4,10 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::dataset::{CoarseType, Sex, Split};
 use crate::error::Result;
+pub use crate::filter::{Filter, Range};
 use crate::index::IdSet;
 use crate::store::{PublishedRecords, StoredLesion};
 
@@ -45,42 +46,6 @@ impl LesionFacts {
     }
 }
 
-/// An inclusive range; either end may be open.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct Range {
-    pub min: Option<f32>,
-    pub max: Option<f32>,
-}
-
-impl Range {
-    pub fn contains(&self, value: f32) -> bool {
-        self.min.is_none_or(|m| value >= m) && self.max.is_none_or(|m| value <= m)
-    }
-
-    pub fn is_open(&self) -> bool {
-        self.min.is_none() && self.max.is_none()
-    }
-}
-
-/// Metadata filters; an empty filter lets every live lesion through.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Filter {
-    /// Any of these coarse types (none: all).
-    pub types: Vec<CoarseType>,
-    pub sex: Option<Sex>,
-    /// Lesions without a recorded age fail an age range.
-    pub age: Range,
-    /// Long diameter in mm.
-    pub long_mm: Range,
-    /// Normalized location box, per axis.
-    pub location_x: Range,
-    pub location_y: Range,
-    pub location_z: Range,
-    pub split: Option<Split>,
-    pub exclude_patients: Vec<u32>,
-}
-
 impl Filter {
     pub fn accepts(&self, f: &LesionFacts) -> bool {
         (self.types.is_empty() || self.types.contains(&f.coarse_type))
@@ -92,10 +57,6 @@ impl Filter {
             && self.location_z.contains(f.location[2])
             && self.split.is_none_or(|s| s == f.split)
             && !self.exclude_patients.contains(&f.patient)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        *self == Filter::default()
     }
 }
 

@@ -21,8 +21,8 @@ pub use input::{
     parse_bounds, parse_sex, parse_split, parse_type, range, Bounds, FilterInput, LesionRef,
 };
 
-use crate::archive::{Archive, Published};
-use crate::backend::{BackendInfo, Embedded, SearchBackend};
+use crate::archive::Published;
+use crate::backend::{Allowed, BackendChoice, BackendInfo, SearchBackend};
 use crate::dataset::{CoarseType, PixelBox};
 use crate::embed::{l2_normalised, Embedder};
 use crate::error::{Error, Result};
@@ -213,8 +213,17 @@ impl Engine {
     /// Opens the served generation of `index_dir` with the embedded backend; `model` must
     /// be the one that built it.
     pub fn open(index_dir: &Path, model: Arc<dyn Embedder>) -> Result<Self> {
-        let (published, vectors, text) = Archive::open(index_dir)?.into_parts();
-        Engine::with_backend(published, Box::new(Embedded::new(vectors, text)), model)
+        Engine::open_with(index_dir, model, &BackendChoice::Embedded)
+    }
+
+    /// Opens the served generation of `index_dir` with the chosen backend.
+    pub fn open_with(
+        index_dir: &Path,
+        model: Arc<dyn Embedder>,
+        choice: &BackendChoice,
+    ) -> Result<Self> {
+        let (published, backend) = crate::backend::open(index_dir, choice)?;
+        Engine::with_backend(published, backend, model)
     }
 
     /// An engine over published records whose vectors and text `backend` serves.
@@ -481,7 +490,7 @@ impl Engine {
         };
         let text = request.text.as_deref().filter(|t| !t.trim().is_empty());
         let text_list = match text {
-            Some(text) => self.text_candidates(text, depth, &scope.allowed, &mut response)?,
+            Some(text) => self.text_candidates(text, depth, &scope, &mut response)?,
             None => Vec::new(),
         };
         let fused = if query.is_none() && text.is_none() {
@@ -537,7 +546,11 @@ impl Engine {
         response: &mut SearchResponse,
     ) -> Result<Vec<crate::index::Scored>> {
         let t = Instant::now();
-        let (hits, plan) = self.backend.nearest(query, depth, &scope.allowed)?;
+        let (hits, plan) = self.backend.nearest(
+            query,
+            depth,
+            Allowed::filtered(&scope.allowed, &scope.filter),
+        )?;
         response.plan = Some(plan);
         response.suggestion = self.suggest_type(query, &scope.query_patients)?;
         response.timings.vector_ms = ms(t.elapsed());
@@ -557,12 +570,18 @@ impl Engine {
         &self,
         text: &str,
         depth: usize,
-        allowed: &IdSet,
+        scope: &Scope,
         response: &mut SearchResponse,
     ) -> Result<Vec<crate::text::RankedText>> {
         let t = Instant::now();
+        let allowed = &scope.allowed;
         let share = allowed.len() as f32 / self.catalog.live().max(1) as f32;
-        let (hits, total) = self.backend.ranked_text(text, depth, allowed, share)?;
+        let (hits, total) = self.backend.ranked_text(
+            text,
+            depth,
+            Allowed::filtered(allowed, &scope.filter),
+            share,
+        )?;
         response.text_matches = Some(total.min(allowed.len()));
         response.timings.text_ms = ms(t.elapsed());
         Ok(hits)
@@ -641,9 +660,16 @@ impl Engine {
         own_patients: &HashSet<u32>,
     ) -> Result<Option<TypeSuggestion>> {
         let allowed = self.catalog.typed_except(own_patients.iter().copied());
-        let (hits, _) = self
-            .backend
-            .nearest(query, SUGGESTION_NEIGHBOURS, &allowed)?;
+        let voters = Filter {
+            types: CoarseType::KNOWN.to_vec(),
+            exclude_patients: own_patients.iter().copied().collect(),
+            ..Filter::default()
+        };
+        let (hits, _) = self.backend.nearest(
+            query,
+            SUGGESTION_NEIGHBOURS,
+            Allowed::filtered(&allowed, &voters),
+        )?;
         let mut counts: HashMap<CoarseType, usize> = HashMap::new();
         for hit in &hits {
             if let Some(f) = self.catalog.get(hit.id) {
@@ -670,6 +696,16 @@ impl Engine {
     pub fn facets(&self) -> Facets {
         self.catalog
             .facets(&self.catalog.allowed(&Filter::default()))
+    }
+
+    /// The backend's `k` nearest lesions to a unit vector among `allowed`, best first.
+    pub fn nearest(
+        &self,
+        query: &[f32],
+        k: usize,
+        allowed: &IdSet,
+    ) -> Result<(Vec<crate::index::Scored>, Plan)> {
+        self.backend.nearest(query, k, Allowed::ids(allowed))
     }
 
     /// Live ids passing a filter.

@@ -41,6 +41,8 @@ pub struct Config {
     /// Admin writes that may wait for the writer (each holds its decoded slice); past it a
     /// write is answered 503 with `Retry-After`.
     pub task_queue: usize,
+    /// What serves vectors and filters (the embedded stores, or Milvus).
+    pub backend: lesion_search::backend::BackendChoice,
 }
 
 impl Default for Config {
@@ -65,6 +67,7 @@ impl Default for Config {
             max_list: 1_000,
             max_parts: 32,
             task_queue: 8,
+            backend: Default::default(),
         }
     }
 }

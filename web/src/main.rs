@@ -102,7 +102,8 @@ struct ServeArgs {
     model: Option<String>,
     /// A JSON settings file (listen, read_key, admin_key, cors_origin, max_upload_mb,
     /// max_image_side, max_k, request_timeout_s, image_deadline_ms, allowed_hosts, max_heavy,
-    /// upload_store_mb, upload_ttl_s). Keys may also come from LESION_WEB_READ_KEY and
+    /// upload_store_mb, upload_ttl_s, backend, milvus_url, milvus_collection). Keys may also
+    /// come from LESION_WEB_READ_KEY and
     /// LESION_WEB_ADMIN_KEY.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -119,6 +120,16 @@ struct ServeArgs {
     /// CPU-heavy requests (decode, embed, export, writes) at once (default: one per core).
     #[arg(long)]
     max_heavy: Option<usize>,
+    /// What serves vectors and filters: `embedded` (default) or `milvus` (the generation's
+    /// collection there, mirrored by every write; `lesion-indexer milvus-sync` fills it).
+    #[arg(long, value_parser = ["embedded", "milvus"])]
+    backend: Option<String>,
+    /// The Milvus server's gRPC address (default http://127.0.0.1:19530).
+    #[arg(long)]
+    milvus_url: Option<String>,
+    /// Alias of the served generation in Milvus (default lesion_search).
+    #[arg(long)]
+    milvus_collection: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -138,6 +149,9 @@ struct ConfigFile {
     max_heavy: Option<usize>,
     upload_store_mb: Option<usize>,
     upload_ttl_s: Option<u64>,
+    backend: Option<String>,
+    milvus_url: Option<String>,
+    milvus_collection: Option<String>,
 }
 
 fn config_of(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -183,6 +197,26 @@ fn config_of(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(s) = file.upload_ttl_s {
         config.upload_ttl = Duration::from_secs(s);
     }
+    let defaults = lesion_search::backend::MilvusSettings::default();
+    config.backend = lesion_search::backend::BackendChoice::named(
+        args.backend
+            .as_deref()
+            .or(file.backend.as_deref())
+            .unwrap_or("embedded"),
+        lesion_search::backend::MilvusSettings {
+            url: args
+                .milvus_url
+                .clone()
+                .or(file.milvus_url)
+                .unwrap_or(defaults.url),
+            collection: args
+                .milvus_collection
+                .clone()
+                .or(file.milvus_collection)
+                .unwrap_or(defaults.collection),
+            index: defaults.index,
+        },
+    )?;
     config.check().map_err(|e| anyhow!(e))?;
     Ok(config)
 }
@@ -216,6 +250,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         };
         (index, Arc::from(resolve_model(&name, &cache)?))
     };
+    if args.demo {
+        // The demo's generation is made here, so its Milvus collection is too.
+        lesion_search::backend::publish(&index, &config.backend)?;
+    }
     let listen = config.listen;
     let workers = args.workers;
     let state = web::Data::new(AppState::open(index.clone(), model, config)?);

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use lesion_search::backend::BackendChoice;
 use lesion_search::embed::Embedder;
 use lesion_search::imaging::CtImage;
 use lesion_search::search::Engine;
@@ -29,6 +30,7 @@ pub struct Served {
     engine: ArcSwap<Engine>,
     model: Arc<dyn Embedder>,
     index_dir: PathBuf,
+    backend: BackendChoice,
     /// Held while a generation is opened: sled admits one opener per process, so the
     /// watcher and the write that published a generation must not both open it.
     reloading: Mutex<()>,
@@ -60,10 +62,22 @@ impl Served {
         if !self.published_elsewhere(&self.engine.load()) {
             return Ok(false);
         }
-        let engine = Arc::new(Engine::open(&self.index_dir, self.model.clone())?);
+        let engine = Arc::new(Engine::open_with(
+            &self.index_dir,
+            self.model.clone(),
+            &self.backend,
+        )?);
         warm(&engine);
         self.engine.store(engine);
         Ok(true)
+    }
+
+    /// After this server's own write: brings the backend up to the new generation (Milvus
+    /// gets its collection), then serves it. Another process's writes mirror themselves;
+    /// the watcher only reloads.
+    pub fn publish_and_reload(&self) -> lesion_search::Result<bool> {
+        lesion_search::backend::publish(&self.index_dir, &self.backend)?;
+        self.reload()
     }
 }
 
@@ -92,7 +106,11 @@ impl AppState {
         model: Arc<dyn Embedder>,
         config: Config,
     ) -> lesion_search::Result<Self> {
-        let engine = Arc::new(Engine::open(&index_dir, model.clone())?);
+        let engine = Arc::new(Engine::open_with(
+            &index_dir,
+            model.clone(),
+            &config.backend,
+        )?);
         Ok(AppState::with_engine(engine, index_dir, model, config))
     }
 
@@ -110,6 +128,7 @@ impl AppState {
             engine: ArcSwap::new(engine),
             model,
             index_dir: index_dir.clone(),
+            backend: config.backend.clone(),
             reloading: Mutex::new(()),
         });
         watch(Arc::downgrade(&served));

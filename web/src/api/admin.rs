@@ -165,7 +165,7 @@ pub(super) async fn create(
         .map_err(|e| ApiError::from_core(e, "patient"))?;
         drop(engine);
         served
-            .reload()
+            .publish_and_reload()
             .map_err(|e| ApiError::from_core(e, "index"))?;
         let (id, key) = summary.changed.first().cloned().unwrap_or_default();
         Ok(Landed {
@@ -212,7 +212,7 @@ pub(super) async fn remove(
         let summary = delete(served.index_dir(), &[key], GraphParams::default())
             .map_err(|e| ApiError::from_core(e, "id"))?;
         served
-            .reload()
+            .publish_and_reload()
             .map_err(|e| ApiError::from_core(e, "index"))?;
         Ok(Landed {
             generation: summary.generation,

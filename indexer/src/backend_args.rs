@@ -1,0 +1,58 @@
+//! `--backend`, `--milvus-url` and `--milvus-collection`: which backend serves an index's
+//! vectors and filters, shared by the commands that write or read an index.
+
+use std::path::Path;
+
+use lesion_search::backend::milvus::{DEFAULT_COLLECTION, DEFAULT_URL};
+use lesion_search::backend::{self, BackendChoice, MilvusIndex, MilvusSettings};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct BackendArgs {
+    /// What serves vectors and filters: `embedded` (in-process HNSW + flat) or `milvus`
+    /// (mirrored into a Milvus server on every write). Text stays in tantivy either way.
+    #[arg(long, default_value = "embedded", value_parser = ["embedded", "milvus"])]
+    pub backend: String,
+    /// The Milvus server's gRPC address (with `--backend milvus`).
+    #[arg(long, default_value = DEFAULT_URL)]
+    pub milvus_url: String,
+    /// Alias of the served generation in Milvus; each generation's collection is
+    /// NAME_gen_NNNNNN_...
+    #[arg(long, default_value = DEFAULT_COLLECTION)]
+    pub milvus_collection: String,
+    /// Vector index of the collections a write fills: `auto` (exact FLAT up to 200,000
+    /// lesions, HNSW past it), `flat` or `hnsw`.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "flat", "hnsw"])]
+    pub milvus_index: String,
+}
+
+impl BackendArgs {
+    pub fn choice(&self) -> anyhow::Result<BackendChoice> {
+        Ok(BackendChoice::named(
+            &self.backend,
+            MilvusSettings {
+                url: self.milvus_url.clone(),
+                collection: self.milvus_collection.clone(),
+                index: MilvusIndex::parse(&self.milvus_index)?,
+            },
+        )?)
+    }
+
+    /// Mirrors the generation a write just published into the backend, saying what it did.
+    pub fn publish(&self, index: &Path) -> anyhow::Result<()> {
+        if let Some(summary) = backend::publish(index, &self.choice()?)? {
+            eprintln!(
+                "milvus: {} {} ({} lesions), alias {} points at it{}",
+                if summary.already { "kept" } else { "filled" },
+                summary.collection,
+                summary.rows,
+                summary.alias,
+                if summary.dropped.is_empty() {
+                    String::new()
+                } else {
+                    format!("; dropped {}", summary.dropped.join(", "))
+                }
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,919 @@
+//! The Milvus backend: a generation's vectors and filterable facts in a Milvus collection,
+//! the report text in the generation's tantivy index beside it (Milvus 2.3 has no BM25).
+//!
+//! The published generation on disk stays the source of truth: records, manifest, text and
+//! the local vector files are written as for the embedded backend, then [`Connection::mirror`]
+//! copies the generation into its own collection (`<name>_gen_NNNNNN_...`, stamped in its
+//! description with the generation, the checksums and the model card) and switches the alias
+//! `<name>` to it. A server opens exactly the collection of the generation it serves, so a
+//! generation published but not yet mirrored is refused (the previous one stays served),
+//! never half-served. The collection before the newest is kept for servers still on it.
+//!
+//! The SDK is asynchronous; this module owns a small tokio runtime and blocks on it, so the
+//! engine's synchronous callers (request threads, the CLI) can use it from any thread.
+
+use std::borrow::Cow;
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::mpsc;
+
+use milvus::client::Client;
+use milvus::data::FieldColumn;
+use milvus::index::{IndexParams, IndexType, MetricType};
+use milvus::query::{QueryOptions, SearchOptions};
+use milvus::schema::{CollectionSchemaBuilder, FieldSchema};
+use milvus::value::{Value, ValueVec};
+use serde::{Deserialize, Serialize};
+
+use super::{Allowed, BackendInfo, SearchBackend};
+use crate::archive::Published;
+use crate::error::{Error, Result};
+use crate::filter::{Filter, Range};
+use crate::index::{Plan, Scored, VectorIndex};
+use crate::text::{RankedText, Snippet, TextIndex};
+
+/// Where the Milvus server listens when nothing else is said.
+pub const DEFAULT_URL: &str = "http://127.0.0.1:19530";
+/// The alias that names the served generation's collection, and the prefix of every
+/// generation's collection.
+pub const DEFAULT_COLLECTION: &str = "lesion_search";
+
+/// HNSW build parameters of every collection (Milvus' own recommendation for ~1M vectors).
+const GRAPH_M: usize = 16;
+const GRAPH_EF_CONSTRUCTION: usize = 200;
+/// Search breadth: at least this, and never below the number of hits asked for.
+const MIN_EF: usize = 256;
+/// Up to this many lesions a collection is searched exactly (FLAT) unless told otherwise:
+/// milliseconds at this size, and Milvus 2.3.5's HNSW loses true neighbours under scalar
+/// filters that no `ef` brings back (BENCHMARKS.md, "Milvus backend").
+pub const FLAT_UP_TO: usize = 200_000;
+/// Milvus' largest `topk` and query window.
+const MAX_TOPK: usize = 16_384;
+/// Below this many allowed ids, an id set no filter describes is sent as `lid in [...]`.
+const MAX_ID_LIST: usize = 4_096;
+/// Bytes of vectors per insert request (the server's gRPC limit is 64 MiB).
+const INSERT_BYTES: usize = 16 << 20;
+
+/// The vector index a generation's collection gets.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MilvusIndex {
+    /// FLAT up to [`FLAT_UP_TO`] lesions, HNSW past it.
+    #[default]
+    Auto,
+    Flat,
+    Hnsw,
+}
+
+impl MilvusIndex {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "auto" => Ok(MilvusIndex::Auto),
+            "flat" => Ok(MilvusIndex::Flat),
+            "hnsw" => Ok(MilvusIndex::Hnsw),
+            other => Err(Error::invalid_argument(
+                "milvus-index",
+                format!("`{other}` is not auto, flat or hnsw"),
+            )),
+        }
+    }
+
+    fn for_rows(self, rows: usize) -> IndexType {
+        match self {
+            MilvusIndex::Flat => IndexType::Flat,
+            MilvusIndex::Hnsw => IndexType::HNSW,
+            MilvusIndex::Auto if rows <= FLAT_UP_TO => IndexType::Flat,
+            MilvusIndex::Auto => IndexType::HNSW,
+        }
+    }
+}
+
+/// How to reach Milvus and what to call the archive's collections there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MilvusSettings {
+    pub url: String,
+    /// The alias of the served generation; each generation's collection is
+    /// `<collection>_gen_NNNNNN_...`. Letters, digits and underscores, starting with a letter.
+    pub collection: String,
+    /// The vector index of collections this process fills.
+    pub index: MilvusIndex,
+}
+
+impl Default for MilvusSettings {
+    fn default() -> Self {
+        MilvusSettings {
+            url: DEFAULT_URL.into(),
+            collection: DEFAULT_COLLECTION.into(),
+            index: MilvusIndex::Auto,
+        }
+    }
+}
+
+impl MilvusSettings {
+    fn check(&self) -> Result<()> {
+        let name = &self.collection;
+        let valid = name.len() <= 200
+            && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(Error::invalid_argument(
+                "milvus-collection",
+                format!(
+                    "`{name}` is not a Milvus name (letters, digits and _, starting with a letter)"
+                ),
+            ));
+        }
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            return Err(Error::invalid_argument(
+                "milvus-url",
+                format!("`{}` is not an http:// or https:// address", self.url),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `<collection>_gen_NNNNNN_<records digest>_<index>`: never the name of a dropped
+    /// collection with other contents (Milvus 2.3.5 can keep a dropped collection's index
+    /// under a reused name).
+    fn collection_of(&self, stamp: &Stamp) -> String {
+        format!(
+            "{}_gen_{:06}_{}_{}",
+            self.collection,
+            stamp.generation,
+            &stamp.records_sha256[..12.min(stamp.records_sha256.len())],
+            stamp.index.to_lowercase()
+        )
+    }
+
+    fn generation_of(&self, collection: &str) -> Option<u64> {
+        collection
+            .strip_prefix(&self.collection)?
+            .strip_prefix("_gen_")?
+            .get(..6)?
+            .parse()
+            .ok()
+    }
+}
+
+/// What a generation's collection holds, written into its description when it is filled
+/// and compared with the published manifest whenever it is opened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Stamp {
+    generation: u64,
+    live: usize,
+    records_sha256: String,
+    vectors_sha256: String,
+    model: String,
+    weights_sha256: String,
+    dim: usize,
+    /// `FLAT` or `HNSW`: how the collection is searched, not what it holds.
+    #[serde(default)]
+    index: String,
+}
+
+impl Stamp {
+    /// Holds the same archive state (whatever its index).
+    fn holds(&self, other: &Stamp) -> bool {
+        Stamp {
+            index: String::new(),
+            ..self.clone()
+        } == Stamp {
+            index: String::new(),
+            ..other.clone()
+        }
+    }
+
+    fn of(published: &Published) -> Self {
+        let m = &published.manifest;
+        Stamp {
+            generation: m.generation,
+            live: published.records.len(),
+            records_sha256: m.records_sha256.clone(),
+            vectors_sha256: m.vectors_sha256.clone(),
+            model: m.model.name.clone(),
+            weights_sha256: m.model.weights_sha256.clone(),
+            dim: m.model.output_dim,
+            index: String::new(),
+        }
+    }
+}
+
+/// What [`Connection::mirror`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MirrorSummary {
+    pub collection: String,
+    pub alias: String,
+    pub rows: usize,
+    /// The collection held this generation already (nothing was written).
+    pub already: bool,
+    /// Older generations' collections dropped.
+    pub dropped: Vec<String>,
+}
+
+/// A client of one Milvus server, usable from synchronous code.
+pub struct Connection {
+    runtime: tokio::runtime::Runtime,
+    client: Client,
+    settings: MilvusSettings,
+}
+
+impl Connection {
+    pub fn connect(settings: &MilvusSettings) -> Result<Self> {
+        settings.check()?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("milvus-client")
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Backend {
+                backend: "milvus".into(),
+                url: settings.url.clone(),
+                message: format!("cannot start the client runtime: {e}"),
+            })?;
+        let (tx, rx) = mpsc::channel();
+        let url = settings.url.clone();
+        runtime.spawn(async move {
+            let _ = tx.send(Client::new(url).await);
+        });
+        let client = rx
+            .recv()
+            .map_err(|_| Error::Backend {
+                backend: "milvus".into(),
+                url: settings.url.clone(),
+                message: "the client runtime stopped".into(),
+            })?
+            .map_err(|e| Error::Backend {
+                backend: "milvus".into(),
+                url: settings.url.clone(),
+                message: format!("cannot connect: {e}"),
+            })?;
+        Ok(Connection {
+            runtime,
+            client,
+            settings: settings.clone(),
+        })
+    }
+
+    pub fn settings(&self) -> &MilvusSettings {
+        &self.settings
+    }
+
+    fn error(&self, message: String) -> Error {
+        Error::Backend {
+            backend: "milvus".into(),
+            url: self.settings.url.clone(),
+            message,
+        }
+    }
+
+    /// Runs one SDK call on the client runtime and waits for it; works from any thread,
+    /// an async one included, since the waiting thread never drives the runtime.
+    fn run<T, F>(&self, what: &str, call: impl FnOnce(Client) -> F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Future<Output = milvus::error::Result<T>> + Send + 'static,
+    {
+        let (tx, rx) = mpsc::channel();
+        let future = call(self.client.clone());
+        self.runtime.spawn(async move {
+            let _ = tx.send(future.await);
+        });
+        rx.recv()
+            .map_err(|_| self.error(format!("{what}: the client runtime stopped")))?
+            .map_err(|e| self.error(format!("{what}: {e}")))
+    }
+
+    /// The server's version string (e.g. `v2.3.5`).
+    pub fn server_version(&self) -> Result<String> {
+        self.run("server version", |c| async move {
+            c.get_server_version().await.map(|v| v.version)
+        })
+    }
+
+    fn stamp(&self, collection: &str) -> Result<Option<Stamp>> {
+        let name = collection.to_string();
+        let exists = self.run("has collection", move |c| async move {
+            c.has_collection(name).await
+        })?;
+        if !exists {
+            return Ok(None);
+        }
+        let name = collection.to_string();
+        let description = self.run("describe collection", move |c| async move {
+            c.describe_collection(name)
+                .await
+                .map(|d| d.schema.description)
+        })?;
+        // A collection of this name but no stamp was made by something else: never reuse it.
+        Ok(serde_json::from_str(&description).ok())
+    }
+
+    fn collections(&self) -> Result<Vec<String>> {
+        self.run(
+            "list collections",
+            |c| async move { c.list_collections().await },
+        )
+    }
+
+    /// Copies the published generation into its collection (unless it is there already,
+    /// stamped alike), builds its graph, loads it and points the alias at it; then drops
+    /// the collections of generations older than the one before it.
+    pub fn mirror(&self, published: &Published, vectors: &VectorIndex) -> Result<MirrorSummary> {
+        let mut stamp = Stamp::of(published);
+        stamp.index = self.settings.index.for_rows(stamp.live).to_string();
+        let name = self.settings.collection_of(&stamp);
+        let already = self.stamp(&name)? == Some(stamp.clone());
+        let mut rows = stamp.live;
+        if !already {
+            // Half filled by a writer that died: its name is this state's, so start over.
+            if self.collections()?.contains(&name) {
+                let old = name.clone();
+                self.run("drop collection", move |c| async move {
+                    c.drop_collection(old).await
+                })?;
+            }
+            rows = self.fill(&name, &stamp, published, vectors)?;
+        }
+        let loaded = name.clone();
+        self.run("load collection", move |c| async move {
+            c.load_collection(loaded, None).await
+        })?;
+        self.point_alias(&name)?;
+        let dropped = self.drop_older_than(stamp.generation.saturating_sub(1), &name)?;
+        Ok(MirrorSummary {
+            collection: name,
+            alias: self.settings.collection.clone(),
+            rows,
+            already,
+            dropped,
+        })
+    }
+
+    fn fill(
+        &self,
+        name: &str,
+        stamp: &Stamp,
+        published: &Published,
+        vectors: &VectorIndex,
+    ) -> Result<usize> {
+        let dim = stamp.dim;
+        if vectors.flat.dim() != dim {
+            return Err(self.error(format!(
+                "the generation's vectors have {} dimensions, its model card {dim}",
+                vectors.flat.dim()
+            )));
+        }
+        let description = serde_json::to_string(stamp).expect("a stamp serializes");
+        let schema = CollectionSchemaBuilder::new(name, &description)
+            .add_field(FieldSchema::new_primary_int64(
+                "lid",
+                "dense lesion id",
+                false,
+            ))
+            .add_field(FieldSchema::new_float_vector(
+                "vector",
+                "unit embedding",
+                dim as i64,
+            ))
+            .add_field(FieldSchema::new_varchar(
+                "key",
+                "File_name and ordinal",
+                512,
+            ))
+            .add_field(FieldSchema::new_int64("patient", "patient index"))
+            .add_field(FieldSchema::new_varchar(
+                "coarse_type",
+                "coarse lesion type",
+                32,
+            ))
+            .add_field(FieldSchema::new_varchar(
+                "sex",
+                "female, male or unknown",
+                16,
+            ))
+            .add_field(FieldSchema::new_float("age", "years; -1 when unknown"))
+            .add_field(FieldSchema::new_float("long_mm", "RECIST long diameter"))
+            .add_field(FieldSchema::new_float("location_x", "normalized body x"))
+            .add_field(FieldSchema::new_float("location_y", "normalized body y"))
+            .add_field(FieldSchema::new_float("location_z", "normalized body z"))
+            .add_field(FieldSchema::new_varchar(
+                "split",
+                "train, validation or test",
+                16,
+            ))
+            .build()
+            .map_err(|e| self.error(format!("collection schema: {e}")))?;
+        let created = schema.clone();
+        self.run("create collection", move |c| async move {
+            c.create_collection(created, None).await.map(|_| ())
+        })?;
+
+        let all = published.records.all()?;
+        let per_batch = (INSERT_BYTES / (dim * 4)).clamp(1, 8_192);
+        for batch in all.chunks(per_batch) {
+            let mut lid = Vec::with_capacity(batch.len());
+            let mut vector = Vec::with_capacity(batch.len() * dim);
+            let mut key = Vec::with_capacity(batch.len());
+            let mut patient = Vec::with_capacity(batch.len());
+            let mut coarse_type = Vec::with_capacity(batch.len());
+            let mut sex = Vec::with_capacity(batch.len());
+            let mut age = Vec::with_capacity(batch.len());
+            let mut long_mm = Vec::with_capacity(batch.len());
+            let mut location = [Vec::new(), Vec::new(), Vec::new()];
+            let mut split = Vec::with_capacity(batch.len());
+            for (id, lesion) in batch {
+                if *id as usize >= vectors.len() || vectors.tombstones.contains(*id) {
+                    return Err(
+                        self.error(format!("record {id} has no live vector in the generation"))
+                    );
+                }
+                let r = &lesion.record;
+                lid.push(*id as i64);
+                vector.extend_from_slice(vectors.flat.vector(*id));
+                key.push(lesion.key.clone());
+                patient.push(r.patient as i64);
+                coarse_type.push(wire_name(&r.coarse_type));
+                sex.push(wire_name(&r.sex));
+                age.push(r.age.unwrap_or(-1.0));
+                long_mm.push(r.long_diameter_mm());
+                location[0].push(r.location.x);
+                location[1].push(r.location.y);
+                location[2].push(r.location.z);
+                split.push(wire_name(&r.split));
+            }
+            let [location_x, location_y, location_z] = location;
+            let field = |n: &str| schema.get_field(n).expect("field of the schema above");
+            let columns = vec![
+                FieldColumn::new(field("lid"), lid),
+                FieldColumn::new(field("vector"), vector),
+                FieldColumn::new(field("key"), key),
+                FieldColumn::new(field("patient"), patient),
+                FieldColumn::new(field("coarse_type"), coarse_type),
+                FieldColumn::new(field("sex"), sex),
+                FieldColumn::new(field("age"), age),
+                FieldColumn::new(field("long_mm"), long_mm),
+                FieldColumn::new(field("location_x"), location_x),
+                FieldColumn::new(field("location_y"), location_y),
+                FieldColumn::new(field("location_z"), location_z),
+                FieldColumn::new(field("split"), split),
+            ];
+            let target = name.to_string();
+            self.run("insert", move |c| async move {
+                c.insert(target, columns, None).await.map(|_| ())
+            })?;
+        }
+        let target = name.to_string();
+        self.run("flush", move |c| async move { c.flush(target).await })?;
+        let params = IndexParams::new(
+            "vector_hnsw".into(),
+            IndexType::HNSW,
+            MetricType::IP,
+            HashMap::from([
+                ("M".to_string(), GRAPH_M.to_string()),
+                (
+                    "efConstruction".to_string(),
+                    GRAPH_EF_CONSTRUCTION.to_string(),
+                ),
+            ]),
+        );
+        let target = name.to_string();
+        self.run("create index", move |c| async move {
+            c.create_index(target, "vector", params).await
+        })?;
+        Ok(all.len())
+    }
+
+    /// Points the alias at `collection`: moved if it exists (atomically, for every client
+    /// of the alias), created if not. Milvus 2.3 cannot describe an alias, so the move is
+    /// tried first.
+    fn point_alias(&self, collection: &str) -> Result<()> {
+        let (target, alias) = (collection.to_string(), self.settings.collection.clone());
+        let moved = self.run("alter alias", move |c| async move {
+            c.alter_alias(target, alias).await
+        });
+        if moved.is_ok() {
+            return Ok(());
+        }
+        let (target, alias) = (collection.to_string(), self.settings.collection.clone());
+        self.run("create alias", move |c| async move {
+            c.create_alias(target, alias).await
+        })
+    }
+
+    /// Drops this archive's collections of generations before `keep_from`, and other
+    /// fillings of the served generation (another index type, an earlier build).
+    fn drop_older_than(&self, keep_from: u64, served: &str) -> Result<Vec<String>> {
+        let served_generation = self.settings.generation_of(served);
+        let mut dropped = Vec::new();
+        for name in self.collections()? {
+            let generation = self.settings.generation_of(&name);
+            let stale = generation.is_some_and(|g| g < keep_from)
+                || (generation == served_generation && name != served);
+            if stale {
+                let target = name.clone();
+                self.run("drop collection", move |c| async move {
+                    c.drop_collection(target).await
+                })?;
+                dropped.push(name);
+            }
+        }
+        Ok(dropped)
+    }
+}
+
+/// The serde name of an enum value (`lung`, `female`, `test`), as the wire and the
+/// collection spell it.
+fn wire_name<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// A Milvus boolean expression true exactly for the lesions `filter` accepts. Bounds are
+/// written as the exact decimal of their f32, so the server's comparison agrees with ours
+/// at the boundary.
+pub fn expression_of(filter: &Filter) -> String {
+    let mut terms = Vec::new();
+    if !filter.types.is_empty() {
+        let names: Vec<String> = filter
+            .types
+            .iter()
+            .map(|t| format!("\"{}\"", wire_name(t)))
+            .collect();
+        terms.push(format!("coarse_type in [{}]", names.join(", ")));
+    }
+    if let Some(sex) = filter.sex {
+        terms.push(format!("sex == \"{}\"", wire_name(&sex)));
+    }
+    if !filter.age.is_open() {
+        terms.push("age >= 0".to_string());
+    }
+    for (field, range) in [
+        ("age", &filter.age),
+        ("long_mm", &filter.long_mm),
+        ("location_x", &filter.location_x),
+        ("location_y", &filter.location_y),
+        ("location_z", &filter.location_z),
+    ] {
+        push_range(&mut terms, field, range);
+    }
+    if let Some(split) = filter.split {
+        terms.push(format!("split == \"{}\"", wire_name(&split)));
+    }
+    if !filter.exclude_patients.is_empty() {
+        let set: BTreeSet<u32> = filter.exclude_patients.iter().copied().collect();
+        let list: Vec<String> = set.iter().map(u32::to_string).collect();
+        terms.push(format!("patient not in [{}]", list.join(", ")));
+    }
+    terms.join(" and ")
+}
+
+fn push_range(terms: &mut Vec<String>, field: &str, range: &Range) {
+    if let Some(min) = range.min {
+        terms.push(format!("{field} >= {}", exact_decimal(min)));
+    }
+    if let Some(max) = range.max {
+        terms.push(format!("{field} <= {}", exact_decimal(max)));
+    }
+}
+
+/// The f32 widened to f64, printed so that it parses back to that exact value.
+fn exact_decimal(value: f32) -> String {
+    let wide = value as f64;
+    if wide.is_finite() {
+        format!("{wide:?}")
+    } else if wide > 0.0 {
+        "1e300".into()
+    } else {
+        "-1e300".into()
+    }
+}
+
+/// Vectors and filters in a Milvus collection, text in the generation's tantivy index.
+pub struct MilvusBackend {
+    connection: Connection,
+    collection: String,
+    dim: usize,
+    live: usize,
+    text: TextIndex,
+    version: String,
+    /// `FLAT` or `HNSW`.
+    index: String,
+    exact: bool,
+}
+
+impl MilvusBackend {
+    /// The backend over the collection of `published`'s generation; refused when that
+    /// collection is missing or holds something else (another generation, model or
+    /// records).
+    pub fn open(settings: &MilvusSettings, published: &Published, text: TextIndex) -> Result<Self> {
+        let connection = Connection::connect(settings)?;
+        let expected = Stamp::of(published);
+        let mut found = None;
+        for name in connection.collections()? {
+            if settings.generation_of(&name) != Some(expected.generation) {
+                continue;
+            }
+            if let Some(stamp) = connection.stamp(&name)? {
+                if stamp.holds(&expected) {
+                    found = Some((name, stamp));
+                    break;
+                }
+            }
+        }
+        let Some((collection, stamp)) = found else {
+            return Err(connection.error(format!(
+                "generation {} ({}) is not in Milvus under {}: run `lesion-indexer milvus-sync --index {}`",
+                expected.generation,
+                describe(&expected),
+                settings.collection,
+                published.dir.parent().unwrap_or(&published.dir).display()
+            )));
+        };
+        let index = stamp.index;
+        let target = collection.clone();
+        connection.run("load collection", move |c| async move {
+            c.load_collection(target, None).await
+        })?;
+        let version = connection.server_version().unwrap_or_default();
+        Ok(MilvusBackend {
+            exact: index == IndexType::Flat.to_string(),
+            index,
+            dim: expected.dim,
+            live: expected.live,
+            collection,
+            connection,
+            text,
+            version,
+        })
+    }
+
+    /// The collection this backend reads.
+    pub fn collection(&self) -> &str {
+        &self.collection
+    }
+
+    fn search(&self, query: &[f32], limit: usize, expr: String) -> Result<Vec<Scored>> {
+        let ef = limit.max(MIN_EF);
+        let options = SearchOptions::new()
+            .limit(limit)
+            .filter(expr)
+            .anns_field(vec!["vector".into()])
+            .add_param("metric_type", "IP")
+            .add_param("ef", ef.to_string());
+        let collection = self.collection.clone();
+        let data = Value::from(query.to_vec());
+        self.connection.run("search", move |c| async move {
+            let results = c.search(collection, vec![data], Some(options)).await?;
+            let mut hits = Vec::new();
+            for result in results {
+                for (id, score) in result.id.iter().zip(&result.score) {
+                    if let Value::Long(id) = id {
+                        hits.push(Scored {
+                            id: *id as u32,
+                            score: *score,
+                        });
+                    }
+                }
+            }
+            Ok(hits)
+        })
+    }
+
+    /// Nearest among a subset. Milvus 2.3.5 answers filtered searches wrongly for some
+    /// filters (a handful of hits where thousands match, or the true nearest missing; FLAT
+    /// and HNSW alike, BENCHMARKS.md), while its unfiltered search is exact (FLAT) or near
+    /// it (HNSW). So the subset is found by asking for more than `k` without a filter and
+    /// keeping the allowed; only a subset too small for that (under 16,384 nearest hold
+    /// `k` of it) is searched with the filter as an expression (or an id list), and the
+    /// two lists are merged.
+    fn nearest_allowed(
+        &self,
+        query: &[f32],
+        wanted: usize,
+        allowed: Allowed<'_>,
+    ) -> Result<Vec<Scored>> {
+        let share = allowed.ids.len() as f32 / self.live.max(1) as f32;
+        let mut limit = ((wanted as f32 * 1.5 / share.max(1e-4)) as usize + 64).min(MAX_TOPK);
+        let mut kept = loop {
+            let found = self.search(query, limit, String::new())?;
+            let exhausted = found.len() < limit || limit == MAX_TOPK;
+            let kept: Vec<Scored> = found
+                .into_iter()
+                .filter(|h| allowed.ids.contains(h.id))
+                .collect();
+            if kept.len() >= wanted || exhausted {
+                if kept.len() >= wanted || found_all(limit, self.live) {
+                    return Ok(kept);
+                }
+                break kept;
+            }
+            limit = (limit * 2).min(MAX_TOPK);
+        };
+        let expr = match allowed.filter {
+            Some(filter) => expression_of(filter),
+            None if allowed.ids.len() <= MAX_ID_LIST => {
+                let ids: Vec<String> = allowed.ids.iter().map(|id| id.to_string()).collect();
+                format!("lid in [{}]", ids.join(", "))
+            }
+            None => return Ok(kept),
+        };
+        for hit in self.search(query, wanted, expr)? {
+            if allowed.ids.contains(hit.id) && !kept.iter().any(|k| k.id == hit.id) {
+                kept.push(hit);
+            }
+        }
+        kept.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+        Ok(kept)
+    }
+
+    /// Rows of `expr`, with the given output fields, at most [`MAX_TOPK`].
+    fn query(&self, expr: String, fields: Vec<String>) -> Result<Vec<FieldColumn>> {
+        let collection = self.collection.clone();
+        let options = QueryOptions::new()
+            .limit(MAX_TOPK as i64)
+            .output_fields(fields);
+        self.connection.run("query", move |c| async move {
+            c.query(collection, &expr, &options).await
+        })
+    }
+}
+
+/// Whether a search for `limit` hits returned the whole collection.
+fn found_all(limit: usize, live: usize) -> bool {
+    limit >= live
+}
+
+fn describe(stamp: &Stamp) -> String {
+    format!(
+        "generation {}, {} lesions, model {}, records {}",
+        stamp.generation,
+        stamp.live,
+        stamp.model,
+        &stamp.records_sha256[..12.min(stamp.records_sha256.len())]
+    )
+}
+
+fn column<'a>(columns: &'a [FieldColumn], name: &str) -> Option<&'a ValueVec> {
+    columns.iter().find(|c| c.name == name).map(|c| &c.value)
+}
+
+impl SearchBackend for MilvusBackend {
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            name: "milvus".into(),
+            vectors: format!(
+                "milvus {} {} ({})",
+                self.version,
+                self.index.to_lowercase(),
+                self.collection
+            ),
+            text: "tantivy-bm25 (beside milvus)".into(),
+        }
+    }
+
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    fn vector(&self, id: u32) -> Result<Cow<'_, [f32]>> {
+        let columns = self.query(format!("lid == {id}"), vec!["vector".into()])?;
+        match column(&columns, "vector") {
+            Some(ValueVec::Float(v)) if v.len() == self.dim => Ok(Cow::Owned(v.clone())),
+            _ => Err(Error::invalid_argument(
+                "lesion",
+                format!("lesion {id} has no stored vector"),
+            )),
+        }
+    }
+
+    fn nearest(
+        &self,
+        query: &[f32],
+        k: usize,
+        allowed: Allowed<'_>,
+    ) -> Result<(Vec<Scored>, Plan)> {
+        let wanted = k.min(MAX_TOPK);
+        if wanted == 0 || allowed.ids.is_empty() {
+            return Ok((Vec::new(), Plan::Graph { ef: MIN_EF }));
+        }
+        let mut hits = if allowed.ids.len() >= self.live {
+            self.search(query, wanted, String::new())?
+        } else {
+            self.nearest_allowed(query, wanted, allowed)?
+        };
+        // The id set is the authority.
+        hits.retain(|h| allowed.ids.contains(h.id));
+        hits.truncate(wanted);
+        let plan = if self.exact {
+            Plan::Exact
+        } else {
+            Plan::Graph {
+                ef: wanted.max(MIN_EF),
+            }
+        };
+        Ok((hits, plan))
+    }
+
+    fn ranked_text(
+        &self,
+        text: &str,
+        depth: usize,
+        allowed: Allowed<'_>,
+        allowed_share: f32,
+    ) -> Result<(Vec<RankedText>, usize)> {
+        self.text.ranked_with(
+            text,
+            depth,
+            &|id| allowed.ids.contains(id),
+            allowed_share,
+            true,
+        )
+    }
+
+    fn snippets(&self, text: &str, hits: &[RankedText]) -> Result<Vec<Snippet>> {
+        self.text.snippets(text, hits, true)
+    }
+
+    fn verify(&self, published: &Published) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        let expected = Stamp::of(published);
+        match self.connection.stamp(&self.collection)? {
+            Some(stamp) if stamp.holds(&expected) => {}
+            Some(stamp) => problems.push(format!(
+                "collection {} is stamped {}, the published generation is {}",
+                self.collection,
+                describe(&stamp),
+                describe(&expected)
+            )),
+            None => problems.push(format!("collection {} is missing", self.collection)),
+        }
+        let local = crate::index::load_vector_index(&published.dir.join("vectors"))?;
+        let records = published.records.all()?;
+        let mut seen = 0usize;
+        let top = records
+            .last()
+            .map_or(0, |(id, _)| *id as usize + 1)
+            .max(local.len());
+        let mut by_id: HashMap<u32, &str> = HashMap::new();
+        for (id, lesion) in &records {
+            by_id.insert(*id, lesion.key.as_str());
+        }
+        let step = 4_096;
+        for start in (0..top).step_by(step) {
+            let end = (start + step).min(top);
+            let columns = self.query(
+                format!("lid >= {start} and lid < {end}"),
+                vec!["lid".into(), "key".into(), "vector".into()],
+            )?;
+            let (
+                Some(ValueVec::Long(lids)),
+                Some(ValueVec::String(keys)),
+                Some(ValueVec::Float(vectors)),
+            ) = (
+                column(&columns, "lid"),
+                column(&columns, "key"),
+                column(&columns, "vector"),
+            )
+            else {
+                problems.push(format!(
+                    "ids {start}..{end}: the collection answered without lid, key or vector"
+                ));
+                continue;
+            };
+            for (i, (&lid, key)) in lids.iter().zip(keys).enumerate() {
+                seen += 1;
+                let id = lid as u32;
+                match by_id.get(&id) {
+                    None => problems.push(format!(
+                        "lesion {id} ({key}) is in Milvus but not a live record"
+                    )),
+                    Some(expected_key) if *expected_key != key => problems.push(format!(
+                        "lesion {id}: Milvus has key {key}, the records {expected_key}"
+                    )),
+                    Some(_) => {
+                        let stored = vectors.get(i * self.dim..(i + 1) * self.dim);
+                        let same = (id as usize) < local.len()
+                            && stored.is_some_and(|v| {
+                                v.iter()
+                                    .zip(local.flat.vector(id))
+                                    .all(|(a, b)| a.to_bits() == b.to_bits())
+                            });
+                        if !same {
+                            problems.push(format!(
+                                "lesion {id}: its vector in Milvus differs from the generation's"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if seen != records.len() {
+            problems.push(format!(
+                "Milvus holds {seen} lesions, the records {} live",
+                records.len()
+            ));
+        }
+        Ok(problems)
+    }
+}
