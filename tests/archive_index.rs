@@ -167,36 +167,10 @@ fn real_lesanet_labels_are_refused_against_a_partial_table() {
     assert!(!dir.path().join("CURRENT").exists());
 }
 
-/// Splits a generated archive into two DeepLesion folders over the same slices: the first
-/// `first` rows, and the rest.
-fn split_archive(
-    archive: &std::path::Path,
-    first: usize,
-) -> (tempfile::TempDir, tempfile::TempDir) {
-    let table = std::fs::read_to_string(archive.join("DL_info.csv")).unwrap();
-    let mut lines = table.lines();
-    let header = lines.next().unwrap();
-    let rows: Vec<&str> = lines.collect();
-    let part = |rows: &[&str]| {
-        let dir = tempfile::tempdir().unwrap();
-        let body: String = rows.iter().map(|r| format!("{r}\n")).collect();
-        std::fs::write(dir.path().join("DL_info.csv"), format!("{header}\n{body}")).unwrap();
-        std::os::unix::fs::symlink(archive.join("Images_png"), dir.path().join("Images_png"))
-            .unwrap();
-        std::fs::copy(
-            archive.join("reports.jsonl"),
-            dir.path().join("reports.jsonl"),
-        )
-        .unwrap();
-        dir
-    };
-    (part(&rows[..first]), part(&rows[first..]))
-}
-
 #[test]
 fn added_lesions_are_found_and_deleted_ones_vanish_from_every_store() {
     let archive = common::synth_archive(30, 44, true);
-    let (older, newer) = split_archive(archive.path(), 20);
+    let (older, newer) = common::split_archive(archive.path(), 20);
     let model = bundled_lesion_cnn().unwrap();
     let dir = tempfile::tempdir().unwrap();
     build(dir.path(), &options(older.path(), &model), &|_| {}).unwrap();

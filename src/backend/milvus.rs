@@ -727,6 +727,26 @@ impl MilvusBackend {
         Ok(kept)
     }
 
+    /// How many lesions of the collection pass `filter`, counted by Milvus from its
+    /// expression (what a pushed-down filter selects).
+    pub fn count(&self, filter: &Filter) -> Result<usize> {
+        let expr = match expression_of(filter) {
+            e if e.is_empty() => "lid >= 0".to_string(),
+            e => e,
+        };
+        let collection = self.collection.clone();
+        let options = QueryOptions::new().output_fields(vec!["count(*)".into()]);
+        let columns = self.connection.run("count", move |c| async move {
+            c.query(collection, &expr, &options).await
+        })?;
+        match column(&columns, "count(*)") {
+            Some(ValueVec::Long(n)) if n.len() == 1 => Ok(n[0] as usize),
+            _ => Err(self
+                .connection
+                .error("count: no count(*) in the answer".into())),
+        }
+    }
+
     /// Rows of `expr`, with the given output fields, at most [`MAX_TOPK`].
     fn query(&self, expr: String, fields: Vec<String>) -> Result<Vec<FieldColumn>> {
         let collection = self.collection.clone();
@@ -915,5 +935,93 @@ impl SearchBackend for MilvusBackend {
             ));
         }
         Ok(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::{CoarseType, Sex, Split};
+
+    #[test]
+    fn an_empty_filter_is_an_empty_expression() {
+        assert_eq!(expression_of(&Filter::default()), "");
+    }
+
+    #[test]
+    fn every_field_of_a_filter_becomes_a_term() {
+        let filter = Filter {
+            types: vec![CoarseType::Lung, CoarseType::SoftTissue],
+            sex: Some(Sex::Female),
+            age: Range {
+                min: Some(40.0),
+                max: None,
+            },
+            long_mm: Range {
+                min: None,
+                max: Some(0.3),
+            },
+            split: Some(Split::Test),
+            exclude_patients: vec![7, 3, 7],
+            ..Filter::default()
+        };
+        assert_eq!(
+            expression_of(&filter),
+            "coarse_type in [\"lung\", \"soft_tissue\"] and sex == \"female\" and age >= 0 \
+             and age >= 40.0 and long_mm <= 0.30000001192092896 and split == \"test\" \
+             and patient not in [3, 7]"
+        );
+    }
+
+    #[test]
+    fn bounds_are_the_exact_value_of_the_f32() {
+        for value in [0.1f32, 0.3, 1e-7, 123.456, -2.5] {
+            let text = exact_decimal(value);
+            assert_eq!(text.parse::<f64>().unwrap(), value as f64, "{text}");
+        }
+        assert_eq!(exact_decimal(f32::INFINITY), "1e300");
+    }
+
+    #[test]
+    fn collection_names_carry_generation_digest_and_index() {
+        let settings = MilvusSettings::default();
+        let stamp = Stamp {
+            generation: 12,
+            live: 3,
+            records_sha256: "abcdef0123456789".into(),
+            vectors_sha256: String::new(),
+            model: "m".into(),
+            weights_sha256: String::new(),
+            dim: 4,
+            index: "FLAT".into(),
+        };
+        let name = settings.collection_of(&stamp);
+        assert_eq!(name, "lesion_search_gen_000012_abcdef012345_flat");
+        assert_eq!(settings.generation_of(&name), Some(12));
+        assert_eq!(settings.generation_of("lesion_searchx_gen_000012"), None);
+        assert!(stamp.holds(&Stamp {
+            index: "HNSW".into(),
+            ..stamp.clone()
+        }));
+    }
+
+    #[test]
+    fn settings_refuse_names_milvus_refuses() {
+        for bad in ["", "1abc", "a-b", "a b"] {
+            let settings = MilvusSettings {
+                collection: bad.into(),
+                ..MilvusSettings::default()
+            };
+            assert!(settings.check().is_err(), "{bad}");
+        }
+        let settings = MilvusSettings {
+            url: "127.0.0.1:19530".into(),
+            ..MilvusSettings::default()
+        };
+        assert!(settings
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("milvus-url"));
     }
 }

@@ -107,3 +107,29 @@ pub fn small_checkpoint(dir: &Path, skip: Option<&str>, reshape: Option<&str>) -
     candle_core::safetensors::save(&tensors, &path).unwrap();
     path
 }
+
+/// Splits a generated archive into two DeepLesion folders over the same slices: the first
+/// `first` rows, and the rest.
+pub fn split_archive(
+    archive: &std::path::Path,
+    first: usize,
+) -> (tempfile::TempDir, tempfile::TempDir) {
+    let table = std::fs::read_to_string(archive.join("DL_info.csv")).unwrap();
+    let mut lines = table.lines();
+    let header = lines.next().unwrap();
+    let rows: Vec<&str> = lines.collect();
+    let part = |rows: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let body: String = rows.iter().map(|r| format!("{r}\n")).collect();
+        std::fs::write(dir.path().join("DL_info.csv"), format!("{header}\n{body}")).unwrap();
+        std::os::unix::fs::symlink(archive.join("Images_png"), dir.path().join("Images_png"))
+            .unwrap();
+        std::fs::copy(
+            archive.join("reports.jsonl"),
+            dir.path().join("reports.jsonl"),
+        )
+        .unwrap();
+        dir
+    };
+    (part(&rows[..first]), part(&rows[first..]))
+}
