@@ -3,8 +3,12 @@
 //! filtered and by-lesion search, the same facets, vector recall against the exact scan,
 //! and add and delete mirrored into new collections.
 //!
-//! The server comes from the venv `.ci/milvus-venv` makes (`LESION_MILVUS_VENV`, default
-//! `~/.cache/lesion-search/milvus-2.3.5`). Without it the test skips, saying so, unless
+//! The BM25 path (Milvus 2.5+ ranks the report text itself) runs against milvus-lite 2.5.1,
+//! the one 2.5 server these machines can run.
+//!
+//! The servers come from the venvs `.ci/milvus-venv` makes (`LESION_MILVUS_VENV`, default
+//! `~/.cache/lesion-search/milvus-2.3.5`; `LESION_MILVUS_LITE_VENV`, default
+//! `~/.cache/lesion-search/milvus-lite-2.5.1`). Without it the test skips, saying so, unless
 //! `LESION_MILVUS_TESTS=required` (as `.ci/run` sets when it could make the venv). Milvus
 //! listens on every interface, so `.ci/run` skips it in the main run (`=later`) and runs it
 //! in a network namespace whose only interface is loopback.
@@ -24,15 +28,42 @@ use lesion_search::dataset::{CoarseType, Sex, Split};
 use lesion_search::embed::bundled_lesion_cnn;
 use lesion_search::index::{dot, GraphParams};
 use lesion_search::search::{Engine, Filter, Range, SearchRequest};
+use lesion_search::text::document_text;
+
+fn venv_dir(variable: &str, default: &str) -> Option<PathBuf> {
+    std::env::var_os(variable).map(PathBuf::from).or_else(|| {
+        std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(".cache/lesion-search").join(default))
+    })
+}
 
 fn venv() -> Option<PathBuf> {
-    let dir = std::env::var_os("LESION_MILVUS_VENV")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".cache/lesion-search/milvus-2.3.5"))
-        })?;
+    let dir = venv_dir("LESION_MILVUS_VENV", "milvus-2.3.5")?;
     dir.join("bin/milvus-server").exists().then_some(dir)
+}
+
+/// The folder of milvus-lite's server binary and its libraries, in its venv.
+fn lite_lib() -> Option<PathBuf> {
+    let lib = venv_dir("LESION_MILVUS_LITE_VENV", "milvus-lite-2.5.1")?.join("lib");
+    std::fs::read_dir(lib)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("site-packages/milvus_lite/lib"))
+        .find(|l| l.join("milvus").exists())
+}
+
+/// Skips (returns `None`) with a message, or fails under `LESION_MILVUS_TESTS=required`.
+fn skip_unless<T>(found: Option<T>, what: &str) -> Option<T> {
+    if std::env::var("LESION_MILVUS_TESTS").is_ok_and(|v| v == "later") {
+        eprintln!("milvus_backend: skipped here; .ci/run runs it apart, in a loopback-only network namespace");
+        return None;
+    }
+    if found.is_none() {
+        let message = format!("milvus_backend: skipped, no {what} (run .ci/milvus-venv)");
+        assert!(!required(), "{message}, but LESION_MILVUS_TESTS=required");
+        eprintln!("{message}");
+    }
+    found
 }
 
 fn required() -> bool {
@@ -55,16 +86,38 @@ struct Server {
 }
 
 impl Server {
+    /// Milvus 2.3.5 standalone.
     fn start(venv: &Path) -> Server {
+        Server::run(|data, port| {
+            let mut command = Command::new(venv.join("bin/milvus-server"));
+            command
+                .arg("--data")
+                .arg(data.join("milvus"))
+                .args(["--proxy-port", &port.to_string()])
+                .args(["--etcd-port", &free_port().to_string()])
+                .env("PATH", format!("{}/bin:/usr/bin:/bin", venv.display()));
+            command
+        })
+    }
+
+    /// milvus-lite 2.5.1's server (it binds the address it is given: loopback).
+    fn start_lite(lib: &Path) -> Server {
+        Server::run(|data, port| {
+            let mut command = Command::new(lib.join("milvus"));
+            command
+                .arg(data.join("lite.db"))
+                .arg(format!("127.0.0.1:{port}"))
+                .arg("ERROR")
+                .env("LD_LIBRARY_PATH", lib);
+            command
+        })
+    }
+
+    fn run(command: impl FnOnce(&Path, u16) -> Command) -> Server {
         let data = tempfile::tempdir().unwrap();
         let port = free_port();
         let log = std::fs::File::create(data.path().join("server.log")).unwrap();
-        let child = Command::new(venv.join("bin/milvus-server"))
-            .arg("--data")
-            .arg(data.path().join("milvus"))
-            .args(["--proxy-port", &port.to_string()])
-            .args(["--etcd-port", &free_port().to_string()])
-            .env("PATH", format!("{}/bin:/usr/bin:/bin", venv.display()))
+        let child = command(data.path(), port)
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .stdin(Stdio::null())
@@ -79,7 +132,7 @@ impl Server {
         loop {
             let settings = server.settings("probe");
             if let Ok(c) = backend::milvus::Connection::connect(&settings) {
-                if c.server_version().is_ok() {
+                if c.ping().is_ok() {
                     return server;
                 }
             }
@@ -87,9 +140,14 @@ impl Server {
                 started.elapsed() < Duration::from_secs(120),
                 "milvus-server did not answer on {} within 120 s; its log: {}",
                 server.url,
-                std::fs::read_to_string(server._data.path().join("server.log"))
-                    .unwrap_or_default()
+                ["server.log", "milvus/logs/milvus-stdout.log"]
+                    .iter()
+                    .map(|log| std::fs::read_to_string(server._data.path().join(log))
+                        .unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join("\n")
                     .lines()
+                    .filter(|l| !l.contains("[INFO]") && !l.contains("[DEBUG]"))
                     .rev()
                     .take(20)
                     .collect::<Vec<_>>()
@@ -221,16 +279,19 @@ fn assert_same_answers(embedded: &Engine, milvus: &Engine) {
 
 #[test]
 fn milvus_answers_as_the_embedded_backend_through_build_add_and_delete() {
-    if std::env::var("LESION_MILVUS_TESTS").is_ok_and(|v| v == "later") {
-        eprintln!("milvus_backend: skipped here; .ci/run runs it apart, in a loopback-only network namespace");
-        return;
-    }
-    let Some(venv) = venv() else {
-        let message = "milvus_backend: skipped, no Milvus venv (run .ci/milvus-venv, or set LESION_MILVUS_VENV)";
-        assert!(!required(), "{message}, but LESION_MILVUS_TESTS=required");
-        eprintln!("{message}");
+    let Some(venv) = skip_unless(venv(), "Milvus 2.3.5 venv (LESION_MILVUS_VENV)") else {
         return;
     };
+    // Its embedded etcd always takes 127.0.0.1:2380, whatever ports it is given.
+    let etcd_free = TcpListener::bind("127.0.0.1:2380").is_ok();
+    if skip_unless(
+        etcd_free.then_some(()),
+        "free port 127.0.0.1:2380 (another Milvus 2.3 runs here; its etcd holds it)",
+    )
+    .is_none()
+    {
+        return;
+    }
     let server = Server::start(&venv);
     let settings = server.settings("lesions_test");
     let choice = BackendChoice::Milvus(settings.clone());
@@ -362,4 +423,92 @@ fn milvus_answers_as_the_embedded_backend_through_build_add_and_delete() {
     // verify (clean above) compares every lid in Milvus with the live records.
     assert!(!milvus.is_live(new_id));
     assert_same_answers(&embedded, &milvus);
+}
+
+#[test]
+fn milvus_lite_ranks_report_text_by_bm25_beside_the_same_vectors() {
+    let Some(lib) = skip_unless(
+        lite_lib(),
+        "milvus-lite 2.5.1 venv (LESION_MILVUS_LITE_VENV)",
+    ) else {
+        return;
+    };
+    let server = Server::start_lite(&lib);
+    let choice = BackendChoice::Milvus(server.settings("lesions_lite"));
+    let archive = common::synth_archive(120, 82, true);
+    let model = bundled_lesion_cnn().unwrap();
+    let index = tempfile::tempdir().unwrap();
+    let options = BuildOptions {
+        dataset: archive.path().to_path_buf(),
+        reports: None,
+        model: &model,
+        graph: GraphParams::default(),
+        labels: None,
+    };
+    build(index.path(), &options, &|_| {}).unwrap();
+    backend::publish(index.path(), &choice).unwrap();
+    let model = Arc::new(model);
+    let embedded = Engine::open(index.path(), model.clone()).unwrap();
+    let milvus = Engine::open_with(index.path(), model, &choice).unwrap();
+    assert_eq!(
+        milvus.backend().text,
+        "milvus-bm25",
+        "{:?}",
+        milvus.backend()
+    );
+    assert_eq!(milvus.verify().unwrap(), Vec::<String>::new());
+
+    let mut overlap = 0.0;
+    let queries = ["nodule", "lymph node", "liver lesion", "cyst", "mass"];
+    for text in queries {
+        let request = SearchRequest {
+            text: Some(text.into()),
+            group_by_patient: false,
+            k: 10,
+            ..Default::default()
+        };
+        let theirs = milvus.search(&request).unwrap();
+        let ours = embedded.search(&request).unwrap();
+        assert!(!theirs.hits.is_empty(), "{text}: no BM25 hits in Milvus");
+        let matched = theirs.text_matches.unwrap();
+        assert!(matched >= theirs.hits.len(), "{text}: {matched} matches");
+        let stems: Vec<String> = text
+            .split(' ')
+            .map(|w| w[..w.len().min(5)].to_string())
+            .collect();
+        for hit in &theirs.hits {
+            let lesion = milvus.lesion(hit.id).unwrap().unwrap();
+            let indexed = document_text(&lesion.report, &lesion.tags).to_lowercase();
+            assert!(
+                stems.iter().any(|s| indexed.contains(s.as_str())),
+                "{text}: hit {} does not mention it: {indexed}",
+                hit.id
+            );
+            let snippet = &hit.text.as_ref().expect("a text match").snippet;
+            assert!(
+                !snippet.text.is_empty(),
+                "{text}: no snippet for {}",
+                hit.id
+            );
+        }
+        let ids: Vec<u32> = ours.hits.iter().map(|h| h.id).collect();
+        overlap += theirs.hits.iter().filter(|h| ids.contains(&h.id)).count() as f64
+            / ids.len().max(1) as f64;
+    }
+    let overlap = overlap / queries.len() as f64;
+    eprintln!("milvus-lite BM25 top 10 shared with tantivy's: {overlap:.2}");
+    assert!(
+        overlap >= 0.5,
+        "Milvus BM25 and tantivy share {overlap:.2} of the top 10"
+    );
+
+    // Vectors on lite (FLAT): the same by-lesion answers.
+    for id in (0..120).step_by(9) {
+        let request = SearchRequest {
+            lesion: Some(id),
+            k: 10,
+            ..Default::default()
+        };
+        assert_eq!(ids(&milvus, &request), ids(&embedded, &request));
+    }
 }

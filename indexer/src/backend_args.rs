@@ -9,7 +9,8 @@ use lesion_search::backend::{self, BackendChoice, MilvusIndex, MilvusSettings};
 #[derive(clap::Args, Clone, Debug)]
 pub struct BackendArgs {
     /// What serves vectors and filters: `embedded` (in-process HNSW + flat) or `milvus`
-    /// (mirrored into a Milvus server on every write). Text stays in tantivy either way.
+    /// (mirrored into a Milvus server on every write). Text stays in tantivy unless the
+    /// server is Milvus 2.5+, which ranks it by its own BM25.
     #[arg(long, default_value = "embedded", value_parser = ["embedded", "milvus"])]
     pub backend: String,
     /// The Milvus server's gRPC address (with `--backend milvus`).
@@ -41,11 +42,16 @@ impl BackendArgs {
     pub fn publish(&self, index: &Path) -> anyhow::Result<()> {
         if let Some(summary) = backend::publish(index, &self.choice()?)? {
             eprintln!(
-                "milvus: {} {} ({} lesions), alias {} points at it{}",
+                "milvus: {} {} ({} lesions, recall@100 {:.3} against the exact scan after {:.1} s), {}{}",
                 if summary.already { "kept" } else { "filled" },
                 summary.collection,
                 summary.rows,
-                summary.alias,
+                summary.recall,
+                summary.settled_s,
+                match &summary.alias {
+                    Some(alias) => format!("alias {alias} points at it"),
+                    None => "no alias (the server has none)".to_string(),
+                },
                 if summary.dropped.is_empty() {
                     String::new()
                 } else {

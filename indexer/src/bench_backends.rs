@@ -107,6 +107,9 @@ fn filters() -> Vec<Filter> {
     ]
 }
 
+/// The i-th request of one kind.
+type RequestOf<'a> = Box<dyn Fn(usize) -> SearchRequest + Sync + 'a>;
+
 fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
@@ -139,7 +142,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         k: args.k,
         ..Default::default()
     };
-    let kinds: [(&'static str, Box<dyn Fn(usize) -> SearchRequest + Sync>); 3] = [
+    let kinds: [(&'static str, RequestOf); 3] = [
         (
             "lesion",
             Box::new(|i| SearchRequest {

@@ -17,7 +17,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::sync::mpsc;
 
-use milvus::client::Client;
+use milvus::client::{Client, ConsistencyLevel};
 use milvus::data::FieldColumn;
 use milvus::index::{IndexParams, IndexType, MetricType};
 use milvus::query::{QueryOptions, SearchOptions};
@@ -29,8 +29,8 @@ use super::{Allowed, BackendInfo, SearchBackend};
 use crate::archive::Published;
 use crate::error::{Error, Result};
 use crate::filter::{Filter, Range};
-use crate::index::{Plan, Scored, VectorIndex};
-use crate::text::{RankedText, Snippet, TextIndex};
+use crate::index::{dot, Plan, Scored, VectorIndex};
+use crate::text::{document_text, RankedText, Snippet, TextIndex};
 
 /// Where the Milvus server listens when nothing else is said.
 pub const DEFAULT_URL: &str = "http://127.0.0.1:19530";
@@ -51,6 +51,20 @@ pub const FLAT_UP_TO: usize = 200_000;
 const MAX_TOPK: usize = 16_384;
 /// Below this many allowed ids, an id set no filter describes is sent as `lid in [...]`.
 const MAX_ID_LIST: usize = 4_096;
+/// The readiness probe of a filled collection: recall@100 of this many spread lesions'
+/// unfiltered searches against the exact scan must reach [`SETTLED_RECALL`].
+const SETTLE_SAMPLES: usize = 16;
+const SETTLE_DEPTH: usize = 100;
+const SETTLED_RECALL: f64 = 0.98;
+const SETTLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(300);
+/// How every read sees a collection: at most a few seconds stale. Rows a writer inserted
+/// become visible to such readers only that long after, so a filled collection is served
+/// only once readers see all of it ([`Connection::settle`]).
+const READERS: ConsistencyLevel = ConsistencyLevel::Bounded;
+/// What a collection that ranks report text says in its stamp and in `/healthz`.
+const MILVUS_BM25: &str = "milvus-bm25";
+/// Longest report text a collection holds (Milvus' VarChar limit).
+const MAX_REPORT_BYTES: usize = 65_535;
 /// Bytes of vectors per insert request (the server's gRPC limit is 64 MiB).
 const INSERT_BYTES: usize = 16 << 20;
 
@@ -168,18 +182,21 @@ struct Stamp {
     /// `FLAT` or `HNSW`: how the collection is searched, not what it holds.
     #[serde(default)]
     index: String,
+    /// `milvus-bm25` when the collection also ranks report text (Milvus 2.5+), else empty
+    /// (text stays in tantivy).
+    #[serde(default)]
+    text: String,
 }
 
 impl Stamp {
     /// Holds the same archive state (whatever its index).
     fn holds(&self, other: &Stamp) -> bool {
-        Stamp {
+        let bare = |s: &Stamp| Stamp {
             index: String::new(),
-            ..self.clone()
-        } == Stamp {
-            index: String::new(),
-            ..other.clone()
-        }
+            text: String::new(),
+            ..s.clone()
+        };
+        bare(self) == bare(other)
     }
 
     fn of(published: &Published) -> Self {
@@ -193,15 +210,22 @@ impl Stamp {
             weights_sha256: m.model.weights_sha256.clone(),
             dim: m.model.output_dim,
             index: String::new(),
+            text: String::new(),
         }
     }
 }
 
 /// What [`Connection::mirror`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MirrorSummary {
     pub collection: String,
-    pub alias: String,
+    /// The alias now naming it; `None` on a server without aliases (milvus-lite), where
+    /// only this program's stamp lookup finds the collection.
+    pub alias: Option<String>,
+    /// Seconds until the collection answered from its built index, and the recall@100
+    /// of its unfiltered search against the exact scan then.
+    pub settled_s: f64,
+    pub recall: f64,
     pub rows: usize,
     /// The collection held this generation already (nothing was written).
     pub already: bool,
@@ -282,11 +306,133 @@ impl Connection {
             .map_err(|e| self.error(format!("{what}: {e}")))
     }
 
-    /// The server's version string (e.g. `v2.3.5`).
-    pub fn server_version(&self) -> Result<String> {
+    /// The server's version string (`v2.3.5-lite`); `None` from a server that does not
+    /// say (milvus-lite 2.5 answers neither `Connect` with its server info nor `GetVersion`).
+    pub fn server_version(&self) -> Option<String> {
         self.run("server version", |c| async move {
             c.get_server_version().await.map(|v| v.version)
         })
+        .ok()
+    }
+
+    /// Whether the server answers at all (a cheap call every version implements).
+    pub fn ping(&self) -> Result<()> {
+        self.collections().map(|_| ())
+    }
+
+    /// The `limit` nearest rows of `collection` to a unit query that pass `expr` (empty:
+    /// all), by inner product, best first.
+    fn search_in(
+        &self,
+        collection: &str,
+        query: &[f32],
+        limit: usize,
+        expr: String,
+    ) -> Result<Vec<Scored>> {
+        let ef = limit.max(MIN_EF);
+        let options = SearchOptions::new()
+            .limit(limit)
+            .filter(expr)
+            .anns_field(vec!["vector".into()])
+            .consistency_level(READERS.into())
+            .add_param("metric_type", "IP")
+            .add_param("ef", ef.to_string());
+        let collection = collection.to_string();
+        let data = Value::from(query.to_vec());
+        self.run("search", move |c| async move {
+            let results = c.search(collection, vec![data], Some(options)).await?;
+            let mut hits = Vec::new();
+            for result in results {
+                for (id, score) in result.id.iter().zip(&result.score) {
+                    if let Value::Long(id) = id {
+                        hits.push(Scored {
+                            id: *id as u32,
+                            score: *score,
+                        });
+                    }
+                }
+            }
+            Ok(hits)
+        })
+    }
+
+    /// Recall@`depth` of the collection's unfiltered search against the exact scan of the
+    /// generation's vectors, over `samples` live lesions spread over the ids. Right after
+    /// a collection is filled, Milvus answers for a while from an interim index while the
+    /// built one is handed over (top-100 lists then differ from the exact ones); this says
+    /// when it serves the index it was given.
+    fn recall(
+        &self,
+        collection: &str,
+        vectors: &VectorIndex,
+        samples: usize,
+        depth: usize,
+    ) -> Result<f64> {
+        let live: Vec<u32> = (0..vectors.len() as u32)
+            .filter(|&id| !vectors.tombstones.contains(id))
+            .collect();
+        let (mut found, mut wanted) = (0usize, 0usize);
+        let step = (live.len() / samples.max(1)).max(1);
+        for &id in live.iter().step_by(step).take(samples) {
+            let query = vectors.flat.vector(id);
+            let mut exact: Vec<(u32, f32)> = live
+                .iter()
+                .map(|&other| (other, dot(query, vectors.flat.vector(other))))
+                .collect();
+            exact.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+            exact.truncate(depth);
+            let hits = self.search_in(collection, query, depth, String::new())?;
+            wanted += exact.len();
+            found += hits
+                .iter()
+                .filter(|h| exact.iter().any(|e| e.0 == h.id))
+                .count();
+        }
+        Ok(if wanted == 0 {
+            1.0
+        } else {
+            found as f64 / wanted as f64
+        })
+    }
+
+    /// Waits until the collection answers from its built index (see [`Connection::recall`]),
+    /// at most [`SETTLE_WITHIN`]; returns the seconds waited and the recall reached.
+    fn settle(&self, collection: &str, vectors: &VectorIndex) -> Result<(f64, f64)> {
+        let started = std::time::Instant::now();
+        let live = vectors.live();
+        loop {
+            let visible = self.visible_rows(collection, "lid >= 0")?;
+            let recall = if visible == live {
+                self.recall(collection, vectors, SETTLE_SAMPLES, SETTLE_DEPTH)?
+            } else {
+                0.0
+            };
+            if recall >= SETTLED_RECALL {
+                return Ok((started.elapsed().as_secs_f64(), recall));
+            }
+            if started.elapsed() > SETTLE_WITHIN {
+                return Err(self.error(format!(
+                    "collection {collection} shows readers {visible} of {live} lesions, recall@{SETTLE_DEPTH} {recall:.3} against the exact scan, after {} s",
+                    SETTLE_WITHIN.as_secs()
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+
+    /// Rows of `collection` passing `expr`, as readers see them now.
+    fn visible_rows(&self, collection: &str, expr: &str) -> Result<usize> {
+        let (collection, expr) = (collection.to_string(), expr.to_string());
+        let options = QueryOptions::new()
+            .output_fields(vec!["count(*)".into()])
+            .consistency_level(READERS.into());
+        let columns = self.run("count", move |c| async move {
+            c.query(collection, &expr, &options).await
+        })?;
+        match column(&columns, "count(*)") {
+            Some(ValueVec::Long(n)) if n.len() == 1 => Ok(n[0] as usize),
+            _ => Err(self.error("count: no count(*) in the answer".into())),
+        }
     }
 
     fn stamp(&self, collection: &str) -> Result<Option<Stamp>> {
@@ -320,28 +466,39 @@ impl Connection {
     pub fn mirror(&self, published: &Published, vectors: &VectorIndex) -> Result<MirrorSummary> {
         let mut stamp = Stamp::of(published);
         stamp.index = self.settings.index.for_rows(stamp.live).to_string();
+        // A server that names its version is trusted on it; one that does not is asked to
+        // rank text and, if it refuses, holds the vectors alone.
+        let version = self.server_version();
+        if version.as_deref().is_none_or(has_bm25) {
+            stamp.text = MILVUS_BM25.into();
+        }
         let name = self.settings.collection_of(&stamp);
         let already = self.stamp(&name)? == Some(stamp.clone());
         let mut rows = stamp.live;
         if !already {
             // Half filled by a writer that died: its name is this state's, so start over.
-            if self.collections()?.contains(&name) {
-                let old = name.clone();
-                self.run("drop collection", move |c| async move {
-                    c.drop_collection(old).await
-                })?;
-            }
-            rows = self.fill(&name, &stamp, published, vectors)?;
+            self.drop_if_present(&name)?;
+            rows = match self.fill(&name, &stamp, published, vectors) {
+                Err(_) if version.is_none() && stamp.text == MILVUS_BM25 => {
+                    self.drop_if_present(&name)?;
+                    stamp.text = String::new();
+                    self.fill(&name, &stamp, published, vectors)?
+                }
+                filled => filled?,
+            };
         }
         let loaded = name.clone();
         self.run("load collection", move |c| async move {
             c.load_collection(loaded, None).await
         })?;
-        self.point_alias(&name)?;
+        let (settled_s, recall) = self.settle(&name, vectors)?;
+        let aliased = self.point_alias(&name)?;
         let dropped = self.drop_older_than(stamp.generation.saturating_sub(1), &name)?;
         Ok(MirrorSummary {
             collection: name,
-            alias: self.settings.collection.clone(),
+            alias: aliased.then(|| self.settings.collection.clone()),
+            settled_s,
+            recall,
             rows,
             already,
             dropped,
@@ -363,7 +520,8 @@ impl Connection {
             )));
         }
         let description = serde_json::to_string(stamp).expect("a stamp serializes");
-        let schema = CollectionSchemaBuilder::new(name, &description)
+        let mut schema = CollectionSchemaBuilder::new(name, &description);
+        schema
             .add_field(FieldSchema::new_primary_int64(
                 "lid",
                 "dense lesion id",
@@ -399,7 +557,33 @@ impl Connection {
                 "split",
                 "train, validation or test",
                 16,
-            ))
+            ));
+        let bm25 = stamp.text == MILVUS_BM25;
+        if bm25 {
+            schema
+                .add_field(
+                    FieldSchema::new_varchar(
+                        "report",
+                        "report, tags and their ontology terms",
+                        MAX_REPORT_BYTES as i32,
+                    )
+                    .add_type_param("enable_analyzer", "true")
+                    .add_type_param("enable_match", "true")
+                    .add_type_param("analyzer_params", "{\"type\": \"english\"}"),
+                )
+                .add_field(FieldSchema::new_sparse_float_vector(
+                    "report_bm25",
+                    "BM25 of the report",
+                ))
+                .add_function(milvus::proto::schema::FunctionSchema {
+                    name: "report_bm25".into(),
+                    r#type: milvus::proto::schema::FunctionType::Bm25 as i32,
+                    input_field_names: vec!["report".into()],
+                    output_field_names: vec!["report_bm25".into()],
+                    ..Default::default()
+                });
+        }
+        let schema = schema
             .build()
             .map_err(|e| self.error(format!("collection schema: {e}")))?;
         let created = schema.clone();
@@ -420,6 +604,7 @@ impl Connection {
             let mut long_mm = Vec::with_capacity(batch.len());
             let mut location = [Vec::new(), Vec::new(), Vec::new()];
             let mut split = Vec::with_capacity(batch.len());
+            let mut report = Vec::with_capacity(if bm25 { batch.len() } else { 0 });
             for (id, lesion) in batch {
                 if *id as usize >= vectors.len() || vectors.tombstones.contains(*id) {
                     return Err(
@@ -439,10 +624,16 @@ impl Connection {
                 location[1].push(r.location.y);
                 location[2].push(r.location.z);
                 split.push(wire_name(&r.split));
+                if bm25 {
+                    report.push(truncated(
+                        document_text(&lesion.report, &lesion.tags),
+                        MAX_REPORT_BYTES,
+                    ));
+                }
             }
             let [location_x, location_y, location_z] = location;
             let field = |n: &str| schema.get_field(n).expect("field of the schema above");
-            let columns = vec![
+            let mut columns = vec![
                 FieldColumn::new(field("lid"), lid),
                 FieldColumn::new(field("vector"), vector),
                 FieldColumn::new(field("key"), key),
@@ -456,6 +647,9 @@ impl Connection {
                 FieldColumn::new(field("location_z"), location_z),
                 FieldColumn::new(field("split"), split),
             ];
+            if bm25 {
+                columns.push(FieldColumn::new(field("report"), report));
+            }
             let target = name.to_string();
             self.run("insert", move |c| async move {
                 c.insert(target, columns, None).await.map(|_| ())
@@ -463,40 +657,67 @@ impl Connection {
         }
         let target = name.to_string();
         self.run("flush", move |c| async move { c.flush(target).await })?;
-        let params = IndexParams::new(
-            "vector_hnsw".into(),
-            IndexType::HNSW,
-            MetricType::IP,
-            HashMap::from([
+        let index = self.settings.index.for_rows(stamp.live);
+        let build = match index {
+            IndexType::HNSW => HashMap::from([
                 ("M".to_string(), GRAPH_M.to_string()),
                 (
                     "efConstruction".to_string(),
                     GRAPH_EF_CONSTRUCTION.to_string(),
                 ),
             ]),
-        );
+            _ => HashMap::new(),
+        };
+        // Named after the field, as Milvus names a default index (milvus-lite finds it only so).
+        let params = IndexParams::new("vector".into(), index, MetricType::IP, build);
         let target = name.to_string();
         self.run("create index", move |c| async move {
             c.create_index(target, "vector", params).await
         })?;
+        if bm25 {
+            let params = IndexParams::new(
+                "report_bm25".into(),
+                IndexType::SparseInvertedIndex,
+                MetricType::BM25,
+                HashMap::new(),
+            );
+            let target = name.to_string();
+            self.run("create text index", move |c| async move {
+                c.create_index(target, "report_bm25", params).await
+            })?;
+        }
         Ok(all.len())
+    }
+
+    fn drop_if_present(&self, name: &str) -> Result<()> {
+        if self.collections()?.iter().any(|c| c == name) {
+            let old = name.to_string();
+            self.run("drop collection", move |c| async move {
+                c.drop_collection(old).await
+            })?;
+        }
+        Ok(())
     }
 
     /// Points the alias at `collection`: moved if it exists (atomically, for every client
     /// of the alias), created if not. Milvus 2.3 cannot describe an alias, so the move is
     /// tried first.
-    fn point_alias(&self, collection: &str) -> Result<()> {
+    fn point_alias(&self, collection: &str) -> Result<bool> {
         let (target, alias) = (collection.to_string(), self.settings.collection.clone());
         let moved = self.run("alter alias", move |c| async move {
             c.alter_alias(target, alias).await
         });
         if moved.is_ok() {
-            return Ok(());
+            return Ok(true);
         }
         let (target, alias) = (collection.to_string(), self.settings.collection.clone());
-        self.run("create alias", move |c| async move {
+        match self.run("create alias", move |c| async move {
             c.create_alias(target, alias).await
-        })
+        }) {
+            Ok(()) => Ok(true),
+            Err(e) if e.to_string().contains("Unimplemented") => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// Drops this archive's collections of generations before `keep_from`, and other
@@ -518,6 +739,37 @@ impl Connection {
         }
         Ok(dropped)
     }
+}
+
+/// Whether a server of this version (`v2.5.1`, `v2.3.5-lite`) ranks text by BM25.
+fn has_bm25(version: &str) -> bool {
+    let mut parts = version
+        .trim_start_matches('v')
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (2, 5)
+}
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn truncated(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+/// The words of a text query, as a `TEXT_MATCH` literal can hold them: letters and
+/// digits only, so nothing a user types can break out of the quotes.
+fn match_words(text: &str) -> String {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The serde name of an enum value (`lung`, `female`, `test`), as the wire and the
@@ -600,6 +852,8 @@ pub struct MilvusBackend {
     /// `FLAT` or `HNSW`.
     index: String,
     exact: bool,
+    /// Report text ranked by Milvus' BM25 (2.5+); otherwise by the tantivy index.
+    bm25: bool,
 }
 
 impl MilvusBackend {
@@ -630,13 +884,24 @@ impl MilvusBackend {
                 published.dir.parent().unwrap_or(&published.dir).display()
             )));
         };
+        let visible = connection.visible_rows(&collection, "lid >= 0")?;
+        if visible != expected.live {
+            return Err(connection.error(format!(
+                "collection {collection} shows {visible} of the generation's {} lesions yet (its writer may still be filling it; Milvus shows new rows to readers a few seconds after they are written)",
+                expected.live
+            )));
+        }
         let index = stamp.index;
+        let bm25 = stamp.text == MILVUS_BM25;
         let target = collection.clone();
         connection.run("load collection", move |c| async move {
             c.load_collection(target, None).await
         })?;
-        let version = connection.server_version().unwrap_or_default();
+        let version = connection
+            .server_version()
+            .unwrap_or_else(|| "(version not told)".into());
         Ok(MilvusBackend {
+            bm25,
             exact: index == IndexType::Flat.to_string(),
             index,
             dim: expected.dim,
@@ -654,39 +919,18 @@ impl MilvusBackend {
     }
 
     fn search(&self, query: &[f32], limit: usize, expr: String) -> Result<Vec<Scored>> {
-        let ef = limit.max(MIN_EF);
-        let options = SearchOptions::new()
-            .limit(limit)
-            .filter(expr)
-            .anns_field(vec!["vector".into()])
-            .add_param("metric_type", "IP")
-            .add_param("ef", ef.to_string());
-        let collection = self.collection.clone();
-        let data = Value::from(query.to_vec());
-        self.connection.run("search", move |c| async move {
-            let results = c.search(collection, vec![data], Some(options)).await?;
-            let mut hits = Vec::new();
-            for result in results {
-                for (id, score) in result.id.iter().zip(&result.score) {
-                    if let Value::Long(id) = id {
-                        hits.push(Scored {
-                            id: *id as u32,
-                            score: *score,
-                        });
-                    }
-                }
-            }
-            Ok(hits)
-        })
+        self.connection
+            .search_in(&self.collection, query, limit, expr)
     }
 
-    /// Nearest among a subset. Milvus 2.3.5 answers filtered searches wrongly for some
-    /// filters (a handful of hits where thousands match, or the true nearest missing; FLAT
-    /// and HNSW alike, BENCHMARKS.md), while its unfiltered search is exact (FLAT) or near
-    /// it (HNSW). So the subset is found by asking for more than `k` without a filter and
-    /// keeping the allowed; only a subset too small for that (under 16,384 nearest hold
-    /// `k` of it) is searched with the filter as an expression (or an id list), and the
-    /// two lists are merged.
+    /// Nearest among a subset no pushed-down filter is trusted with. Milvus 2.3.5's HNSW
+    /// answers filtered searches wrongly for some filters (3 hits where 3,571 lesions
+    /// match; a true nearest found with `limit` 10 and lost with 100; docs/SCALE.md),
+    /// while its unfiltered HNSW search is near-exact. So the subset is found by asking
+    /// for more than `k` without a filter and keeping the allowed; only a subset too small
+    /// for that (fewer than `k` of it among the 16,384 nearest) is also searched with the
+    /// filter as an expression (or an id list), and the two lists are merged. Id sets that
+    /// no filter describes (evaluation) take this path on FLAT collections too.
     fn nearest_allowed(
         &self,
         query: &[f32],
@@ -727,6 +971,72 @@ impl MilvusBackend {
         Ok(kept)
     }
 
+    /// BM25 in Milvus: the allowed among a deep enough top list (filtered searches are not
+    /// trusted, as for vectors), and the number of lesions matching any word.
+    fn ranked_by_milvus(
+        &self,
+        text: &str,
+        depth: usize,
+        allowed: Allowed<'_>,
+    ) -> Result<(Vec<RankedText>, usize)> {
+        crate::text::check_query(text)?;
+        let words = match_words(text);
+        if words.is_empty() || depth == 0 || allowed.ids.is_empty() {
+            return Ok((Vec::new(), 0));
+        }
+        let share = allowed.ids.len() as f32 / self.live.max(1) as f32;
+        let mut limit = ((depth as f32 * 1.5 / share.max(1e-4)) as usize + 64).min(MAX_TOPK);
+        let hits = loop {
+            let options = SearchOptions::new()
+                .limit(limit)
+                .anns_field(vec!["report_bm25".into()])
+                .consistency_level(READERS.into())
+                .add_param("metric_type", "BM25");
+            let (collection, query) = (self.collection.clone(), words.clone());
+            let found: Vec<(u32, f32)> =
+                self.connection.run("text search", move |c| async move {
+                    let results = c
+                        .search(collection, vec![Value::from(query.as_str())], Some(options))
+                        .await?;
+                    Ok(results
+                        .iter()
+                        .flat_map(|r| {
+                            r.id.iter()
+                                .zip(&r.score)
+                                .filter_map(|(id, score)| match id {
+                                    Value::Long(id) => Some((*id as u32, *score)),
+                                    _ => None,
+                                })
+                        })
+                        .collect())
+                })?;
+            let exhausted = found.len() < limit || limit == MAX_TOPK;
+            let kept: Vec<RankedText> = found
+                .into_iter()
+                .filter(|(id, _)| allowed.ids.contains(*id))
+                .map(|(id, score)| RankedText::ranked_elsewhere(id, score))
+                .take(depth)
+                .collect();
+            if kept.len() >= depth || exhausted {
+                break kept;
+            }
+            limit = (limit * 2).min(MAX_TOPK);
+        };
+        let expr = format!("TEXT_MATCH(report, '{words}')");
+        let collection = self.collection.clone();
+        let options = QueryOptions::new().output_fields(vec!["count(*)".into()]);
+        let columns = self
+            .connection
+            .run("text match count", move |c| async move {
+                c.query(collection, &expr, &options).await
+            })?;
+        let total = match column(&columns, "count(*)") {
+            Some(ValueVec::Long(n)) if n.len() == 1 => n[0] as usize,
+            _ => hits.len(),
+        };
+        Ok((hits, total))
+    }
+
     /// How many lesions of the collection pass `filter`, counted by Milvus from its
     /// expression (what a pushed-down filter selects).
     pub fn count(&self, filter: &Filter) -> Result<usize> {
@@ -734,17 +1044,7 @@ impl MilvusBackend {
             e if e.is_empty() => "lid >= 0".to_string(),
             e => e,
         };
-        let collection = self.collection.clone();
-        let options = QueryOptions::new().output_fields(vec!["count(*)".into()]);
-        let columns = self.connection.run("count", move |c| async move {
-            c.query(collection, &expr, &options).await
-        })?;
-        match column(&columns, "count(*)") {
-            Some(ValueVec::Long(n)) if n.len() == 1 => Ok(n[0] as usize),
-            _ => Err(self
-                .connection
-                .error("count: no count(*) in the answer".into())),
-        }
+        self.connection.visible_rows(&self.collection, &expr)
     }
 
     /// Rows of `expr`, with the given output fields, at most [`MAX_TOPK`].
@@ -788,7 +1088,11 @@ impl SearchBackend for MilvusBackend {
                 self.index.to_lowercase(),
                 self.collection
             ),
-            text: "tantivy-bm25 (beside milvus)".into(),
+            text: if self.bm25 {
+                MILVUS_BM25.into()
+            } else {
+                "tantivy-bm25 (beside milvus)".into()
+            },
         }
     }
 
@@ -817,10 +1121,11 @@ impl SearchBackend for MilvusBackend {
         if wanted == 0 || allowed.ids.is_empty() {
             return Ok((Vec::new(), Plan::Graph { ef: MIN_EF }));
         }
-        let mut hits = if allowed.ids.len() >= self.live {
-            self.search(query, wanted, String::new())?
-        } else {
-            self.nearest_allowed(query, wanted, allowed)?
+        let mut hits = match allowed.filter {
+            _ if allowed.ids.len() >= self.live => self.search(query, wanted, String::new())?,
+            // A FLAT collection filters exactly: the filter goes to Milvus as it is.
+            Some(filter) if self.exact => self.search(query, wanted, expression_of(filter))?,
+            _ => self.nearest_allowed(query, wanted, allowed)?,
         };
         // The id set is the authority.
         hits.retain(|h| allowed.ids.contains(h.id));
@@ -842,6 +1147,9 @@ impl SearchBackend for MilvusBackend {
         allowed: Allowed<'_>,
         allowed_share: f32,
     ) -> Result<(Vec<RankedText>, usize)> {
+        if self.bm25 {
+            return self.ranked_by_milvus(text, depth, allowed);
+        }
         self.text.ranked_with(
             text,
             depth,
@@ -994,6 +1302,7 @@ mod tests {
             weights_sha256: String::new(),
             dim: 4,
             index: "FLAT".into(),
+            text: String::new(),
         };
         let name = settings.collection_of(&stamp);
         assert_eq!(name, "lesion_search_gen_000012_abcdef012345_flat");
@@ -1003,6 +1312,17 @@ mod tests {
             index: "HNSW".into(),
             ..stamp.clone()
         }));
+    }
+
+    #[test]
+    fn bm25_from_2_5_on_and_query_words_stay_words() {
+        assert!(has_bm25("v2.5.1") && has_bm25("2.6.0") && has_bm25("v3.0.0-beta"));
+        assert!(!has_bm25("v2.3.5-lite") && !has_bm25("") && !has_bm25("v2.4.9"));
+        assert_eq!(
+            match_words("mass') or lid > 0 -- (left"),
+            "mass or lid 0 left"
+        );
+        assert_eq!(truncated("aé".into(), 2), "a");
     }
 
     #[test]

@@ -74,7 +74,30 @@ impl Snippet {
 pub struct RankedText {
     pub id: u32,
     pub score: f32,
-    address: tantivy::DocAddress,
+    /// Where tantivy holds the document; `None` for a hit another engine ranked (its
+    /// snippet is made from the document found by id).
+    address: Option<tantivy::DocAddress>,
+}
+
+impl RankedText {
+    /// A hit ranked outside this index (Milvus BM25).
+    pub fn ranked_elsewhere(id: u32, score: f32) -> Self {
+        RankedText {
+            id,
+            score,
+            address: None,
+        }
+    }
+}
+
+/// What a BM25 engine other than tantivy indexes for a lesion: the report, its tags and
+/// the ontology terms both mention (the fields tantivy searches, in one text).
+pub fn document_text(report: &str, tags: &[String]) -> String {
+    format!(
+        "{report}\n{}\n{}",
+        tags.join(" ; "),
+        expand_with_ontology(&format!("{} {}", report, tags.join(" ")))
+    )
 }
 
 #[derive(Clone, Copy)]
@@ -376,7 +399,7 @@ impl TextIndex {
                 hits.push(RankedText {
                     id,
                     score: *score,
-                    address: *address,
+                    address: Some(*address),
                 });
                 if hits.len() == k {
                     break;
@@ -403,8 +426,12 @@ impl TextIndex {
             .map_err(|e| text_error(&self.path, e))?;
         hits.iter()
             .map(|hit| {
+                let address = match hit.address {
+                    Some(address) => address,
+                    None => self.address_of(&searcher, hit.id)?,
+                };
                 let document: TantivyDocument = searcher
-                    .doc(hit.address)
+                    .doc(address)
                     .map_err(|e| text_error(&self.path, e))?;
                 let mut snippet = generator.snippet_from_doc(&document);
                 if snippet.is_empty() {
@@ -432,6 +459,19 @@ impl TextIndex {
                 })
             })
             .collect()
+    }
+}
+
+impl TextIndex {
+    fn address_of(&self, searcher: &tantivy::Searcher, id: u32) -> Result<tantivy::DocAddress> {
+        let term = tantivy::Term::from_field_u64(self.fields.id, u64::from(id));
+        let query = tantivy::query::TermQuery::new(term, IndexRecordOption::Basic);
+        let top = searcher
+            .search(&query, &TopDocs::with_limit(1).order_by_score())
+            .map_err(|e| text_error(&self.path, e))?;
+        top.first()
+            .map(|(_, address)| *address)
+            .ok_or_else(|| text_error(&self.path, format!("no document for lesion {id}")))
     }
 }
 
