@@ -172,6 +172,10 @@ impl MilvusSettings {
 /// and compared with the published manifest whenever it is opened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Stamp {
+    /// Which archive (a digest of the folder the index was built from): collections of
+    /// other archives under the same name are never dropped or reused.
+    #[serde(default)]
+    archive: String,
     generation: u64,
     live: usize,
     records_sha256: String,
@@ -201,7 +205,10 @@ impl Stamp {
 
     fn of(published: &Published) -> Self {
         let m = &published.manifest;
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(m.dataset.as_bytes());
         Stamp {
+            archive: digest[..8].iter().map(|b| format!("{b:02x}")).collect(),
             generation: m.generation,
             live: published.records.len(),
             records_sha256: m.records_sha256.clone(),
@@ -465,6 +472,17 @@ impl Connection {
     /// the collections of generations older than the one before it.
     pub fn mirror(&self, published: &Published, vectors: &VectorIndex) -> Result<MirrorSummary> {
         let mut stamp = Stamp::of(published);
+        for name in self.collections()? {
+            if self.settings.generation_of(&name).is_none() {
+                continue;
+            }
+            if let Some(other) = self.stamp(&name)?.filter(|o| o.archive != stamp.archive) {
+                return Err(self.error(format!(
+                    "collection {name} under {} holds another archive (generation {} of {} lesions, built from another folder): give this archive its own --milvus-collection",
+                    self.settings.collection, other.generation, other.live
+                )));
+            }
+        }
         stamp.index = self.settings.index.for_rows(stamp.live).to_string();
         // A server that names its version is trusted on it; one that does not is asked to
         // rank text and, if it refuses, holds the vectors alone.
@@ -493,7 +511,8 @@ impl Connection {
         })?;
         let (settled_s, recall) = self.settle(&name, vectors)?;
         let aliased = self.point_alias(&name)?;
-        let dropped = self.drop_older_than(stamp.generation.saturating_sub(1), &name)?;
+        let dropped =
+            self.drop_older_than(stamp.generation.saturating_sub(1), &name, &stamp.archive)?;
         Ok(MirrorSummary {
             collection: name,
             alias: aliased.then(|| self.settings.collection.clone()),
@@ -720,16 +739,17 @@ impl Connection {
         }
     }
 
-    /// Drops this archive's collections of generations before `keep_from`, and other
+    /// Drops this archive's collections of generations before `keep_from`, and its other
     /// fillings of the served generation (another index type, an earlier build).
-    fn drop_older_than(&self, keep_from: u64, served: &str) -> Result<Vec<String>> {
+    fn drop_older_than(&self, keep_from: u64, served: &str, archive: &str) -> Result<Vec<String>> {
         let served_generation = self.settings.generation_of(served);
         let mut dropped = Vec::new();
         for name in self.collections()? {
             let generation = self.settings.generation_of(&name);
             let stale = generation.is_some_and(|g| g < keep_from)
                 || (generation == served_generation && name != served);
-            if stale {
+            // Only collections this archive filled (stamped with it) are ever dropped.
+            if stale && self.stamp(&name)?.is_some_and(|s| s.archive == archive) {
                 let target = name.clone();
                 self.run("drop collection", move |c| async move {
                     c.drop_collection(target).await
@@ -1294,6 +1314,7 @@ mod tests {
     fn collection_names_carry_generation_digest_and_index() {
         let settings = MilvusSettings::default();
         let stamp = Stamp {
+            archive: "0123".into(),
             generation: 12,
             live: 3,
             records_sha256: "abcdef0123456789".into(),

@@ -59,6 +59,10 @@ impl Served {
             .reloading
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.reload_locked()
+    }
+
+    fn reload_locked(&self) -> lesion_search::Result<bool> {
         if !self.published_elsewhere(&self.engine.load()) {
             return Ok(false);
         }
@@ -76,8 +80,14 @@ impl Served {
     /// gets its collection), then serves it. Another process's writes mirror themselves;
     /// the watcher only reloads.
     pub fn publish_and_reload(&self) -> lesion_search::Result<bool> {
+        // Held throughout, so that the watcher does not try the new generation before its
+        // collection is filled.
+        let _one_at_a_time = self
+            .reloading
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         lesion_search::backend::publish(&self.index_dir, &self.backend)?;
-        self.reload()
+        self.reload_locked()
     }
 }
 
