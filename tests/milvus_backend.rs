@@ -423,6 +423,35 @@ fn milvus_answers_as_the_embedded_backend_through_build_add_and_delete() {
     // verify (clean above) compares every lid in Milvus with the live records.
     assert!(!milvus.is_live(new_id));
     assert_same_answers(&embedded, &milvus);
+    drop((embedded, milvus));
+
+    // Another archive under the same name is refused, naming the fix; under its own name
+    // it lives beside the first, which stays served.
+    let other_archive = common::synth_archive(12, 83, true);
+    let other = tempfile::tempdir().unwrap();
+    build(
+        other.path(),
+        &BuildOptions {
+            dataset: other_archive.path().to_path_buf(),
+            reports: None,
+            model: model.as_ref(),
+            graph: GraphParams::default(),
+            labels: None,
+        },
+        &|_| {},
+    )
+    .unwrap();
+    let clash = backend::publish(other.path(), &choice)
+        .unwrap_err()
+        .to_string();
+    assert!(clash.contains("--milvus-collection"), "{clash}");
+    let own = BackendChoice::Milvus(server.settings("other_archive"));
+    assert_eq!(
+        backend::publish(other.path(), &own).unwrap().unwrap().rows,
+        12
+    );
+    let first = Engine::open_with(index.path(), model.clone(), &choice).unwrap();
+    assert_eq!(first.verify().unwrap(), Vec::<String>::new());
 }
 
 #[test]
