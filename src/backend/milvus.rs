@@ -1,13 +1,15 @@
-//! The Milvus backend: a generation's vectors and filterable facts in a Milvus collection,
-//! the report text in the generation's tantivy index beside it (Milvus 2.3 has no BM25).
+//! The Milvus backend: a generation's vectors and filterable facts in a Milvus collection;
+//! the report text ranked by Milvus' BM25 where the server has it (2.5+), else by the
+//! generation's tantivy index beside it.
 //!
 //! The published generation on disk stays the source of truth: records, manifest, text and
 //! the local vector files are written as for the embedded backend, then [`Connection::mirror`]
 //! copies the generation into its own collection (`<name>_gen_NNNNNN_...`, stamped in its
-//! description with the generation, the checksums and the model card) and switches the alias
-//! `<name>` to it. A server opens exactly the collection of the generation it serves, so a
-//! generation published but not yet mirrored is refused (the previous one stays served),
-//! never half-served. The collection before the newest is kept for servers still on it.
+//! description with the archive, the generation, the checksums and the model card), waits
+//! until readers see all of it, and switches the alias `<name>` to it. A server opens
+//! exactly the collection of the generation it serves, so a generation published but not
+//! yet mirrored is refused (the previous one stays served), never half-served. The
+//! collection before the newest is kept for servers still on it.
 //!
 //! The SDK is asynchronous; this module owns a small tokio runtime and blocks on it, so the
 //! engine's synchronous callers (request threads, the CLI) can use it from any thread.
@@ -193,7 +195,7 @@ struct Stamp {
 }
 
 impl Stamp {
-    /// Holds the same archive state (whatever its index).
+    /// Holds the same archive state (whatever its index and text ranking).
     fn holds(&self, other: &Stamp) -> bool {
         let bare = |s: &Stamp| Stamp {
             index: String::new(),
@@ -491,7 +493,10 @@ impl Connection {
             stamp.text = MILVUS_BM25.into();
         }
         let name = self.settings.collection_of(&stamp);
-        let already = self.stamp(&name)? == Some(stamp.clone());
+        // Filled before with this index; how it ranks text was settled when it was filled.
+        let already = self
+            .stamp(&name)?
+            .is_some_and(|s| s.holds(&stamp) && s.index == stamp.index);
         let mut rows = stamp.live;
         if !already {
             // Half filled by a writer that died: its name is this state's, so start over.
@@ -1170,13 +1175,7 @@ impl SearchBackend for MilvusBackend {
         if self.bm25 {
             return self.ranked_by_milvus(text, depth, allowed);
         }
-        self.text.ranked_with(
-            text,
-            depth,
-            &|id| allowed.ids.contains(id),
-            allowed_share,
-            true,
-        )
+        super::ranked_by_tantivy(&self.text, text, depth, allowed, allowed_share)
     }
 
     fn snippets(&self, text: &str, hits: &[RankedText]) -> Result<Vec<Snippet>> {

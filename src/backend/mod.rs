@@ -152,6 +152,23 @@ pub trait SearchBackend: Send + Sync {
     }
 }
 
+/// BM25 in the generation's tantivy index among the allowed ids (ontology-expanded).
+fn ranked_by_tantivy(
+    index: &TextIndex,
+    text: &str,
+    depth: usize,
+    allowed: Allowed<'_>,
+    allowed_share: f32,
+) -> Result<(Vec<RankedText>, usize)> {
+    index.ranked_with(
+        text,
+        depth,
+        &|id| allowed.ids.contains(id),
+        allowed_share,
+        true,
+    )
+}
+
 /// The in-process stores of a published generation: flat vectors with the HNSW graph over
 /// them, and tantivy over the reports.
 pub struct Embedded {
@@ -209,13 +226,7 @@ impl SearchBackend for Embedded {
         allowed: Allowed<'_>,
         allowed_share: f32,
     ) -> Result<(Vec<RankedText>, usize)> {
-        self.text.ranked_with(
-            text,
-            depth,
-            &|id| allowed.ids.contains(id),
-            allowed_share,
-            true,
-        )
+        ranked_by_tantivy(&self.text, text, depth, allowed, allowed_share)
     }
 
     fn snippets(&self, text: &str, hits: &[RankedText]) -> Result<Vec<Snippet>> {
