@@ -909,6 +909,11 @@ impl MilvusBackend {
                 published.dir.parent().unwrap_or(&published.dir).display()
             )));
         };
+        // A restarted server holds collections unloaded.
+        let target = collection.clone();
+        connection.run("load collection", move |c| async move {
+            c.load_collection(target, None).await
+        })?;
         let visible = connection.visible_rows(&collection, "lid >= 0")?;
         if visible != expected.live {
             return Err(connection.error(format!(
@@ -918,10 +923,6 @@ impl MilvusBackend {
         }
         let index = stamp.index;
         let bm25 = stamp.text == MILVUS_BM25;
-        let target = collection.clone();
-        connection.run("load collection", move |c| async move {
-            c.load_collection(target, None).await
-        })?;
         let version = connection
             .server_version()
             .unwrap_or_else(|| "(version not told)".into());
@@ -943,9 +944,27 @@ impl MilvusBackend {
         &self.collection
     }
 
+    /// `call`, and once more after loading the collection if Milvus says it is not loaded
+    /// (a server restarted uncleanly, or a collection released by hand).
+    fn loaded<T>(&self, call: impl Fn() -> Result<T>) -> Result<T> {
+        match call() {
+            Err(e) if e.to_string().contains("not loaded") => {
+                let target = self.collection.clone();
+                self.connection
+                    .run("load collection", move |c| async move {
+                        c.load_collection(target, None).await
+                    })?;
+                call()
+            }
+            answer => answer,
+        }
+    }
+
     fn search(&self, query: &[f32], limit: usize, expr: String) -> Result<Vec<Scored>> {
-        self.connection
-            .search_in(&self.collection, query, limit, expr)
+        self.loaded(|| {
+            self.connection
+                .search_in(&self.collection, query, limit, expr.clone())
+        })
     }
 
     /// Nearest among a subset no pushed-down filter is trusted with. Milvus 2.3.5's HNSW
@@ -1074,12 +1093,14 @@ impl MilvusBackend {
 
     /// Rows of `expr`, with the given output fields, at most [`MAX_TOPK`].
     fn query(&self, expr: String, fields: Vec<String>) -> Result<Vec<FieldColumn>> {
-        let collection = self.collection.clone();
-        let options = QueryOptions::new()
-            .limit(MAX_TOPK as i64)
-            .output_fields(fields);
-        self.connection.run("query", move |c| async move {
-            c.query(collection, &expr, &options).await
+        self.loaded(|| {
+            let (collection, expr) = (self.collection.clone(), expr.clone());
+            let options = QueryOptions::new()
+                .limit(MAX_TOPK as i64)
+                .output_fields(fields.clone());
+            self.connection.run("query", move |c| async move {
+                c.query(collection, &expr, &options).await
+            })
         })
     }
 }
@@ -1123,6 +1144,10 @@ impl SearchBackend for MilvusBackend {
 
     fn dim(&self) -> usize {
         self.dim
+    }
+
+    fn ping(&self) -> Result<()> {
+        self.connection.ping()
     }
 
     fn vector(&self, id: u32) -> Result<Cow<'_, [f32]>> {

@@ -145,6 +145,12 @@ pub trait SearchBackend: Send + Sync {
     /// they agree.
     fn verify(&self, published: &Published) -> Result<Vec<String>>;
 
+    /// Whether the stores answer now (an external engine's server is up); in-process
+    /// stores always do.
+    fn ping(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// The in-process vector index, where the backend has one (metrics of the graph, its
     /// evaluation against the exact scan).
     fn vector_index(&self) -> Option<&VectorIndex> {

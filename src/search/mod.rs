@@ -323,6 +323,11 @@ impl Engine {
         self.backend.info()
     }
 
+    /// Whether the backend's stores answer now.
+    pub fn backend_reachable(&self) -> Result<()> {
+        self.backend.ping()
+    }
+
     /// Cross-checks of the backend's stores against the served records; empty when they
     /// agree.
     pub fn verify(&self) -> Result<Vec<String>> {

@@ -116,8 +116,42 @@ impl ApiError {
                 error.to_string(),
             )
             .with_field("text"),
+            CoreError::Backend { backend, .. } => {
+                // The detail (the engine's address, its message) goes to the log only.
+                eprintln!("warning: search backend unavailable: {error}");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "backend_unavailable",
+                    format!("the {backend} search backend did not answer; try again shortly"),
+                )
+                .retry_after(5)
+            }
             _ => ApiError::internal(error.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_backend_is_503_with_retry_after_and_no_address() {
+        let error = ApiError::from_core(
+            CoreError::Backend {
+                backend: "milvus".into(),
+                url: "http://10.0.0.7:19530".into(),
+                message: "search: transport error".into(),
+            },
+            "lesion",
+        );
+        assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(error.retry_after, Some(5));
+        assert!(
+            !error.body.message.contains("10.0.0.7"),
+            "{}",
+            error.body.message
+        );
     }
 }
 

@@ -465,7 +465,7 @@ impl LesionDetail {
 /// `GET /healthz`.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct Health {
-    /// Always `ok` when the server answers.
+    /// `ok`, or `degraded` (503) when the search backend does not answer.
     pub status: &'static str,
     pub version: &'static str,
     /// The index generation being served.
@@ -491,6 +491,9 @@ pub struct HealthBackend {
     pub vectors: String,
     /// What ranks report text, e.g. `tantivy-bm25`.
     pub text: String,
+    /// Whether it answered just now (an external engine may be down; then `status` is
+    /// `degraded` and the answer is 503).
+    pub reachable: bool,
 }
 
 /// Every failure: the status line says what kind, `error` says what and where.

@@ -497,6 +497,8 @@ async fn openapi_lists_exactly_the_routes_and_ops_routes_answer() {
     assert_eq!(health["status"], "ok");
     assert_eq!(health["backend"]["name"], "embedded", "{health}");
     assert_eq!(health["backend"]["text"], "tantivy-bm25", "{health}");
+    assert_eq!(health["backend"]["reachable"], true, "{health}");
+    assert_eq!(health["status"], "ok", "{health}");
     let (_, body) = call(&app, test::TestRequest::get().uri("/metrics")).await;
     let metrics = String::from_utf8(body).unwrap();
     assert!(

@@ -7,11 +7,28 @@ use crate::access::ReadAccess;
 use crate::error::ApiResult;
 use crate::wire::{Health, HealthBackend};
 
+/// How long `/healthz` waits for the backend to answer.
+const BACKEND_PING: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub(super) async fn healthz(state: Shared) -> HttpResponse {
     let engine = state.engine();
     let backend = engine.backend();
-    HttpResponse::Ok().json(Health {
-        status: "ok",
+    let pinged = engine.clone();
+    let reachable = matches!(
+        actix_web::rt::time::timeout(
+            BACKEND_PING,
+            actix_web::web::block(move || pinged.backend_reachable())
+        )
+        .await,
+        Ok(Ok(Ok(())))
+    );
+    let mut reply = if reachable {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::ServiceUnavailable()
+    };
+    reply.json(Health {
+        status: if reachable { "ok" } else { "degraded" },
         version: lesion_search::version(),
         generation: engine.generation(),
         lesions: engine.live(),
@@ -22,6 +39,7 @@ pub(super) async fn healthz(state: Shared) -> HttpResponse {
             name: backend.name,
             vectors: backend.vectors,
             text: backend.text,
+            reachable,
         },
     })
 }
