@@ -131,30 +131,6 @@ impl ApiError {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_unreachable_backend_is_503_with_retry_after_and_no_address() {
-        let error = ApiError::from_core(
-            CoreError::Backend {
-                backend: "milvus".into(),
-                url: "http://10.0.0.7:19530".into(),
-                message: "search: transport error".into(),
-            },
-            "lesion",
-        );
-        assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(error.retry_after, Some(5));
-        assert!(
-            !error.body.message.contains("10.0.0.7"),
-            "{}",
-            error.body.message
-        );
-    }
-}
-
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.body.code, self.body.message)
@@ -178,3 +154,27 @@ impl ResponseError for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_backend_is_503_with_retry_after_and_no_address() {
+        let error = ApiError::from_core(
+            CoreError::Backend {
+                backend: "milvus".into(),
+                url: "http://10.0.0.7:19530".into(),
+                message: "search: transport error".into(),
+            },
+            "lesion",
+        );
+        assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(error.retry_after, Some(5));
+        assert!(
+            !error.body.message.contains("10.0.0.7"),
+            "{}",
+            error.body.message
+        );
+    }
+}
