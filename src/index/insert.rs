@@ -148,7 +148,13 @@ impl Builder<'_> {
         let mut seeds = vec![Best(nearest_score, nearest)];
         for layer in (0..=level.min(top)).rev() {
             let found = self.search_layer(query, &seeds, layer);
-            let candidates: Vec<(u32, f32)> = found.iter().map(|b| (b.1, b.0)).collect();
+            // Another thread may have linked this node already (it found it as a seed
+            // carried down from a layer above), so the search can meet the node itself.
+            let candidates: Vec<(u32, f32)> = found
+                .iter()
+                .filter(|b| b.1 != id)
+                .map(|b| (b.1, b.0))
+                .collect();
             let chosen = select_neighbours(self.flat, candidates, self.m, 0);
             {
                 let mut node = self.nodes[id as usize]
@@ -176,7 +182,7 @@ impl Builder<'_> {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         let list = &mut node[layer];
-        if list.contains(&to) {
+        if from == to || list.contains(&to) {
             return;
         }
         if list.len() < most {
