@@ -118,6 +118,16 @@ pub enum Error {
     #[error("{}: {message}", path.display())]
     ImageTooLarge { path: PathBuf, message: String },
 
+    /// Decoding this image now would take the process's decoding in flight past its global
+    /// budget (`imaging::set_decode_budget`); retrying later can succeed.
+    #[error("{}: decoding needs about {needed} bytes and {in_flight} of the {capacity}-byte decoding budget are in use; try again shortly", path.display())]
+    DecodeBudgetExhausted {
+        path: PathBuf,
+        needed: usize,
+        in_flight: usize,
+        capacity: usize,
+    },
+
     /// A DICOM image of another modality where CT (Hounsfield units) is needed.
     #[error("{}: modality {modality} is not CT; only CT slices can be searched", path.display())]
     NotCt { path: PathBuf, modality: String },

@@ -16,7 +16,6 @@ use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
 
 use super::dicom_scan::{scan, ScanProblem};
-use super::DicomSummary;
 use super::{CtImage, DecodeLimits, PixelUnit, Window};
 use crate::error::{Error, Result};
 
@@ -57,7 +56,21 @@ pub fn decode_dicom_frame_within(
             path: label.to_path_buf(),
             message,
         },
+        ScanProblem::Codestream(message) => fail(message),
     })?;
+    // The codestreams agree with the header (checked by the scan), so the header bounds
+    // what the decoders allocate: dicom-rs's object (about the file), the joined fragments,
+    // the decoded frames twice over (decoder output and its copy) and three f32 buffers of
+    // one frame.
+    let frame_pixels = summary.rows as usize * summary.columns as usize;
+    let decoded_bytes = frame_pixels
+        * summary.frames.max(1) as usize
+        * summary.samples_per_pixel.max(1) as usize
+        * (summary.bits_allocated.max(8) as usize).div_ceil(8);
+    let _reservation = super::reserve_decode(
+        bytes.len() * 2 + decoded_bytes * 2 + frame_pixels * 12,
+        label,
+    )?;
     let mut object = OpenFileOptions::new()
         .read_preamble(ReadPreamble::Auto)
         .from_reader(Cursor::new(bytes))
@@ -73,20 +86,6 @@ pub fn decode_dicom_frame_within(
         });
     }
     retype_unknown_vrs(&mut object);
-    if object
-        .meta()
-        .transfer_syntax()
-        .trim_end_matches(['\0', ' '])
-        == RLE_LOSSLESS
-    {
-        if let Some(fragments) = object
-            .element(tags::PIXEL_DATA)
-            .ok()
-            .and_then(|e| e.value().fragments())
-        {
-            check_rle_fragments(fragments, &summary).map_err(fail)?;
-        }
-    }
 
     // dicom-rs 0.10's RLE decoder indexes past the end of truncated fragments; a corrupt
     // upload must come back as an error, so its panics stop here.
@@ -169,79 +168,6 @@ pub fn decode_dicom_frame_within(
             .then_some(modality)
             .or(summary.modality),
     })
-}
-
-const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
-
-/// Checks RLE fragments the way dicom-rs 0.10 will read them, so that a corrupt one is an
-/// error here instead of a panic there (its decoder indexes past a segment that decodes
-/// short, and past a header that declares more offsets than the fragment holds). Only the
-/// lengths are computed; nothing the size of the image is allocated.
-fn check_rle_fragments(
-    fragments: &[Vec<u8>],
-    summary: &DicomSummary,
-) -> std::result::Result<(), String> {
-    let samples = summary.samples_per_pixel.max(1) as usize;
-    let bytes_per_sample = (summary.bits_allocated.max(8) as usize).div_ceil(8);
-    let needed_segments = samples * bytes_per_sample;
-    let pixels = summary.rows as usize * summary.columns as usize;
-    for (frame, fragment) in fragments.iter().enumerate() {
-        let bad = |what: String| format!("RLE frame {frame}: {what}");
-        if fragment.len() < 64 {
-            return Err(bad(format!(
-                "{} bytes, shorter than the 64-byte header",
-                fragment.len()
-            )));
-        }
-        let word =
-            |i: usize| u32::from_le_bytes(fragment[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
-        let count = word(0) as usize;
-        if !(needed_segments..=15).contains(&count) {
-            return Err(bad(format!(
-                "{count} segments, {needed_segments} needed (at most 15)"
-            )));
-        }
-        let mut bounds: Vec<usize> = (1..=count).map(|i| word(i) as usize).collect();
-        bounds.push(fragment.len());
-        if bounds.windows(2).any(|w| w[0] > w[1]) || bounds[0] < 64 {
-            return Err(bad(
-                "segment offsets out of order or past the fragment".into()
-            ));
-        }
-        for (segment, range) in bounds.windows(2).take(needed_segments).enumerate() {
-            let decoded = packbits_length(&fragment[range[0]..range[1]]);
-            if decoded < pixels {
-                return Err(bad(format!(
-                    "segment {segment} decodes to {decoded} bytes, {pixels} needed (truncated)"
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// How many bytes a PackBits run decodes to (a literal run cut short counts what is there).
-fn packbits_length(segment: &[u8]) -> usize {
-    let (mut at, mut total) = (0, 0usize);
-    while at < segment.len() {
-        let header = segment[at] as i8;
-        at += 1;
-        match header {
-            0..=127 => {
-                let run = header as usize + 1;
-                total += run.min(segment.len() - at);
-                at += run;
-            }
-            -127..=-1 => {
-                if at < segment.len() {
-                    total += (1 - header as isize) as usize;
-                }
-                at += 1;
-            }
-            _ => {}
-        }
-    }
-    total
 }
 
 /// Some JPEG 2000 encoders mark signed data as unsigned in the codestream, so the decoder

@@ -10,10 +10,18 @@
 
 use std::io::Read;
 
+use super::codestream::{self, Encapsulated};
 use super::DecodeLimits;
 
 /// Sequences nested deeper than this are refused (real CT files stay under 6).
 pub const MAX_SEQUENCE_DEPTH: usize = 16;
+
+/// Files with more element headers than this (items and fragments included) are refused:
+/// dicom-rs keeps about 200 bytes per element in memory, so 4 million empty elements cost
+/// 850 MB. A CT slice has a few hundred to a few thousand; an enhanced multi-frame CT with
+/// per-frame functional groups has about 50 per frame, so 250,000 admits 4096 frames (the
+/// default frame limit) with room to spare, and bounds dicom-rs's object to about 50 MB.
+pub const MAX_ELEMENTS: usize = 250_000;
 
 const UNDEFINED: u32 = 0xFFFF_FFFF;
 const ITEM: (u16, u16) = (0xFFFE, 0xE000);
@@ -32,8 +40,15 @@ pub struct DicomSummary {
     pub frames: u32,
     pub samples_per_pixel: u32,
     pub bits_allocated: u32,
+    pub bits_stored: u32,
     pub modality: Option<String>,
     pub transfer_syntax: String,
+    /// Whether the dataset has top-level pixel data.
+    pub has_pixel_data: bool,
+    /// The fragments of encapsulated pixel data (ranges of the bytes scanned).
+    pub encapsulated: Option<Encapsulated>,
+    /// Element headers read, items and fragments included.
+    pub elements: usize,
 }
 
 /// Why a file was refused.
@@ -43,6 +58,9 @@ pub enum ScanProblem {
     Malformed(String),
     /// The declared image is larger than the limits allow.
     TooLarge(String),
+    /// The pixel data's codestream declares another image than the DICOM header, or its
+    /// transfer syntax is one we do not decode.
+    Codestream(String),
 }
 
 #[derive(Clone, Copy)]
@@ -56,6 +74,7 @@ struct Cursor<'a> {
     at: usize,
     syntax: Syntax,
     limits: DecodeLimits,
+    elements: usize,
 }
 
 fn malformed(message: impl Into<String>) -> ScanProblem {
@@ -156,6 +175,12 @@ impl<'a> Cursor<'a> {
     }
 
     fn header(&mut self) -> Result<Header, ScanProblem> {
+        self.elements += 1;
+        if self.elements > MAX_ELEMENTS {
+            return Err(ScanProblem::TooLarge(format!(
+                "more than {MAX_ELEMENTS} elements (real CT files have a few thousand)"
+            )));
+        }
         let tag = (self.u16()?, self.u16()?);
         // Item and delimiter tags never carry a VR, whatever the syntax.
         if tag.0 == 0xFFFE || !self.syntax.explicit {
@@ -245,8 +270,14 @@ fn walk(
         }
         let is_sequence =
             header.vr == Some(*b"SQ") || (header.length == UNDEFINED && header.tag != PIXEL_DATA);
+        if header.tag == PIXEL_DATA && depth == 0 {
+            summary.has_pixel_data = true;
+        }
         if header.tag == PIXEL_DATA && header.length == UNDEFINED {
-            fragments(cursor)?;
+            let found = fragments(cursor)?;
+            if depth == 0 {
+                summary.encapsulated = Some(found);
+            }
         } else if is_sequence {
             sequence(cursor, &header, depth)?;
         } else if header.length == UNDEFINED {
@@ -334,18 +365,31 @@ fn sequence(cursor: &mut Cursor<'_>, header: &Header, depth: usize) -> Result<()
 }
 
 /// Encapsulated pixel data: an offset table and fragments, each a defined-length item.
-fn fragments(cursor: &mut Cursor<'_>) -> Result<(), ScanProblem> {
+fn fragments(cursor: &mut Cursor<'_>) -> Result<Encapsulated, ScanProblem> {
+    let mut found = Encapsulated::default();
+    let mut first = true;
     loop {
         let item = cursor.header()?;
         if item.tag == SEQUENCE_END {
-            return Ok(());
+            return Ok(found);
         }
         if item.tag != ITEM || item.length == UNDEFINED {
             return Err(malformed(
                 "encapsulated pixel data holds something other than fragments",
             ));
         }
-        cursor.value(&item)?;
+        let start = cursor.at;
+        let value = cursor.value(&item)?;
+        if first {
+            // The basic offset table: little-endian 32-bit offsets, always.
+            found.offset_table = value
+                .chunks_exact(4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            first = false;
+        } else {
+            found.fragments.push(start..start + value.len());
+        }
     }
 }
 
@@ -355,6 +399,7 @@ fn record(summary: &mut DicomSummary, tag: (u16, u16), value: &[u8], syntax: Syn
         (0x0028, 0x0011) => summary.columns = number_of(value, syntax),
         (0x0028, 0x0002) => summary.samples_per_pixel = number_of(value, syntax),
         (0x0028, 0x0100) => summary.bits_allocated = number_of(value, syntax),
+        (0x0028, 0x0101) => summary.bits_stored = number_of(value, syntax),
         (0x0028, 0x0008) => summary.frames = text_of(value).parse().unwrap_or(0),
         (0x0008, 0x0060) => {
             let text = text_of(value);
@@ -382,6 +427,7 @@ pub fn scan(bytes: &[u8], limits: &DecodeLimits) -> Result<DicomSummary, ScanPro
         at: start,
         syntax: explicit_le,
         limits: *limits,
+        elements: 0,
     };
     while cursor.remaining() >= 4 && bytes[cursor.at..cursor.at + 2] == [0x02, 0x00] {
         let header = cursor.header()?;
@@ -406,6 +452,9 @@ pub fn scan(bytes: &[u8], limits: &DecodeLimits) -> Result<DicomSummary, ScanPro
         },
         _ => explicit_le,
     };
+    // A syntax we cannot decode (JPIP's URL, JPEG-LS, video...) is refused by name before
+    // its dataset is read, let alone inflated.
+    codestream::codec_of(&summary.transfer_syntax).map_err(ScanProblem::Codestream)?;
     if summary.transfer_syntax == DEFLATED {
         let inflated = inflate_bounded(&bytes[cursor.at..], limits.max_inflated_bytes)?;
         let mut inner = Cursor {
@@ -413,18 +462,33 @@ pub fn scan(bytes: &[u8], limits: &DecodeLimits) -> Result<DicomSummary, ScanPro
             at: 0,
             syntax,
             limits: *limits,
+            elements: cursor.elements,
         };
         walk(&mut inner, inflated.len(), 0, &mut summary, None)?;
+        summary.elements = inner.elements;
+        check_geometry(&summary, limits)?;
+        codestream::check_pixel_data(&summary, &inflated).map_err(ScanProblem::Codestream)?;
     } else {
         cursor.syntax = syntax;
         walk(&mut cursor, bytes.len(), 0, &mut summary, None)?;
+        summary.elements = cursor.elements;
+        check_geometry(&summary, limits)?;
+        codestream::check_pixel_data(&summary, bytes).map_err(ScanProblem::Codestream)?;
     }
-    check_geometry(&summary, limits)?;
     Ok(summary)
 }
 
 fn inflate_bounded(deflated: &[u8], ceiling: usize) -> Result<Vec<u8>, ScanProblem> {
-    let mut inflated = Vec::new();
+    // Counted first into a sink, so a bomb is refused without a buffer; then inflated into
+    // one of exactly its size (read_to_end's doubling would reserve up to twice that).
+    let length = codestream::inflated_length(deflated, ceiling as u64)
+        .map_err(|e| malformed(format!("the deflated dataset {e}")))?
+        .ok_or_else(|| {
+            ScanProblem::TooLarge(format!(
+                "the deflated dataset inflates past {ceiling} bytes"
+            ))
+        })?;
+    let mut inflated = Vec::with_capacity(length as usize + 1);
     flate2::read::DeflateDecoder::new(deflated)
         .take(ceiling as u64 + 1)
         .read_to_end(&mut inflated)

@@ -4,9 +4,12 @@
 //! Hounsfield units (or, for 8-bit images that were windowed before export, display values),
 //! with the spacing and window the file carried.
 
+mod codestream;
 mod dicom;
 mod dicom_scan;
 mod geometry;
+#[doc(hidden)]
+pub mod lies;
 mod nrrd;
 mod patch;
 mod png16;
@@ -14,11 +17,15 @@ mod thumbnail;
 mod window;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use self::dicom::{
     decode_dicom_frame, decode_dicom_frame_within, dicom_frame_count, load_dicom,
 };
-pub use dicom_scan::{scan as scan_dicom, DicomSummary, ScanProblem, MAX_SEQUENCE_DEPTH};
+pub use codestream::{Encapsulated, MAX_J2K_TILES};
+pub use dicom_scan::{
+    scan as scan_dicom, DicomSummary, ScanProblem, MAX_ELEMENTS, MAX_SEQUENCE_DEPTH,
+};
 pub use geometry::{PixelBox, Point};
 pub use nrrd::{decode_nrrd, encode_nrrd_i16, load_nrrd, Volume, MAX_VOXELS};
 pub use patch::{
@@ -186,6 +193,86 @@ impl DecodeLimits {
     }
 }
 
+/// The process-wide budget of decoding in flight, in bytes: every decode reserves its
+/// estimated peak (decoded samples, the `f32` buffers, copies of the input) before it
+/// starts and gives it back when it ends, so that many concurrent uploads, each within
+/// its own [`DecodeLimits`], cannot together exhaust memory. A decode that would pass the
+/// budget is refused with [`Error::DecodeBudgetExhausted`] (the server answers 503 busy),
+/// except when nothing else is in flight: a lone decode is bounded by its limits alone, so
+/// a command-line job on one large file never starves.
+#[derive(Debug)]
+pub struct DecodeBudget {
+    capacity: AtomicUsize,
+    in_flight: AtomicUsize,
+}
+
+/// 2 GiB: about forty concurrent worst-case decodes under the server's
+/// [`DecodeLimits::for_slices`]`(2048)` (around 60 MB each), a small share of a server's memory.
+pub const DEFAULT_DECODE_BUDGET: usize = 2 << 30;
+
+static DECODE_BUDGET: DecodeBudget = DecodeBudget {
+    capacity: AtomicUsize::new(DEFAULT_DECODE_BUDGET),
+    in_flight: AtomicUsize::new(0),
+};
+
+/// Sets the process-wide decoding budget (bytes); decodes in flight keep their reservations.
+pub fn set_decode_budget(bytes: usize) {
+    DECODE_BUDGET.capacity.store(bytes, Ordering::SeqCst);
+}
+
+/// The process-wide decoding budget: (bytes reserved now, capacity).
+pub fn decode_budget_usage() -> (usize, usize) {
+    (
+        DECODE_BUDGET.in_flight.load(Ordering::SeqCst),
+        DECODE_BUDGET.capacity.load(Ordering::SeqCst),
+    )
+}
+
+/// Bytes of the global budget held by one decode; given back on drop.
+#[derive(Debug)]
+pub struct BudgetReservation {
+    bytes: usize,
+}
+
+impl DecodeBudget {
+    fn reserve(&'static self, bytes: usize, label: &Path) -> Result<BudgetReservation> {
+        let capacity = self.capacity.load(Ordering::SeqCst);
+        let mut current = self.in_flight.load(Ordering::SeqCst);
+        loop {
+            if current != 0 && current.saturating_add(bytes) > capacity {
+                return Err(Error::DecodeBudgetExhausted {
+                    path: label.to_path_buf(),
+                    needed: bytes,
+                    in_flight: current,
+                    capacity,
+                });
+            }
+            match self.in_flight.compare_exchange(
+                current,
+                current.saturating_add(bytes),
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => return Ok(BudgetReservation { bytes }),
+                Err(now) => current = now,
+            }
+        }
+    }
+}
+
+impl Drop for BudgetReservation {
+    fn drop(&mut self) {
+        DECODE_BUDGET
+            .in_flight
+            .fetch_sub(self.bytes, Ordering::SeqCst);
+    }
+}
+
+/// Reserves `bytes` of the process-wide decoding budget for the decode of `label`.
+pub fn reserve_decode(bytes: usize, label: &Path) -> Result<BudgetReservation> {
+    DECODE_BUDGET.reserve(bytes, label)
+}
+
 /// Loads any supported slice: 16-bit PNG (HU + 32768), DICOM, or 8-bit PNG/JPEG (display).
 pub fn load_image(path: &Path) -> Result<CtImage> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -215,47 +302,23 @@ pub fn decode_image_within(bytes: &[u8], label: &Path, limits: &DecodeLimits) ->
     }
 }
 
-/// Width and height from a JPEG's first start-of-frame marker, walking the marker segments
-/// from the start of the file (`None` when there is none before the scan data).
-fn jpeg_frame_size(bytes: &[u8]) -> Option<(u32, u32)> {
-    if !bytes.starts_with(&[0xFF, 0xD8]) {
-        return None;
-    }
-    let mut at = 2;
-    while at + 4 <= bytes.len() {
-        if bytes[at] != 0xFF {
-            return None;
-        }
-        let marker = bytes[at + 1];
-        if marker == 0xFF {
-            at += 1;
-            continue;
-        }
-        let length = usize::from(u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]));
-        let is_frame = matches!(marker, 0xC0..=0xCF) && !matches!(marker, 0xC4 | 0xC8 | 0xCC);
-        if is_frame && at + 9 <= bytes.len() {
-            let height = u16::from_be_bytes([bytes[at + 5], bytes[at + 6]]);
-            let width = u16::from_be_bytes([bytes[at + 7], bytes[at + 8]]);
-            return Some((u32::from(width), u32::from(height)));
-        }
-        if marker == 0xDA || length < 2 {
-            return None;
-        }
-        at += 2 + length;
-    }
-    None
-}
-
 /// An 8-bit (or colour) PNG or JPEG: already windowed, read as gray display values.
 fn decode_display_image(bytes: &[u8], label: &Path, limits: &DecodeLimits) -> Result<CtImage> {
     let image_error = |message: String| Error::Image {
         path: label.to_path_buf(),
         message,
     };
-    // The frame header is read here, so the size is judged whatever the decoder does with a
-    // stream that ends early.
-    if let Some((width, height)) = jpeg_frame_size(bytes) {
-        limits.check_side(width as usize, height as usize, label)?;
+    // A JPEG's frame headers are read here, all of them up to EOI: the size is judged
+    // whatever the decoder does with a stream that ends early, and a later SOF that
+    // declares another frame than the first is refused.
+    if bytes.starts_with(&[0xFF, 0xD8]) {
+        match codestream::jpeg_file_frame(bytes) {
+            Ok(Some(frame)) => {
+                limits.check_side(usize::from(frame.width), usize::from(frame.height), label)?
+            }
+            Ok(None) => {}
+            Err(problem) => return Err(image_error(format!("JPEG {problem}"))),
+        }
     }
     let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
@@ -264,6 +327,9 @@ fn decode_display_image(bytes: &[u8], label: &Path, limits: &DecodeLimits) -> Re
         .into_dimensions()
         .map_err(|e| image_error(format!("cannot decode image header: {e}")))?;
     limits.check_side(width as usize, height as usize, label)?;
+    // Peak: the decoded image (up to 4 bytes a pixel, RGBA), its gray copy and the f32s.
+    let pixels = width as usize * height as usize;
+    let _reservation = reserve_decode(pixels * 9 + bytes.len(), label)?;
     reader = image::ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
         .map_err(|e| image_error(format!("cannot read image: {e}")))?;

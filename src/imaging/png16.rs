@@ -63,6 +63,8 @@ pub fn decode_png16_within(bytes: &[u8], label: &Path, limits: &DecodeLimits) ->
     }
     let (width, height) = (info.width as usize, info.height as usize);
     limits.check_side(width, height, label)?;
+    // Peak: the 16-bit samples and their f32 values.
+    let _reservation = super::reserve_decode(width * height * 6, label)?;
     let mut buffer = vec![0u8; width * height * 2];
     reader
         .next_frame(&mut buffer)
