@@ -116,6 +116,12 @@ impl ApiError {
                 error.to_string(),
             )
             .with_field("text"),
+            CoreError::DecodeBudgetExhausted { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                format!("{field}: the server is decoding too many images; try again shortly"),
+            )
+            .retry_after(2),
             CoreError::Backend { backend, .. } => {
                 // The detail (the engine's address, its message) goes to the log only.
                 eprintln!("warning: search backend unavailable: {error}");
