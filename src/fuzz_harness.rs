@@ -44,6 +44,17 @@ pub fn dicom(data: &[u8]) {
     }
 }
 
+/// Lying images (`imaging::lies`): the input as a whole file (DICOM, PNG or JPEG), then as
+/// the fragments of a small DICOM whose syntax and geometry its first two bytes pick, so the
+/// fuzzer works on codestream headers directly. The fuzz target also holds each input's
+/// peak allocation under a ceiling.
+pub fn lying_images(data: &[u8]) {
+    let _ = decode_image_within(data, Path::new("fuzz.img"), &limits());
+    if let Some(file) = crate::imaging::lies::dicom_of_fuzz_input(data) {
+        let _ = decode_image_within(&file, Path::new("fuzz.dcm"), &limits());
+    }
+}
+
 /// The vector index files. The input is split into the description, the vector file and the
 /// graph file; each file is tried as it is and with a correct checksum appended, so the
 /// fuzzer reaches the structure behind the checksum.

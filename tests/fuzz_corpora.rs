@@ -35,3 +35,8 @@ fn index_load_corpus() {
 fn record_table_corpus() {
     replay("record_table", lesion_search::fuzz_harness::record_table);
 }
+
+#[test]
+fn lying_images_corpus() {
+    replay("lying_images", lesion_search::fuzz_harness::lying_images);
+}

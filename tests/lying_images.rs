@@ -188,3 +188,18 @@ fn the_global_budget_refuses_past_its_capacity_and_frees_on_drop() {
     drop(reserve_decode(5000, Path::new("d")).expect("alone"));
     set_decode_budget(capacity);
 }
+
+/// Writes the seeds of the `lying_images` fuzz corpus (`fuzz/README.md`):
+/// `LYING_IMAGES_SEEDS=fuzz/corpus/lying_images cargo test --test lying_images -- --ignored`
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let Some(dir) = std::env::var_os("LYING_IMAGES_SEEDS") else {
+        return;
+    };
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for sample in lies::fuzz_seeds(65536) {
+        std::fs::write(dir.join(&sample.name), &sample.bytes).unwrap();
+    }
+}

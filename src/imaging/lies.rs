@@ -673,3 +673,126 @@ pub fn truthful_images() -> Vec<Sample> {
     }
     out
 }
+
+/// Every syntax the fuzz target wraps fragments in (accepted and refused ones).
+pub const FUZZ_SYNTAXES: [&str; 16] = [
+    ENCAPSULATED_UNCOMPRESSED,
+    RLE,
+    DEFLATED_FRAME,
+    "1.2.840.10008.1.2.4.50",
+    "1.2.840.10008.1.2.4.51",
+    "1.2.840.10008.1.2.4.57",
+    "1.2.840.10008.1.2.4.70",
+    "1.2.840.10008.1.2.4.90",
+    "1.2.840.10008.1.2.4.91",
+    "1.2.840.10008.1.2.4.92",
+    "1.2.840.10008.1.2.4.93",
+    "1.2.840.10008.1.2.4.201",
+    "1.2.840.10008.1.2.4.202",
+    "1.2.840.10008.1.2.4.203",
+    "1.2.840.10008.1.2.4.80",
+    "1.2.840.10008.1.2.4.95",
+];
+
+/// A small DICOM whose pixel data is `fragments` under `syntax`: `rows` x `columns`
+/// pixels, `frames` frames, `bits` bits allocated (8 or 16), one sample.
+pub fn dicom_with_fragments(
+    syntax: &str,
+    rows: u16,
+    columns: u16,
+    frames: u16,
+    bits: u16,
+    fragments: &[Vec<u8>],
+) -> Vec<u8> {
+    let g = Geometry {
+        rows,
+        columns,
+        frames: frames.max(1),
+        bits: bits.max(1),
+    };
+    encapsulated(syntax, g, fragments)
+}
+
+/// A fuzz input: a syntax byte (index into [`FUZZ_SYNTAXES`]), a geometry byte, then the
+/// fragments separated by the bytes `FE FF 00 E0` (the item tag, which the fuzzer's
+/// dictionary learns quickly).
+pub fn fuzz_input(syntax: usize, geometry: u8, fragments: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = vec![syntax as u8, geometry];
+    for (i, fragment) in fragments.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(&FRAGMENT_SEPARATOR);
+        }
+        out.extend_from_slice(fragment);
+    }
+    out
+}
+
+/// What separates fragments in a fuzz input.
+pub const FRAGMENT_SEPARATOR: [u8; 4] = [0xFE, 0xFF, 0x00, 0xE0];
+
+/// The geometries a fuzz input's second byte picks from: (rows, columns, frames, bits).
+pub const FUZZ_GEOMETRIES: [(u16, u16, u16, u16); 8] = [
+    (16, 16, 1, 16),
+    (128, 128, 1, 16),
+    (16, 16, 1, 8),
+    (16, 16, 3, 16),
+    (128, 128, 2, 16),
+    (512, 512, 1, 16),
+    (1, 1, 1, 16),
+    (2048, 2048, 1, 16),
+];
+
+/// Turns a fuzz input back into a DICOM file (see [`fuzz_input`]).
+pub fn dicom_of_fuzz_input(data: &[u8]) -> Option<Vec<u8>> {
+    let (&syntax, rest) = data.split_first()?;
+    let (&geometry, rest) = rest.split_first()?;
+    let syntax = FUZZ_SYNTAXES[usize::from(syntax) % FUZZ_SYNTAXES.len()];
+    let (rows, columns, frames, bits) =
+        FUZZ_GEOMETRIES[usize::from(geometry) % FUZZ_GEOMETRIES.len()];
+    let mut fragments = Vec::new();
+    let mut rest = rest;
+    while let Some(at) = rest
+        .windows(FRAGMENT_SEPARATOR.len())
+        .position(|w| w == FRAGMENT_SEPARATOR)
+    {
+        fragments.push(rest[..at].to_vec());
+        rest = &rest[at + FRAGMENT_SEPARATOR.len()..];
+    }
+    fragments.push(rest.to_vec());
+    Some(dicom_with_fragments(
+        syntax, rows, columns, frames, bits, &fragments,
+    ))
+}
+
+/// Seeds for the `lying_images` fuzz target: every lying and truthful file up to
+/// `max_len` bytes, and fragment inputs of each codestream kind.
+pub fn fuzz_seeds(max_len: usize) -> Vec<Sample> {
+    let mut out: Vec<Sample> = lying_images()
+        .into_iter()
+        .chain(truthful_images())
+        .filter(|s| s.bytes.len() <= max_len)
+        .collect();
+    let pixels = ramp(SMALL);
+    let index = |uid: &str| FUZZ_SYNTAXES.iter().position(|s| *s == uid).unwrap_or(0);
+    out.push(sample(
+        "fragments-rle",
+        fuzz_input(index(RLE), 0, &[rle_fragment(&pixels)]),
+    ));
+    out.push(sample(
+        "fragments-deflated",
+        fuzz_input(index(DEFLATED_FRAME), 0, &[deflate(&le_bytes(&pixels))]),
+    ));
+    for (syntax, marker) in JPEG_SYNTAXES {
+        out.push(sample(
+            format!("fragments-jpeg-{syntax}"),
+            fuzz_input(index(syntax), 1, &[jpeg_stream(marker, 128, 128, 1, 16)]),
+        ));
+    }
+    for syntax in ["1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.201"] {
+        out.push(sample(
+            format!("fragments-j2k-{syntax}"),
+            fuzz_input(index(syntax), 1, &[j2k_codestream(128, 128, 64, 16)]),
+        ));
+    }
+    out
+}
