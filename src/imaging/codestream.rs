@@ -503,7 +503,10 @@ pub fn j2k_size(data: &[u8]) -> Result<J2kSize, String> {
             "its SIZ declares an impossible tile grid ({xt}x{yt} tiles at {xto},{yto})"
         ));
     }
-    let tiles = (xsiz - xto).div_ceil(xt) * (ysiz - yto).div_ceil(yt);
+    // Each factor fits 32 bits, their product may not.
+    let tiles = (xsiz - xto)
+        .div_ceil(xt)
+        .saturating_mul((ysiz - yto).div_ceil(yt));
     let components = (0..csiz)
         .map(|c| {
             let at = 38 + 3 * c;
