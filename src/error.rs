@@ -88,6 +88,10 @@ pub enum Error {
     #[error("{name}: {message}")]
     InvalidArgument { name: String, message: String },
 
+    /// The work's deadline passed (or its caller gave up) between two of its steps.
+    #[error("stopped at {step}: the deadline passed")]
+    Cancelled { step: String },
+
     #[error("{}: missing tensor `{tensor}`", path.display())]
     MissingTensor { path: PathBuf, tensor: String },
 

@@ -9,7 +9,8 @@ use std::sync::OnceLock;
 pub const CRASH_AT_VARIABLE: &str = "LESION_SEARCH_CRASH_AT";
 
 /// Every named point, in the order a write reaches them.
-pub const CRASH_POINTS: [&str; 6] = [
+pub const CRASH_POINTS: [&str; 7] = [
+    "slice-staged",
     "staged-batch",
     "records-flushed",
     "vectors-written",

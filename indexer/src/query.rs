@@ -189,6 +189,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             None => Fusion::Rrf,
         },
         image_deadline: None,
+        cancel: Default::default(),
     };
     let response = engine.search(&request).context("searching")?;
     if args.json {

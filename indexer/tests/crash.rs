@@ -385,3 +385,104 @@ fn writes_killed_at_every_point_leave_a_whole_index_that_takes_the_write_again()
         "only {killed} of the write/point pairs were reached"
     );
 }
+
+/// The one folder `add --image` staged under `added/`, and the staging files, of `index`.
+fn leftovers(index: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let list = |dir: PathBuf| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|entries| entries.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    (list(index.join("added")), list(index.join("staging")))
+}
+
+#[test]
+fn adds_from_a_slice_killed_midway_leave_nothing_once_the_next_write_lands() {
+    let fixture = fixture();
+    let work = tempfile::tempdir().unwrap();
+    let index = work.path().join("index");
+    copy_dir(&fixture.index, &index);
+    let i = index.to_str().unwrap();
+    let before = searchable(&index);
+    let key = key_of_row(&fixture.base, 2);
+    let (series, slice) = key.rsplit_once('_').unwrap();
+    let image = fixture
+        .base
+        .join("Images_png")
+        .join(series)
+        .join(format!("{slice}"));
+    let add = |patient: &str| -> Vec<String> {
+        [
+            "add",
+            "--index",
+            i,
+            "--image",
+            image.to_str().unwrap(),
+            "--box",
+            "60,60,100,100",
+            "--patient",
+            patient,
+            "--study",
+            "1",
+            "--spacing-mm",
+            "0.8",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    for (point, patient) in [("slice-staged", "990001"), ("staged-batch", "990002")] {
+        let args = add(patient);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let crashed = indexer(&args, Some(point));
+        assert!(
+            crashed.status.signal().is_some(),
+            "add --image was not killed at {point}: {}",
+            text(&crashed)
+        );
+        assert_eq!(searchable(&index), before, "killed at {point}");
+    }
+    let (added, staging) = leftovers(&index);
+    assert_eq!(
+        added.len(),
+        2,
+        "each killed add leaves its staged slice: {added:?}"
+    );
+    assert_eq!(
+        staging.len(),
+        1,
+        "the second left its embedding: {staging:?}"
+    );
+
+    // The next write lands and removes what the killed ones left; its own slice stays.
+    let args = add("990003");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let landed = indexer(&args, None);
+    assert!(landed.status.success(), "{}", text(&landed));
+    assert_eq!(searchable(&index), before + 1);
+    let (added, staging) = leftovers(&index);
+    assert_eq!(
+        added.len(),
+        1,
+        "only the landed add's slice is left: {added:?}"
+    );
+    assert!(staging.is_empty(), "{staging:?}");
+
+    // Once its lesion is deleted and the generation that still showed it is pruned, the
+    // slice goes too (a reader of the previous generation may need it until then).
+    let added_key = "990003_01_01_001.png";
+    let deleted = indexer(&["delete", "--index", i, added_key], None);
+    assert!(deleted.status.success(), "{}", text(&deleted));
+    assert_eq!(
+        leftovers(&index).0.len(),
+        1,
+        "the previous generation still shows it"
+    );
+    let other = indexer(
+        &["delete", "--index", i, &key_of_row(&fixture.base, 3)],
+        None,
+    );
+    assert!(other.status.success(), "{}", text(&other));
+    assert!(leftovers(&index).0.is_empty(), "{:?}", leftovers(&index).0);
+    assert_eq!(searchable(&index), before - 1);
+}

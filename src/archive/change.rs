@@ -70,6 +70,54 @@ pub(super) fn prune_old_generations(dir: &Path, served: u64) {
     }
 }
 
+/// Removes what killed writers left behind, once a write has published `served`: embedding
+/// staging files (a killed write resumes from its own only when it is the next write to
+/// run; after another write they are stale) and `added/` folders that neither the served
+/// generation nor the one before it refers to (staged by an add that died before it
+/// published, or belonging to lesions deleted since). Runs under the write lock, and slices
+/// are staged under it, so no other writer's input is in flight.
+pub(super) fn remove_leftovers(dir: &Path, served: u64) {
+    let staging = dir.join("staging");
+    if let Ok(entries) = fs::read_dir(&staging) {
+        for entry in entries.flatten() {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+    let added = dir.join(super::ADDED_DIR);
+    let Ok(entries) = fs::read_dir(&added) else {
+        return;
+    };
+    let mut referenced = HashSet::new();
+    for generation in [served.checked_sub(1), Some(served)].into_iter().flatten() {
+        let table = dir
+            .join(format!("gen-{generation:06}"))
+            .join(crate::store::RECORDS_TABLE);
+        if !table.exists() {
+            continue;
+        }
+        // A table that cannot be read keeps every folder: a leftover costs disk, a folder
+        // removed by mistake costs a lesion's image.
+        let Ok(records) = crate::store::RecordTable::open(&table).and_then(|t| t.all()) else {
+            return;
+        };
+        referenced.extend(
+            records
+                .into_iter()
+                .filter_map(|(_, lesion)| lesion.source)
+                .filter_map(|source| fs::canonicalize(source).ok()),
+        );
+    }
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Ok(canonical) = fs::canonicalize(&path) else {
+            continue;
+        };
+        if !referenced.contains(&canonical) {
+            let _ = fs::remove_dir_all(&path);
+        }
+    }
+}
+
 /// Adds the lesions of a DeepLesion-format folder to the index as a new generation. Keys
 /// already in the index are refused, all of them named; the model must be the index's.
 pub fn add(
@@ -77,7 +125,18 @@ pub fn add(
     options: &AddOptions,
     progress: &(dyn Fn(BuildEvent) + Sync),
 ) -> Result<ChangeSummary> {
-    let _lock = WriteLock::acquire(dir)?;
+    let lock = WriteLock::acquire(dir)?;
+    add_holding(&lock, dir, options, progress)
+}
+
+/// [`add`] for a writer that already holds the index's lock (one that staged its input
+/// under it).
+pub(super) fn add_holding(
+    _lock: &WriteLock,
+    dir: &Path,
+    options: &AddOptions,
+    progress: &(dyn Fn(BuildEvent) + Sync),
+) -> Result<ChangeSummary> {
     let (_, current) = current_generation(dir)?.ok_or_else(|| {
         index_error(
             dir,

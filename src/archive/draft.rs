@@ -21,7 +21,7 @@ use crate::store::{RecordStore, StoredLesion};
 use crate::text::{TextEntry, TextIndexWriter};
 use crate::util::sha256_file;
 
-use super::change::{prune_old_generations, ChangeSummary};
+use super::change::{prune_old_generations, remove_leftovers, ChangeSummary};
 
 /// A generation being written: its stores open for writing in a partial folder.
 pub(super) struct Draft {
@@ -124,6 +124,7 @@ impl Draft {
         manifest.vectors_sha256 = sha256_file(&vectors_dir.join("vectors.bin"))?;
         publish(&dir, &partial, &manifest)?;
         prune_old_generations(&dir, manifest.generation);
+        remove_leftovers(&dir, manifest.generation);
         Ok(ChangeSummary {
             generation: manifest.generation,
             changed,

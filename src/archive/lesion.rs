@@ -5,14 +5,18 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::change::{add, AddOptions, ChangeSummary};
+use super::change::{add_holding, AddOptions, ChangeSummary};
+use super::{WriteLock, ADDED_DIR};
 use crate::dataset::{
     write_dl_info, write_reports, CoarseType, LesionRecord, NormalizedLocation, PixelBox, Point,
     Recist, ReportEntry, Sex, SliceRange, Spacing, Split, IMAGES_DIR,
 };
 use crate::embed::Embedder;
 use crate::error::{Error, Result};
-use crate::imaging::{check_box, encode_png16, CtImage, PixelUnit, WindowChoice, WindowPreset};
+use crate::imaging::{
+    check_box, check_file_spacing, check_pixel_spacing, encode_png16, CtImage, PixelUnit,
+    WindowChoice, WindowPreset,
+};
 use crate::index::GraphParams;
 
 /// What a user states about a lesion beside its slice. [`LesionInput::new`] gives the
@@ -74,14 +78,11 @@ pub fn lesion_record(image: &CtImage, input: &LesionInput) -> Result<LesionRecor
     let bbox = input.bbox;
     check_box(&bbox, image.width, image.height)?;
     let (x_mm, y_mm) = match (input.spacing_mm, image.spacing_mm) {
-        (Some(s), _) if s.is_finite() && s > 0.0 => (s, s),
         (Some(s), _) => {
-            return Err(Error::invalid_argument(
-                "spacing_mm",
-                format!("{s} is not a positive spacing in mm"),
-            ))
+            let s = check_pixel_spacing(s, "spacing_mm")?;
+            (s, s)
         }
-        (None, Some(s)) => s,
+        (None, Some(stated)) => check_file_spacing(stated)?,
         (None, None) => {
             return Err(Error::invalid_argument(
                 "spacing_mm",
@@ -177,19 +178,25 @@ pub fn add_lesion(
     graph: GraphParams,
 ) -> Result<ChangeSummary> {
     let record = lesion_record(image, input)?;
+    // Staged under the lock, so the writer that sweeps unreferenced `added/` folders never
+    // meets one whose add is still on its way.
+    let lock = WriteLock::acquire(index_dir)?;
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or_default();
-    let folder: PathBuf = index_dir.join("added").join(format!("{stamp}"));
-    stage(&folder, image, &record, &input.report)?;
+    let folder: PathBuf = index_dir.join(ADDED_DIR).join(format!("{stamp}"));
+    stage(&folder, image, &record, &input.report).inspect_err(|_| {
+        let _ = std::fs::remove_dir_all(&folder);
+    })?;
+    crate::fault::point("slice-staged");
     let options = AddOptions {
         dataset: folder.clone(),
         reports: None,
         model,
         graph,
     };
-    add(index_dir, &options, &|_| {}).inspect_err(|_| {
+    add_holding(&lock, index_dir, &options, &|_| {}).inspect_err(|_| {
         let _ = std::fs::remove_dir_all(&folder);
     })
 }
@@ -215,5 +222,12 @@ fn stage(dir: &Path, image: &CtImage, record: &LesionRecord, report: &str) -> Re
     };
     let reports_path = dir.join("reports.jsonl");
     let reports = std::fs::File::create(&reports_path).map_err(|e| Error::io(&reports_path, e))?;
-    write_reports(reports, [&entry]).map_err(|e| Error::io(&reports_path, e))
+    write_reports(reports, [&entry]).map_err(|e| Error::io(&reports_path, e))?;
+    // The generation about to be published reads this slice: it must be on disk before
+    // the generation's name is, or a power cut leaves a lesion without its image.
+    crate::fsutil::sync_tree(dir)?;
+    match dir.parent() {
+        Some(added) => crate::fsutil::sync_dir(added),
+        None => Ok(()),
+    }
 }

@@ -63,6 +63,9 @@ pub struct Manifest {
     pub graph_outcome: crate::index::GraphOutcome,
 }
 
+/// Where `add_lesion` keeps each added slice, as a one-lesion DeepLesion folder.
+pub(crate) const ADDED_DIR: &str = "added";
+
 fn index_error(path: &Path, message: impl Into<String>) -> Error {
     Error::Index {
         path: path.to_path_buf(),

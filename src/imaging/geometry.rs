@@ -67,3 +67,77 @@ impl PixelBox {
         self.x2 > 0.0 && self.y2 > 0.0 && self.x1 < width as f32 && self.y1 < height as f32
     }
 }
+
+/// In-plane pixel spacings a CT slice can have, in mm. Scanners reconstruct at about 0.2 to
+/// 1.5 mm (DeepLesion's range is 0.18 to 0.98); the margin admits micro-CT and heavily
+/// binned slices. Outside it a spacing is a typo or an attack: 1e30 mm made a 2 mm crop a
+/// fraction of a pixel wide and its outline loop for ever, 0 divides by zero.
+pub const PIXEL_SPACING_MM: std::ops::RangeInclusive<f32> = 0.05..=10.0;
+
+/// Sides of the square of context shown around a lesion, in mm (a whole torso is ~500 mm).
+pub const CONTEXT_MM: std::ops::RangeInclusive<f32> = 1.0..=2000.0;
+
+/// `mm` when it is a CT pixel spacing ([`PIXEL_SPACING_MM`]); an error naming `name`
+/// otherwise. The one rule every edge and every file's PixelSpacing goes through.
+pub fn check_pixel_spacing(mm: f32, name: &str) -> crate::error::Result<f32> {
+    if !PIXEL_SPACING_MM.contains(&mm) {
+        return Err(crate::error::Error::invalid_argument(
+            name,
+            format!(
+                "{mm} mm is not a CT pixel spacing (expected {} to {} mm)",
+                PIXEL_SPACING_MM.start(),
+                PIXEL_SPACING_MM.end()
+            ),
+        ));
+    }
+    Ok(mm)
+}
+
+/// The (x, y) spacing a file states, when both are CT pixel spacings; otherwise an error on
+/// `spacing_mm` saying the file is at fault and how to override it.
+pub fn check_file_spacing((x, y): (f32, f32)) -> crate::error::Result<(f32, f32)> {
+    if PIXEL_SPACING_MM.contains(&x) && PIXEL_SPACING_MM.contains(&y) {
+        return Ok((x, y));
+    }
+    Err(crate::error::Error::invalid_argument(
+        "spacing_mm",
+        format!(
+            "the file's PixelSpacing {x} x {y} mm is not a CT pixel spacing (expected {} to {} mm); give spacing_mm to override it",
+            PIXEL_SPACING_MM.start(),
+            PIXEL_SPACING_MM.end()
+        ),
+    ))
+}
+
+/// `mm` when it is a context side ([`CONTEXT_MM`]); an error naming `name` otherwise.
+pub fn check_context_mm(mm: f32, name: &str) -> crate::error::Result<f32> {
+    if !CONTEXT_MM.contains(&mm) {
+        return Err(crate::error::Error::invalid_argument(
+            name,
+            format!(
+                "{mm} mm is not a context size (expected {} to {} mm)",
+                CONTEXT_MM.start(),
+                CONTEXT_MM.end()
+            ),
+        ));
+    }
+    Ok(mm)
+}
+
+#[cfg(test)]
+mod range_tests {
+    use super::*;
+
+    #[test]
+    fn spacings_and_contexts_outside_their_ranges_are_refused_by_name() {
+        assert_eq!(check_pixel_spacing(0.7, "spacing_mm").unwrap(), 0.7);
+        for bad in [0.0, -1.0, 1e-30, 1e30, f32::NAN, f32::INFINITY] {
+            let error = check_pixel_spacing(bad, "spacing_mm").unwrap_err();
+            assert!(error.to_string().starts_with("spacing_mm: "), "{error}");
+        }
+        assert_eq!(check_context_mm(64.0, "around_mm").unwrap(), 64.0);
+        for bad in [0.0, -5.0, 1e-30, 1e30, f32::NAN] {
+            assert!(check_context_mm(bad, "around_mm").is_err());
+        }
+    }
+}

@@ -26,7 +26,10 @@ pub use codestream::{Encapsulated, MAX_J2K_TILES};
 pub use dicom_scan::{
     scan as scan_dicom, DicomSummary, ScanProblem, MAX_ELEMENTS, MAX_SEQUENCE_DEPTH,
 };
-pub use geometry::{PixelBox, Point};
+pub use geometry::{
+    check_context_mm, check_file_spacing, check_pixel_spacing, PixelBox, Point, CONTEXT_MM,
+    PIXEL_SPACING_MM,
+};
 pub use nrrd::{decode_nrrd, encode_nrrd_i16, load_nrrd, Volume, MAX_VOXELS};
 pub use patch::{
     check_box, extract_patch, slice_offset, ChannelSpec, FieldOfView, Patch, PatchGeometry,

@@ -199,12 +199,8 @@ pub fn extract_patch(
     let key = stack.key;
     check_box(&geometry.bbox, key.width, key.height)?;
     let (sx, sy) = geometry.spacing_mm;
-    if !(sx > 0.0 && sy > 0.0) {
-        return Err(Error::invalid_argument(
-            "spacing",
-            format!("pixel spacing {sx} x {sy} mm must be positive"),
-        ));
-    }
+    super::check_pixel_spacing(sx, "spacing_mm")?;
+    super::check_pixel_spacing(sy, "spacing_mm")?;
     let side_mm = spec
         .field_of_view
         .side_mm(geometry.bbox.width() * sx, geometry.bbox.height() * sy);

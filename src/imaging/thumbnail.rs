@@ -67,6 +67,9 @@ pub fn render_thumbnail(
     }
     let region = match (spec.around_box_mm, bbox) {
         (Some(mm), Some(b)) => {
+            super::check_context_mm(mm, "around_mm")?;
+            super::check_pixel_spacing(spacing_mm.0, "spacing_mm")?;
+            super::check_pixel_spacing(spacing_mm.1, "spacing_mm")?;
             let c = b.center();
             Region {
                 center_x: c.x,
@@ -118,6 +121,12 @@ fn draw_rectangle(
     h: usize,
     (x1, y1, x2, y2): (isize, isize, isize, isize),
 ) {
+    // Sides far outside the output are drawn where they cross it, never walked pixel by
+    // pixel: the loops stay bounded by the output whatever the box maps to.
+    let (w_i, h_i) = (w as isize, h as isize);
+    let clamp_x = |x: isize| x.clamp(-1, w_i);
+    let clamp_y = |y: isize| y.clamp(-1, h_i);
+    let (x1, x2, y1, y2) = (clamp_x(x1), clamp_x(x2), clamp_y(y1), clamp_y(y2));
     let mut put = |x: isize, y: isize| {
         if x >= 0 && y >= 0 && (x as usize) < w && (y as usize) < h {
             let i = (y as usize * w + x as usize) * 3;

@@ -26,10 +26,13 @@ use crate::backend::{Allowed, BackendChoice, BackendInfo, SearchBackend};
 use crate::dataset::{CoarseType, PixelBox};
 use crate::embed::{l2_normalised, Embedder};
 use crate::error::{Error, Result};
-use crate::imaging::{extract_patch, CtImage, PatchGeometry, SliceStack};
+use crate::imaging::{
+    check_file_spacing, check_pixel_spacing, extract_patch, CtImage, PatchGeometry, SliceStack,
+};
 use crate::index::{IdSet, Plan};
 use crate::store::StoredLesion;
 use crate::text::Snippet;
+use crate::util::Cancel;
 
 /// Reciprocal rank fusion's constant (Cormack et al. 2009 use 60).
 pub const RRF_K: f32 = 60.0;
@@ -84,6 +87,9 @@ pub struct SearchRequest {
     pub fusion: Fusion,
     /// Budget of the image path; past it the answer is text-only and flagged degraded.
     pub image_deadline: Option<Duration>,
+    /// The whole request's deadline: checked between the steps, so a search its caller has
+    /// given up on stops instead of running on.
+    pub cancel: Cancel,
 }
 
 impl Default for SearchRequest {
@@ -101,6 +107,7 @@ impl Default for SearchRequest {
             group_by_patient: true,
             fusion: Fusion::Rrf,
             image_deadline: None,
+            cancel: Cancel::never(),
         }
     }
 }
@@ -359,8 +366,11 @@ impl Engine {
     /// The embedding of a boxed region of an uploaded slice.
     pub fn embed_image(&self, query: &ImageQuery) -> Result<(Vec<f32>, Option<f32>)> {
         let (spacing, assumed) = match (query.spacing_mm, query.image.spacing_mm) {
-            (Some(s), _) => ((s, s), None),
-            (None, Some(s)) => (s, None),
+            (Some(s), _) => {
+                let s = check_pixel_spacing(s, "spacing_mm")?;
+                ((s, s), None)
+            }
+            (None, Some(stated)) => (check_file_spacing(stated)?, None),
             (None, None) => (
                 (ASSUMED_SPACING_MM, ASSUMED_SPACING_MM),
                 Some(ASSUMED_SPACING_MM),
@@ -413,7 +423,9 @@ impl Engine {
                     }
                 }
                 // A box outside the image is the caller's mistake, not a degraded service.
-                Err(e @ Error::BoxOutsideImage { .. }) => return Err(e),
+                Err(e @ (Error::BoxOutsideImage { .. } | Error::InvalidArgument { .. })) => {
+                    return Err(e)
+                }
                 Err(e) => {
                     response.degraded = Some(format!(
                         "the image could not be embedded ({e}): text results only"
@@ -482,7 +494,9 @@ impl Engine {
             outlook: None,
             timings: Timings::default(),
         };
+        request.cancel.check("the query vector")?;
         let query = self.query_vector(request, &mut response)?;
+        request.cancel.check("the filter")?;
         let scope = self.scope(request);
         response.facets = self.catalog.facets_for(&scope.filter, &scope.allowed);
 
@@ -493,6 +507,7 @@ impl Engine {
             Some(q) => self.image_candidates(q, depth, &scope, request, &mut response)?,
             None => Vec::new(),
         };
+        request.cancel.check("the text candidates")?;
         let text = request.text.as_deref().filter(|t| !t.trim().is_empty());
         let text_list = match text {
             Some(text) => self.text_candidates(text, depth, &scope, &mut response)?,
@@ -509,6 +524,7 @@ impl Engine {
             let scored: Vec<(u32, f32)> = text_list.iter().map(|h| (h.id, h.score)).collect();
             fuse(&image_list, &scored, request.fusion)
         };
+        request.cancel.check("the page")?;
         self.fill_page(fused, request, &mut response);
         if let Some(text) = text {
             self.attach_snippets(text, &text_list, &mut response)?;

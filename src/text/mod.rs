@@ -518,6 +518,65 @@ pub fn check_query(text: &str) -> Result<()> {
             "{terms} terms, more than the {MAX_QUERY_TERMS} allowed"
         ));
     }
+    check_fields(text)
+}
+
+/// The fields a query may name (`report:nodule`); the metadata have filters of their own.
+pub const QUERY_FIELDS: [&str; 3] = ["report", "tags", "expanded"];
+
+/// Refuses `field:` prefixes that name no searchable text field, and `field:*`: tantivy
+/// would fail on them deep in the search (an exists query wants a fast field) with an error
+/// naming the index's folder. Quoted text is left alone; `\:` is a literal colon.
+fn check_fields(text: &str) -> Result<()> {
+    let refuse = |message: String| {
+        Err(Error::InvalidArgument {
+            name: "text".into(),
+            message,
+        })
+    };
+    let chars: Vec<char> = text.chars().collect();
+    let mut in_quotes = false;
+    let mut token_start = 0;
+    let mut escaped = false;
+    for (i, &c) in chars.iter().enumerate() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => escaped = true,
+            '"' => in_quotes = !in_quotes,
+            c if !in_quotes && (c.is_whitespace() || "()+-".contains(c)) => token_start = i + 1,
+            ':' if !in_quotes => {
+                let field: String = chars[token_start..i].iter().collect();
+                let is_name = field
+                    .chars()
+                    .next()
+                    .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+                    && field.chars().all(|f| f.is_ascii_alphanumeric() || f == '_');
+                if !is_name {
+                    continue;
+                }
+                if !QUERY_FIELDS.contains(&field.as_str()) {
+                    return refuse(format!(
+                        "`{field}:` names no searchable text field (fields: {}); filter metadata with the filters, or quote the words (\"{field}: ...\")",
+                        QUERY_FIELDS.join(", ")
+                    ));
+                }
+                let value: String = chars[i + 1..]
+                    .iter()
+                    .take_while(|v| !v.is_whitespace() && !"()".contains(**v))
+                    .collect();
+                if value.is_empty() || value.chars().all(|v| v == '*') {
+                    return refuse(format!(
+                        "`{field}:{value}` asks for no words; give a word after `{field}:`"
+                    ));
+                }
+                token_start = i + 1;
+            }
+            _ => {}
+        }
+    }
     Ok(())
 }
 
@@ -539,5 +598,33 @@ mod query_limit_tests {
         assert!(check_query(&ok_nested).is_ok());
         assert!(check_query(&"a ".repeat(65)).is_err());
         assert!(check_query(&"a".repeat(2_001)).is_err());
+    }
+
+    #[test]
+    fn field_prefixes_must_name_a_text_field_and_a_word() {
+        for fine in [
+            "report:nodule",
+            "tags:lung +report:spiculated",
+            "\"size: 2 cm\" liver",
+            "10:30 follow-up",
+            "size\\:large",
+            "(report:liver OR tags:kidney)",
+        ] {
+            assert!(check_query(fine).is_ok(), "{fine}");
+        }
+        for refused in [
+            "report:*",
+            "report:",
+            "type:liver",
+            "path:/etc/passwd",
+            "impression: liver lesion",
+            "(age:50)",
+        ] {
+            let error = check_query(refused).unwrap_err();
+            assert!(
+                matches!(&error, Error::InvalidArgument { name, .. } if name == "text"),
+                "{refused}: {error}"
+            );
+        }
     }
 }

@@ -2,8 +2,10 @@
 //! random stream whose values stay stable across crate upgrades, digests, number parsing
 //! for typed fields, and vector normalisation.
 
+mod cancel;
 mod rng;
 
+pub use cancel::Cancel;
 pub use rng::Rng;
 
 use std::path::Path;

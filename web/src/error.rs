@@ -132,9 +132,35 @@ impl ApiError {
                 )
                 .retry_after(5)
             }
-            _ => ApiError::internal(error.to_string()),
+            CoreError::Cancelled { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!("the request ran past its deadline ({error})"),
+            )
+            .retry_after(5),
+            // Anything else is the server's own failure: its detail (index paths, file names
+            // that carry patient numbers) stays in the server's log, never in an answer.
+            _ => ApiError::server_fault(&error, "the server could not answer"),
         }
     }
+}
+
+impl ApiError {
+    /// 500 for a failure of the server's own (its index, its files): `what` and a reference
+    /// go to the client, the error itself only to the server's log.
+    pub fn server_fault(error: &CoreError, what: &str) -> Self {
+        let reference = next_error_reference();
+        eprintln!("error [{reference}]: {what}: {error}");
+        ApiError::internal(format!(
+            "{what} (error reference {reference}; the server log has the detail)"
+        ))
+    }
+}
+
+/// A number that ties an answer to its line in the server's log.
+fn next_error_reference() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 impl std::fmt::Display for ApiError {

@@ -5,7 +5,7 @@
 //! busy, resident memory at start, end and peak, hostile requests that were not refused
 //! with a 4xx, and whether every acknowledged write is visible at the end.
 
-use std::io::BufReader;
+use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -300,7 +300,121 @@ fn hostile_requests() -> Vec<(String, LoadRequest, Vec<String>)> {
             },
             vec![],
         ),
+        (
+            "a context crop of 0 mm (once a thread spinning for ever)".into(),
+            get("/api/lesions/1/image?around_mm=0&box=1", SOAK_READ_KEY),
+            vec![],
+        ),
+        (
+            "a field query on no text field".into(),
+            post_json(
+                "/api/search",
+                serde_json::json!({"text": "report:*"}),
+                SOAK_READ_KEY,
+            ),
+            vec![],
+        ),
+        (
+            "JSON sent as text/plain (a cross-site simple request)".into(),
+            LoadRequest {
+                content_type: Some("text/plain".into()),
+                ..post_json(
+                    "/api/search",
+                    serde_json::json!({"text": "liver"}),
+                    SOAK_READ_KEY,
+                )
+            },
+            vec![],
+        ),
+        (
+            "a search from another site's page".into(),
+            post_json(
+                "/api/search",
+                serde_json::json!({"text": "liver"}),
+                SOAK_READ_KEY,
+            ),
+            vec![
+                "Origin: http://evil.example".into(),
+                "Sec-Fetch-Site: cross-site".into(),
+            ],
+        ),
+        (
+            "an add whose spacing is 1e30 mm (once a writer held for ever)".into(),
+            {
+                let slice = lesion_slice(7);
+                let (content_type, body) = multipart(
+                    &[
+                        ("box", "90,110,130,150".into()),
+                        ("patient", "990999".into()),
+                        ("study", "1".into()),
+                        ("spacing_mm", "1e30".into()),
+                    ],
+                    Some(("image", &slice)),
+                );
+                LoadRequest {
+                    method: "POST".into(),
+                    path: "/api/lesions".into(),
+                    content_type: Some(content_type),
+                    body,
+                    key: Some(SOAK_ADMIN_KEY.into()),
+                }
+            },
+            vec![],
+        ),
     ]
+}
+
+/// Sends a JSON search one byte a second, as a slow-loris client would: the server must cut
+/// it off with a 4xx at its body deadline instead of holding the connection for ever.
+/// Returns the status it answered (`None` when `stop` came first), or an error when it never
+/// answered within `patience`.
+fn trickle_json(
+    address: &str,
+    patience: Duration,
+    stop: &AtomicBool,
+) -> anyhow::Result<Option<u16>> {
+    let body = serde_json::json!({"text": "liver lesion ".repeat(40)}).to_string();
+    let mut stream = TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_millis(50)))?;
+    write!(
+        stream,
+        "POST /api/search HTTP/1.1\r\nHost: {address}\r\nAuthorization: Bearer {SOAK_READ_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )?;
+    let started = Instant::now();
+    let mut reply = Vec::new();
+    for byte in body.bytes() {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        if started.elapsed() > patience {
+            break;
+        }
+        if stream.write_all(&[byte]).is_err() {
+            break;
+        }
+        let waited = Instant::now();
+        while waited.elapsed() < Duration::from_secs(1) {
+            let mut buffer = [0u8; 512];
+            match std::io::Read::read(&mut stream, &mut buffer) {
+                Ok(0) => break,
+                Ok(n) => reply.extend_from_slice(&buffer[..n]),
+                Err(_) => {}
+            }
+            if !reply.is_empty() {
+                break;
+            }
+        }
+        if !reply.is_empty() {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&reply);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .map(Some)
+        .ok_or_else(|| anyhow!("no answer to a trickled body within {patience:?}"))
 }
 
 #[derive(Default)]
@@ -513,6 +627,31 @@ pub fn run(server_exe: &Path, options: &SoakOptions) -> anyhow::Result<SoakRepor
                         }
                     }
                     std::thread::sleep(Duration::from_millis(250));
+                }
+            });
+        }
+        {
+            // Slow-loris bodies, one at a time, for as long as the soak runs.
+            let (tally, stop, address) = (&tally, &stop, &address);
+            scope.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let outcome = trickle_json(address, Duration::from_secs(90), stop);
+                    if matches!(outcome, Ok(None)) {
+                        break;
+                    }
+                    tally.hostile.fetch_add(1, Ordering::Relaxed);
+                    match outcome {
+                        Ok(None) => {}
+                        Ok(Some(status)) if (400..500).contains(&status) => {}
+                        Ok(Some(status)) => {
+                            tally.hostile_not_refused.fetch_add(1, Ordering::Relaxed);
+                            tally.note(format!("hostile trickled JSON: answered {status}"));
+                        }
+                        Err(e) => {
+                            tally.hostile_not_refused.fetch_add(1, Ordering::Relaxed);
+                            tally.note(format!("hostile trickled JSON: {e:#}"));
+                        }
+                    }
                 }
             });
         }

@@ -127,8 +127,11 @@ pub(super) async fn create(
     // The input is judged now, so a bad request is answered 4xx at once; only the write waits.
     let input = input_of(&form.fields)?;
     let shared = state.clone();
-    let (image, input, file_name) = heavy(&state, move || {
+    let (image, input, file_name) = heavy(&state, move |cancel| {
         let image = decode_upload(&shared, &bytes, &name)?;
+        cancel
+            .check("the decoded upload")
+            .map_err(|e| ApiError::from_core(e, &name))?;
         image
             .require_ct(std::path::Path::new(&name))
             .map_err(|e| ApiError::from_core(e, &name))?;

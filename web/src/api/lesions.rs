@@ -17,7 +17,7 @@ pub(super) async fn detail(
 ) -> ApiResult<HttpResponse> {
     let engine = state.engine();
     let id = path_lesion(&engine, &path)?;
-    let detail = blocking(&state, move || {
+    let detail = blocking(&state, move |_| {
         let stored = engine
             .lesion(id)
             .map_err(|e| ApiError::from_core(e, "id"))?
@@ -45,7 +45,7 @@ pub(super) async fn followups(
 ) -> ApiResult<HttpResponse> {
     let engine = state.engine();
     let id = path_lesion(&engine, &path)?;
-    let followups = blocking(&state, move || {
+    let followups = blocking(&state, move |_| {
         engine
             .followups(id)
             .map_err(|e| ApiError::from_core(e, "id"))
@@ -61,7 +61,7 @@ pub(super) async fn outlook(
 ) -> ApiResult<HttpResponse> {
     let engine = state.engine();
     let id = path_lesion(&engine, &path)?;
-    let outlook = blocking(&state, move || {
+    let outlook = blocking(&state, move |_| {
         let outlook = engine
             .outlook(id)
             .map_err(|e| ApiError::from_core(e, "id"))?;
@@ -137,7 +137,7 @@ pub(super) async fn image(
     let id = path_lesion(&engine, &path)?;
     let window = window_of(&query.window)?;
     let query = query.into_inner();
-    let bytes = blocking(&state, move || {
+    let bytes = blocking(&state, move |_| {
         let stored = engine
             .lesion(id)
             .map_err(|e| ApiError::from_core(e, "id"))?
@@ -145,7 +145,7 @@ pub(super) async fn image(
         let r = &stored.record;
         let slice = engine
             .key_slice(&stored)
-            .map_err(|e| ApiError::internal(format!("the lesion's slice cannot be read: {e}")))?;
+            .map_err(|e| ApiError::server_fault(&e, "the lesion's slice cannot be read"))?;
         render_png(
             &slice,
             window,
@@ -166,7 +166,7 @@ pub(super) async fn thumbnail(
 ) -> ApiResult<HttpResponse> {
     let engine = state.engine();
     let id = path_lesion(&engine, &path)?;
-    let bytes = blocking(&state, move || {
+    let bytes = blocking(&state, move |_| {
         engine
             .thumbnail(id)
             .map_err(|e| ApiError::from_core(e, "id"))?
@@ -203,14 +203,14 @@ pub(super) async fn pixels(
 ) -> ApiResult<HttpResponse> {
     let engine = state.engine();
     let id = path_lesion(&engine, &path)?;
-    let slice = blocking(&state, move || {
+    let slice = blocking(&state, move |_| {
         let stored = engine
             .lesion(id)
             .map_err(|e| ApiError::from_core(e, "id"))?
             .ok_or_else(|| ApiError::not_found(format!("no lesion {id}")))?;
         engine
             .key_slice(&stored)
-            .map_err(|e| ApiError::internal(format!("the lesion's slice cannot be read: {e}")))
+            .map_err(|e| ApiError::server_fault(&e, "the lesion's slice cannot be read"))
     })
     .await?;
     Ok(pixels_response(&slice))

@@ -18,15 +18,34 @@ use actix_web::{web, HttpRequest};
 use futures_util::StreamExt;
 use lesion_search::imaging::{decode_image_within, CtImage, DecodeLimits};
 use lesion_search::search::Engine;
+use lesion_search::util::Cancel;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::wire::LesionRef;
 
-/// Registers every route of the table, each behind its method.
+/// Registers every route of the table, each behind its method (a GET route answers HEAD
+/// too; actix-http sends its headers without the body); a route that takes a body refuses
+/// other media types (415) after routing, so the check follows the matched route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     for route in ROUTES {
-        cfg.route(route.path, (route.handler)().method(route.method.clone()));
+        let handler = (route.handler)().method(route.method.clone());
+        if route.request.is_some() {
+            cfg.route(
+                route.path,
+                handler.wrap(actix_web::middleware::from_fn(move |req, next| {
+                    crate::guard::media_type(route, req, next)
+                })),
+            );
+        } else {
+            cfg.route(route.path, handler);
+        }
+        if route.method == actix_web::http::Method::GET {
+            cfg.route(
+                route.path,
+                (route.handler)().method(actix_web::http::Method::HEAD),
+            );
+        }
     }
 }
 
@@ -34,18 +53,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 /// within the request time cap, behind a panic fence.
 pub async fn blocking<T: Send + 'static>(
     state: &AppState,
-    work: impl FnOnce() -> ApiResult<T> + Send + 'static,
+    work: impl FnOnce(&Cancel) -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
     fenced(state.config.request_timeout, work).await
 }
 
 /// `work` on a worker thread behind a panic fence, answered 503 `timeout` past `limit`.
-async fn fenced<T: Send + 'static>(
+/// The work gets the same deadline as a [`Cancel`] and checks it between its steps, so a
+/// request answered `timeout` stops within one step instead of running on unseen.
+pub(crate) async fn fenced<T: Send + 'static>(
     limit: std::time::Duration,
-    work: impl FnOnce() -> ApiResult<T> + Send + 'static,
+    work: impl FnOnce(&Cancel) -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
+    let cancel = Cancel::after(limit);
     let fenced = move || {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(work))
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&cancel)))
             .unwrap_or_else(|_| Err(ApiError::internal("the request's work failed unexpectedly")))
     };
     match actix_web::rt::time::timeout(limit, web::block(fenced)).await {
@@ -66,7 +88,7 @@ async fn fenced<T: Send + 'static>(
 /// and the blocking pool cannot grow past the slots.
 pub async fn heavy<T: Send + 'static>(
     state: &AppState,
-    work: impl FnOnce() -> ApiResult<T> + Send + 'static,
+    work: impl FnOnce(&Cancel) -> ApiResult<T> + Send + 'static,
 ) -> ApiResult<T> {
     let permit = match actix_web::rt::time::timeout(
         state.config.heavy_wait,
@@ -85,9 +107,9 @@ pub async fn heavy<T: Send + 'static>(
             .retry_after(2));
         }
     };
-    fenced(state.config.request_timeout, move || {
+    fenced(state.config.request_timeout, move |cancel| {
         let _slot = permit;
-        work()
+        work(cancel)
     })
     .await
 }
@@ -126,30 +148,15 @@ pub struct Form {
 }
 
 /// Reads a multipart body: `file_part` may hold up to the upload cap, other parts 64 KiB,
-/// at most `config.max_parts` parts.
+/// at most `config.max_parts` parts. A body that arrives too slowly is cut off by
+/// [`crate::guard`], like every other body.
 pub async fn read_form(
     state: &AppState,
     req: &HttpRequest,
     payload: web::Payload,
     file_part: &str,
 ) -> ApiResult<Form> {
-    // A client that sends its body slowly gets the request time cap, like the work does.
-    let limit = state.config.request_timeout;
-    actix_web::rt::time::timeout(
-        limit,
-        read_form_within(&state.config, req.headers(), payload, file_part),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "timeout",
-            format!(
-                "multipart: the body took longer than {} s to arrive",
-                limit.as_secs()
-            ),
-        ))
-    })
+    read_form_within(&state.config, req.headers(), payload, file_part).await
 }
 
 /// [`read_form`] over any stream of body chunks, under `config`'s caps.
@@ -320,4 +327,37 @@ pub type Shared = web::Data<AppState>;
 
 pub fn engine_of(state: &Shared) -> Arc<Engine> {
     state.engine()
+}
+
+#[cfg(test)]
+mod cancellation_tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    #[actix_web::test]
+    async fn work_past_its_deadline_is_answered_503_and_stops_itself() {
+        let stopped = Arc::new(AtomicBool::new(false));
+        let flag = stopped.clone();
+        // Work that would run for ever but checks its token between steps.
+        let answer = fenced(Duration::from_millis(50), move |cancel| loop {
+            if let Err(e) = cancel.check("a step") {
+                flag.store(true, Ordering::SeqCst);
+                return Err::<(), _>(ApiError::from_core(e, "body"));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        })
+        .await;
+        let error = answer.unwrap_err();
+        assert_eq!(error.status, StatusCode::SERVICE_UNAVAILABLE);
+        // The worker notices within one step of the deadline; this waits far longer.
+        for _ in 0..400 {
+            if stopped.load(Ordering::SeqCst) {
+                return;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the work kept running after its request was answered");
+    }
 }

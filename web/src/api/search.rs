@@ -6,8 +6,9 @@ use std::sync::Arc;
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use lesion_search::dataset::PixelBox;
-use lesion_search::imaging::CtImage;
+use lesion_search::imaging::{check_box, check_pixel_spacing, CtImage};
 use lesion_search::search::{Engine, ImageQuery, SearchRequest};
+use lesion_search::util::Cancel;
 use serde_json::{Map, Value};
 
 use super::{blocking, decode_upload, heavy, is_multipart, read_form, read_json, resolve, Shared};
@@ -115,10 +116,24 @@ pub fn body_of_form(fields: &[(String, String)]) -> ApiResult<SearchBody> {
     if !filters.is_empty() {
         body.insert("filters".into(), Value::Object(filters));
     }
-    serde_json::from_value(Value::Object(body)).map_err(|e| {
+    serde_json::from_value(Value::Object(body.clone())).map_err(|e| {
         let message = e.to_string();
-        let field = message.split('`').nth(1).unwrap_or("multipart").to_string();
-        ApiError::bad(field, format!("form: {message}"))
+        // serde names a missing or unknown field, not the part whose value has the wrong
+        // type ("NaN" for a number): that part is the one that fails on its own.
+        let field = message
+            .split('`')
+            .nth(1)
+            .map(String::from)
+            .or_else(|| {
+                body.iter()
+                    .find(|(name, value)| {
+                        let alone = Map::from_iter([((*name).clone(), (*value).clone())]);
+                        serde_json::from_value::<SearchBody>(Value::Object(alone)).is_err()
+                    })
+                    .map(|(name, _)| name.clone())
+            })
+            .unwrap_or_else(|| "multipart".to_string());
+        ApiError::bad(field.clone(), format!("{field}: {message}"))
     })
 }
 
@@ -160,22 +175,12 @@ fn to_request(
             })?;
             let bbox =
                 PixelBox::parse(text).map_err(|e| ApiError::bad("box", format!("box: {e}")))?;
-            if !bbox.intersects_image(image.width, image.height) {
-                return Err(ApiError::bad(
-                    "box",
-                    format!(
-                        "box: {text} lies outside the {}x{} image",
-                        image.width, image.height
-                    ),
-                ));
-            }
+            // The core's rules, so the server and the CLI refuse the same boxes and spacings.
+            check_box(&bbox, image.width, image.height)
+                .map_err(|e| ApiError::from_core(e, "box"))?;
             if let Some(s) = body.spacing_mm {
-                if !(0.05..=10.0).contains(&s) {
-                    return Err(ApiError::bad(
-                        "spacing_mm",
-                        format!("spacing_mm: {s} mm is not a CT pixel spacing"),
-                    ));
-                }
+                check_pixel_spacing(s, "spacing_mm")
+                    .map_err(|e| ApiError::from_core(e, "spacing_mm"))?;
             }
             Some(ImageQuery {
                 image: (*image).clone(),
@@ -216,6 +221,7 @@ fn to_request(
         group_by_patient: body.group_by_patient,
         fusion: body.fusion()?,
         image_deadline: Some(state.config.image_deadline),
+        cancel: Cancel::never(),
     })
 }
 
@@ -265,12 +271,13 @@ pub async fn run_search(
     let engine = state.engine();
     let shared = state.clone();
     let embeds = image.is_some() || body.upload.is_some();
-    let work = move || {
+    let work = move |cancel: &Cancel| {
         let image = match image {
             Some((name, bytes)) => Some(Arc::new(decode_upload(&shared, &bytes, &name)?)),
             None => None,
         };
-        let request = to_request(&shared, &engine, &body, image, max_k)?;
+        let mut request = to_request(&shared, &engine, &body, image, max_k)?;
+        request.cancel = cancel.clone();
         let response = engine
             .search(&request)
             .map_err(|e| ApiError::from_core(e, "image"))?;
@@ -378,9 +385,15 @@ pub(super) async fn export(
     let reports = {
         let ids: Vec<u32> = reply.hits.iter().map(|h| h.id).collect();
         let engine = engine.clone();
-        heavy(&state, move || {
+        heavy(&state, move |cancel| {
             ids.iter()
-                .map(|&id| {
+                .enumerate()
+                .map(|(row, &id)| {
+                    if row % 256 == 0 {
+                        cancel
+                            .check("the export's reports")
+                            .map_err(|e| ApiError::from_core(e, "body"))?;
+                    }
                     Ok(engine
                         .lesion(id)
                         .map_err(|e| ApiError::from_core(e, "id"))?

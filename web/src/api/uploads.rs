@@ -26,8 +26,11 @@ pub(super) async fn upload(
         .file
         .ok_or_else(|| ApiError::bad("image", "image: the form has no `image` part"))?;
     let shared = state.clone();
-    let image = heavy(&state, move || {
+    let image = heavy(&state, move |cancel| {
         let image = decode_upload(&shared, &bytes, &name)?;
+        cancel
+            .check("the decoded upload")
+            .map_err(|e| ApiError::from_core(e, &name))?;
         // Uploads exist to be searched, and only CT can be.
         image
             .require_ct(std::path::Path::new(&name))
@@ -72,7 +75,7 @@ pub(super) async fn image(
     let slice = held(&state, &path)?;
     let window = window_of(&query.window)?;
     let query = query.into_inner();
-    let bytes = blocking(&state, move || {
+    let bytes = blocking(&state, move |_| {
         let spacing = slice.spacing_mm.unwrap_or((1.0, 1.0));
         render_png(&slice, window, slice.window, None, spacing, &query)
     })
