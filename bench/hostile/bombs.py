@@ -56,6 +56,16 @@ def memory(pid):
     return fields
 
 
+def reset_peak(pid):
+    """Restarts VmHWM at the current resident size (Linux 4.0+), so each class's peak is its own."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def upload(address, key, body_bytes):
     boundary = "bombBoundary"
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"slice\"\r\n"
@@ -80,22 +90,31 @@ def main():
     parser.add_argument("--address", default="127.0.0.1:8080")
     parser.add_argument("--key")
     parser.add_argument("--parallel", type=int, default=8)
+    parser.add_argument("--dir", help="also send every file of this folder (cargo run --example hostile_images)")
     args = parser.parse_args()
     bombs = {
         "png16_40000x40000": png_bomb(40000, 40000, 16, "/tmp/lesion-bomb16.png"),
         "png8_40000x40000": png_bomb(40000, 40000, 8, "/tmp/lesion-bomb8.png"),
         "dicom_60000x60000": dicom_bomb(60000, 60000),
     }
+    if args.dir:
+        for name in sorted(os.listdir(args.dir)):
+            bombs[name] = open(os.path.join(args.dir, name), "rb").read()
     report = {"before": memory(args.server_pid), "bombs": {}}
     for name, data in bombs.items():
+        peak_reset = reset_peak(args.server_pid)
+        resident = memory(args.server_pid)["VmRSS"]
         with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
             outcomes = list(pool.map(lambda _: upload(args.address, args.key, data), range(args.parallel)))
+        after = memory(args.server_pid)
         report["bombs"][name] = {
             "bytes": len(data),
             "sent": args.parallel,
             "statuses": sorted({f"{s} {c}" for s, c, _ in outcomes}),
             "max_seconds": round(max(t for _, _, t in outcomes), 4),
             "median_seconds": round(sorted(t for _, _, t in outcomes)[len(outcomes) // 2], 4),
+            # Peak resident growth over this class alone, when the kernel let us reset it.
+            "peak_growth_mib": round(after["VmHWM"] - resident, 1) if peak_reset else None,
         }
     report["after"] = memory(args.server_pid)
     print(json.dumps(report, indent=2))

@@ -244,7 +244,7 @@ fn hostile_requests() -> Vec<(String, LoadRequest, Vec<String>)> {
         body: Vec::new(),
         key: None,
     };
-    vec![
+    let mut attacks = vec![
         (
             "nested query".into(),
             post_json(
@@ -300,6 +300,33 @@ fn hostile_requests() -> Vec<(String, LoadRequest, Vec<String>)> {
             },
             vec![],
         ),
+    ];
+    // Files whose codestream lies about its size (a JPEG Lossless SOF of 65000 x 65000 once
+    // aborted the server), a deflated frame past its declared size, 300,000 empty elements.
+    let lies = lesion_search::imaging::lies::lying_images();
+    for wanted in [
+        "jpeg-1.2.840.10008.1.2.4.70",
+        "jpeg-1.2.840.10008.1.2.4.50",
+        "j2k-1.2.840.10008.1.2.4.90",
+        "deflated-frame-bomb",
+        "element-bomb-300k",
+    ] {
+        if let Some(lie) = lies.iter().find(|l| l.name.starts_with(wanted)) {
+            let (content_type, body) = multipart(&[], Some(("image", &lie.bytes)));
+            attacks.push((
+                format!("lying image {}", lie.name),
+                LoadRequest {
+                    method: "POST".into(),
+                    path: "/api/uploads".into(),
+                    content_type: Some(content_type),
+                    body,
+                    key: Some(SOAK_READ_KEY.into()),
+                },
+                vec![],
+            ));
+        }
+    }
+    attacks.extend([
         (
             "a context crop of 0 mm (once a thread spinning for ever)".into(),
             get("/api/lesions/1/image?around_mm=0&box=1", SOAK_READ_KEY),
@@ -361,7 +388,8 @@ fn hostile_requests() -> Vec<(String, LoadRequest, Vec<String>)> {
             },
             vec![],
         ),
-    ]
+    ]);
+    attacks
 }
 
 /// Sends a JSON search one byte a second, as a slow-loris client would: the server must cut
