@@ -10,7 +10,7 @@
 use std::future::{ready, Ready};
 
 use actix_web::dev::{Payload, ServiceRequest};
-use actix_web::http::{header, StatusCode};
+use actix_web::http::{header, Method, StatusCode};
 use actix_web::{web, FromRequest, HttpRequest};
 
 use crate::error::ApiError;
@@ -167,6 +167,91 @@ pub fn host_allowed(state: &AppState, req: &ServiceRequest) -> Result<(), ApiErr
     .with_field("Host"))
 }
 
+/// An origin (`scheme://host[:port]`) reduced to compare: lower case, the scheme's default
+/// port dropped, a trailing slash ignored; `None` for `null` or anything else.
+fn normal_origin(origin: &str) -> Option<String> {
+    let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+    let (scheme, authority) = origin.split_once("://")?;
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
+        return None;
+    }
+    let authority = match scheme {
+        "http" => authority.strip_suffix(":80").unwrap_or(authority),
+        "https" => authority.strip_suffix(":443").unwrap_or(authority),
+        _ => return None,
+    };
+    Some(format!("{scheme}://{authority}"))
+}
+
+/// This server's origin as the request names it: the scheme (a TLS proxy's
+/// `X-Forwarded-Proto` counts; a cross-site page cannot set it without a preflight, which is
+/// refused) and the `Host` header.
+fn own_origin(req: &ServiceRequest) -> Option<String> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+        .or_else(|| req.uri().authority().map(|a| a.to_string()))?;
+    normal_origin(&format!("{}://{host}", req.connection_info().scheme()))
+}
+
+fn forbidden(code: &'static str, message: &str, field: &str) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, code, message).with_field(field)
+}
+
+/// Whether a browser sent the request from this server's own pages (or from the configured
+/// `--cors-origin`). Without it any page the user visits could send simple requests here —
+/// `<img src>` GETs, `text/plain` or form POSTs — which reach a key-less server with no
+/// preflight. With keys it is checked too: a cross-site page cannot present a key anyway, so
+/// the rule only turns a 401 into a 403 and keeps one behaviour for both modes.
+///
+/// `Sec-Fetch-Site: cross-site` and `same-site` (another port on localhost is same-site) are
+/// refused, as is an `Origin` that is neither the request's own nor the CORS origin
+/// (`null` included). `same-origin`, `none` (typed, bookmarked) and no header at all (curl,
+/// the CLI, browsers without fetch metadata) pass. One cross-site request passes: a
+/// top-level navigation to the UI's page (a link from an intranet page); the page holds no
+/// data, cannot be framed, and everything it then loads is same-origin.
+pub fn origin_allowed(state: &AppState, req: &ServiceRequest) -> Result<(), ApiError> {
+    let headers = req.headers();
+    let text = |name: &str| {
+        headers
+            .get(name)
+            .map(|v| v.to_str().unwrap_or("\u{0}").trim().to_ascii_lowercase())
+    };
+    if let Some(origin) = text("origin") {
+        let origin = normal_origin(&origin);
+        let cors = state.config.cors_origin.as_deref().and_then(normal_origin);
+        if origin.is_some() && origin == cors {
+            // The configured caller: a real CORS request, cross-site by design.
+            return Ok(());
+        }
+        if origin.is_none() || origin != own_origin(req) {
+            return Err(forbidden(
+                "cross_origin",
+                "Origin: requests from other sites' pages are refused (start the server with --cors-origin ORIGIN to allow one)",
+                "Origin",
+            ));
+        }
+    }
+    match text("sec-fetch-site").as_deref() {
+        None | Some("same-origin") | Some("none") => Ok(()),
+        Some("cross-site") | Some("same-site")
+            if (req.method() == Method::GET || req.method() == Method::HEAD)
+                && req.path() == "/"
+                && text("sec-fetch-mode").as_deref() == Some("navigate")
+                && text("sec-fetch-dest").as_deref() == Some("document") =>
+        {
+            Ok(())
+        }
+        Some(_) => Err(forbidden(
+            "cross_site",
+            "Sec-Fetch-Site: requests from other sites' pages are refused (start the server with --cors-origin ORIGIN to allow one)",
+            "Sec-Fetch-Site",
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,5 +274,19 @@ mod tests {
         assert!(!same_key("abc", "abcd"));
         assert!(!holds(&None, Some("x")));
         assert!(!holds(&Some("x".into()), None));
+    }
+
+    #[test]
+    fn origins_compare_normalised() {
+        let n = |o: &str| normal_origin(o);
+        assert_eq!(n("HTTP://LocalHost:8080"), n("http://localhost:8080"));
+        assert_eq!(n("http://example.org:80"), n("http://example.org"));
+        assert_eq!(n("https://example.org:443/"), n("https://example.org"));
+        assert_ne!(n("https://localhost:8080"), n("http://localhost:8080"));
+        assert_ne!(n("http://localhost:8081"), n("http://localhost:8080"));
+        assert_eq!(n("null"), None);
+        assert_eq!(n("file://"), None);
+        assert_eq!(n("http://a@localhost:8080"), None);
+        assert_eq!(n("ftp://localhost"), None);
     }
 }

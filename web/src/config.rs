@@ -43,6 +43,21 @@ pub struct Config {
     pub task_queue: usize,
     /// What serves vectors and filters (the embedded stores, or Milvus).
     pub backend: lesion_search::backend::BackendChoice,
+    /// How long a request's body may take to arrive, whatever its kind; past it 408.
+    pub body_timeout: Duration,
+    /// Bytes of request bodies all requests together may hold at once (declared lengths
+    /// reserved up front, chunked bodies as they arrive); past it 503 with `Retry-After`.
+    pub max_body_bytes_in_flight: usize,
+    /// How long a connection may take to send a request's head.
+    pub header_timeout: Duration,
+    /// How long an idle keep-alive connection is kept.
+    pub keep_alive: Duration,
+    /// Connections served at once, all workers together (lowered at start to fit the
+    /// process's file descriptors); more wait in the listen backlog.
+    pub max_connections: usize,
+    /// The running count of body bytes in flight, shared by every clone of this
+    /// configuration (one server): see [`crate::guard::InFlight`].
+    pub in_flight: crate::guard::InFlight,
 }
 
 impl Default for Config {
@@ -68,11 +83,23 @@ impl Default for Config {
             max_parts: 32,
             task_queue: 8,
             backend: Default::default(),
+            body_timeout: Duration::from_secs(30),
+            max_body_bytes_in_flight: 256 << 20,
+            header_timeout: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(5),
+            max_connections: 4096,
+            in_flight: Default::default(),
         }
     }
 }
 
 impl Config {
+    /// The largest body a request may carry: the largest form the multipart reader takes
+    /// (the file part plus every other part at 64 KiB, with room for part headers).
+    pub fn max_body_bytes(&self) -> usize {
+        self.max_upload_bytes + self.max_parts * ((64 << 10) + 1024)
+    }
+
     /// Refuses to serve patient images beyond this machine without a read key.
     pub fn check(&self) -> Result<(), String> {
         if !self.listen.ip().is_loopback() && self.read_key.is_none() {
@@ -83,6 +110,19 @@ impl Config {
         }
         if self.task_queue == 0 {
             return Err("task_queue must be at least 1".into());
+        }
+        if self.max_body_bytes_in_flight < self.max_body_bytes() {
+            return Err(format!(
+                "bodies_in_flight_mb ({} MiB) must hold at least one largest request ({} MiB)",
+                self.max_body_bytes_in_flight >> 20,
+                self.max_body_bytes().div_ceil(1 << 20)
+            ));
+        }
+        if self.body_timeout.is_zero() || self.header_timeout.is_zero() {
+            return Err("body_timeout_s and header_timeout_s must be above 0".into());
+        }
+        if self.max_connections == 0 {
+            return Err("max_connections must be at least 1".into());
         }
         if self.max_heavy == 0 {
             return Err("max_heavy must be at least 1".into());

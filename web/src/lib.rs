@@ -11,6 +11,7 @@ pub mod demo;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz_harness;
+pub mod guard;
 pub mod load;
 pub mod metrics;
 pub mod openapi;
@@ -32,16 +33,65 @@ pub use config::Config;
 pub use state::AppState;
 
 use crate::error::ApiError;
+use crate::guard::{BodyWatch, HeldBody};
 
-/// The application: routes, UI, the host allow-list, CORS, metrics, JSON errors for unknown
-/// routes. Keys are checked by the matched handlers themselves (see [`access`]).
+/// The response with the request's body kept until it has been sent (see [`guard`]).
+fn held<B>(res: ServiceResponse<B>, body: BodyWatch) -> ServiceResponse<HeldBody<B>> {
+    res.map_body(|_, b| HeldBody::new(b, body))
+}
+
+/// The HTTP server over `listener`: [`app`] on `workers` threads, with the configuration's
+/// connection cap (divided among the workers; connections past it wait in the listen
+/// backlog), head and keep-alive timeouts, and `Expect: 100-continue` answered 413 when the
+/// declared length is over the cap. actix-web's `HttpServer` writes the `100` before any
+/// middleware runs and offers no way to check it, hence actix-http's builder here.
+pub fn server(
+    state: web::Data<AppState>,
+    listener: std::net::TcpListener,
+    workers: usize,
+) -> std::io::Result<actix_web::dev::Server> {
+    use actix_service::{IntoServiceFactory, ServiceFactoryExt};
+    use actix_web::HttpMessage;
+    let workers = workers.max(1);
+    let addr = listener.local_addr()?;
+    let per_worker = state.config.max_connections.div_ceil(workers).max(1);
+    Ok(actix_web::dev::Server::build()
+        .workers(workers)
+        .max_concurrent_connections(per_worker)
+        .listen("lesion-web", listener, move || {
+            let config = state.config.clone();
+            let expect = actix_service::fn_service(move |req: actix_http::Request| {
+                let declared = guard::check_declared(&config, req.headers());
+                async move { declared.map(|_| req).map_err(|e| guard::closing(&e)) }
+            });
+            let app = app(state.clone())
+                .into_factory()
+                .map_err(|e: actix_web::Error| e.error_response());
+            actix_http::HttpService::build()
+                .client_request_timeout(state.config.header_timeout)
+                // Time to send a response's last bytes to a client that stopped reading.
+                .client_disconnect_timeout(std::time::Duration::from_secs(1))
+                .keep_alive(state.config.keep_alive)
+                .local_addr(addr)
+                .expect(expect)
+                .finish(actix_service::map_config(app, |_| {
+                    actix_web::dev::AppConfig::default()
+                }))
+                .tcp()
+        })?
+        .run())
+}
+
+/// The application: routes, UI, the host allow-list, the refusal of other sites' pages,
+/// CORS, metrics, JSON errors for unknown routes. Keys are checked by the matched handlers
+/// themselves (see [`access`]).
 pub fn app(
     state: web::Data<AppState>,
 ) -> App<
     impl ServiceFactory<
         ServiceRequest,
         Config = (),
-        Response = ServiceResponse<EitherBody<impl MessageBody>>,
+        Response = ServiceResponse<impl MessageBody>,
         Error = actix_web::Error,
         InitError = (),
     >,
@@ -54,7 +104,7 @@ pub fn app(
         .default_service(web::to(|| async {
             ApiError::not_found("no such route (see /api/openapi.json)").error_response()
         }))
-        .wrap_fn(move |req, srv| {
+        .wrap_fn(move |mut req, srv| {
             use actix_web::dev::Service;
             let state = guard_state.clone();
             let access_state = guard_state.clone();
@@ -103,15 +153,28 @@ pub fn app(
                         .finish()
                         .map_into_right_body(),
                 );
-                return Either::Left(ready(Ok(finish(res))));
+                return Either::Left(ready(Ok(held(finish(res), BodyWatch::none()))));
             }
-            if let Err(denied) = access::host_allowed(&access_state, &req) {
+            if let Err(denied) = access::host_allowed(&access_state, &req)
+                .and_then(|_| access::origin_allowed(&access_state, &req))
+            {
                 let res = req.into_response(denied.error_response().map_into_right_body());
-                return Either::Left(ready(Ok(finish(res))));
+                return Either::Left(ready(Ok(held(finish(res), BodyWatch::none()))));
             }
-            Either::Right(
-                srv.call(req)
-                    .map(move |res| res.map(|r| finish(r.map_into_left_body()))),
-            )
+            // Every body, whatever its kind, under one deadline and the in-flight cap.
+            let body = match guard::watch_body(&access_state.config, &mut req) {
+                Ok(body) => body,
+                Err(refused) => {
+                    let res = req.into_response(guard::closing(&refused).map_into_right_body());
+                    return Either::Left(ready(Ok(held(finish(res), BodyWatch::none()))));
+                }
+            };
+            Either::Right(srv.call(req).map(move |res| {
+                res.map(|r| {
+                    let answered =
+                        finish(body.answer(&access_state.config, r.map_into_left_body()));
+                    held(answered, body)
+                })
+            }))
         })
 }

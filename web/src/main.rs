@@ -5,11 +5,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{web, HttpServer};
+use actix_web::web;
 use anyhow::{anyhow, bail, Context};
 use clap::{Parser, Subcommand};
 use lesion_search::embed::{default_cache_dir, resolve_model, Embedder};
-use lesion_web::{app, demo, load, AppState, Config};
+use lesion_web::{demo, load, server, AppState, Config};
 use serde::Deserialize;
 
 #[derive(Parser)]
@@ -102,9 +102,9 @@ struct ServeArgs {
     model: Option<String>,
     /// A JSON settings file (listen, read_key, admin_key, cors_origin, max_upload_mb,
     /// max_image_side, max_k, request_timeout_s, image_deadline_ms, allowed_hosts, max_heavy,
-    /// upload_store_mb, upload_ttl_s, backend, milvus_url, milvus_collection). Keys may also
-    /// come from LESION_WEB_READ_KEY and
-    /// LESION_WEB_ADMIN_KEY.
+    /// upload_store_mb, upload_ttl_s, backend, milvus_url, milvus_collection, body_timeout_s,
+    /// bodies_in_flight_mb, header_timeout_s, keep_alive_s, max_connections). Keys may also
+    /// come from LESION_WEB_READ_KEY and LESION_WEB_ADMIN_KEY.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Allow this origin to call the API from the browser (CORS is off otherwise).
@@ -130,6 +130,10 @@ struct ServeArgs {
     /// Alias of the served generation in Milvus (default lesion_search).
     #[arg(long)]
     milvus_collection: Option<String>,
+    /// Connections served at once, all workers together (default 4096, lowered to fit the
+    /// file descriptors); more wait in the listen backlog.
+    #[arg(long)]
+    max_connections: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,6 +156,11 @@ struct ConfigFile {
     backend: Option<String>,
     milvus_url: Option<String>,
     milvus_collection: Option<String>,
+    body_timeout_s: Option<u64>,
+    bodies_in_flight_mb: Option<usize>,
+    header_timeout_s: Option<u64>,
+    keep_alive_s: Option<u64>,
+    max_connections: Option<usize>,
 }
 
 fn config_of(args: &ServeArgs) -> anyhow::Result<Config> {
@@ -197,6 +206,22 @@ fn config_of(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(s) = file.upload_ttl_s {
         config.upload_ttl = Duration::from_secs(s);
     }
+    if let Some(s) = file.body_timeout_s {
+        config.body_timeout = Duration::from_secs(s);
+    }
+    if let Some(mb) = file.bodies_in_flight_mb {
+        config.max_body_bytes_in_flight = mb << 20;
+    }
+    if let Some(s) = file.header_timeout_s {
+        config.header_timeout = Duration::from_secs(s);
+    }
+    if let Some(s) = file.keep_alive_s {
+        config.keep_alive = Duration::from_secs(s);
+    }
+    config.max_connections = args
+        .max_connections
+        .or(file.max_connections)
+        .unwrap_or(config.max_connections);
     let defaults = lesion_search::backend::MilvusSettings::default();
     config.backend = lesion_search::backend::BackendChoice::named(
         args.backend
@@ -221,8 +246,53 @@ fn config_of(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
+/// File descriptors kept for the index, logs and the blocking pool beside connections.
+const RESERVED_FDS: u64 = 256;
+
+/// Raises the soft limit of open files to the hard one, so that connections, not the
+/// default soft limit (often 1024), bound the server; returns the limit now in force.
+#[cfg(unix)]
+fn raise_fd_limit() -> Option<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some() && limit.current != limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            eprintln!("warning: could not raise the open-file limit: {e}");
+        }
+    }
+    getrlimit(Resource::Nofile).current
+}
+
+#[cfg(not(unix))]
+fn raise_fd_limit() -> Option<u64> {
+    None
+}
+
+/// The listening socket, with actix-web's backlog of 1,024 (std's is 128), where
+/// connections past `max_connections` wait.
+fn listener(addr: std::net::SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+    #[cfg(unix)]
+    rustix::net::listen(&listener, 1024).with_context(|| format!("listening on {addr}"))?;
+    Ok(listener)
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let config = config_of(&args)?;
+    let mut config = config_of(&args)?;
+    if let Some(fds) = raise_fd_limit() {
+        let fit = usize::try_from(fds.saturating_sub(RESERVED_FDS).max(16)).unwrap_or(usize::MAX);
+        if config.max_connections > fit {
+            eprintln!(
+                "warning: {fds} open files allowed: serving {fit} connections at once, not {}",
+                config.max_connections
+            );
+            config.max_connections = fit;
+        }
+    }
     let cache = default_cache_dir();
     let (index, model): (PathBuf, Arc<dyn Embedder>) = if args.demo {
         let model: Arc<dyn Embedder> = Arc::from(resolve_model(
@@ -255,7 +325,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         lesion_search::backend::publish(&index, &config.backend)?;
     }
     let listen = config.listen;
-    let workers = args.workers;
+    let workers = args.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+    });
     let state = web::Data::new(AppState::open(index.clone(), model, config)?);
     let engine = state.engine();
     eprintln!(
@@ -266,15 +338,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         engine.model_name()
     );
     drop(engine);
+    let listener = listener(listen)?;
     actix_web::rt::System::new().block_on(async move {
-        let mut server = HttpServer::new(move || app(state.clone()));
-        if let Some(n) = workers {
-            server = server.workers(n);
-        }
-        server
-            .bind(listen)
-            .with_context(|| format!("binding {listen}"))?
-            .run()
+        server(state, listener, workers)
+            .with_context(|| format!("serving on {listen}"))?
             .await?;
         Ok::<_, anyhow::Error>(())
     })?;

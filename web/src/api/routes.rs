@@ -57,15 +57,18 @@ pub struct Route {
     pub errors: &'static [u16],
 }
 
-/// Errors any route of `access` may answer: the host check (421), a failure (500), the
-/// time cap (503), and the key checks.
+/// Errors any route of `access` may answer: another site's page (403), the host check
+/// (421), a failure (500), the time cap (503), and the key checks.
 pub fn common_errors(access: Access) -> &'static [u16] {
     match access {
-        Access::Open => &[421, 500, 503],
-        Access::Read => &[401, 421, 500, 503],
+        Access::Open => &[403, 421, 500, 503],
+        Access::Read => &[401, 403, 421, 500, 503],
         Access::Admin => &[401, 403, 421, 500, 503],
     }
 }
+
+/// Errors any route that takes a body may answer: its media type (415).
+const BODY_ERRORS: &[u16] = &[415];
 
 impl Route {
     /// Every status this route may answer, sorted.
@@ -73,6 +76,13 @@ impl Route {
         let mut all: Vec<u16> = std::iter::once(self.status)
             .chain(self.errors.iter().copied())
             .chain(common_errors(self.access).iter().copied())
+            .chain(
+                self.request
+                    .as_ref()
+                    .map_or(&[][..], |_| BODY_ERRORS)
+                    .iter()
+                    .copied(),
+            )
             .collect();
         all.sort_unstable();
         all.dedup();
