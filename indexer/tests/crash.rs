@@ -410,7 +410,7 @@ fn adds_from_a_slice_killed_midway_leave_nothing_once_the_next_write_lands() {
         .base
         .join("Images_png")
         .join(series)
-        .join(format!("{slice}"));
+        .join(slice);
     let add = |patient: &str| -> Vec<String> {
         [
             "add",

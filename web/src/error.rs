@@ -85,10 +85,13 @@ impl ApiError {
             CoreError::ModelMismatch { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "model_mismatch", error.to_string())
             }
-            CoreError::Locked { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "index_locked", error.to_string())
-                    .retry_after(5)
-            }
+            // The holder and the folder are the operator's business, not the client's.
+            CoreError::Locked { .. } => ApiError::new(
+                StatusCode::CONFLICT,
+                "index_locked",
+                "another writer holds this index; retry shortly",
+            )
+            .retry_after(5),
             CoreError::ImageTooLarge { message, .. } => ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "image_too_large",
