@@ -406,11 +406,7 @@ fn adds_from_a_slice_killed_midway_leave_nothing_once_the_next_write_lands() {
     let before = searchable(&index);
     let key = key_of_row(&fixture.base, 2);
     let (series, slice) = key.rsplit_once('_').unwrap();
-    let image = fixture
-        .base
-        .join("Images_png")
-        .join(series)
-        .join(slice);
+    let image = fixture.base.join("Images_png").join(series).join(slice);
     let add = |patient: &str| -> Vec<String> {
         [
             "add",
