@@ -663,3 +663,35 @@ fn head_sends_headers_without_a_body_over_the_wire() {
         assert_eq!(content_type(&head_head), content_type(&get_head), "{path}");
     }
 }
+
+#[test]
+fn a_trickled_request_head_is_cut_at_the_header_timeout() {
+    let (port, _state) = serve(Config {
+        header_timeout: Duration::from_secs(1),
+        ..Default::default()
+    });
+    let mut stream = connect(port);
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
+        .unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let started = Instant::now();
+    let trickle = std::thread::spawn(move || {
+        for _ in 0..100 {
+            if writer.write_all(b"X-Slow: y\r\n").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let reply = read_all(&mut stream);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(15), "held for {took:?}");
+    assert_eq!(
+        status_of(&reply),
+        408,
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    trickle.join().unwrap();
+}

@@ -67,8 +67,10 @@ pub fn common_errors(access: Access) -> &'static [u16] {
     }
 }
 
-/// Errors any route that takes a body may answer: its media type (415).
-const BODY_ERRORS: &[u16] = &[415];
+/// Errors any route that takes a body may answer (see [`crate::guard`]): a body slower than
+/// the deadline (408), a length over the cap (413), its media type (415); bodies past what
+/// the server may hold get the common 503.
+const BODY_ERRORS: &[u16] = &[408, 413, 415];
 
 impl Route {
     /// Every status this route may answer, sorted.
