@@ -366,6 +366,15 @@ fn hostile_requests() -> Vec<(String, LoadRequest, Vec<String>)> {
             ],
         ),
         (
+            "a search from a sandboxed frame (Origin: null)".into(),
+            post_json(
+                "/api/search",
+                serde_json::json!({"text": "liver"}),
+                SOAK_READ_KEY,
+            ),
+            vec!["Origin: null".into()],
+        ),
+        (
             "an add whose spacing is 1e30 mm (once a writer held for ever)".into(),
             {
                 let slice = lesion_slice(7);
