@@ -72,7 +72,8 @@ pub(super) fn prune_old_generations(dir: &Path, served: u64) {
 
 /// Removes what killed writers left behind, once a write has published `served`: embedding
 /// staging files (a killed write resumes from its own only when it is the next write to
-/// run; after another write they are stale) and `added/` folders that neither the served
+/// run; the price of a later resume is embedding again, never a wrong vector, since a
+/// staging file is keyed by weights and table) and `added/` folders that neither the served
 /// generation nor the one before it refers to (staged by an add that died before it
 /// published, or belonging to lesions deleted since). Runs under the write lock, and slices
 /// are staged under it, so no other writer's input is in flight.
@@ -100,20 +101,18 @@ pub(super) fn remove_leftovers(dir: &Path, served: u64) {
         let Ok(records) = crate::store::RecordTable::open(&table).and_then(|t| t.all()) else {
             return;
         };
-        referenced.extend(
-            records
-                .into_iter()
-                .filter_map(|(_, lesion)| lesion.source)
-                .filter_map(|source| fs::canonicalize(source).ok()),
-        );
+        // By folder name, not by path: a source recorded under another spelling of the
+        // index folder (relative, moved, copied) still keeps its folder.
+        for source in records.into_iter().filter_map(|(_, lesion)| lesion.source) {
+            match source.file_name() {
+                Some(name) => referenced.insert(name.to_os_string()),
+                None => return,
+            };
+        }
     }
     for entry in entries.flatten() {
-        let path = entry.path();
-        let Ok(canonical) = fs::canonicalize(&path) else {
-            continue;
-        };
-        if !referenced.contains(&canonical) {
-            let _ = fs::remove_dir_all(&path);
+        if !referenced.contains(&entry.file_name()) {
+            let _ = fs::remove_dir_all(entry.path());
         }
     }
 }

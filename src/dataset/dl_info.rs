@@ -11,7 +11,10 @@ use std::path::{Path, PathBuf};
 use super::fields::{self, join_numbers};
 use super::record::*;
 use crate::error::{Error, FieldProblem, Result};
-use crate::imaging::Window;
+use crate::imaging::{Window, PIXEL_SPACING_MM};
+
+/// Slices further apart than this are not one CT series (DeepLesion's are 0.6 to 5 mm).
+const MAX_SLICE_INTERVAL_MM: f32 = 50.0;
 
 /// The 18 official columns, in their official order.
 pub const COLUMNS: [&str; 18] = [
@@ -329,6 +332,21 @@ fn spacing(t: &str) -> FieldResult<Spacing> {
     let [x_mm, y_mm, z_mm] = fields::numbers::<3>(t)?;
     if x_mm <= 0.0 || y_mm <= 0.0 || z_mm <= 0.0 {
         return Err(format!("`{}` must be positive", t.trim()));
+    }
+    // The in-plane rule every edge applies, so a table cannot carry what a form may not.
+    if !(PIXEL_SPACING_MM.contains(&x_mm) && PIXEL_SPACING_MM.contains(&y_mm)) {
+        return Err(format!(
+            "`{}`: in-plane spacing outside {} to {} mm",
+            t.trim(),
+            PIXEL_SPACING_MM.start(),
+            PIXEL_SPACING_MM.end()
+        ));
+    }
+    if z_mm > MAX_SLICE_INTERVAL_MM {
+        return Err(format!(
+            "`{}`: slice interval past {MAX_SLICE_INTERVAL_MM} mm",
+            t.trim()
+        ));
     }
     Ok(Spacing { x_mm, y_mm, z_mm })
 }

@@ -524,60 +524,53 @@ pub fn check_query(text: &str) -> Result<()> {
 /// The fields a query may name (`report:nodule`); the metadata have filters of their own.
 pub const QUERY_FIELDS: [&str; 3] = ["report", "tags", "expanded"];
 
-/// Refuses `field:` prefixes that name no searchable text field, and `field:*`: tantivy
-/// would fail on them deep in the search (an exists query wants a fast field) with an error
-/// naming the index's folder. Quoted text is left alone; `\:` is a literal colon.
+/// Refuses what tantivy's grammar reads as a field other than the searchable text fields,
+/// an exists query (`report:*`), a range or a regular expression: tantivy would fail on
+/// them deep in the search with an error naming the index's folder, or walk every term.
+/// The query is parsed by tantivy's own lenient grammar, so `report :*` is seen as tantivy
+/// sees it.
 fn check_fields(text: &str) -> Result<()> {
-    let refuse = |message: String| {
-        Err(Error::InvalidArgument {
-            name: "text".into(),
-            message,
-        })
-    };
-    let chars: Vec<char> = text.chars().collect();
-    let mut in_quotes = false;
-    let mut token_start = 0;
-    let mut escaped = false;
-    for (i, &c) in chars.iter().enumerate() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match c {
-            '\\' => escaped = true,
-            '"' => in_quotes = !in_quotes,
-            c if !in_quotes && (c.is_whitespace() || "()+-".contains(c)) => token_start = i + 1,
-            ':' if !in_quotes => {
-                let field: String = chars[token_start..i].iter().collect();
-                let is_name = field
-                    .chars()
-                    .next()
-                    .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
-                    && field.chars().all(|f| f.is_ascii_alphanumeric() || f == '_');
-                if !is_name {
-                    continue;
-                }
-                if !QUERY_FIELDS.contains(&field.as_str()) {
-                    return refuse(format!(
-                        "`{field}:` names no searchable text field (fields: {}); filter metadata with the filters, or quote the words (\"{field}: ...\")",
-                        QUERY_FIELDS.join(", ")
-                    ));
-                }
-                let value: String = chars[i + 1..]
-                    .iter()
-                    .take_while(|v| !v.is_whitespace() && !"()".contains(**v))
-                    .collect();
-                if value.is_empty() || value.chars().all(|v| v == '*') {
-                    return refuse(format!(
-                        "`{field}:{value}` asks for no words; give a word after `{field}:`"
-                    ));
-                }
-                token_start = i + 1;
+    use tantivy::query_grammar::{parse_query_lenient, UserInputAst, UserInputLeaf};
+    fn refusal(leaf: &UserInputLeaf) -> Option<String> {
+        let unknown = |field: &str| {
+            (!QUERY_FIELDS.contains(&field)).then(|| {
+                format!(
+                    "`{field}:` names no searchable text field (fields: {}); filter metadata with the filters, or quote the words (\"{field}: ...\")",
+                    QUERY_FIELDS.join(", ")
+                )
+            })
+        };
+        match leaf {
+            UserInputLeaf::Literal(literal) => literal.field_name.as_deref().and_then(unknown),
+            UserInputLeaf::All => None,
+            UserInputLeaf::Exists { field } => unknown(field).or_else(|| {
+                Some(format!(
+                    "`{field}:*` asks for no words; give a word after `{field}:`"
+                ))
+            }),
+            UserInputLeaf::Range { .. } | UserInputLeaf::Set { .. } => Some(
+                "ranges and sets of terms are not text queries; use the filters (age, size_mm, ...)"
+                    .into(),
+            ),
+            UserInputLeaf::Regex { .. } => {
+                Some("regular expressions are not supported in text queries".into())
             }
-            _ => {}
         }
     }
-    Ok(())
+    fn walk(ast: &UserInputAst) -> Option<String> {
+        match ast {
+            UserInputAst::Clause(clauses) => clauses.iter().find_map(|(_, sub)| walk(sub)),
+            UserInputAst::Boost(sub, _) => walk(sub),
+            UserInputAst::Leaf(leaf) => refusal(leaf),
+        }
+    }
+    match walk(&parse_query_lenient(text).0) {
+        Some(message) => Err(Error::InvalidArgument {
+            name: "text".into(),
+            message,
+        }),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -606,19 +599,25 @@ mod query_limit_tests {
             "report:nodule",
             "tags:lung +report:spiculated",
             "\"size: 2 cm\" liver",
-            "10:30 follow-up",
-            "size\\:large",
+            "liver lesion",
+            "mass (left",
             "(report:liver OR tags:kidney)",
+            "report:(liver OR kidney)",
+            "*",
         ] {
             assert!(check_query(fine).is_ok(), "{fine}");
         }
         for refused in [
             "report:*",
-            "report:",
+            "report :*",
+            "type :*",
             "type:liver",
             "path:/etc/passwd",
             "impression: liver lesion",
             "(age:50)",
+            "report:[a TO z]",
+            "report:/live.*/",
+            "report: IN [liver kidney]",
         ] {
             let error = check_query(refused).unwrap_err();
             assert!(

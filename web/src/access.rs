@@ -219,6 +219,13 @@ pub fn origin_allowed(state: &AppState, req: &ServiceRequest) -> Result<(), ApiE
             .get(name)
             .map(|v| v.to_str().unwrap_or("\u{0}").trim().to_ascii_lowercase())
     };
+    // The browser computes Sec-Fetch-Site and no page can forge it; it stays right behind a
+    // TLS-terminating proxy, where the Origin (https://public) and the scheme and Host this
+    // server sees (http://backend) differ. Origin is the fallback for browsers without it.
+    let fetch_site = text("sec-fetch-site");
+    if fetch_site.as_deref() == Some("same-origin") {
+        return Ok(());
+    }
     if let Some(origin) = text("origin") {
         let origin = normal_origin(&origin);
         let cors = state.config.cors_origin.as_deref().and_then(normal_origin);
@@ -234,7 +241,7 @@ pub fn origin_allowed(state: &AppState, req: &ServiceRequest) -> Result<(), ApiE
             ));
         }
     }
-    match text("sec-fetch-site").as_deref() {
+    match fetch_site.as_deref() {
         None | Some("same-origin") | Some("none") => Ok(()),
         Some("cross-site") | Some("same-site")
             if (req.method() == Method::GET || req.method() == Method::HEAD)

@@ -71,6 +71,15 @@ pub(super) async fn outlook(
     Ok(HttpResponse::Ok().json(outlook))
 }
 
+/// A stored slice that cannot be read is the server's fault (500, detail in the log); one
+/// refused only because decoding is at its memory budget is a retry (503).
+fn slice_error(error: lesion_search::Error) -> ApiError {
+    match error {
+        e @ lesion_search::Error::DecodeBudgetExhausted { .. } => ApiError::from_core(e, "id"),
+        e => ApiError::server_fault(&e, "the lesion's slice cannot be read"),
+    }
+}
+
 pub fn window_of(query: &Option<String>) -> ApiResult<WindowChoice> {
     match query.as_deref() {
         None | Some("") => Ok(WindowChoice::Own),
@@ -143,9 +152,7 @@ pub(super) async fn image(
             .map_err(|e| ApiError::from_core(e, "id"))?
             .ok_or_else(|| ApiError::not_found(format!("no lesion {id}")))?;
         let r = &stored.record;
-        let slice = engine
-            .key_slice(&stored)
-            .map_err(|e| ApiError::server_fault(&e, "the lesion's slice cannot be read"))?;
+        let slice = engine.key_slice(&stored).map_err(slice_error)?;
         render_png(
             &slice,
             window,
@@ -208,9 +215,7 @@ pub(super) async fn pixels(
             .lesion(id)
             .map_err(|e| ApiError::from_core(e, "id"))?
             .ok_or_else(|| ApiError::not_found(format!("no lesion {id}")))?;
-        engine
-            .key_slice(&stored)
-            .map_err(|e| ApiError::server_fault(&e, "the lesion's slice cannot be read"))
+        engine.key_slice(&stored).map_err(slice_error)
     })
     .await?;
     Ok(pixels_response(&slice))
