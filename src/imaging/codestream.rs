@@ -21,7 +21,7 @@ pub const MAX_J2K_TILES: u64 = 4096;
 
 /// A JP2 wrapper (boxes before the codestream) longer than this is refused; DICOM wants the
 /// raw codestream, and the SIZ must sit near the start of a frame's data.
-const MAX_J2K_HEADER_SEARCH: usize = 1 << 20;
+const MAX_J2K_HEADER_SEARCH: usize = 64 << 10;
 
 /// A deflated frame may inflate to its declared size plus this much (DICOM pads odd
 /// lengths to even; some writers add a little more).
@@ -176,6 +176,7 @@ fn display_uid(uid: &str) -> &str {
 
 const SOI: u8 = 0xD8;
 const EOI: u8 = 0xD9;
+const SOS: u8 = 0xDA;
 const DNL: u8 = 0xDC;
 const SOF55: u8 = 0xF7;
 
@@ -205,7 +206,15 @@ pub enum JpegProblem {
     FramesDisagree(JpegFrame, JpegFrame),
     /// A JPEG-LS frame (SOF55) where plain JPEG is expected, or the reverse.
     WrongFamily(u8),
+    /// More scans than [`MAX_JPEG_SCANS`]: each makes the decoder pass over the whole image.
+    TooManyScans,
 }
+
+/// Scans one JPEG stream may hold. A progressive encoder writes about ten per component
+/// (libjpeg's default script: 10 for YCbCr), a lossless one one; zune-jpeg refuses past 100.
+/// Found by attack: 9,000 scans of an honest 4096 x 4096 frame held a heavy slot for
+/// minutes, since jpeg-decoder has no such limit.
+pub const MAX_JPEG_SCANS: usize = 100;
 
 impl std::fmt::Display for JpegProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -219,6 +228,9 @@ impl std::fmt::Display for JpegProblem {
                 "declares its height after the data (height 0 or a DNL marker), which is refused"
             ),
             JpegProblem::BadFrameHeader => write!(f, "has a malformed start-of-frame segment"),
+            JpegProblem::TooManyScans => {
+                write!(f, "holds more than {MAX_JPEG_SCANS} scans, which is refused")
+            }
             JpegProblem::NestedSoi => write!(f, "has a second SOI marker before its EOI"),
             JpegProblem::FramesDisagree(a, b) => write!(
                 f,
@@ -281,10 +293,17 @@ pub fn walk_jpeg_stream(
         _ => return Err(JpegProblem::NoSoi),
     };
     let mut frame: Option<JpegFrame> = None;
+    let mut scans = 0usize;
     while let Some((marker, after)) = next_marker(data, at) {
         at = after;
         if marker == EOI {
             return Ok((frame, at));
+        }
+        if marker == SOS {
+            scans += 1;
+            if scans > MAX_JPEG_SCANS {
+                return Err(JpegProblem::TooManyScans);
+            }
         }
         if marker == SOI {
             return Err(JpegProblem::NestedSoi);
@@ -454,9 +473,11 @@ fn j2k_codestream(data: &[u8]) -> Result<&[u8], String> {
         return Ok(data);
     }
     let mut at = 0usize;
-    while at + 8 <= data.len() {
+    // Every step is checked: a box whose 64-bit length points past the end (or wraps) ends
+    // the walk instead of wrapping `at` round to the start.
+    while let Some(box_end) = at.checked_add(8).filter(|&end| end <= data.len()) {
         let short = be32(data, at).unwrap_or(0);
-        let kind = &data[at + 4..at + 8];
+        let kind = &data[at + 4..box_end];
         let (header, length) = match short {
             0 => (8, (data.len() - at) as u64),
             1 => (
@@ -466,12 +487,15 @@ fn j2k_codestream(data: &[u8]) -> Result<&[u8], String> {
             n => (8, n),
         };
         if kind == b"jp2c" {
-            return Ok(&data[(at + header).min(data.len())..]);
+            return Ok(&data[at.saturating_add(header).min(data.len())..]);
         }
         if length < header as u64 {
             break;
         }
-        at = at.saturating_add(usize::try_from(length).unwrap_or(usize::MAX));
+        match usize::try_from(length).ok().and_then(|l| at.checked_add(l)) {
+            Some(next) if next > at => at = next,
+            _ => break,
+        }
     }
     Err("its JP2 wrapper holds no codestream box (jp2c) near the start".into())
 }
@@ -593,11 +617,21 @@ fn check_j2k_frames(
     }
     let lengths: Vec<usize> = fragments.iter().map(|f| f.len()).collect();
     let starts = frame_starts(&lengths, offset_table, declared.frames);
+    let opens = |f: &[u8]| f.starts_with(&J2K_SOC_SIZ[..2]) || f.starts_with(&JP2_SIGNATURE);
+    // More codestreams than frames is a lie, and refusing it first bounds the headers read
+    // below by the frame count (found in review: 250,000 tiny fragments each opening a
+    // codestream made the header joins quadratic).
+    let opening = fragments.iter().filter(|f| opens(f)).count() as u64;
+    if opening > declared.frames.max(1) {
+        return Err(format!(
+            "JPEG 2000 pixel data opens {opening} codestreams, the DICOM header declares {} frame(s)",
+            declared.frames.max(1)
+        ));
+    }
     for (i, fragment) in fragments.iter().enumerate() {
         // Frame starts, and any other fragment that opens a codestream (openjp2 would decode
         // it were the offset table to point at it).
-        let opens = fragment.starts_with(&J2K_SOC_SIZ[..2]) || fragment.starts_with(&JP2_SIGNATURE);
-        if !(starts.binary_search(&i).is_ok() || opens) {
+        if !(starts.binary_search(&i).is_ok() || opens(fragment)) {
             continue;
         }
         // A header split over fragments is read across them, as dicom-rs joins them.
@@ -778,6 +812,38 @@ fn check_deflated_frames(fragments: &[&[u8]], declared: &Declared) -> Result<(),
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stream_of_more_scans_than_any_encoder_writes_is_refused() {
+        let stream = |scans: usize| {
+            let mut data = vec![0xFF, 0xD8];
+            data.extend(sof(0xC2, 16, 16));
+            for _ in 0..scans {
+                data.extend_from_slice(&[0xFF, 0xDA, 0, 8, 1, 1, 0, 0, 63, 0, 7, 7]);
+            }
+            data.extend_from_slice(&[0xFF, 0xD9]);
+            data
+        };
+        assert!(walk_jpeg_stream(&stream(MAX_JPEG_SCANS), 0, false).is_ok());
+        assert!(matches!(
+            walk_jpeg_stream(&stream(MAX_JPEG_SCANS + 1), 0, false),
+            Err(JpegProblem::TooManyScans)
+        ));
+    }
+
+    #[test]
+    fn a_jp2_box_whose_length_wraps_ends_the_walk() {
+        // Found in review: an XLBox near 2^64 once saturated the offset, which then wrapped
+        // in `at + 8` and walked the same bytes for ever.
+        for extended in [u64::MAX, u64::MAX - 15, 1 << 63] {
+            let mut data = JP2_SIGNATURE.to_vec();
+            data.extend_from_slice(&[0, 0, 0, 1]);
+            data.extend_from_slice(b"junk");
+            data.extend_from_slice(&extended.to_be_bytes());
+            data.extend_from_slice(&[0; 32]);
+            assert!(j2k_codestream(&data).is_err(), "XLBox {extended:#x}");
+        }
+    }
 
     fn sof(marker: u8, width: u16, height: u16) -> Vec<u8> {
         let mut out = vec![0xFF, marker, 0, 11, 8];

@@ -86,6 +86,7 @@ pub fn decode_dicom_frame_within(
         });
     }
     retype_unknown_vrs(&mut object);
+    same_reading(&object, &summary).map_err(fail)?;
 
     // dicom-rs 0.10's RLE decoder indexes past the end of truncated fragments; a corrupt
     // upload must come back as an error, so its panics stop here.
@@ -152,7 +153,10 @@ pub fn decode_dicom_frame_within(
         first_number(&object, tags::WINDOW_CENTER),
         first_number(&object, tags::WINDOW_WIDTH),
     ) {
-        (Some(center), Some(width)) if width > 1.0 => {
+        // Values past f32 (1e39) would become infinite windows, refused only at the write.
+        (Some(center), Some(width))
+            if width > 1.0 && (width as f32).is_finite() && (center as f32).is_finite() =>
+        {
             Some(Window::from_width_level(width as f32, center as f32))
         }
         _ => None,
@@ -168,6 +172,55 @@ pub fn decode_dicom_frame_within(
             .then_some(modality)
             .or(summary.modality),
     })
+}
+
+/// Refuses a file that dicom-rs reads differently from the scan: every bound the scan
+/// checked (sizes, codestream headers, deflate ceilings) holds only for the reading it
+/// checked. Found by attack: a second TransferSyntaxUID past the meta group's declared
+/// length (the scan took the later one, dicom-rs the first, so deflated frames inflated
+/// without a ceiling), Rows as UN in big endian (read in two byte orders).
+fn same_reading(
+    object: &DefaultDicomObject,
+    summary: &super::DicomSummary,
+) -> std::result::Result<(), String> {
+    let syntax = object
+        .meta()
+        .transfer_syntax()
+        .trim_end_matches(['\0', ' ']);
+    if syntax != summary.transfer_syntax.trim_end_matches(['\0', ' ']) {
+        return Err(format!(
+            "the file meta group names two transfer syntaxes ({syntax} and {}); refused as ambiguous",
+            summary.transfer_syntax
+        ));
+    }
+    let number = |tag: Tag| first_number(object, tag).map_or(0, |v| v.max(0.0) as u64);
+    let read = [
+        ("Rows", number(tags::ROWS), u64::from(summary.rows)),
+        ("Columns", number(tags::COLUMNS), u64::from(summary.columns)),
+        (
+            "BitsAllocated",
+            number(tags::BITS_ALLOCATED),
+            u64::from(summary.bits_allocated),
+        ),
+        (
+            "SamplesPerPixel",
+            number(tags::SAMPLES_PER_PIXEL).max(1),
+            u64::from(summary.samples_per_pixel.max(1)),
+        ),
+        (
+            "NumberOfFrames",
+            number(tags::NUMBER_OF_FRAMES).max(1),
+            u64::from(summary.frames.max(1)),
+        ),
+    ];
+    for (name, parsed, scanned) in read {
+        if parsed != scanned {
+            return Err(format!(
+                "{name} reads as {parsed} one way and {scanned} another (an ambiguous header); refused"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Some JPEG 2000 encoders mark signed data as unsigned in the codestream, so the decoder

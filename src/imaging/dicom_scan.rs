@@ -230,10 +230,13 @@ fn text_of(value: &[u8]) -> String {
         .to_string()
 }
 
+/// The first value of a US element, as dicom-rs reads it (found by attack: Rows written
+/// with two values read as 0 here and as the first value there, so an 8192 x 8192 image
+/// passed a 4096 limit).
 fn number_of(value: &[u8], syntax: Syntax) -> u32 {
-    match value.len() {
-        2 if syntax.big_endian => u32::from(u16::from_be_bytes([value[0], value[1]])),
-        2 => u32::from(u16::from_le_bytes([value[0], value[1]])),
+    match value {
+        [a, b, ..] if syntax.big_endian => u32::from(u16::from_be_bytes([*a, *b])),
+        [a, b, ..] => u32::from(u16::from_le_bytes([*a, *b])),
         _ => 0,
     }
 }

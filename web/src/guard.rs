@@ -132,7 +132,6 @@ pub fn watch_body(config: &Config, req: &mut ServiceRequest) -> Result<BodyWatch
     if matches!(payload, Payload::None) {
         return Ok(BodyWatch(None));
     }
-    let declared = declared_length(req.headers());
     let hold = Rc::new(Hold {
         payload: RefCell::new(payload),
         in_flight: config.in_flight.clone(),
@@ -140,16 +139,12 @@ pub fn watch_body(config: &Config, req: &mut ServiceRequest) -> Result<BodyWatch
         held: Cell::new(0),
         cut: Cell::new(None),
     });
-    if let Some(length) = declared {
-        if !hold.in_flight.reserve(length, hold.cap) {
-            return Err(busy());
-        }
-        hold.held.set(length);
-    }
+    // Bytes are reserved as they arrive, never as declared: found by attack, four idle
+    // connections declaring 64 MiB each held the whole cap for the body deadline while
+    // sending nothing.
     let stream = Watched {
         deadline: Box::pin(actix_web::rt::time::sleep(config.body_timeout)),
         hold: hold.clone(),
-        declared: declared.is_some(),
         seen: 0,
         max: config.max_body_bytes(),
         ended: false,
@@ -235,7 +230,6 @@ pub fn closing(error: &ApiError) -> actix_web::HttpResponse {
 struct Watched {
     deadline: Pin<Box<actix_web::rt::time::Sleep>>,
     hold: Rc<Hold>,
-    declared: bool,
     seen: usize,
     max: usize,
     ended: bool,
@@ -274,14 +268,11 @@ impl Stream for Watched {
                 if self.seen > self.max {
                     return self.cut(Cut::TooLarge);
                 }
-                if !self.declared {
-                    // Chunked: reserve what has arrived.
-                    let hold = self.hold.clone();
-                    if !hold.in_flight.reserve(chunk.len(), hold.cap) {
-                        return self.cut(Cut::Busy);
-                    }
-                    hold.held.set(hold.held.get() + chunk.len());
+                let hold = self.hold.clone();
+                if !hold.in_flight.reserve(chunk.len(), hold.cap) {
+                    return self.cut(Cut::Busy);
                 }
+                hold.held.set(hold.held.get() + chunk.len());
                 Poll::Ready(Some(Ok(chunk)))
             }
             Poll::Ready(None) => {

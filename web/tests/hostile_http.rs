@@ -510,13 +510,27 @@ fn bodies_past_the_in_flight_cap_get_503_until_the_holder_is_done() {
     let upload_head = |length: usize| {
         format!("POST /api/uploads HTTP/1.1\r\nHost: localhost\r\nContent-Type: multipart/form-data; boundary=x\r\nContent-Length: {length}\r\nConnection: close\r\n\r\n")
     };
-    // A big upload, declared and begun, not finished: its length is reserved.
+    // Declared lengths reserve nothing until their bytes come (found by attack: idle
+    // connections declaring the cap between them locked every body route out).
+    let mut idle = connect(port);
+    idle.write_all(upload_head(1_000_000).as_bytes()).unwrap();
+    let (content_type, small) = multipart(&[("image", Some("a.png"), b"not an image")]);
+    let mut small_upload = format!("POST /api/uploads HTTP/1.1\r\nHost: localhost\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", small.len()).into_bytes();
+    small_upload.extend_from_slice(&small);
+    let reply = exchange(port, &small_upload).unwrap();
+    assert_eq!(
+        status_of(&reply),
+        422,
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+    // A big upload, begun and not finished: what has arrived is reserved.
     let mut holder = connect(port);
-    holder.write_all(upload_head(900_000).as_bytes()).unwrap();
+    holder.write_all(upload_head(950_000).as_bytes()).unwrap();
     holder
         .write_all(b"--x\r\nContent-Disposition: form-data; name=\"image\"; filename=\"a\"\r\n\r\n")
         .unwrap();
-    holder.write_all(&vec![0u8; 100_000]).unwrap();
+    holder.write_all(&vec![0u8; 900_000]).unwrap();
     let started = Instant::now();
     while state.config.in_flight.bytes() < 900_000 {
         assert!(
@@ -525,8 +539,10 @@ fn bodies_past_the_in_flight_cap_get_503_until_the_holder_is_done() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    // A declared length that does not fit: refused before it is read.
-    let reply = exchange(port, upload_head(200_000).as_bytes()).unwrap();
+    // A body that does not fit beside it: refused once its bytes arrive.
+    let mut request = upload_head(200_000).into_bytes();
+    request.extend_from_slice(&vec![b'a'; 200_000]);
+    let reply = exchange(port, &request).unwrap();
     assert_eq!(status_of(&reply), 503);
     let (head, body) = split_reply(&reply);
     assert!(head.contains("retry-after:"), "{head}");
@@ -555,6 +571,7 @@ fn bodies_past_the_in_flight_cap_get_503_until_the_holder_is_done() {
     assert!(split_reply(&reply).0.contains("retry-after:"));
     // The holder goes away: its reservation is released, and the next upload is read.
     drop(holder);
+    drop(idle);
     let started = Instant::now();
     while state.config.in_flight.bytes() != 0 {
         assert!(

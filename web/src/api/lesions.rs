@@ -5,7 +5,7 @@ use actix_web::{web, HttpResponse};
 use lesion_search::dataset::PixelBox;
 use lesion_search::imaging::{render_thumbnail, CtImage, PixelUnit, ThumbnailSpec, WindowChoice};
 
-use super::{blocking, path_lesion, Shared};
+use super::{blocking, heavy, path_lesion, Shared};
 use crate::access::ReadAccess;
 use crate::error::{ApiError, ApiResult};
 use crate::wire::{ImageQuery, LesionDetail, LesionSummary, OutlookOut};
@@ -146,7 +146,9 @@ pub(super) async fn image(
     let id = path_lesion(&engine, &path)?;
     let window = window_of(&query.window)?;
     let query = query.into_inner();
-    let bytes = blocking(&state, move |_| {
+    // A rendering of up to 2048 x 2048 is heavy work: it takes a slot, so a flood of them
+    // queues for slots (503 past them) instead of holding 32 MB each on unbounded threads.
+    let bytes = heavy(&state, move |_| {
         let stored = engine
             .lesion(id)
             .map_err(|e| ApiError::from_core(e, "id"))?

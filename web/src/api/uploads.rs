@@ -4,7 +4,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::lesions::{pixels_response, render_png, window_of};
-use super::{blocking, decode_upload, heavy, read_form, Shared};
+use super::{decode_upload, heavy, read_form, Shared};
 use crate::access::ReadAccess;
 use crate::error::{ApiError, ApiResult};
 use crate::wire::{ImageQuery, Uploaded};
@@ -75,7 +75,7 @@ pub(super) async fn image(
     let slice = held(&state, &path)?;
     let window = window_of(&query.window)?;
     let query = query.into_inner();
-    let bytes = blocking(&state, move |_| {
+    let bytes = heavy(&state, move |_| {
         let spacing = slice.spacing_mm.unwrap_or((1.0, 1.0));
         render_png(&slice, window, slice.window, None, spacing, &query)
     })
