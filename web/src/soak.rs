@@ -311,20 +311,23 @@ fn hostile_requests() -> Vec<(String, LoadRequest, Vec<String>)> {
         "deflated-frame-bomb",
         "element-bomb-300k",
     ] {
-        if let Some(lie) = lies.iter().find(|l| l.name.starts_with(wanted)) {
-            let (content_type, body) = multipart(&[], Some(("image", &lie.bytes)));
-            attacks.push((
-                format!("lying image {}", lie.name),
-                LoadRequest {
-                    method: "POST".into(),
-                    path: "/api/uploads".into(),
-                    content_type: Some(content_type),
-                    body,
-                    key: Some(SOAK_READ_KEY.into()),
-                },
-                vec![],
-            ));
-        }
+        // A renamed sample must fail the soak loudly, not drop its attack.
+        let lie = lies
+            .iter()
+            .find(|l| l.name.starts_with(wanted))
+            .unwrap_or_else(|| panic!("imaging::lies has no sample named {wanted}*"));
+        let (content_type, body) = multipart(&[], Some(("image", &lie.bytes)));
+        attacks.push((
+            format!("lying image {}", lie.name),
+            LoadRequest {
+                method: "POST".into(),
+                path: "/api/uploads".into(),
+                content_type: Some(content_type),
+                body,
+                key: Some(SOAK_READ_KEY.into()),
+            },
+            vec![],
+        ));
     }
     attacks.extend([
         (
