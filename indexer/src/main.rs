@@ -1,5 +1,6 @@
 //! `lesion-indexer`: the command line of Lesion Search.
 
+mod add;
 mod backend_args;
 mod bench;
 mod bench_backends;
@@ -7,11 +8,16 @@ mod bench_embed;
 mod bench_search;
 mod bench_vectors;
 mod build;
+mod change_report;
+mod delete;
 mod embed;
+mod embed_shard;
 mod eval;
 mod evaluate_model;
+mod export_vectors;
 mod followup;
 mod inspect;
+mod milvus_sync;
 mod patch;
 mod progress;
 mod query;
@@ -19,6 +25,7 @@ mod slice_args;
 mod synth;
 mod thumbnail;
 mod train;
+mod verify;
 mod weights;
 
 use std::process::ExitCode;
@@ -41,19 +48,19 @@ enum Command {
     Build(build::BuildArgs),
     /// Embed one shard of an archive (its patients that hash to I of N) into a file that
     /// `build --embeddings` reads: embedding as batch work spread over processes or machines.
-    EmbedShard(build::EmbedShardArgs),
+    EmbedShard(embed_shard::EmbedShardArgs),
     /// Add the lesions of a DeepLesion-format folder to an index (a new generation).
-    Add(build::AddArgs),
+    Add(add::AddArgs),
     /// Delete lesions from an index by key (a new generation; hidden from every store).
-    Delete(build::DeleteArgs),
+    Delete(delete::DeleteArgs),
     /// Search an index: text, an image example, a lesion, filters (the API's request).
     Query(Box<query::Args>),
     /// Check that records, vectors and text of an index agree (and, with `--backend milvus`,
     /// that Milvus holds the same lesions and vectors).
-    Verify(build::VerifyArgs),
+    Verify(verify::VerifyArgs),
     /// Copy the served generation into Milvus and point the alias at it (what every write
     /// with `--backend milvus` does; run it to finish one that was interrupted).
-    MilvusSync(build::MilvusSyncArgs),
+    MilvusSync(milvus_sync::MilvusSyncArgs),
     /// Generate a realistic DeepLesion-format archive (CT-like slices, table, reports).
     Synth(synth::Args),
     /// Validate a DeepLesion-format archive: a summary and every malformed row.
@@ -83,7 +90,7 @@ enum Command {
     /// generated vectors or on a TEXMEX / .npy set (--base, --queries, --truth).
     Bench(bench_vectors::Args),
     /// Write an index's vectors as TEXMEX .fvecs (a bench set of real model outputs).
-    ExportVectors(build::ExportVectorsArgs),
+    ExportVectors(export_vectors::ExportVectorsArgs),
     /// Measure in-process query latency (text, by lesion, both, image) on a built index.
     BenchSearch(bench_search::Args),
     /// Compare the embedded and the Milvus backend on one index: same top k of full
@@ -101,13 +108,13 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Synth(args) => synth::run(args),
-        Command::Build(args) => build::run_build(args),
-        Command::EmbedShard(args) => build::run_embed_shard(args),
-        Command::Verify(args) => build::run_verify(args),
-        Command::MilvusSync(args) => build::run_milvus_sync(args),
+        Command::Build(args) => build::run(args),
+        Command::EmbedShard(args) => embed_shard::run(args),
+        Command::Verify(args) => verify::run(args),
+        Command::MilvusSync(args) => milvus_sync::run(args),
         Command::Query(args) => query::run(*args),
-        Command::Add(args) => build::run_add(args),
-        Command::Delete(args) => build::run_delete(args),
+        Command::Add(args) => add::run(args),
+        Command::Delete(args) => delete::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Patch(args) => patch::run(args),
         Command::BenchPatches(args) => bench::run(args),
@@ -123,7 +130,7 @@ fn main() -> ExitCode {
         Command::BenchBackends(args) => bench_backends::run(args),
         Command::BenchEmbed(args) => bench_embed::run(args),
         Command::Bench(args) => bench_vectors::run(args),
-        Command::ExportVectors(args) => build::run_export_vectors(args),
+        Command::ExportVectors(args) => export_vectors::run(args),
         Command::Weights(command) => weights::run(command),
     };
     match outcome {

@@ -1,0 +1,83 @@
+//! `lesion-indexer verify`: records, vectors, text (and the backend) of an index agree.
+
+use lesion_search::index::{GraphOutcome, RECALL_TARGET};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use lesion_search::archive::Archive;
+
+use crate::backend_args::BackendArgs;
+
+#[derive(clap::Args)]
+pub struct VerifyArgs {
+    #[arg(long)]
+    index: PathBuf,
+    #[command(flatten)]
+    backend: BackendArgs,
+}
+
+pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let archive = Archive::open(&args.index)?;
+    let mut problems = archive.verify()?;
+    let choice = args.backend.choice()?;
+    if choice != lesion_search::backend::BackendChoice::Embedded {
+        let (published, backend) = lesion_search::backend::open(&args.index, &choice)?;
+        let outside = backend.verify(&published)?;
+        println!(
+            "{}: {} against the records: {}",
+            backend.info().name,
+            backend.info().vectors,
+            if outside.is_empty() {
+                "same lesions, keys and vectors".to_string()
+            } else {
+                format!("{} problems", outside.len())
+            }
+        );
+        problems.extend(
+            outside
+                .into_iter()
+                .map(|p| format!("{}: {p}", backend.info().name)),
+        );
+    }
+    for p in &problems {
+        println!("error: {}: {p}", archive.dir.display());
+    }
+    match archive.vectors.graph.as_ref().map(|g| g.connectivity()) {
+        Some(c) => println!(
+            "graph: {} of {} nodes reachable from the entry point ({:.2}%), {} without in-links, ef {}",
+            c.reachable,
+            c.nodes,
+            100.0 * c.reachable_fraction(),
+            c.without_in_links,
+            archive.vectors.ef
+        ),
+        None => println!("vectors: searched exactly (no graph)"),
+    }
+    match archive.vectors.outcome {
+        GraphOutcome::Met => {}
+        GraphOutcome::Enlarged { m, ef_construction } => println!(
+            "graph: rebuilt with M {m}, ef_construction {ef_construction} to reach recall@10 {RECALL_TARGET}"
+        ),
+        GraphOutcome::Exact { recall_at_10 } => println!(
+            "warning: the graph reached recall@10 {recall_at_10:.3} < {RECALL_TARGET} even enlarged; \
+             every query is answered by the exact scan"
+        ),
+    }
+    println!(
+        "{}: generation {}, {} lesions, model {}: {}",
+        args.index.display(),
+        archive.manifest.generation,
+        archive.manifest.lesions,
+        archive.manifest.model.name,
+        if problems.is_empty() {
+            "records, vectors and text agree".to_string()
+        } else {
+            format!("{} problems", problems.len())
+        }
+    );
+    Ok(if problems.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
