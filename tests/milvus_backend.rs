@@ -351,10 +351,10 @@ fn milvus_answers_as_the_embedded_backend_through_build_add_and_delete() {
     let all = embedded.allowed(&Filter::default());
     let (mut found, mut wanted) = (0, 0);
     for id in all.iter().step_by(5) {
-        let query = vectors.flat.vector(id);
+        let query = vectors.vector(id);
         let mut exact: Vec<(u32, f32)> = all
             .iter()
-            .map(|o| (o, dot(query, vectors.flat.vector(o))))
+            .map(|o| (o, dot(query, vectors.vector(o))))
             .collect();
         exact.sort_by(|a, b| b.1.total_cmp(&a.1));
         exact.truncate(10);

@@ -2,7 +2,7 @@
 //! queries. The engine keeps the records, the catalog of filterable facts and the planning
 //! of a request; a backend ranks vectors and report text among the ids a request allows.
 //!
-//! [`Embedded`] is the default: the in-process vector index (flat + HNSW) and tantivy, both
+//! [`InProcess`] is the default: the in-process vector index (flat + HNSW) and tantivy, both
 //! read from the published generation on disk. [`milvus::MilvusBackend`] keeps the vectors
 //! and filterable facts in a Milvus collection per generation. Both implement the same
 //! trait, so the server, the CLI, the evaluation and every response stay the same; which one
@@ -55,7 +55,7 @@ pub fn open(
 ) -> Result<(Published, Box<dyn SearchBackend>)> {
     let (published, vectors, text) = Archive::open(index_dir)?.into_parts();
     let backend: Box<dyn SearchBackend> = match choice {
-        BackendChoice::Embedded => Box::new(Embedded::new(vectors, text)),
+        BackendChoice::Embedded => Box::new(InProcess::new(vectors, text)),
         BackendChoice::Milvus(settings) => {
             drop(vectors);
             Box::new(milvus::MilvusBackend::open(settings, &published, text)?)
@@ -177,22 +177,22 @@ fn ranked_by_tantivy(
 
 /// The in-process stores of a published generation: flat vectors with the HNSW graph over
 /// them, and tantivy over the reports.
-pub struct Embedded {
+pub struct InProcess {
     vectors: VectorIndex,
     text: TextIndex,
 }
 
-impl Embedded {
+impl InProcess {
     pub fn new(vectors: VectorIndex, text: TextIndex) -> Self {
-        Embedded { vectors, text }
+        InProcess { vectors, text }
     }
 }
 
-impl SearchBackend for Embedded {
+impl SearchBackend for InProcess {
     fn info(&self) -> BackendInfo {
         BackendInfo {
             name: "embedded".into(),
-            vectors: if self.vectors.graph.is_some() {
+            vectors: if self.vectors.graph().is_some() {
                 "hnsw+flat".into()
             } else {
                 "flat".into()
@@ -202,12 +202,12 @@ impl SearchBackend for Embedded {
     }
 
     fn dim(&self) -> usize {
-        self.vectors.flat.dim()
+        self.vectors.dim()
     }
 
     fn vector(&self, id: u32) -> Result<Cow<'_, [f32]>> {
-        if (id as usize) < self.vectors.flat.len() {
-            Ok(Cow::Borrowed(self.vectors.flat.vector(id)))
+        if (id as usize) < self.vectors.len() {
+            Ok(Cow::Borrowed(self.vectors.vector(id)))
         } else {
             Err(Error::invalid_argument(
                 "lesion",
