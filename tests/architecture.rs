@@ -108,3 +108,148 @@ fn module_dependencies_point_one_way() {
         assert!(extra.is_empty(), "{module} uses {extra:?}");
     }
 }
+
+/// Every `.rs` file under `dir` with its code: comments and test modules left out.
+fn code_of(dir: &Path) -> Vec<(std::path::PathBuf, String)> {
+    let mut files = Vec::new();
+    if dir.is_dir() {
+        sources(dir, &mut files);
+    }
+    files
+        .into_iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap_or("");
+            let code: String = code
+                .lines()
+                .map(|line| line.split("//").next().unwrap_or(""))
+                .collect::<Vec<_>>()
+                .join("\n");
+            (path, code)
+        })
+        .collect()
+}
+
+fn workspace() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+/// The library's paths a piece of code names: `lesion_search::a::b` as `a::b`.
+fn library_paths(code: &str) -> Vec<String> {
+    code.match_indices("lesion_search::")
+        .map(|(i, _)| {
+            code[i + "lesion_search::".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+                .collect()
+        })
+        .collect()
+}
+
+/// The products (the server and the CLI) open, write and mirror an index only through
+/// `service`, so no edge knows `CURRENT`, the write lock or the order of publishing and
+/// mirroring; and they use the library's facade modules, not its internals.
+#[test]
+fn binaries_reach_an_index_only_through_the_service() {
+    let facade = [
+        "service", "search", "archive", "backend", "dataset", "imaging", "embed", "eval",
+        "synth", "followup", "index", "text", "store", "filter", "ontology", "util", "version",
+        "Error", "Result",
+    ];
+    // What only `service` may call: the engine's opening, the archive's write functions,
+    // the backend's opening and mirroring, the write lock.
+    let internal = [
+        "Engine::open",
+        "Engine::with_backend",
+        "backend::open",
+        "backend::mirror",
+        "archive::WriteLock",
+    ];
+    let archive_writes = [
+        "build", "build_locked", "build_from_shards", "build_from_shards_locked", "add",
+        "add_locked", "add_lesion", "add_lesion_locked", "delete", "delete_locked",
+    ];
+    let root = workspace();
+    let mut checked = 0;
+    for product in ["indexer/src", "web/src"] {
+        for (path, code) in code_of(&root.join(product)) {
+            checked += 1;
+            let shown = path.strip_prefix(&root).unwrap().display().to_string();
+            for named in library_paths(&code) {
+                let module = named.split("::").next().unwrap_or("");
+                assert!(
+                    facade.contains(&module),
+                    "{shown} names lesion_search::{named}, outside the facade modules {facade:?}"
+                );
+                for item in internal {
+                    assert!(
+                        !named.starts_with(item) && !code.contains(&format!(" {item}(")),
+                        "{shown} uses {item}: open and write an index through lesion_search::service"
+                    );
+                }
+            }
+            assert!(
+                !code.contains("Engine::open") && !code.contains("\"CURRENT\""),
+                "{shown} opens a generation itself: use service::Index"
+            );
+            for (i, _) in code.match_indices("lesion_search::archive::{") {
+                let list = &code[i..i + code[i..].find('}').unwrap()];
+                for write in archive_writes {
+                    let named = list
+                        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .any(|word| word == write);
+                    assert!(
+                        !named,
+                        "{shown} imports archive::{write}: write through service::Writer"
+                    );
+                }
+            }
+        }
+    }
+    assert!(checked > 20, "only {checked} product files found");
+}
+
+/// Each engine crate is named in one module of the library (ARCHITECTURE.md, "Invariants").
+#[test]
+fn each_engine_crate_is_named_in_one_module() {
+    let owners: [(&str, &[&str]); 10] = [
+        ("candle_core", &["src/embed/"]),
+        ("candle_nn", &["src/embed/"]),
+        ("tantivy", &["src/text/"]),
+        ("sled", &["src/store/"]),
+        ("hnsw_rs", &["src/index/hnsw/hnsw_rs.rs"]),
+        ("anndists", &["src/index/hnsw/hnsw_rs.rs"]),
+        ("dicom_object", &["src/imaging/dicom.rs"]),
+        ("dicom_pixeldata", &["src/imaging/dicom.rs"]),
+        ("milvus", &["src/backend/milvus/"]),
+        ("png", &["src/imaging/png16.rs"]),
+    ];
+    let root = workspace();
+    let files = code_of(&root.join("src"));
+    for (krate, homes) in owners {
+        let pattern = format!("{krate}::");
+        let mut users = Vec::new();
+        for (path, code) in &files {
+            // A file that declares a module of the crate's name (`mod milvus;`) names that
+            // module, not the crate.
+            if code.contains(&format!("mod {krate};")) {
+                continue;
+            }
+            let shown = path.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
+            let names_it = code.match_indices(&pattern).any(|(i, _)| {
+                // `a_png::` or `x.png::` are other names; a path starts the crate's name.
+                let before = code[..i].chars().last().unwrap_or(' ');
+                !(before.is_ascii_alphanumeric() || before == '_' || before == ':')
+            });
+            if names_it {
+                users.push(shown);
+            }
+        }
+        assert!(!users.is_empty(), "nothing names {krate}: is the table stale?");
+        let strays: Vec<&String> = users
+            .iter()
+            .filter(|user| !homes.iter().any(|home| user.starts_with(home)))
+            .collect();
+        assert!(strays.is_empty(), "{krate} is named outside {homes:?}: {strays:?}");
+    }
+}

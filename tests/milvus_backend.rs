@@ -26,8 +26,9 @@ use lesion_search::backend::milvus::{expression_of, MilvusBackend};
 use lesion_search::backend::{self, BackendChoice, MilvusIndex, MilvusSettings};
 use lesion_search::dataset::{CoarseType, Sex, Split};
 use lesion_search::embed::bundled_lesion_cnn;
+use lesion_search::filter::{Filter, Range};
 use lesion_search::index::{dot, GraphParams};
-use lesion_search::search::{Engine, Filter, Range, SearchRequest};
+use lesion_search::search::{Engine, SearchRequest};
 use lesion_search::text::document_text;
 
 fn venv_dir(variable: &str, default: &str) -> Option<PathBuf> {
@@ -317,9 +318,9 @@ fn milvus_answers_as_the_embedded_backend_through_build_add_and_delete() {
         .to_string();
     assert!(refused.contains("milvus-sync"), "{refused}");
 
-    let mirrored = backend::publish(index.path(), &choice).unwrap().unwrap();
+    let mirrored = backend::mirror(index.path(), &choice).unwrap().unwrap();
     assert!(!mirrored.already && mirrored.rows == 130, "{mirrored:?}");
-    let again = backend::publish(index.path(), &choice).unwrap().unwrap();
+    let again = backend::mirror(index.path(), &choice).unwrap().unwrap();
     assert!(
         again.already,
         "a second mirror of the same generation writes nothing"
@@ -386,7 +387,7 @@ fn milvus_answers_as_the_embedded_backend_through_build_add_and_delete() {
     .unwrap();
     // Not mirrored yet: refused, never served from the old collection.
     assert!(Engine::open_with(index.path(), model.clone(), &choice).is_err());
-    let mirrored = backend::publish(index.path(), &choice).unwrap().unwrap();
+    let mirrored = backend::mirror(index.path(), &choice).unwrap().unwrap();
     assert_eq!(mirrored.rows, 150);
     let embedded = Engine::open(index.path(), model.clone()).unwrap();
     let milvus = Engine::open_with(index.path(), model.clone(), &choice).unwrap();
@@ -411,7 +412,7 @@ fn milvus_answers_as_the_embedded_backend_through_build_add_and_delete() {
     let (_, gone_key) = added.changed[2].clone();
     let deleted = delete(index.path(), &[gone_key], GraphParams::default()).unwrap();
     assert_eq!(deleted.live, 149);
-    let mirrored = backend::publish(index.path(), &choice).unwrap().unwrap();
+    let mirrored = backend::mirror(index.path(), &choice).unwrap().unwrap();
     assert_eq!(mirrored.rows, 149);
     assert!(
         mirrored.dropped.iter().any(|c| c.contains("_gen_000001_")),
@@ -441,13 +442,13 @@ fn milvus_answers_as_the_embedded_backend_through_build_add_and_delete() {
         &|_| {},
     )
     .unwrap();
-    let clash = backend::publish(other.path(), &choice)
+    let clash = backend::mirror(other.path(), &choice)
         .unwrap_err()
         .to_string();
     assert!(clash.contains("--milvus-collection"), "{clash}");
     let own = BackendChoice::Milvus(server.settings("other_archive"));
     assert_eq!(
-        backend::publish(other.path(), &own).unwrap().unwrap().rows,
+        backend::mirror(other.path(), &own).unwrap().unwrap().rows,
         12
     );
     let first = Engine::open_with(index.path(), model.clone(), &choice).unwrap();
@@ -475,7 +476,7 @@ fn milvus_lite_ranks_report_text_by_bm25_beside_the_same_vectors() {
         labels: None,
     };
     build(index.path(), &options, &|_| {}).unwrap();
-    backend::publish(index.path(), &choice).unwrap();
+    backend::mirror(index.path(), &choice).unwrap();
     let model = Arc::new(model);
     let embedded = Engine::open(index.path(), model.clone()).unwrap();
     let milvus = Engine::open_with(index.path(), model, &choice).unwrap();

@@ -1,10 +1,8 @@
 //! `--backend`, `--milvus-url` and `--milvus-collection`: which backend serves an index's
 //! vectors and filters, shared by the commands that write or read an index.
 
-use std::path::Path;
-
 use lesion_search::backend::milvus::{DEFAULT_COLLECTION, DEFAULT_URL};
-use lesion_search::backend::{self, BackendChoice, MilvusIndex, MilvusSettings};
+use lesion_search::backend::{BackendChoice, MilvusIndex, MilvusSettings, MirrorSummary};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct BackendArgs {
@@ -37,28 +35,29 @@ impl BackendArgs {
             },
         )?)
     }
+}
 
-    /// Mirrors the generation a write just published into the backend, saying what it did.
-    pub fn publish(&self, index: &Path) -> anyhow::Result<()> {
-        if let Some(summary) = backend::publish(index, &self.choice()?)? {
-            eprintln!(
-                "milvus: {} {} ({} lesions, recall@100 {:.3} against the exact scan after {:.1} s), {}{}",
-                if summary.already { "kept" } else { "filled" },
-                summary.collection,
-                summary.rows,
-                summary.recall,
-                summary.settled_s,
-                match &summary.alias {
-                    Some(alias) => format!("alias {alias} points at it"),
-                    None => "no alias (the server has none)".to_string(),
-                },
-                if summary.dropped.is_empty() {
-                    String::new()
-                } else {
-                    format!("; dropped {}", summary.dropped.join(", "))
-                }
-            );
+/// Says what mirroring a newly published generation into the backend did (nothing to say
+/// for the embedded backend, which reads the generation itself).
+pub fn print_mirror(mirror: Option<&MirrorSummary>) {
+    let Some(summary) = mirror else {
+        return;
+    };
+    eprintln!(
+        "milvus: {} {} ({} lesions, recall@100 {:.3} against the exact scan after {:.1} s), {}{}",
+        if summary.already { "kept" } else { "filled" },
+        summary.collection,
+        summary.rows,
+        summary.recall,
+        summary.settled_s,
+        match &summary.alias {
+            Some(alias) => format!("alias {alias} points at it"),
+            None => "no alias (the server has none)".to_string(),
+        },
+        if summary.dropped.is_empty() {
+            String::new()
+        } else {
+            format!("; dropped {}", summary.dropped.join(", "))
         }
-        Ok(())
-    }
+    );
 }

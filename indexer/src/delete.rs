@@ -3,10 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use lesion_search::archive::delete;
-use lesion_search::index::GraphParams;
+use lesion_search::service::Writer;
 
-use crate::backend_args::BackendArgs;
+use crate::backend_args::{print_mirror, BackendArgs};
 
 #[derive(clap::Args)]
 pub struct DeleteArgs {
@@ -21,9 +20,8 @@ pub struct DeleteArgs {
 }
 
 pub fn run(args: DeleteArgs) -> anyhow::Result<ExitCode> {
-    args.backend.choice()?;
-    let summary = delete(&args.index, &args.keys, GraphParams::default())?;
-    crate::change_report::print_change("deleted", &args.index, &summary);
-    args.backend.publish(&args.index)?;
+    let written = Writer::open(&args.index, &args.backend.choice()?)?.delete(&args.keys)?;
+    crate::change_report::print_change("deleted", &args.index, &written.summary);
+    print_mirror(written.mirror.as_ref());
     Ok(ExitCode::SUCCESS)
 }

@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::backend_args::BackendArgs;
+use lesion_search::service::Writer;
+
+use crate::backend_args::{print_mirror, BackendArgs};
 
 #[derive(clap::Args)]
 pub struct MilvusSyncArgs {
@@ -22,12 +24,14 @@ pub struct MilvusSyncArgs {
 }
 
 pub fn run(args: MilvusSyncArgs) -> anyhow::Result<ExitCode> {
-    BackendArgs {
+    let backend = BackendArgs {
         backend: "milvus".into(),
         milvus_url: args.milvus_url,
         milvus_collection: args.milvus_collection,
         milvus_index: args.milvus_index,
     }
-    .publish(&args.index)?;
+    .choice()?;
+    let mirror = Writer::open(&args.index, &backend)?.mirror_served()?;
+    print_mirror(mirror.as_ref());
     Ok(ExitCode::SUCCESS)
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use lesion_search::archive::Archive;
+use lesion_search::service::Index;
 
 use crate::backend_args::BackendArgs;
 
@@ -21,12 +22,14 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let mut problems = archive.verify()?;
     let choice = args.backend.choice()?;
     if choice != lesion_search::backend::BackendChoice::Embedded {
-        let (published, backend) = lesion_search::backend::open(&args.index, &choice)?;
-        let outside = backend.verify(&published)?;
+        // What a server over this index would serve, checked against the records.
+        let engine = Index::open(&args.index, &choice)?.engine();
+        let outside = engine.verify()?;
+        let backend = engine.backend();
         println!(
             "{}: {} against the records: {}",
-            backend.info().name,
-            backend.info().vectors,
+            backend.name,
+            backend.vectors,
             if outside.is_empty() {
                 "same lesions, keys and vectors".to_string()
             } else {
@@ -36,24 +39,28 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         problems.extend(
             outside
                 .into_iter()
-                .map(|p| format!("{}: {p}", backend.info().name)),
+                .map(|p| format!("{}: {p}", backend.name)),
         );
     }
     for p in &problems {
         println!("error: {}: {p}", archive.dir.display());
     }
-    match archive.vectors.graph.as_ref().map(|g| g.connectivity()) {
+    match archive.vectors.connectivity() {
         Some(c) => println!(
-            "graph: {} of {} nodes reachable from the entry point ({:.2}%), {} without in-links, ef {}",
+            "graph: {} of {} nodes reachable from the entry point ({:.2}%), {} without in-links, ef {}, built by {}",
             c.reachable,
             c.nodes,
             100.0 * c.reachable_fraction(),
             c.without_in_links,
-            archive.vectors.ef
+            archive.vectors.ef(),
+            archive.manifest.graph_builder
         ),
-        None => println!("vectors: searched exactly (no graph)"),
+        None => println!(
+            "vectors: searched exactly (no graph; one would be built by {})",
+            archive.manifest.graph_builder
+        ),
     }
-    match archive.vectors.outcome {
+    match archive.vectors.outcome() {
         GraphOutcome::Met => {}
         GraphOutcome::Enlarged { m, ef_construction } => println!(
             "graph: rebuilt with M {m}, ef_construction {ef_construction} to reach recall@10 {RECALL_TARGET}"

@@ -124,18 +124,17 @@ pub fn add(
     options: &AddOptions,
     progress: &(dyn Fn(BuildEvent) + Sync),
 ) -> Result<ChangeSummary> {
-    let lock = WriteLock::acquire(dir)?;
-    add_holding(&lock, dir, options, progress)
+    add_locked(&WriteLock::acquire(dir)?, options, progress)
 }
 
-/// [`add`] for a writer that already holds the index's lock (one that staged its input
-/// under it).
-pub(super) fn add_holding(
-    _lock: &WriteLock,
-    dir: &Path,
+/// [`add`] for a writer that holds the index's lock already (one that staged its input
+/// under it, or a service writer that holds it for several writes).
+pub fn add_locked(
+    lock: &WriteLock,
     options: &AddOptions,
     progress: &(dyn Fn(BuildEvent) + Sync),
 ) -> Result<ChangeSummary> {
+    let dir = lock.dir();
     let (_, current) = current_generation(dir)?.ok_or_else(|| {
         index_error(
             dir,
@@ -176,7 +175,12 @@ pub(super) fn add_holding(
 /// Deletes lesions by key (`File_name`, or `File_name#n` for the n-th lesion of a slice) as
 /// a new generation. Unknown keys are refused, all of them named, and nothing changes.
 pub fn delete(dir: &Path, keys: &[String], graph: GraphParams) -> Result<ChangeSummary> {
-    let _lock = WriteLock::acquire(dir)?;
+    delete_locked(&WriteLock::acquire(dir)?, keys, graph)
+}
+
+/// [`delete`] for a writer that holds the index's lock already.
+pub fn delete_locked(lock: &WriteLock, keys: &[String], graph: GraphParams) -> Result<ChangeSummary> {
+    let dir = lock.dir();
     let mut draft = Draft::copy_of_served(dir)?;
     let mut ids = Vec::new();
     let mut unknown = Vec::new();

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::change::{add_holding, AddOptions, ChangeSummary};
+use super::change::{add_locked, AddOptions, ChangeSummary};
 use super::{WriteLock, ADDED_DIR};
 use crate::dataset::{
     write_dl_info, write_reports, CoarseType, LesionRecord, NormalizedLocation, PixelBox, Point,
@@ -177,10 +177,21 @@ pub fn add_lesion(
     model: &dyn Embedder,
     graph: GraphParams,
 ) -> Result<ChangeSummary> {
+    add_lesion_locked(&WriteLock::acquire(index_dir)?, image, input, model, graph)
+}
+
+/// [`add_lesion`] for a writer that holds the index's lock already. The slice is staged
+/// under the lock, so the writer that sweeps unreferenced `added/` folders never meets one
+/// whose add is still on its way.
+pub fn add_lesion_locked(
+    lock: &WriteLock,
+    image: &CtImage,
+    input: &LesionInput,
+    model: &dyn Embedder,
+    graph: GraphParams,
+) -> Result<ChangeSummary> {
     let record = lesion_record(image, input)?;
-    // Staged under the lock, so the writer that sweeps unreferenced `added/` folders never
-    // meets one whose add is still on its way.
-    let lock = WriteLock::acquire(index_dir)?;
+    let index_dir = lock.dir();
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -196,7 +207,7 @@ pub fn add_lesion(
         model,
         graph,
     };
-    add_holding(&lock, index_dir, &options, &|_| {}).inspect_err(|_| {
+    add_locked(lock, &options, &|_| {}).inspect_err(|_| {
         let _ = std::fs::remove_dir_all(&folder);
     })
 }

@@ -66,7 +66,7 @@ pub fn open(
 
 /// Brings the backend up to the generation `index_dir` serves, after a write published it
 /// (nothing to do for the embedded backend, which reads the generation itself).
-pub fn publish(index_dir: &Path, choice: &BackendChoice) -> Result<Option<MirrorSummary>> {
+pub fn mirror(index_dir: &Path, choice: &BackendChoice) -> Result<Option<MirrorSummary>> {
     match choice {
         BackendChoice::Embedded => Ok(None),
         BackendChoice::Milvus(settings) => {

@@ -4,19 +4,29 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use lesion_search::archive::{build, BuildEvent, BuildOptions};
+use lesion_search::archive::{served_generation_name, BuildEvent, BuildOptions};
+use lesion_search::backend::BackendChoice;
 use lesion_search::embed::Embedder;
-use lesion_search::index::GraphParams;
+use lesion_search::index::{GraphBuilder, GraphParams};
+use lesion_search::service::Writer;
 use lesion_search::synth::{generate, SynthOptions};
 
 pub const DEMO_LESIONS: usize = 2_000;
 const DEMO_SEED: u64 = 2026;
 
-/// The demo index folder, generated and built first when absent.
-pub fn prepare(dir: &Path, model: &dyn Embedder) -> anyhow::Result<PathBuf> {
+/// The demo index folder, generated and built first when absent (its graph, once the index
+/// has one, built by `graph_builder`); its generation is mirrored into `backend` either way
+/// (the demo's Milvus collection is made here too).
+pub fn prepare(
+    dir: &Path,
+    model: &dyn Embedder,
+    backend: &BackendChoice,
+    graph_builder: GraphBuilder,
+) -> anyhow::Result<PathBuf> {
     let archive = dir.join("archive");
     let index = dir.join("index");
-    if index.join("CURRENT").is_file() {
+    if served_generation_name(&index)?.is_some() {
+        Writer::open(&index, backend)?.mirror_served()?;
         return Ok(index);
     }
     if !archive.join("DL_info.csv").is_file() {
@@ -51,10 +61,13 @@ pub fn prepare(dir: &Path, model: &dyn Embedder) -> anyhow::Result<PathBuf> {
         dataset: archive,
         reports: None,
         model,
-        graph: GraphParams::default(),
+        graph: GraphParams {
+            builder: graph_builder,
+            ..GraphParams::default()
+        },
         labels: None,
     };
-    build(&index, &options, &|event| {
+    Writer::open(&index, backend)?.build(&options, &[], &|event| {
         if let BuildEvent::Embedding { done, total } = event {
             if done % 512 < 64 || done == total {
                 eprintln!("  {done}/{total} lesions embedded");

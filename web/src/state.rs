@@ -1,16 +1,15 @@
-//! What every handler shares: the served engine (swapped whole when a generation is
-//! published), the write queue, the settings, metrics and recently uploaded slices.
+//! What every handler shares: the served index (its engine swapped whole when a generation
+//! is published), the write queue, the settings, metrics and recently uploaded slices.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
-use lesion_search::backend::BackendChoice;
 use lesion_search::embed::Embedder;
 use lesion_search::imaging::CtImage;
 use lesion_search::search::Engine;
+use lesion_search::service::Index;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -23,76 +22,8 @@ struct HeldUpload {
     since: Instant,
 }
 
-/// The generation served now and what it takes to open the next one. Shared with the
-/// generation watcher and the write worker, which outlive no [`AppState`]: they hold it
-/// weakly or stop when the state's task queue closes.
-pub struct Served {
-    engine: ArcSwap<Engine>,
-    model: Arc<dyn Embedder>,
-    index_dir: PathBuf,
-    backend: BackendChoice,
-    /// Held while a generation is opened: sled admits one opener per process, so the
-    /// watcher and the write that published a generation must not both open it.
-    reloading: Mutex<()>,
-}
-
-impl Served {
-    pub fn engine(&self) -> Arc<Engine> {
-        self.engine.load_full()
-    }
-
-    pub fn index_dir(&self) -> &std::path::Path {
-        &self.index_dir
-    }
-
-    fn published_elsewhere(&self, serving: &Engine) -> bool {
-        let Ok(name) = std::fs::read_to_string(self.index_dir.join("CURRENT")) else {
-            return false;
-        };
-        serving.generation_name() != Some(name.trim())
-    }
-
-    /// Opens the generation `CURRENT` names and serves it from now on; `Ok(false)` when it
-    /// is served already.
-    pub fn reload(&self) -> lesion_search::Result<bool> {
-        let _one_at_a_time = self
-            .reloading
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        self.reload_locked()
-    }
-
-    fn reload_locked(&self) -> lesion_search::Result<bool> {
-        if !self.published_elsewhere(&self.engine.load()) {
-            return Ok(false);
-        }
-        let engine = Arc::new(Engine::open_with(
-            &self.index_dir,
-            self.model.clone(),
-            &self.backend,
-        )?);
-        warm(&engine);
-        self.engine.store(engine);
-        Ok(true)
-    }
-
-    /// After this server's own write: brings the backend up to the new generation (Milvus
-    /// gets its collection), then serves it. Another process's writes mirror themselves;
-    /// the watcher only reloads.
-    pub fn publish_and_reload(&self) -> lesion_search::Result<bool> {
-        // Held throughout, so that the watcher does not try the new generation before its
-        // collection is filled.
-        let _one_at_a_time = self
-            .reloading
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        lesion_search::backend::publish(&self.index_dir, &self.backend)?;
-        self.reload_locked()
-    }
-}
-
 pub struct AppState {
-    served: Arc<Served>,
+    index: Arc<Index>,
     pub index_dir: PathBuf,
     pub config: Config,
     pub metrics: Metrics,
@@ -116,37 +47,32 @@ impl AppState {
         model: Arc<dyn Embedder>,
         config: Config,
     ) -> lesion_search::Result<Self> {
-        let engine = Arc::new(Engine::open_with(
-            &index_dir,
-            model.clone(),
-            &config.backend,
-        )?);
-        Ok(AppState::with_engine(engine, index_dir, model, config))
+        let index = Index::open_with_model(&index_dir, model, &config.backend)?;
+        Ok(AppState::serving(index, config))
     }
 
     /// Serves an engine already open (sled lets one opener per process hold a generation,
-    /// so several servers over one index share it). Starts the generation watcher and the
-    /// write worker.
-    pub fn with_engine(
-        engine: Arc<Engine>,
-        index_dir: PathBuf,
-        model: Arc<dyn Embedder>,
-        config: Config,
-    ) -> Self {
-        warm(&engine);
-        let served = Arc::new(Served {
-            engine: ArcSwap::new(engine),
-            model,
-            index_dir: index_dir.clone(),
-            backend: config.backend.clone(),
-            reloading: Mutex::new(()),
+    /// so several servers over one index share it).
+    pub fn with_engine(engine: Arc<Engine>, index_dir: PathBuf, config: Config) -> Self {
+        AppState::serving(Index::serving(engine, &index_dir, &config.backend), config)
+    }
+
+    /// Starts the generation watcher, the outlook warm-up and the write worker.
+    fn serving(index: Index, config: Config) -> Self {
+        let index = Arc::new(index.warming_outlooks());
+        let watching = index.watch(WATCH_EVERY, |e| {
+            eprintln!(
+                "warning: a newly published generation could not be opened ({e}); the previous one stays served and the watcher retries"
+            );
         });
-        watch(Arc::downgrade(&served));
+        if let Err(e) = watching {
+            eprintln!("warning: could not start the generation watcher: {e}; restart the server to serve generations published by other processes");
+        }
         AppState {
             heavy: Arc::new(tokio::sync::Semaphore::new(config.max_heavy)),
-            tasks: TaskQueue::start(served.clone(), config.task_queue),
-            served,
-            index_dir,
+            tasks: TaskQueue::start(index.clone(), config.task_queue),
+            index_dir: index.dir().to_path_buf(),
+            index,
             config,
             metrics: Metrics::default(),
             uploads: Mutex::new(VecDeque::new()),
@@ -157,7 +83,7 @@ impl AppState {
     /// The engine serving now; a request keeps the one it started with. Never opens a
     /// generation: the watcher and the write worker swap new ones in.
     pub fn engine(&self) -> Arc<Engine> {
-        self.served.engine()
+        self.index.engine()
     }
 
     pub fn keep_upload(&self, image: CtImage) -> String {
@@ -211,54 +137,5 @@ impl AppState {
             .lock()
             .map(|u| u.iter().map(|u| u.bytes).sum())
             .unwrap_or(0)
-    }
-}
-
-/// Opens each generation published by another process as soon as `CURRENT` names it, so
-/// that no request ever opens one. Ends with the state it serves.
-fn watch(served: Weak<Served>) {
-    let spawned = std::thread::Builder::new()
-        .name("generation-watcher".into())
-        .spawn(move || {
-            let mut failing = false;
-            loop {
-                std::thread::sleep(WATCH_EVERY);
-                let Some(served) = served.upgrade() else {
-                    return;
-                };
-                match served.reload() {
-                    Ok(_) => failing = false,
-                    Err(e) if !failing => {
-                        failing = true;
-                        eprintln!(
-                            "warning: a newly published generation could not be opened ({e}); the previous one stays served and the watcher retries"
-                        );
-                    }
-                    Err(_) => {}
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        eprintln!("warning: could not start the generation watcher: {e}; restart the server to serve generations published by other processes");
-    }
-}
-
-/// Collects the archive's follow-up courses for outlooks in the background (seconds on a
-/// DeepLesion-sized archive), so that no request waits for them.
-fn warm(engine: &Arc<Engine>) {
-    let engine = Arc::downgrade(engine);
-    let spawned = std::thread::Builder::new()
-        .name("outlook-warmup".into())
-        .spawn(move || {
-            if let Some(engine) = engine.upgrade() {
-                // The error text may name a lesion key (it holds the patient number): not logged;
-                // an outlook request meets the same error and answers it.
-                if engine.trajectories().is_err() {
-                    eprintln!("warning: the follow-up courses for outlooks could not be collected; outlook requests will report why");
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        eprintln!("warning: could not start the outlook warm-up: {e}");
     }
 }

@@ -13,7 +13,7 @@ use actix_web::http::StatusCode;
 use serde::Serialize;
 
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::state::Served;
+use lesion_search::service::Index;
 
 /// Finished reports kept for reading back; the oldest finished ones go first.
 const KEPT_REPORTS: usize = 1_000;
@@ -70,7 +70,7 @@ pub struct TaskReport {
     pub error: Option<TaskError>,
 }
 
-type Work = Box<dyn FnOnce(&Served) -> ApiResult<Landed> + Send>;
+type Work = Box<dyn FnOnce(&Arc<Index>) -> ApiResult<Landed> + Send>;
 
 struct Job {
     id: String,
@@ -91,13 +91,13 @@ fn now_ms() -> u64 {
 
 impl TaskQueue {
     /// Starts the worker; it ends when the queue is dropped and the queued writes are done.
-    pub fn start(served: Arc<Served>, capacity: usize) -> Self {
+    pub fn start(index: Arc<Index>, capacity: usize) -> Self {
         let (sender, receiver) = sync_channel::<Job>(capacity.max(1));
         let reports = Arc::new(Mutex::new(VecDeque::new()));
         let worker_reports = reports.clone();
         let spawned = std::thread::Builder::new()
             .name("index-writer".into())
-            .spawn(move || run(receiver, served, worker_reports));
+            .spawn(move || run(receiver, index, worker_reports));
         let sender = match spawned {
             Ok(_) => Some(sender),
             Err(e) => {
@@ -118,7 +118,7 @@ impl TaskQueue {
     pub fn submit(
         &self,
         kind: &'static str,
-        work: impl FnOnce(&Served) -> ApiResult<Landed> + Send + 'static,
+        work: impl FnOnce(&Arc<Index>) -> ApiResult<Landed> + Send + 'static,
     ) -> ApiResult<TaskReport> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let id = format!("t{n}");
@@ -217,7 +217,7 @@ fn trim(reports: &mut VecDeque<TaskReport>) {
     }
 }
 
-fn run(receiver: Receiver<Job>, served: Arc<Served>, reports: Arc<Mutex<VecDeque<TaskReport>>>) {
+fn run(receiver: Receiver<Job>, index: Arc<Index>, reports: Arc<Mutex<VecDeque<TaskReport>>>) {
     let set = |id: &str, change: &dyn Fn(&mut TaskReport)| {
         let mut reports = reports
             .lock()
@@ -231,7 +231,7 @@ fn run(receiver: Receiver<Job>, served: Arc<Served>, reports: Arc<Mutex<VecDeque
             r.state = TaskState::Running;
             r.started_ms = Some(now_ms());
         });
-        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&served)))
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(&index)))
             .unwrap_or_else(|_| Err(ApiError::internal("the write failed unexpectedly")));
         let finished = now_ms();
         match outcome {

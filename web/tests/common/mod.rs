@@ -70,7 +70,6 @@ pub fn state(config: Config) -> web::Data<AppState> {
     web::Data::new(AppState::with_engine(
         shared_engine(),
         fixture().1.clone(),
-        model(),
         config,
     ))
 }

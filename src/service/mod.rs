@@ -1,0 +1,199 @@
+//! An index folder's life in one place: open it, serve its current generation, write,
+//! publish, mirror, reload.
+//!
+//! [`Index`] opens the generation `CURRENT` names, with the model its manifest records (or
+//! one given, which must be that model) and the configured backend, and serves it: a reader
+//! takes [`Index::engine`] and keeps that generation for as long as it holds it. Like
+//! tantivy's `IndexReader`, the index reloads by a policy of its own, so no caller reads
+//! `CURRENT`: a write through its [`Writer`] is served before the write returns;
+//! [`Index::watch`] serves what other processes publish within an interval;
+//! [`Index::reload`] does it on demand.
+//!
+//! [`Writer`] holds the folder's write lock (one writer across processes, for the writer's
+//! life) and offers build, add, add-lesion and delete. Each publishes one generation
+//! through `archive`, brings the backend up to it (a Milvus collection is filled before
+//! anyone is told) and, for a writer taken from an [`Index`], makes it served.
+
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::time::Duration;
+
+use crate::archive::{served_generation_name, Archive};
+use crate::backend::BackendChoice;
+use crate::embed::{default_cache_dir, resolve_model, Embedder};
+use crate::error::{Error, Result};
+use crate::search::Engine;
+
+pub use writer::{Writer, Written};
+
+/// The model called `name_or_dir` (a bundled name, a cached import, or a model folder).
+pub fn model_named(name_or_dir: &str) -> Result<Arc<dyn Embedder>> {
+    Ok(Arc::from(resolve_model(name_or_dir, &default_cache_dir())?))
+}
+
+/// The model that built the generation `dir` serves, as its manifest names it.
+pub fn model_of_index(dir: &Path) -> Result<Arc<dyn Embedder>> {
+    model_named(&Archive::current_manifest(dir)?.model.name)
+}
+
+/// An index folder opened for serving: the engine over its current generation, swapped
+/// whole when a newer one is published.
+pub struct Index {
+    dir: PathBuf,
+    model: Arc<dyn Embedder>,
+    backend: BackendChoice,
+    served: RwLock<Arc<Engine>>,
+    /// Held while a generation is opened, and by a writer of this index for its whole
+    /// write: a generation is opened once (sled admits one opener per process), and never
+    /// before its backend holds it.
+    reloading: Mutex<()>,
+    warm_outlooks: bool,
+}
+
+impl Index {
+    /// Opens the served generation of `dir` with the model its manifest names.
+    pub fn open(dir: &Path, backend: &BackendChoice) -> Result<Self> {
+        Index::open_with_model(dir, model_of_index(dir)?, backend)
+    }
+
+    /// Opens the served generation of `dir` with `model`, which must be the one that built
+    /// it (the manifest's card is checked).
+    pub fn open_with_model(
+        dir: &Path,
+        model: Arc<dyn Embedder>,
+        backend: &BackendChoice,
+    ) -> Result<Self> {
+        let engine = Engine::open_with(dir, model, backend)?;
+        Ok(Index::serving(Arc::new(engine), dir, backend))
+    }
+
+    /// Serves an engine open already over `dir` (several servers in one process share a
+    /// generation this way).
+    pub fn serving(engine: Arc<Engine>, dir: &Path, backend: &BackendChoice) -> Self {
+        Index {
+            dir: dir.to_path_buf(),
+            model: engine.model().clone(),
+            backend: backend.clone(),
+            served: RwLock::new(engine),
+            reloading: Mutex::new(()),
+            warm_outlooks: false,
+        }
+    }
+
+    /// Collects each served generation's follow-up courses for outlooks in the background
+    /// as soon as it is open (seconds on a DeepLesion-sized archive), so that no request
+    /// waits for them.
+    pub fn warming_outlooks(mut self) -> Self {
+        self.warm_outlooks = true;
+        warm_outlooks(&self.engine());
+        self
+    }
+
+    /// The engine serving now; a reader keeps the generation it took.
+    pub fn engine(&self) -> Arc<Engine> {
+        self.served
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn model(&self) -> &Arc<dyn Embedder> {
+        &self.model
+    }
+
+    pub fn backend(&self) -> &BackendChoice {
+        &self.backend
+    }
+
+    /// Serves the generation `CURRENT` names if it is not served yet; `Ok(false)` when it
+    /// is. On failure the previous generation stays served.
+    pub fn reload(&self) -> Result<bool> {
+        let _one_at_a_time = self.reload_guard();
+        self.reload_held()
+    }
+
+    /// A writer of this index: holds the folder's lock until dropped, and serves each
+    /// generation it publishes before the write returns. `Error::Locked` when another
+    /// writer (another process) holds it.
+    pub fn writer(self: &Arc<Self>) -> Result<Writer> {
+        Writer::serving(self.clone())
+    }
+
+    /// Starts a thread that serves, within `every`, each generation other processes
+    /// publish. `on_failure` hears the first failure of a run of failed reloads (the
+    /// previous generation stays served and the watcher keeps trying). The thread ends
+    /// with the last holder of the index.
+    pub fn watch(
+        self: &Arc<Self>,
+        every: Duration,
+        on_failure: impl Fn(&Error) + Send + 'static,
+    ) -> std::io::Result<()> {
+        let index: Weak<Index> = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("generation-watcher".into())
+            .spawn(move || {
+                let mut failing = false;
+                loop {
+                    std::thread::sleep(every);
+                    let Some(index) = index.upgrade() else {
+                        return;
+                    };
+                    match index.reload() {
+                        Ok(_) => failing = false,
+                        Err(e) if !failing => {
+                            failing = true;
+                            on_failure(&e);
+                        }
+                        Err(_) => {}
+                    }
+                }
+            })
+            .map(|_| ())
+    }
+
+    fn reload_guard(&self) -> MutexGuard<'_, ()> {
+        self.reloading
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// [`Index::reload`] for a caller that holds `reloading`.
+    fn reload_held(&self) -> Result<bool> {
+        let current = served_generation_name(&self.dir)?;
+        if current.is_none() || current.as_deref() == self.engine().generation_name() {
+            return Ok(false);
+        }
+        let engine = Arc::new(Engine::open_with(
+            &self.dir,
+            self.model.clone(),
+            &self.backend,
+        )?);
+        if self.warm_outlooks {
+            warm_outlooks(&engine);
+        }
+        *self
+            .served
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = engine;
+        Ok(true)
+    }
+}
+
+fn warm_outlooks(engine: &Arc<Engine>) {
+    let engine = Arc::downgrade(engine);
+    // A thread that cannot start, or courses that cannot be collected, cost only the
+    // wait: the first outlook request collects them itself, or reports why it cannot.
+    let _ = std::thread::Builder::new()
+        .name("outlook-warmup".into())
+        .spawn(move || {
+            if let Some(engine) = engine.upgrade() {
+                let _ = engine.trajectories();
+            }
+        });
+}

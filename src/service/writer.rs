@@ -1,0 +1,147 @@
+//! The one write path of an index folder, as the binaries see it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{model_of_index, Index};
+use crate::archive::{
+    add_lesion_locked, add_locked, build_from_shards_locked, build_locked, delete_locked,
+    AddOptions, BuildEvent, BuildOptions, BuildSummary, ChangeSummary, LesionInput, WriteLock,
+};
+use crate::backend::{mirror, BackendChoice, MirrorSummary};
+use crate::embed::Embedder;
+use crate::error::Result;
+use crate::imaging::CtImage;
+use crate::index::GraphParams;
+
+/// What a write did: the archive's summary and, for an external backend, what mirroring
+/// the new generation into it did.
+#[derive(Debug, Clone)]
+pub struct Written<S> {
+    pub summary: S,
+    pub mirror: Option<MirrorSummary>,
+}
+
+/// Holds an index folder's write lock for its life. Every write publishes one generation,
+/// mirrors it into the backend and, for a writer taken from an [`Index`], is served
+/// before the write returns.
+pub struct Writer {
+    lock: WriteLock,
+    backend: BackendChoice,
+    /// The model changes embed with; `None` until needed, then the manifest's.
+    model: Option<Arc<dyn Embedder>>,
+    serves: Option<Arc<Index>>,
+}
+
+impl Writer {
+    /// A writer of the folder `dir` (created when absent), for builds and for changes by a
+    /// process that serves nothing. `Error::Locked` when another writer holds it.
+    pub fn open(dir: &Path, backend: &BackendChoice) -> Result<Self> {
+        Ok(Writer {
+            lock: WriteLock::acquire(dir)?,
+            backend: backend.clone(),
+            model: None,
+            serves: None,
+        })
+    }
+
+    pub(super) fn serving(index: Arc<Index>) -> Result<Self> {
+        Ok(Writer {
+            lock: WriteLock::acquire(index.dir())?,
+            backend: index.backend().clone(),
+            model: Some(index.model().clone()),
+            serves: Some(index),
+        })
+    }
+
+    /// Changes embed with `model` instead of the one the manifest names; a model other
+    /// than the index's is refused by the write, with what differs.
+    pub fn with_model(mut self, model: Arc<dyn Embedder>) -> Self {
+        self.model = Some(model);
+        self
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.lock.dir()
+    }
+
+    /// Builds a new generation from a DeepLesion-format archive (embedding it, or taking
+    /// the embeddings from `shard_files` when there are any) and publishes it.
+    pub fn build(
+        &self,
+        options: &BuildOptions,
+        shard_files: &[PathBuf],
+        progress: &(dyn Fn(BuildEvent) + Sync),
+    ) -> Result<Written<BuildSummary>> {
+        self.write(|lock| {
+            if shard_files.is_empty() {
+                build_locked(lock, options, progress)
+            } else {
+                build_from_shards_locked(lock, options, shard_files, progress)
+            }
+        })
+    }
+
+    /// Adds the lesions of a DeepLesion-format folder (reports from `reports`, else the
+    /// folder's `reports.jsonl`).
+    pub fn add(
+        &mut self,
+        dataset: &Path,
+        reports: Option<&Path>,
+        progress: &(dyn Fn(BuildEvent) + Sync),
+    ) -> Result<Written<ChangeSummary>> {
+        let model = self.change_model()?;
+        let options = AddOptions {
+            dataset: dataset.to_path_buf(),
+            reports: reports.map(Path::to_path_buf),
+            model: model.as_ref(),
+            graph: GraphParams::default(),
+        };
+        self.write(|lock| add_locked(lock, &options, progress))
+    }
+
+    /// Adds one lesion drawn on a CT slice (kept under the index folder's `added/`).
+    pub fn add_lesion(
+        &mut self,
+        image: &CtImage,
+        input: &LesionInput,
+    ) -> Result<Written<ChangeSummary>> {
+        let model = self.change_model()?;
+        self.write(|lock| {
+            add_lesion_locked(lock, image, input, model.as_ref(), GraphParams::default())
+        })
+    }
+
+    /// Deletes lesions by key; unknown keys are refused, all named, and nothing changes.
+    pub fn delete(&self, keys: &[String]) -> Result<Written<ChangeSummary>> {
+        self.write(|lock| delete_locked(lock, keys, GraphParams::default()))
+    }
+
+    /// Mirrors the generation served now into the backend (what every write does; this
+    /// finishes one that was interrupted between publishing and mirroring).
+    pub fn mirror_served(&self) -> Result<Option<MirrorSummary>> {
+        Ok(self.write(|_| Ok(()))?.mirror)
+    }
+
+    fn change_model(&mut self) -> Result<Arc<dyn Embedder>> {
+        if let Some(model) = &self.model {
+            return Ok(model.clone());
+        }
+        let model = model_of_index(self.dir())?;
+        self.model = Some(model.clone());
+        Ok(model)
+    }
+
+    /// Runs one archive write, then mirrors and serves what it published. A served index's
+    /// reload lock is held throughout, so its watcher never opens the new generation
+    /// before the backend holds it.
+    fn write<S>(&self, work: impl FnOnce(&WriteLock) -> Result<S>) -> Result<Written<S>> {
+        let _no_reload_meanwhile = self.serves.as_ref().map(|index| index.reload_guard());
+        let summary = work(&self.lock)?;
+        let mirror = mirror(self.dir(), &self.backend)?;
+        if let Some(index) = &self.serves {
+            index.reload_held()?;
+        }
+        Ok(Written { summary, mirror })
+    }
+}
