@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""One markdown table from `lesion-indexer bench --json` and hnswlib_sweep.py's JSON:
+"""One markdown table from `lesion-bench vectors --json` and hnswlib_sweep.py's JSON:
 recall@10 and queries/s along ef for both, queries/s at recall 0.98, build time, memory.
 usage: ann_table.py NAME OURS.json HNSWLIB.json"""
 import json

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""hnswlib on a TEXMEX vector set, measured as `lesion-indexer bench` measures ours: rows
+"""hnswlib on a TEXMEX vector set, measured as `lesion-bench vectors` measures ours: rows
 scaled to unit length, inner product, build on all cores, queries on one thread, recall@10
 against the exact top 10, for a sweep of ef. Prints one JSON object.
 

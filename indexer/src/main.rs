@@ -2,11 +2,6 @@
 
 mod add;
 mod backend_args;
-mod bench;
-mod bench_backends;
-mod bench_embed;
-mod bench_search;
-mod bench_vectors;
 mod build;
 mod change_report;
 mod delete;
@@ -86,22 +81,10 @@ enum Command {
     /// Manage model weights.
     #[command(subcommand)]
     Weights(weights::WeightsCommand),
-    /// Measure the vector index (flat and HNSW, with and without filters, an ef sweep) on
-    /// generated vectors or on a TEXMEX / .npy set (--base, --queries, --truth).
-    Bench(bench_vectors::Args),
     /// Write an index's vectors as TEXMEX .fvecs (a bench set of real model outputs).
     ExportVectors(export_vectors::ExportVectorsArgs),
-    /// Measure in-process query latency (text, by lesion, both, image) on a built index.
-    BenchSearch(bench_search::Args),
-    /// Compare the embedded and the Milvus backend on one index: same top k of full
-    /// requests, vector recall against the exact scan, latency and throughput.
-    BenchBackends(bench_backends::Args),
-    /// Measure embedding speed (patches/s) of models at several batch sizes.
-    BenchEmbed(bench_embed::Args),
     /// Render a lesion's key slice as PNG with its box drawn.
     Thumbnail(thumbnail::Args),
-    /// Measure patch extraction speed (slices decoded, neighbours included) on an archive.
-    BenchPatches(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -117,7 +100,6 @@ fn main() -> ExitCode {
         Command::Delete(args) => delete::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Patch(args) => patch::run(args),
-        Command::BenchPatches(args) => bench::run(args),
         Command::Thumbnail(args) => thumbnail::run(args),
         Command::Embed(args) => embed::run(args),
         Command::Train(args) => train::run(args),
@@ -126,10 +108,6 @@ fn main() -> ExitCode {
         Command::EvalFollowup(args) => followup::eval(args),
         Command::FitFollowup(args) => followup::fit(args),
         Command::EvalOutlook(args) => followup::outlook(args),
-        Command::BenchSearch(args) => bench_search::run(args),
-        Command::BenchBackends(args) => bench_backends::run(args),
-        Command::BenchEmbed(args) => bench_embed::run(args),
-        Command::Bench(args) => bench_vectors::run(args),
         Command::ExportVectors(args) => export_vectors::run(args),
         Command::Weights(command) => weights::run(command),
     };

@@ -12,10 +12,8 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzz_harness;
 pub mod guard;
-pub mod load;
 pub mod metrics;
 pub mod openapi;
-pub mod soak;
 pub mod state;
 pub mod tasks;
 pub mod ui;

@@ -6,79 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
-use anyhow::{anyhow, bail, Context};
-use clap::{Parser, Subcommand};
+use anyhow::{anyhow, Context};
+use clap::Parser;
 use lesion_search::embed::{default_cache_dir, resolve_model, Embedder};
-use lesion_web::{demo, load, server, AppState, Config};
+use lesion_web::{demo, server, AppState, Config};
 use serde::Deserialize;
 
 #[derive(Parser)]
-#[command(name = "lesion-web", version = lesion_search::version(), about = "Serve a lesion index over HTTP with the web UI", args_conflicts_with_subcommands = true)]
+#[command(name = "lesion-web", version = lesion_search::version(), about = "Serve a lesion index over HTTP with the web UI")]
 struct Cli {
-    #[command(subcommand)]
-    command: Option<Command>,
     #[command(flatten)]
     serve: ServeArgs,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Load-test a running server: keep-alive connections sending one kind of query.
-    Load(LoadArgs),
-    /// Soak a server over a copy of an index: mixed reads, image uploads, exports, admin
-    /// writes and hostile requests for minutes; reports 5xx, memory and lost writes.
-    Soak(SoakArgs),
-}
-
-#[derive(clap::Args)]
-struct SoakArgs {
-    /// The index to copy and serve.
-    #[arg(long)]
-    index: PathBuf,
-    /// How long to run.
-    #[arg(long, default_value_t = 10.0)]
-    minutes: f64,
-    /// Client threads sending valid reads.
-    #[arg(long, default_value_t = 4)]
-    readers: usize,
-    /// Seconds between admin writes (adds and deletes alternate).
-    #[arg(long, default_value_t = 3.0)]
-    write_every_s: f64,
-    /// Print JSON instead of a summary.
-    #[arg(long)]
-    json: bool,
-}
-
-fn soak(args: SoakArgs) -> anyhow::Result<ExitCode> {
-    let exe = std::env::current_exe().context("finding the lesion-web binary")?;
-    let report = lesion_web::soak::run(
-        &exe,
-        &lesion_web::soak::SoakOptions {
-            index: args.index,
-            duration: Duration::from_secs_f64(args.minutes * 60.0),
-            readers: args.readers,
-            write_every: Duration::from_secs_f64(args.write_every_s),
-        },
-    )?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!(
-            "soak {:.0} s: {} valid requests, {} answered 5xx, {} shed (503, Retry-After), {} connection errors; {} hostile, {} not refused; {} adds and {} deletes acknowledged, {} lost; server RSS {:.0} MiB at start, {:.0} warm, {:.0} at end, peak {:.0}",
-            report.seconds, report.requests, report.server_errors, report.shed,
-            report.connection_errors, report.hostile, report.hostile_not_refused,
-            report.adds_acknowledged, report.deletes_acknowledged, report.writes_lost,
-            report.rss_start_mib, report.rss_warm_mib, report.rss_end_mib, report.rss_peak_mib
-        );
-        for problem in &report.problems {
-            println!("  {problem}");
-        }
-    }
-    Ok(if report.passed() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }
 
 #[derive(clap::Args)]
@@ -348,107 +286,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-#[derive(clap::Args)]
-struct LoadArgs {
-    /// The server, host:port.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    address: String,
-    /// text (a report phrase), lesion (more like this), image (an uploaded slice), or a
-    /// path to GET.
-    #[arg(long, default_value = "text")]
-    kind: String,
-    /// The slice for `--kind image` and its box.
-    #[arg(long)]
-    image: Option<PathBuf>,
-    #[arg(long = "box", default_value = "200,200,260,260")]
-    bbox: String,
-    #[arg(long, default_value_t = 32)]
-    connections: usize,
-    #[arg(long, default_value_t = 10)]
-    seconds: u64,
-    /// Print JSON instead of a line.
-    #[arg(long)]
-    json: bool,
-}
-
-fn load_test(args: LoadArgs) -> anyhow::Result<ExitCode> {
-    let key = std::env::var("LESION_WEB_READ_KEY").ok();
-    let json = |body: serde_json::Value| load::LoadRequest {
-        method: "POST".into(),
-        path: "/api/search".into(),
-        content_type: Some("application/json".into()),
-        body: body.to_string().into_bytes(),
-        key: key.clone(),
-    };
-    let request = match args.kind.as_str() {
-        "text" => json(serde_json::json!({"text": "enlarged lymph node", "k": 20})),
-        "lesion" => json(serde_json::json!({"lesion": 7, "k": 20})),
-        "image" => {
-            let path = args
-                .image
-                .as_ref()
-                .ok_or_else(|| anyhow!("--kind image needs --image FILE"))?;
-            let bytes =
-                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            let boundary = "lesionsearchload";
-            let mut body = Vec::new();
-            body.extend_from_slice(
-                format!(
-                    "--{boundary}\r\nContent-Disposition: form-data; name=\"box\"\r\n\r\n{}\r\n",
-                    args.bbox
-                )
-                .as_bytes(),
-            );
-            body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"slice\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes());
-            body.extend_from_slice(&bytes);
-            body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-            load::LoadRequest {
-                method: "POST".into(),
-                path: "/api/search".into(),
-                content_type: Some(format!("multipart/form-data; boundary={boundary}")),
-                body,
-                key: key.clone(),
-            }
-        }
-        path if path.starts_with('/') => load::LoadRequest {
-            method: "GET".into(),
-            path: path.into(),
-            content_type: None,
-            body: Vec::new(),
-            key: key.clone(),
-        },
-        other => bail!("--kind: `{other}` is not text, lesion, image or a /path"),
-    };
-    let report = load::run(
-        &args.address,
-        &request,
-        args.connections,
-        Duration::from_secs(args.seconds),
-    )?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        println!(
-            "{} {}: {} requests in {:.1} s at {} connections: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms, {} errors",
-            request.method, args.kind, report.requests, report.seconds, report.connections,
-            report.requests_per_second, report.p50_ms, report.p99_ms, report.max_ms, report.errors
-        );
-    }
-    Ok(if report.errors == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let outcome = match cli.command {
-        Some(Command::Load(args)) => load_test(args),
-        Some(Command::Soak(args)) => soak(args),
-        None => serve(cli.serve),
-    };
-    match outcome {
+    match serve(cli.serve) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -1,3 +1,6 @@
+//! `lesion-bench patches`: patch extraction speed on an archive (key slice and neighbours
+//! decoded, the patch cut), over all cores or `--threads`.
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;

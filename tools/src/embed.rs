@@ -1,13 +1,15 @@
+//! `lesion-bench embed`: embedding speed (patches/s) of models at several batch sizes.
+
 use std::process::ExitCode;
 use std::time::Instant;
 
-use lesion_search::embed::{default_cache_dir, resolve_model};
+use lesion_search::embed::{default_cache_dir, resolve_model, DEFAULT_MODEL};
 use lesion_search::imaging::Patch;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Models to measure (names or folders).
-    #[arg(long, num_args = 1.., default_values_t = [crate::DEFAULT_MODEL.to_string()])]
+    #[arg(long, num_args = 1.., default_values_t = [DEFAULT_MODEL.to_string()])]
     models: Vec<String>,
     /// Batch sizes.
     #[arg(long, num_args = 1.., default_values_t = [1usize, 32])]
