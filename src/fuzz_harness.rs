@@ -80,7 +80,7 @@ pub fn index_load(data: &[u8]) {
     ] {
         if let Ok(index) = crate::index::vector_index_from_bytes(dir, meta, &v, Some(&g)) {
             // A loaded index must answer a query without panicking.
-            let query = vec![0.5f32; index.flat.dim()];
+            let query = vec![0.5f32; index.dim()];
             let _ = index.search(&query, 5, None);
         }
     }

@@ -27,7 +27,7 @@ fn a_built_index_verifies_and_answers_by_vector_and_text() {
     assert!(index.verify().unwrap().is_empty());
     assert!(index.check_model(&model).is_ok());
     // A lesion's own vector finds it first.
-    let (hits, _) = index.vectors.search(index.vectors.flat.vector(7), 3, None);
+    let (hits, _) = index.vectors.search(index.vectors.vector(7), 3, None);
     assert_eq!(hits[0].id, 7);
     let stored = index.records.get(7).unwrap().unwrap();
     assert_eq!(index.records.id_of(&stored.key).unwrap(), Some(7));
@@ -48,7 +48,7 @@ fn an_interrupted_build_leaves_the_last_generation_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     build(dir.path(), &options(archive.path(), &model), &|_| {}).unwrap();
     let first = Archive::open(dir.path()).unwrap();
-    let ten: Vec<u8> = first.vectors.flat.data()[..10 * model.card().output_dim]
+    let ten: Vec<u8> = first.vectors.flat().data()[..10 * model.card().output_dim]
         .iter()
         .flat_map(|v| v.to_le_bytes())
         .collect();
@@ -191,7 +191,7 @@ fn added_lesions_are_found_and_deleted_ones_vanish_from_every_store() {
     let index = Archive::open(dir.path()).unwrap();
     assert_eq!(index.verify().unwrap(), Vec::<String>::new());
     let (id, key) = added.changed[3].clone();
-    let (hits, _) = index.vectors.search(index.vectors.flat.vector(id), 1, None);
+    let (hits, _) = index.vectors.search(index.vectors.vector(id), 1, None);
     assert_eq!(hits[0].id, id);
     let stored = index.records.get(id).unwrap().unwrap();
     assert_eq!(stored.key, key);
@@ -230,9 +230,7 @@ fn added_lesions_are_found_and_deleted_ones_vanish_from_every_store() {
     for (gone, k) in [(5, &old_key), (id, &key)] {
         assert!(index.records.get(gone).unwrap().is_none());
         assert_eq!(index.records.id_of(k).unwrap(), None);
-        let (hits, _) = index
-            .vectors
-            .search(index.vectors.flat.vector(gone), 30, None);
+        let (hits, _) = index.vectors.search(index.vectors.vector(gone), 30, None);
         assert!(hits.iter().all(|h| h.id != gone));
         let (text_hits, _) = index.text.search("mm", 100, &|_| true).unwrap();
         assert!(text_hits.iter().all(|h| h.id != gone));
@@ -351,7 +349,11 @@ fn an_index_built_from_shards_equals_one_built_in_one_process() {
         Archive::open(whole.path()).unwrap(),
         Archive::open(sharded.path()).unwrap(),
     );
-    assert_eq!(a.vectors.flat.data(), b.vectors.flat.data(), "same vectors");
+    assert_eq!(
+        a.vectors.flat().data(),
+        b.vectors.flat().data(),
+        "same vectors"
+    );
     assert_eq!(
         a.manifest.records_sha256, b.manifest.records_sha256,
         "same records"

@@ -13,10 +13,10 @@ fn recall(index: &VectorIndex, queries: &[f32], allowed: Option<&IdSet>, force_g
     let mut hit = 0;
     let mut total = 0;
     for q in queries.chunks_exact(DIM) {
-        let truth = index.flat.search(q, 10, allowed, None);
+        let truth = index.flat().search(q, 10, allowed, None);
         let plan = if force_graph {
             let candidates = allowed.map_or(N, IdSet::len);
-            let ef = ((index.ef as f32) / (candidates as f32 / N as f32)).ceil() as usize;
+            let ef = ((index.ef() as f32) / (candidates as f32 / N as f32)).ceil() as usize;
             Plan::Graph { ef: ef.min(4096) }
         } else {
             index.plan(10, allowed.map_or(N, IdSet::len))
@@ -59,7 +59,7 @@ fn graph_recall_at_10_is_at_least_098_with_and_without_filters() {
     assert!(
         unfiltered >= 0.98,
         "recall@10 {unfiltered} at ef {}",
-        index.ef
+        index.ef()
     );
     for (fraction, seed) in [(0.1, 7), (0.01, 8)] {
         let allowed = random_subset(fraction, seed);
@@ -81,10 +81,10 @@ fn tombstones_hide_and_the_index_round_trips_on_disk() {
     let n = 3_000;
     let flat = FlatIndex::from_data(DIM, clustered_unit_vectors(n, DIM, 20, 2));
     let (mut index, _) = VectorIndex::with_graph(flat, GraphParams::default());
-    let q = index.flat.vector(42).to_vec();
+    let q = index.vector(42).to_vec();
     let plan = Plan::Graph { ef: 64 };
     assert_eq!(index.search_with(&q, 1, None, plan).0[0].id, 42);
-    index.tombstones.insert(42);
+    index.delete(42);
     assert!(index
         .search_with(&q, 10, None, plan)
         .0
@@ -99,10 +99,10 @@ fn tombstones_hide_and_the_index_round_trips_on_disk() {
         loaded.search_with(&q, 10, None, plan).0,
         index.search_with(&q, 10, None, plan).0
     );
-    assert!(loaded.tombstones.contains(42));
+    assert!(loaded.is_deleted(42));
     // The walk ranks by 8-bit codes; what it returns must still be the exact scores.
     for hit in loaded.search_with(&q, 10, None, plan).0 {
-        assert_eq!(hit.score, loaded.flat.score(&q, hit.id), "id {}", hit.id);
+        assert_eq!(hit.score, loaded.flat().score(&q, hit.id), "id {}", hit.id);
     }
 
     // A truncated vector file is named, not read as garbage.
@@ -127,11 +127,11 @@ fn appended_vectors_are_found_before_a_rebuild_and_deleted_ones_leave_the_graph(
     let ids = index.append(&later[..200 * DIM]);
     assert_eq!(ids, 5_000..5_200);
     assert!(
-        !index.needs_rebuild(),
+        !index.needs_rebuild(GraphParams::default()),
         "200 unindexed of 5,200 is under the threshold"
     );
     for id in [5_000u32, 5_123, 5_199] {
-        let (hits, _) = index.search_with(index.flat.vector(id), 5, None, Plan::Graph { ef: 64 });
+        let (hits, _) = index.search_with(index.vector(id), 5, None, Plan::Graph { ef: 64 });
         assert_eq!(
             hits[0].id, id,
             "an appended vector is found through the graph plan"
@@ -139,22 +139,22 @@ fn appended_vectors_are_found_before_a_rebuild_and_deleted_ones_leave_the_graph(
     }
     index.append(&later[200 * DIM..]);
     assert!(
-        index.needs_rebuild(),
+        index.needs_rebuild(GraphParams::default()),
         "1,000 unindexed of 6,000 passes the threshold"
     );
     for id in 0..700u32 {
         index.delete(id * 7);
     }
     index.rebuild(GraphParams::default());
-    assert!(!index.needs_rebuild() || index.tombstones.len() * 10 > index.len());
+    assert!(!index.needs_rebuild(GraphParams::default()) || index.deleted() * 10 > index.len());
     assert!(
-        index.self_recall > 0.95,
+        index.self_recall() > 0.95,
         "self-recall {}",
-        index.self_recall
+        index.self_recall()
     );
-    let (hits, _) = index.search_with(index.flat.vector(14), 10, None, Plan::Graph { ef: 64 });
+    let (hits, _) = index.search_with(index.vector(14), 10, None, Plan::Graph { ef: 64 });
     assert!(hits.iter().all(|h| h.id % 7 != 0 || h.id >= 4_900));
-    let (hits, _) = index.search_with(index.flat.vector(5_900), 1, None, Plan::Graph { ef: 64 });
+    let (hits, _) = index.search_with(index.vector(5_900), 1, None, Plan::Graph { ef: 64 });
     assert_eq!(hits[0].id, 5_900);
 }
 
@@ -168,7 +168,7 @@ fn a_graph_over_duplicate_and_rounding_heavy_vectors_builds() {
     data.extend_from_slice(&copy);
     let (index, _) =
         VectorIndex::with_graph(FlatIndex::from_data(DIM, data), GraphParams::default());
-    let (hits, _) = index.search_with(index.flat.vector(7), 2, None, Plan::Graph { ef: 64 });
+    let (hits, _) = index.search_with(index.vector(7), 2, None, Plan::Graph { ef: 64 });
     let ids: Vec<u32> = hits.iter().map(|h| h.id).collect();
     assert!(ids.contains(&7) && ids.contains(&3_007), "{ids:?}");
 }
@@ -186,7 +186,7 @@ fn anisotropic_clusters_reach_recall_099_and_every_node_is_reachable() {
         FlatIndex::from_data(ANISO_DIM, data),
         GraphParams::default(),
     );
-    let connectivity = index.graph.as_ref().unwrap().connectivity();
+    let connectivity = index.graph().unwrap().connectivity();
     assert_eq!(
         connectivity.reachable, connectivity.nodes,
         "after build: {connectivity:?}"
@@ -195,7 +195,9 @@ fn anisotropic_clusters_reach_recall_099_and_every_node_is_reachable() {
     let recall_of = |index: &VectorIndex, allowed: Option<&IdSet>, ef: usize| {
         let mut hit = 0;
         for q in queries.chunks_exact(ANISO_DIM) {
-            let truth = index.flat.search(q, 10, allowed, Some(&index.tombstones));
+            let truth = index
+                .flat()
+                .search(q, 10, allowed, Some(index.deleted_ids()));
             let (found, _) = index.search_with(q, 10, allowed, Plan::Graph { ef });
             hit += truth
                 .iter()
@@ -204,17 +206,17 @@ fn anisotropic_clusters_reach_recall_099_and_every_node_is_reachable() {
         }
         hit as f32 / (10 * queries.len() / ANISO_DIM) as f32
     };
-    let at_calibrated = recall_of(&index, None, index.ef);
+    let at_calibrated = recall_of(&index, None, index.ef());
     assert!(
         at_calibrated >= 0.99,
         "recall@10 {at_calibrated} at the calibrated ef {}",
-        index.ef
+        index.ef()
     );
     let ten_percent = {
         let mut rng = Rng::new(5);
         IdSet::from_ids(n, (0..n as u32).filter(|_| rng.chance(0.1)))
     };
-    let filtered = recall_of(&index, Some(&ten_percent), (index.ef * 10).min(4096));
+    let filtered = recall_of(&index, Some(&ten_percent), (index.ef() * 10).min(4096));
     assert!(filtered >= 0.99, "recall@10 {filtered} with a 10% filter");
 
     // Adding a tenth more and deleting a tenth, then rebuilding, keeps every live node
@@ -226,16 +228,16 @@ fn anisotropic_clusters_reach_recall_099_and_every_node_is_reachable() {
         index.delete(id);
     }
     index.rebuild(GraphParams::default());
-    let rebuilt = index.graph.as_ref().unwrap().connectivity();
+    let rebuilt = index.graph().unwrap().connectivity();
     assert_eq!(
         rebuilt.reachable, rebuilt.nodes,
         "after add, delete and rebuild: {rebuilt:?}"
     );
     assert_eq!(rebuilt.nodes, n + n / 10 - n / 10);
     let probe = added.chunks_exact(ANISO_DIM).nth(7).unwrap();
-    let (found, _) = index.search_with(probe, 1, None, Plan::Graph { ef: index.ef });
+    let (found, _) = index.search_with(probe, 1, None, Plan::Graph { ef: index.ef() });
     assert_eq!(found[0].id, range.start + 7, "an added vector finds itself");
-    let after = recall_of(&index, None, index.ef);
+    let after = recall_of(&index, None, index.ef());
     assert!(after >= 0.99, "recall@10 {after} after the rebuild");
 }
 
@@ -295,16 +297,21 @@ fn a_graph_short_of_its_target_is_recorded_and_searched_exactly() {
     use lesion_search::index::GraphOutcome;
     let n = 2_000;
     let flat = FlatIndex::from_data(DIM, clustered_unit_vectors(n, DIM, 20, 4));
-    let (mut index, calibration) = VectorIndex::with_graph(flat, GraphParams::default());
-    assert_eq!(index.outcome, GraphOutcome::Met, "{calibration:?}");
+    let (index, calibration) = VectorIndex::with_graph(flat, GraphParams::default());
+    assert_eq!(index.outcome(), GraphOutcome::Met, "{calibration:?}");
     assert!(matches!(index.plan(10, 50_000), Plan::Graph { .. }));
-    index.outcome = GraphOutcome::Exact { recall_at_10: 0.9 };
     let dir = tempfile::tempdir().unwrap();
     save_vector_index(&index, dir.path()).unwrap();
+    // The outcome of a build that fell short, as its description records it.
+    let meta_path = dir.path().join("vectors.json");
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&meta_path).unwrap()).unwrap();
+    meta["outcome"] = serde_json::json!({"kind": "exact", "recall_at_10": 0.9});
+    std::fs::write(&meta_path, serde_json::to_vec(&meta).unwrap()).unwrap();
     let loaded = load_vector_index(dir.path()).unwrap();
-    assert_eq!(loaded.outcome, GraphOutcome::Exact { recall_at_10: 0.9 });
+    assert_eq!(loaded.outcome(), GraphOutcome::Exact { recall_at_10: 0.9 });
     assert_eq!(loaded.plan(10, 50_000), Plan::Exact);
-    let q = loaded.flat.vector(3).to_vec();
+    let q = loaded.vector(3).to_vec();
     assert_eq!(loaded.search(&q, 5, None).1, Plan::Exact);
 }
 
@@ -321,7 +328,7 @@ fn every_frontier_and_shortlist_gives_the_exact_top_10_in_order() {
     let check = |index: &VectorIndex, what: &str| {
         for ef in [300, 1_000] {
             for q in queries.chunks_exact(DIM) {
-                let truth = index.flat.search(q, 10, None, Some(&index.tombstones));
+                let truth = index.flat().search(q, 10, None, Some(index.deleted_ids()));
                 let (found, _) = index.search_with(q, 10, None, Plan::Graph { ef });
                 let ids = |hits: &[lesion_search::index::Scored]| {
                     hits.iter().map(|h| h.id).collect::<Vec<_>>()

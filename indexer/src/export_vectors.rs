@@ -18,10 +18,10 @@ pub struct ExportVectorsArgs {
 pub fn run(args: ExportVectorsArgs) -> anyhow::Result<ExitCode> {
     let archive = Archive::open(&args.index)?;
     let vectors = &archive.vectors;
-    let dim = vectors.flat.dim();
+    let dim = vectors.dim();
     let values: Vec<f32> = (0..vectors.len() as u32)
-        .filter(|&id| !vectors.tombstones.contains(id))
-        .flat_map(|id| vectors.flat.vector(id).iter().copied())
+        .filter(|&id| !vectors.is_deleted(id))
+        .flat_map(|id| vectors.vector(id).iter().copied())
         .collect();
     let set = lesion_search::index::VectorSet { dim, values };
     lesion_search::index::write_fvecs(&args.out, &set)?;

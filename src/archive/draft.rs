@@ -107,7 +107,12 @@ impl Draft {
         records.freeze(&partial.join(crate::store::RECORDS_TABLE))?;
         manifest.records_sha256 = records.checksum()?;
         drop(records);
-        let graph_rebuilt = vectors.needs_rebuild();
+        // The builder the index records wins: a change rebuilds with the one that built it.
+        let graph = GraphParams {
+            builder: manifest.graph_builder,
+            ..graph
+        };
+        let graph_rebuilt = vectors.needs_rebuild(graph);
         if graph_rebuilt {
             vectors.rebuild(graph);
         }
@@ -116,11 +121,11 @@ impl Draft {
         save_vector_index(&vectors, &vectors_dir)?;
         crate::fault::point("vectors-written");
         manifest.lesions = vectors.len();
-        manifest.deleted = vectors.tombstones.len();
-        manifest.has_graph = vectors.graph.is_some();
-        manifest.ef = vectors.ef;
-        manifest.self_recall = vectors.self_recall;
-        manifest.graph_outcome = vectors.outcome;
+        manifest.deleted = vectors.deleted();
+        manifest.has_graph = vectors.graph().is_some();
+        manifest.ef = vectors.ef();
+        manifest.self_recall = vectors.self_recall();
+        manifest.graph_outcome = vectors.outcome();
         manifest.vectors_sha256 = sha256_file(&vectors_dir.join("vectors.bin"))?;
         publish(&dir, &partial, &manifest)?;
         prune_old_generations(&dir, manifest.generation);

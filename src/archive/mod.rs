@@ -61,6 +61,10 @@ pub struct Manifest {
     /// Whether the graph met its recall target, was rebuilt larger, or gave way to exact scans.
     #[serde(default)]
     pub graph_outcome: crate::index::GraphOutcome,
+    /// What builds the graph, at the build and at every rebuild a change makes (absent in
+    /// indexes written before it was recorded: they were built by the native routine).
+    #[serde(default)]
+    pub graph_builder: crate::index::GraphBuilder,
 }
 
 /// Where `add_lesion` keeps each added slice, as a one-lesion DeepLesion folder.
@@ -418,6 +422,7 @@ fn labels_for(path: &Path, incoming: &Incoming) -> Result<crate::dataset::Lesion
                     incoming.records.len()
                 ),
             ));
+            graph_builder: options.graph.builder,
         }
     }
     Ok(labels)
@@ -489,12 +494,12 @@ impl Archive {
         })?;
         let manifest = read_manifest(&dir)?;
         let vectors = load_vector_index(&dir.join("vectors"))?;
-        if !vectors.is_empty() && vectors.flat.dim() != manifest.model.output_dim {
+        if !vectors.is_empty() && vectors.dim() != manifest.model.output_dim {
             return Err(index_error(
                 &dir.join("vectors"),
                 format!(
                     "vectors have {} dimensions, the model card ({}) says {}",
-                    vectors.flat.dim(),
+                    vectors.dim(),
                     manifest.model.name,
                     manifest.model.output_dim
                 ),
@@ -563,11 +568,7 @@ pub(crate) fn verify_embedded(
     let counts = [
         ("records", records.len(), live),
         ("vectors", vectors.len(), n),
-        (
-            "deleted vectors",
-            vectors.tombstones.len(),
-            manifest.deleted,
-        ),
+        ("deleted vectors", vectors.deleted(), manifest.deleted),
         ("text documents", text.len() as usize, live),
     ];
     for (what, count, expected) in counts {
@@ -579,7 +580,7 @@ pub(crate) fn verify_embedded(
         if id as usize >= n {
             problems.push(format!("record id {id} is beyond the {n} lesions"));
         }
-        if vectors.tombstones.contains(id) {
+        if vectors.is_deleted(id) {
             problems.push(format!(
                 "record {id} ({}) is deleted from the vectors but not from the records",
                 lesion.key
@@ -589,7 +590,7 @@ pub(crate) fn verify_embedded(
             problems.push(format!("key {} does not map back to id {id}", lesion.key));
         }
     }
-    if let Some(graph) = &vectors.graph {
+    if let Some(graph) = vectors.graph() {
         let c = graph.connectivity();
         if c.reachable < c.nodes {
             problems.push(format!(
@@ -613,10 +614,10 @@ pub(crate) fn verify_embedded(
             manifest.vectors_sha256
         ));
     }
-    if vectors.flat.dim() != manifest.model.output_dim {
+    if vectors.dim() != manifest.model.output_dim {
         problems.push(format!(
             "vectors have {} dimensions, the model {}",
-            vectors.flat.dim(),
+            vectors.dim(),
             manifest.model.output_dim
         ));
     }

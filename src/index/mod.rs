@@ -1,19 +1,18 @@
 //! Vector search: an exact flat index and an HNSW graph over the same dense lesion ids, and
 //! the planner that picks between them from the filter's cardinality.
 //!
-//! hnsw_rs is named only in `graph.rs`.
+//! hnsw_rs is named only in `hnsw/hnsw_rs.rs`.
 
 mod flat;
-mod graph;
+mod hnsw;
 mod idset;
-mod insert;
 mod quantized;
 mod simd;
 mod store;
 mod vecs;
 
 pub use flat::{FlatIndex, Scored, TopK};
-pub use graph::{Connectivity, Graph, GraphBuilder, GraphParams};
+pub use hnsw::{Connectivity, Graph, GraphBuilder, GraphParams};
 pub use idset::IdSet;
 pub use simd::dot;
 pub use store::{load_vector_index, save_vector_index, vector_index_from_bytes};
@@ -137,17 +136,24 @@ pub enum GraphOutcome {
 /// The flat index, the graph over it, the tombstones, and the calibrated `ef`.
 #[derive(Debug, Clone, Default)]
 pub struct VectorIndex {
-    pub flat: FlatIndex,
-    pub graph: Option<Graph>,
+    flat: FlatIndex,
+    graph: Option<Graph>,
     /// Deleted ids, hidden from every result until the next rebuild.
-    pub tombstones: IdSet,
+    tombstones: IdSet,
     /// Smallest `ef` that met [`RECALL_TARGET`] on a sample of the index's own vectors.
-    pub ef: usize,
+    ef: usize,
     /// Fraction of sampled vectors that find themselves first through the graph.
-    pub self_recall: f32,
+    self_recall: f32,
     /// Whether the graph met its recall target, was enlarged to, or gave way to exact scans.
-    pub outcome: GraphOutcome,
+    outcome: GraphOutcome,
+    /// What built the graph (meaningless without one).
+    builder: GraphBuilder,
 }
+
+/// The `ef`s calibration tries, smallest first.
+const EF_LADDER: [usize; 19] = [
+    16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 640, 768, 1024, 1536, 2048,
+];
 
 /// What a graph build measured.
 #[derive(Debug, Clone, Copy, serde::Serialize)]
@@ -167,6 +173,7 @@ impl VectorIndex {
             ef: 0,
             self_recall: 1.0,
             outcome: GraphOutcome::Met,
+            builder: GraphBuilder::default(),
         }
     }
 
@@ -181,6 +188,7 @@ impl VectorIndex {
             ef: 64,
             self_recall: 1.0,
             outcome: GraphOutcome::Met,
+            builder: params.builder,
         };
         let calibration = index.rebuild(params);
         (index, calibration)
@@ -207,6 +215,72 @@ impl VectorIndex {
         self.len() - self.tombstones.len()
     }
 
+    /// Width of every vector.
+    pub fn dim(&self) -> usize {
+        self.flat.dim()
+    }
+
+    /// The vector stored under `id` (deleted ids keep theirs).
+    pub fn vector(&self, id: u32) -> &[f32] {
+        self.flat.vector(id)
+    }
+
+    /// The exact index over every stored vector, deleted ones included: the oracle the
+    /// approximate path is measured against.
+    pub fn flat(&self) -> &FlatIndex {
+        &self.flat
+    }
+
+    /// Whether `id` was deleted (it stays hidden from every result).
+    pub fn is_deleted(&self, id: u32) -> bool {
+        self.tombstones.contains(id)
+    }
+
+    /// How many ids were deleted.
+    pub fn deleted(&self) -> usize {
+        self.tombstones.len()
+    }
+
+    /// The deleted ids, as a set to hide from a search.
+    pub fn deleted_ids(&self) -> &IdSet {
+        &self.tombstones
+    }
+
+    /// Ids not deleted, in order.
+    pub fn live_ids(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.len() as u32).filter(|&id| !self.tombstones.contains(id))
+    }
+
+    /// The graph, when one was built.
+    pub fn graph(&self) -> Option<&Graph> {
+        self.graph.as_ref()
+    }
+
+    /// Layer 0's reachability, when there is a graph.
+    pub fn connectivity(&self) -> Option<Connectivity> {
+        self.graph.as_ref().map(Graph::connectivity)
+    }
+
+    /// The `ef` calibration chose for [`RECALL_TARGET`] (0 without a graph).
+    pub fn ef(&self) -> usize {
+        self.ef
+    }
+
+    /// Fraction of sampled vectors that found themselves first through the graph.
+    pub fn self_recall(&self) -> f32 {
+        self.self_recall
+    }
+
+    /// Whether the graph met its recall target, was enlarged to, or gave way to exact scans.
+    pub fn outcome(&self) -> GraphOutcome {
+        self.outcome
+    }
+
+    /// What built the graph, when there is one.
+    pub fn graph_builder(&self) -> Option<GraphBuilder> {
+        self.graph.is_some().then_some(self.builder)
+    }
+
     /// Ids added after the graph was built; searched exactly beside the graph walk.
     fn unindexed(&self) -> std::ops::Range<u32> {
         let covered = self.graph.as_ref().map_or(0, Graph::covers);
@@ -229,21 +303,22 @@ impl VectorIndex {
     }
 
     /// Whether the graph should be rebuilt: too many deleted or unindexed ids, or a
-    /// collection grown past the size where an exact scan is enough.
-    pub fn needs_rebuild(&self) -> bool {
+    /// collection grown past the size where an exact scan is enough (`params.exact_below`).
+    pub fn needs_rebuild(&self, params: GraphParams) -> bool {
         let n = self.len().max(1) as f32;
         match &self.graph {
             Some(_) => {
                 self.tombstones.len() as f32 / n > REBUILD_FRACTION
                     || self.unindexed().len() as f32 / n > REBUILD_FRACTION
             }
-            None => self.live() >= EXACT_SCAN_BELOW,
+            None => self.live() >= params.exact_below,
         }
     }
 
     /// Rebuilds the graph over the live ids and recalibrates; deleted ids stay hidden (ids
     /// are stable, so the tombstones remain), but no walk passes through them any more.
     pub fn rebuild(&mut self, params: GraphParams) -> Calibration {
+        self.builder = params.builder;
         self.graph = Some(Graph::build_over(
             &self.flat,
             Some(&self.tombstones),
@@ -286,28 +361,8 @@ impl VectorIndex {
                 self_recall: 1.0,
             };
         };
-        let dim = self.flat.dim();
-        let live: Vec<u32> = (0..graph.covers() as u32)
-            .filter(|&id| !self.tombstones.contains(id))
-            .collect();
-        let n = live.len();
-        let sample: Vec<u32> = (0..300.min(n))
-            .map(|i| live[(i as u64 * 2_654_435_761 % n as u64) as usize])
-            .collect();
-        let mut rng = crate::util::Rng::new(0xCA11B);
-        let spread = 0.6 / (dim as f32).sqrt();
-        let queries: Vec<Vec<f32>> = sample
-            .iter()
-            .map(|&q| {
-                crate::util::l2_normalised(
-                    self.flat
-                        .vector(q)
-                        .iter()
-                        .map(|x| x + spread * rng.normal())
-                        .collect(),
-                )
-            })
-            .collect();
+        let sample = self.calibration_sample(graph);
+        let queries = self.perturbed(&sample);
         let truth: Vec<Vec<u32>> = queries
             .iter()
             .map(|q| {
@@ -328,38 +383,68 @@ impl VectorIndex {
                     == Some(q)
             })
             .count();
-        self.self_recall = self_found as f32 / sample.len().max(1) as f32;
+        let self_recall = self_found as f32 / sample.len().max(1) as f32;
         let mut chosen = Calibration {
             ef: 2048,
             recall_at_10: 0.0,
-            self_recall: self.self_recall,
+            self_recall,
         };
-        for ef in [
-            16, 24, 32, 48, 64, 96, 128, 160, 192, 256, 320, 384, 448, 512, 640, 768, 1024, 1536,
-            2048,
-        ] {
-            let mut hit = 0usize;
-            let mut total = 0usize;
-            for (q, truth) in queries.iter().zip(&truth) {
-                let found = graph.search(&self.flat, q, 10, ef, None, Some(&self.tombstones));
-                hit += truth
-                    .iter()
-                    .filter(|t| found.iter().any(|f| f.id == **t))
-                    .count();
-                total += truth.len();
-            }
-            let recall = hit as f32 / total.max(1) as f32;
+        for ef in EF_LADDER {
             chosen = Calibration {
                 ef,
-                recall_at_10: recall,
-                self_recall: self.self_recall,
+                recall_at_10: self.recall_at(graph, &queries, &truth, ef),
+                self_recall,
             };
-            if recall >= target {
+            if chosen.recall_at_10 >= target {
                 break;
             }
         }
+        self.self_recall = self_recall;
         self.ef = chosen.ef;
         chosen
+    }
+
+    /// Up to 300 live ids the graph covers, spread over them by a fixed stride.
+    fn calibration_sample(&self, graph: &Graph) -> Vec<u32> {
+        let live: Vec<u32> = (0..graph.covers() as u32)
+            .filter(|&id| !self.tombstones.contains(id))
+            .collect();
+        let n = live.len();
+        (0..300.min(n))
+            .map(|i| live[(i as u64 * 2_654_435_761 % n as u64) as usize])
+            .collect()
+    }
+
+    /// The vectors of `ids`, each moved by noise of the data's own spread and renormalised.
+    fn perturbed(&self, ids: &[u32]) -> Vec<Vec<f32>> {
+        let mut rng = crate::util::Rng::new(0xCA11B);
+        let spread = 0.6 / (self.flat.dim() as f32).sqrt();
+        ids.iter()
+            .map(|&q| {
+                crate::util::l2_normalised(
+                    self.flat
+                        .vector(q)
+                        .iter()
+                        .map(|x| x + spread * rng.normal())
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// Recall@10 of the graph at `ef` against the exact top 10 of each query.
+    fn recall_at(&self, graph: &Graph, queries: &[Vec<f32>], truth: &[Vec<u32>], ef: usize) -> f32 {
+        let mut hit = 0usize;
+        let mut total = 0usize;
+        for (q, truth) in queries.iter().zip(truth) {
+            let found = graph.search(&self.flat, q, 10, ef, None, Some(&self.tombstones));
+            hit += truth
+                .iter()
+                .filter(|t| found.iter().any(|f| f.id == **t))
+                .count();
+            total += truth.len();
+        }
+        hit as f32 / total.max(1) as f32
     }
 
     /// The plan for a query whose filter lets `candidates` ids through.

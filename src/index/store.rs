@@ -7,8 +7,8 @@ use std::fs;
 use std::io::{Read, Write};
 use std::path::Path;
 
-use super::graph::Graph;
-use super::{FlatIndex, IdSet, VectorIndex};
+use super::hnsw::LayerParts;
+use super::{FlatIndex, Graph, IdSet, VectorIndex};
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomically;
 
@@ -39,6 +39,9 @@ struct Meta {
     /// Absent in indexes written before outcomes were recorded: their graphs were served.
     #[serde(default)]
     outcome: super::GraphOutcome,
+    /// Absent in indexes written before builders were recorded: the native one built them.
+    #[serde(default)]
+    builder: super::GraphBuilder,
 }
 
 fn bad(path: &Path, message: impl Into<String>) -> Error {
@@ -116,6 +119,7 @@ pub fn save_vector_index(index: &VectorIndex, dir: &Path) -> Result<()> {
         tombstones: index.tombstones.iter().collect(),
         has_graph: index.graph.is_some(),
         outcome: index.outcome,
+        builder: index.builder,
     };
     let text =
         serde_json::to_string(&meta).map_err(|e| bad(&dir.join(META_FILE), e.to_string()))?;
@@ -242,25 +246,48 @@ pub fn vector_index_from_bytes(
     let meta_path = dir.join(META_FILE);
     let meta: Meta = serde_json::from_slice(meta)
         .map_err(|e| bad(&meta_path, format!("not an index description: {e}")))?;
-
-    let vectors_path = dir.join(VECTORS_FILE);
-    let bytes = checked_body(&vectors_path, vectors, MAGIC, MAGIC_V1)?;
-    let mut r = Reader {
-        path: &vectors_path,
-        bytes,
-        at: 8,
+    let flat = flat_from_bytes(&dir.join(VECTORS_FILE), vectors, &meta)?;
+    let count = flat.len();
+    if let Some(&id) = meta.tombstones.iter().find(|&&id| id as usize >= count) {
+        return Err(bad(
+            &meta_path,
+            format!("deleted id {id} is past the {count} vectors"),
+        ));
+    }
+    let graph = if meta.has_graph {
+        let graph_path = dir.join(GRAPH_FILE);
+        let file =
+            graph.ok_or_else(|| bad(&graph_path, "missing: the index says it has a graph"))?;
+        Some(graph_from_bytes(&graph_path, file, &flat)?)
+    } else {
+        None
     };
+    Ok(VectorIndex {
+        tombstones: IdSet::from_ids(count, meta.tombstones),
+        flat,
+        graph,
+        ef: meta.ef,
+        self_recall: meta.self_recall,
+        outcome: meta.outcome,
+        builder: meta.builder,
+    })
+}
+
+/// The vectors file, checked against the description's dimension and count.
+fn flat_from_bytes(path: &Path, file: &[u8], meta: &Meta) -> Result<FlatIndex> {
+    let bytes = checked_body(path, file, MAGIC, MAGIC_V1)?;
+    let mut r = Reader { path, bytes, at: 8 };
     let (dim, count) = (r.u64()?, r.u64()?);
     if dim == 0 || dim > MAX_DIM as u64 {
         return Err(bad(
-            &vectors_path,
+            path,
             format!("{dim} dimensions (1 to {MAX_DIM} allowed)"),
         ));
     }
     let (dim, count) = (dim as usize, count.min(usize::MAX as u64) as usize);
     if dim != meta.dim || count != meta.count {
         return Err(bad(
-            &vectors_path,
+            path,
             format!(
                 "holds {count} vectors of {dim} dimensions, {META_FILE} says {} of {}",
                 meta.count, meta.dim
@@ -278,84 +305,72 @@ pub fn vector_index_from_bytes(
         .collect();
     if r.at != bytes.len() {
         return Err(bad(
-            &vectors_path,
+            path,
             format!("{} bytes of trailing data", bytes.len() - r.at),
         ));
     }
-    if let Some(&id) = meta.tombstones.iter().find(|&&id| id as usize >= count) {
+    Ok(FlatIndex::from_data(dim, data))
+}
+
+/// The graph file over the vectors of `flat`: every layer's lists consistent with the
+/// vectors and with layer 0, and the entry point among them.
+fn graph_from_bytes(path: &Path, file: &[u8], flat: &FlatIndex) -> Result<Graph> {
+    let bytes = checked_body(path, file, GRAPH_MAGIC, GRAPH_MAGIC_V1)?;
+    let mut r = Reader { path, bytes, at: 8 };
+    let entry = r.u64()?;
+    let layer_count = r.u64()? as usize;
+    if layer_count > MAX_LAYERS {
         return Err(bad(
-            &meta_path,
-            format!("deleted id {id} is past the {count} vectors"),
+            path,
+            format!("{layer_count} layers, more than the {MAX_LAYERS} any graph has"),
         ));
     }
-    let flat = FlatIndex::from_data(dim, data);
+    let mut layers: Vec<LayerParts> = Vec::with_capacity(layer_count);
+    for layer in 0..layer_count {
+        let offsets_len = r.count(4)?;
+        let neighbours_len = r.count(4)?;
+        let offsets = r.u32s(offsets_len)?;
+        let neighbours = r.u32s(neighbours_len)?;
+        let base_nodes = layers.first().map(|(o, _)| o.len());
+        check_layer(path, layer, &offsets, &neighbours, flat.len(), base_nodes)?;
+        layers.push((offsets, neighbours));
+    }
+    let covered = layers.first().map_or(0, |(offsets, _)| offsets.len() - 1);
+    if entry >= covered.max(1) as u64 {
+        return Err(bad(path, format!("entry point {entry} out of range")));
+    }
+    Ok(Graph::from_parts(entry as u32, layers, flat))
+}
 
-    let graph = if meta.has_graph {
-        let graph_path = dir.join(GRAPH_FILE);
-        let file =
-            graph.ok_or_else(|| bad(&graph_path, "missing: the index says it has a graph"))?;
-        let bytes = checked_body(&graph_path, file, GRAPH_MAGIC, GRAPH_MAGIC_V1)?;
-        let mut r = Reader {
-            path: &graph_path,
-            bytes,
-            at: 8,
-        };
-        let entry = r.u64()?;
-        let layer_count = r.u64()? as usize;
-        if layer_count > MAX_LAYERS {
-            return Err(bad(
-                &graph_path,
-                format!("{layer_count} layers, more than the {MAX_LAYERS} any graph has"),
-            ));
-        }
-        let mut layers = Vec::with_capacity(layer_count);
-        for layer in 0..layer_count {
-            let offsets_len = r.count(4)?;
-            let neighbours_len = r.count(4)?;
-            let offsets = r.u32s(offsets_len)?;
-            let neighbours = r.u32s(neighbours_len)?;
-            // A graph may cover fewer ids than there are vectors (lesions added since).
-            if offsets.is_empty()
-                || offsets.len() > count + 1
-                || offsets[0] != 0
-                || offsets.windows(2).any(|w| w[0] > w[1])
-                || offsets.last().copied() != Some(neighbours.len() as u32)
-                || neighbours.iter().any(|&n| n as usize + 1 >= offsets.len())
-            {
-                return Err(bad(
-                    &graph_path,
-                    format!("layer {layer}: neighbour lists do not match the vectors"),
-                ));
-            }
-            let widest = offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
-            let base_nodes = layers
-                .first()
-                .map_or(offsets.len(), |(o, _): &(Vec<u32>, _)| o.len());
-            if widest as usize > MAX_DEGREE || offsets.len() > base_nodes {
-                return Err(bad(
-                    &graph_path,
-                    format!("layer {layer}: a node with {widest} neighbours, or more nodes than layer 0"),
-                ));
-            }
-            layers.push((offsets, neighbours));
-        }
-        let covered = layers.first().map_or(0, |(offsets, _)| offsets.len() - 1);
-        if entry >= covered.max(1) as u64 {
-            return Err(bad(
-                &graph_path,
-                format!("entry point {entry} out of range"),
-            ));
-        }
-        Some(Graph::from_parts(entry as u32, layers, &flat))
-    } else {
-        None
-    };
-    Ok(VectorIndex {
-        tombstones: IdSet::from_ids(count, meta.tombstones),
-        flat,
-        graph,
-        ef: meta.ef,
-        self_recall: meta.self_recall,
-        outcome: meta.outcome,
-    })
+/// One stored layer's lists against `count` vectors and, above layer 0, layer 0's length
+/// `base_nodes`.
+fn check_layer(
+    path: &Path,
+    layer: usize,
+    offsets: &[u32],
+    neighbours: &[u32],
+    count: usize,
+    base_nodes: Option<usize>,
+) -> Result<()> {
+    // A graph may cover fewer ids than there are vectors (lesions added since).
+    if offsets.is_empty()
+        || offsets.len() > count + 1
+        || offsets[0] != 0
+        || offsets.windows(2).any(|w| w[0] > w[1])
+        || offsets.last().copied() != Some(neighbours.len() as u32)
+        || neighbours.iter().any(|&n| n as usize + 1 >= offsets.len())
+    {
+        return Err(bad(
+            path,
+            format!("layer {layer}: neighbour lists do not match the vectors"),
+        ));
+    }
+    let widest = offsets.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+    if widest as usize > MAX_DEGREE || offsets.len() > base_nodes.unwrap_or(offsets.len()) {
+        return Err(bad(
+            path,
+            format!("layer {layer}: a node with {widest} neighbours, or more nodes than layer 0"),
+        ));
+    }
+    Ok(())
 }

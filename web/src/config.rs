@@ -45,6 +45,8 @@ pub struct Config {
     pub backend: lesion_search::backend::BackendChoice,
     /// How long a request's body may take to arrive, whatever its kind; past it 408.
     pub body_timeout: Duration,
+    /// What builds the demo index's HNSW graph (`graph_builder` in the settings file).
+    pub graph_builder: lesion_search::index::GraphBuilder,
     /// Bytes of request bodies all requests together may hold at once (declared lengths
     /// reserved up front, chunked bodies as they arrive); past it 503 with `Retry-After`.
     pub max_body_bytes_in_flight: usize,
@@ -83,6 +85,7 @@ impl Default for Config {
             max_parts: 32,
             task_queue: 8,
             backend: Default::default(),
+            graph_builder: Default::default(),
             body_timeout: Duration::from_secs(30),
             max_body_bytes_in_flight: 256 << 20,
             header_timeout: Duration::from_secs(5),

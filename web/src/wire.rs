@@ -440,6 +440,9 @@ impl LesionDetail {
     pub fn new(
         id: u32,
         stored: StoredLesion,
+    /// What builds the index's HNSW graph: `native` (our insertion, the default) or
+    /// `hnsw-rs` (the hnsw_rs crate's), as the generation's manifest records it.
+    pub graph_builder: &'static str,
         facts: &LesionFacts,
         others: Vec<LesionSummary>,
     ) -> Self {

@@ -33,6 +33,7 @@ pub(super) async fn healthz(state: Shared) -> HttpResponse {
         generation: engine.generation(),
         lesions: engine.live(),
         model: engine.model_name().to_string(),
+        graph_builder: engine.graph_builder().name(),
         writes: state.config.admin_key.is_some(),
         writes_pending: state.tasks.pending(),
         backend: HealthBackend {

@@ -12,22 +12,16 @@ use std::cell::RefCell;
 use std::collections::BinaryHeap;
 use std::sync::Mutex;
 
-use super::flat::FlatIndex;
-use super::graph::{first_visit, select_neighbours, Best};
-use super::simd::{dot, prefetch};
+use super::heuristic::{first_visit, select_neighbours, Best};
+use super::Lists;
+use crate::index::flat::FlatIndex;
+use crate::index::simd::{dot, prefetch};
 
 /// Levels above this are not drawn (2^16 nodes per level step would need 24^16 vectors).
 const MAX_LEVEL: usize = 16;
 
 /// Seed of the level draw: the same ids get the same levels in every build.
 const LEVEL_SEED: u64 = 0x4C45_5349_4F4E_4857;
-
-/// The graph as the insertion leaves it: the entry point and, per layer from 0 up, one
-/// neighbour list per id (empty for ids not on that layer).
-pub(crate) struct Inserted {
-    pub entry: u32,
-    pub layers: Vec<Vec<Vec<u32>>>,
-}
 
 /// Everything one insertion reads and writes.
 struct Builder<'a> {
@@ -64,12 +58,7 @@ fn draw_levels(ids: &[u32], m: usize) -> Vec<usize> {
 /// Inserts `ids` of `flat` into a new graph with `m` links per node on the upper layers and
 /// `2 m` on layer 0. Lists hold only the heuristic's choice, as hnswlib's do: no refinement
 /// follows to need the pruned ones.
-pub(crate) fn insert_all(
-    flat: &FlatIndex,
-    ids: &[u32],
-    m: usize,
-    ef_construction: usize,
-) -> Inserted {
+pub(super) fn insert_all(flat: &FlatIndex, ids: &[u32], m: usize, ef_construction: usize) -> Lists {
     use rayon::prelude::*;
     let n = flat.len();
     let levels = draw_levels(ids, m);
@@ -82,7 +71,7 @@ pub(crate) fn insert_all(
         .map(|level| Mutex::new(level.map_or_else(Vec::new, |l| vec![Vec::new(); l + 1])))
         .collect();
     let Some((&first, rest)) = ids.split_first() else {
-        return Inserted {
+        return Lists {
             entry: 0,
             layers: Vec::new(),
         };
@@ -251,7 +240,7 @@ impl Builder<'_> {
         })
     }
 
-    fn into_layers(self) -> Inserted {
+    fn into_layers(self) -> Lists {
         let (entry, top) = self.entry.into_inner().unwrap_or_else(|e| e.into_inner());
         let n = self.nodes.len();
         let mut layers: Vec<Vec<Vec<u32>>> = vec![vec![Vec::new(); n]; top + 1];
@@ -261,7 +250,7 @@ impl Builder<'_> {
                 layers[layer][id] = list;
             }
         }
-        Inserted { entry, layers }
+        Lists { entry, layers }
     }
 }
 
