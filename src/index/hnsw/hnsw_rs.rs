@@ -84,7 +84,8 @@ fn inserted(flat: &FlatIndex, ids: &[u32], params: GraphParams) -> Lists {
 /// parallel insertion leaves some points poorly linked (self-recall 0.84 at 1M vectors).
 /// Each node re-chooses its neighbours by the HNSW heuristic among its current ones, the
 /// nodes that point to it, and the nearest of its neighbours' neighbours (see
-/// [`refined_list`]). Then every kept link is made mutual where the other end has room.
+/// [`Candidates::refined_list`]). Then every kept link is made mutual where the other end
+/// has room.
 fn refine_base_layer(
     flat: &FlatIndex,
     codes: &Codes,
