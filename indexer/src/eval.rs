@@ -3,18 +3,16 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{anyhow, Context};
-use lesion_search::archive::Archive;
+use lesion_search::backend::BackendChoice;
 use lesion_search::dataset::{Split, FOLLOWUP_PAIRS_FILE};
-use lesion_search::embed::{default_cache_dir, resolve_model};
 use lesion_search::eval::plots::{grouped_bars, heat_map, latency_histograms};
 use lesion_search::eval::text_benchmark::run_text_benchmark;
 use lesion_search::eval::{
     default_text_queries, evaluate, markdown, read_pairs, EvalOptions, TextQuery,
 };
-use lesion_search::search::Engine;
+use lesion_search::service::Index;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -76,9 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some(path) => read_text_queries(path)?,
         None => default_text_queries(),
     };
-    let manifest = Archive::current_manifest(&args.index)?;
-    let model = resolve_model(&manifest.model.name, &default_cache_dir())?;
-    let engine = Engine::open(&args.index, Arc::from(model))?;
+    let engine = Index::open(&args.index, &BackendChoice::Embedded)?.engine();
     eprintln!("evaluating {} lesions", engine.live());
     let report = evaluate(
         &engine,

@@ -1,23 +1,28 @@
-//! `lesion-indexer evaluate-model`: models compared on a generated archive (held-out P@5 by
-//! type) or on real CT (`--real`: re-identification, same lesion across studies, speed).
+//! `lesion-indexer evaluate-model`: models compared on a generated archive (P@5 by type
+//! under `eval`'s retrieval protocol, without building an index) or on real CT (`--real`:
+//! re-identification, same lesion across studies, speed).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
-use lesion_search::embed::train::evaluate_on_dataset;
+use anyhow::{anyhow, Context};
+use lesion_search::dataset::Split;
 use lesion_search::embed::{default_cache_dir, resolve_model};
-use lesion_search::eval::read_pairs;
 use lesion_search::eval::real_ct::{
     evaluate_dicom, evaluate_real_ct, evaluate_volumes, load_dicom_slices, load_masked_volumes,
     RealCtInputs, RealCtReport,
 };
+use lesion_search::eval::{evaluate_model, read_pairs};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Archive whose validation and test lesions are the queries and the database.
+    /// Archive to judge the models on, as `eval` judges an index of it: the typed lesions of
+    /// --query-split query every typed lesion of other patients.
     #[arg(long, required_unless_present = "real", conflicts_with = "real")]
     dataset: Option<PathBuf>,
+    /// With --dataset: the split whose typed lesions are the queries.
+    #[arg(long, default_value = "test", conflicts_with = "real")]
+    query_split: String,
     /// A real DeepLesion folder (`Images_png/` and `DL_info.csv` or `DL_info_partial.csv`,
     /// such as ../shared/data/deeplesion): the lesions whose key slice is there are the
     /// database and the queries.
@@ -122,18 +127,39 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let dataset = args
         .dataset
         .expect("clap requires --dataset without --real");
-    for name in &args.models {
+    let split = Split::parse(&args.query_split).ok_or_else(|| {
+        anyhow!(
+            "--query-split: `{}` is not train, validation or test",
+            args.query_split
+        )
+    })?;
+    for (i, name) in args.models.iter().enumerate() {
         let model = resolve_model(name, &default_cache_dir())?;
-        let (n, p, by_type) = evaluate_on_dataset(model.as_ref(), &dataset)?;
+        let figures = evaluate_model(model.as_ref(), &dataset, split)?;
         if args.json {
+            let by_type: serde_json::Map<String, serde_json::Value> = figures
+                .per_type
+                .iter()
+                .map(|(t, f)| (t.name().to_string(), f.p_at_5.into()))
+                .collect();
             println!(
                 "{}",
-                serde_json::json!({"model": name, "lesions": n, "p_at_5": p, "p_at_5_by_type": by_type})
+                serde_json::json!({"model": name, "protocol": figures.protocol, "p_at_5": figures.p_at_5, "mmv_at_5": figures.mmv_at_5, "p_at_5_by_type": by_type})
             );
         } else {
-            let types: Vec<String> = by_type.iter().map(|(t, p)| format!("{t} {p:.3}")).collect();
+            if i == 0 {
+                println!("{}", figures.protocol.statement());
+            }
+            let types: Vec<String> = figures
+                .per_type
+                .iter()
+                .map(|(t, f)| format!("{} {:.3}", t.name(), f.p_at_5))
+                .collect();
             println!(
-                "{name}: held-out P@5 {p:.3} over {n} lesions ({})",
+                "{name}: P@5 {:.3}, mMV@5 {:.3} over {} queries ({})",
+                figures.p_at_5,
+                figures.mmv_at_5,
+                figures.protocol.queries,
                 types.join(", ")
             );
         }

@@ -1,15 +1,17 @@
-//! Retrieval quality the way the DeepLesion literature measures it: queries are the lesions
-//! of one split, the database the others, hits from the query's own patient excluded.
+//! Retrieval quality the way the DeepLesion literature measures it, under the one protocol
+//! of [`protocol`] (queries: the typed lesions of the test split; gallery: every typed
+//! lesion, the query's own patient excluded), which `evaluate-model` ([`model`]) shares.
 //! Also follow-up matching on same-lesion pairs, text retrieval, the approximate index
 //! against the exact one, and latency per query kind. [`plots`] draws the figures;
 //! [`text_benchmark`] is the LesaNet report-phrase benchmark.
 
+pub mod model;
 pub mod pairs;
 pub mod plots;
+pub mod protocol;
 pub mod real_ct;
 pub mod text_benchmark;
 
-use std::collections::HashMap;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -18,9 +20,11 @@ use crate::backend::Allowed;
 use crate::dataset::{CoarseType, Split};
 use crate::error::{Error, Result};
 use crate::index::{FlatIndex, GraphParams, IdSet, Plan, VectorIndex};
-use crate::search::{Engine, ImageQuery, LesionFacts, SearchRequest};
+use crate::search::{Engine, ImageQuery, SearchRequest};
 
+pub use model::evaluate_model;
 pub use pairs::{read_pairs, FollowUpPair};
+pub use protocol::{JudgedLesion, Protocol, RetrievalFigures, TypeFigures};
 
 /// A text query and what is relevant to it: listed lesion keys, or every lesion of the
 /// listed coarse types.
@@ -65,15 +69,6 @@ pub struct EvalOptions {
     pub text_queries: Vec<TextQuery>,
     /// Image queries (embedding included) timed on this many lesions.
     pub image_queries: usize,
-}
-
-/// Per-type retrieval figures.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct TypeFigures {
-    pub queries: usize,
-    pub p_at_1: f32,
-    pub p_at_5: f32,
-    pub p_at_10: f32,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -125,9 +120,14 @@ pub struct TextFigures {
 pub struct EvalReport {
     pub model: String,
     pub lesions: usize,
+    /// Which lesions queried and which they searched, counted.
+    pub protocol: Protocol,
     pub query_split: Split,
+    /// The lesions of the query split, typed or not.
     pub queries: usize,
+    /// The queries the figures average over (the typed ones).
     pub typed_queries: usize,
+    /// The gallery: every typed lesion, any split.
     pub database: usize,
     pub p_at_1: f32,
     pub p_at_5: f32,
@@ -153,14 +153,9 @@ pub struct EvalReport {
     pub latency: Vec<(String, Latency)>,
 }
 
-fn typed(t: CoarseType) -> bool {
-    t.is_known()
-}
-
-/// Runs the evaluation on an open engine: image retrieval by exact scan, the graph against
-/// it, follow-ups, text, and the latency of whole requests.
+/// Runs the evaluation on an open engine: image retrieval by exact scan under the
+/// [`protocol`], the graph against it, follow-ups, text, and the latency of whole requests.
 pub fn evaluate(engine: &Engine, options: &EvalOptions) -> Result<EvalReport> {
-    let split = QuerySplit::of(engine, options.query_split)?;
     // The graph is measured against the exact scan over the same vectors, in-process.
     let vectors = engine.vectors().ok_or_else(|| {
         Error::invalid_argument(
@@ -171,8 +166,9 @@ pub fn evaluate(engine: &Engine, options: &EvalOptions) -> Result<EvalReport> {
             ),
         )
     })?;
-    let image = ImageRetrieval::measure(engine, vectors, &split);
-    let graph = graph_recall(vectors, &split.queries);
+    let lesions = judged_lesions(engine);
+    let image = protocol::measure(&lesions, vectors, options.query_split)?;
+    let graph = graph_recall(vectors, &image.query_ids);
     let followups = if options.pairs.is_empty() {
         None
     } else {
@@ -181,7 +177,7 @@ pub fn evaluate(engine: &Engine, options: &EvalOptions) -> Result<EvalReport> {
     let mut latency = vec![
         (
             "vector exact top-10".to_string(),
-            Latency::of(image.exact_latency.clone()),
+            Latency::of(image.exact_latency_ms.clone()),
         ),
         (
             "vector graph top-10".to_string(),
@@ -191,38 +187,33 @@ pub fn evaluate(engine: &Engine, options: &EvalOptions) -> Result<EvalReport> {
     let text = if options.text_queries.is_empty() {
         None
     } else {
-        let (figures, samples) = text_retrieval(
-            engine,
-            &options.text_queries,
-            &split.whole_database,
-            &split.typed_database,
-        )?;
+        let (figures, samples) = text_retrieval(engine, &options.text_queries, &lesions)?;
         latency.push(("text (BM25)".to_string(), Latency::of(samples)));
         Some(figures)
     };
     latency.extend(request_latency(
         engine,
-        &split.queries,
+        &image.query_ids,
         options.image_queries,
     )?);
-    let tq = image.typed_queries.max(1) as f32;
-    let neighbours = image.neighbours.max(1) as f64;
+    let in_query_split = image.protocol.queries + image.protocol.untyped_in_query_split;
     Ok(EvalReport {
         model: engine.published.manifest.model.name.clone(),
-        lesions: split.live,
+        lesions: lesions.iter().flatten().count(),
         query_split: options.query_split,
-        queries: split.queries.len(),
-        typed_queries: image.typed_queries,
-        database: split.database,
-        p_at_1: image.precision[0] / tq,
-        p_at_5: image.precision[1] / tq,
-        p_at_10: image.precision[2] / tq,
-        map_at_10: image.map10 / tq,
-        mmv_at_5: image.mmv / tq,
-        location_difference: (image.location_sum / neighbours) as f32,
-        log_size_difference: (image.size_sum / neighbours) as f32,
-        knn_type_accuracy: image.knn_correct as f32 / tq,
-        per_type: image.per_type(),
+        queries: in_query_split,
+        typed_queries: image.protocol.queries,
+        database: image.protocol.gallery,
+        protocol: image.protocol,
+        p_at_1: image.p_at_1,
+        p_at_5: image.p_at_5,
+        p_at_10: image.p_at_10,
+        map_at_10: image.map_at_10,
+        mmv_at_5: image.mmv_at_5,
+        location_difference: image.location_difference,
+        log_size_difference: image.log_size_difference,
+        knn_type_accuracy: image.knn_type_accuracy,
+        per_type: image.per_type,
         confusion: image.confusion,
         recall_at_10: graph.recall_at_10,
         recall_source: graph.source,
@@ -232,202 +223,12 @@ pub fn evaluate(engine: &Engine, options: &EvalOptions) -> Result<EvalReport> {
     })
 }
 
-/// Queries (the live lesions of one split) and the database they search (the others).
-struct QuerySplit {
-    live: usize,
-    queries: Vec<u32>,
-    database: usize,
-    whole_database: IdSet,
-    /// The database's lesions of a known type: what type-based metrics can judge.
-    typed_database: IdSet,
-}
-
-impl QuerySplit {
-    fn of(engine: &Engine, query_split: Split) -> Result<Self> {
-        let catalog = &engine.catalog;
-        let capacity = catalog.capacity();
-        let live: Vec<u32> = (0..capacity as u32)
-            .filter(|&id| catalog.get(id).is_some())
-            .collect();
-        let (queries, database): (Vec<u32>, Vec<u32>) = live
-            .iter()
-            .partition(|&&id| catalog.get(id).is_some_and(|f| f.split == query_split));
-        if queries.is_empty() {
-            return Err(Error::invalid_argument(
-                "query_split",
-                format!(
-                    "no lesion of the index is in the {} split",
-                    query_split.name()
-                ),
-            ));
-        }
-        Ok(QuerySplit {
-            live: live.len(),
-            typed_database: IdSet::from_ids(
-                capacity,
-                database
-                    .iter()
-                    .copied()
-                    .filter(|&id| catalog.get(id).is_some_and(|f| typed(f.coarse_type))),
-            ),
-            whole_database: IdSet::from_ids(capacity, database.iter().copied()),
-            database: database.len(),
-            queries,
-        })
-    }
-}
-
-/// Image retrieval by exact scan, summed over the queries.
-struct ImageRetrieval {
-    typed_queries: usize,
-    /// Precision at 1, 5 and 10, summed.
-    precision: [f32; 3],
-    map10: f32,
-    mmv: f32,
-    knn_correct: usize,
-    /// Per type: queries and summed precision at 1, 5, 10.
-    by_type: HashMap<CoarseType, (usize, [f32; 3])>,
-    confusion: Vec<Vec<usize>>,
-    location_sum: f64,
-    size_sum: f64,
-    neighbours: usize,
-    exact_latency: Vec<f64>,
-}
-
-impl ImageRetrieval {
-    fn measure(engine: &Engine, vectors: &VectorIndex, split: &QuerySplit) -> Self {
-        let catalog = &engine.catalog;
-        let known = CoarseType::KNOWN.len();
-        let mut figures = ImageRetrieval {
-            typed_queries: 0,
-            precision: [0.0; 3],
-            map10: 0.0,
-            mmv: 0.0,
-            knn_correct: 0,
-            by_type: HashMap::new(),
-            confusion: vec![vec![0; known]; known],
-            location_sum: 0.0,
-            size_sum: 0.0,
-            neighbours: 0,
-            exact_latency: Vec::new(),
-        };
-        for &q in &split.queries {
-            let facts = catalog.get(q).expect("live");
-            let without_own_patient = |set: &IdSet| {
-                let mut s = set.clone();
-                for other in catalog.of_patient(facts.patient) {
-                    s.remove(other);
-                }
-                s
-            };
-            let query = vectors.flat.vector(q);
-            // Location and size over the whole database (typed or not).
-            let allowed = without_own_patient(&split.whole_database);
-            let t = Instant::now();
-            let (hits, _) = vectors.search_with(query, 10, Some(&allowed), Plan::Exact);
-            figures.exact_latency.push(t.elapsed().as_secs_f64() * 1e3);
-            let neighbours: Vec<&LesionFacts> = hits
-                .iter()
-                .map(|h| catalog.get(h.id).expect("live"))
-                .collect();
-            figures.add_neighbourhood(facts, &neighbours);
-            if typed(facts.coarse_type) {
-                let allowed = without_own_patient(&split.typed_database);
-                let (hits, _) = vectors.search_with(query, 10, Some(&allowed), Plan::Exact);
-                let types: Vec<CoarseType> = hits
-                    .iter()
-                    .map(|h| catalog.get(h.id).expect("live").coarse_type)
-                    .collect();
-                figures.add_typed(facts.coarse_type, &types);
-            }
-        }
-        figures
-    }
-
-    /// How far the neighbours lie in body location and size.
-    fn add_neighbourhood(&mut self, query: &LesionFacts, neighbours: &[&LesionFacts]) {
-        for f in neighbours {
-            let d: f32 = query
-                .location
-                .iter()
-                .zip(&f.location)
-                .map(|(a, b)| (a - b) * (a - b))
-                .sum::<f32>()
-                .sqrt();
-            self.location_sum += f64::from(d);
-            self.size_sum += f64::from((f.long_mm.max(0.1) / query.long_mm.max(0.1)).ln().abs());
-            self.neighbours += 1;
-        }
-    }
-
-    /// Precision, average precision, majority vote and k-NN type of one typed query whose
-    /// ranked neighbours have `types`.
-    fn add_typed(&mut self, query: CoarseType, types: &[CoarseType]) {
-        self.typed_queries += 1;
-        let same: Vec<bool> = types.iter().map(|t| *t == query).collect();
-        let precision = |k: usize| same.iter().take(k).filter(|s| **s).count() as f32 / k as f32;
-        let at = [precision(1), precision(5), precision(10)];
-        let entry = self.by_type.entry(query).or_default();
-        entry.0 += 1;
-        for ((overall, of_type), p) in self.precision.iter_mut().zip(&mut entry.1).zip(at) {
-            *overall += p;
-            *of_type += p;
-        }
-        // Average precision over the top 10 (relevant = same type among the retrieved).
-        let mut found = 0;
-        let mut ap = 0.0;
-        for (i, s) in same.iter().enumerate() {
-            if *s {
-                found += 1;
-                ap += found as f32 / (i + 1) as f32;
-            }
-        }
-        if found > 0 {
-            self.map10 += ap / found as f32;
-        }
-        if same.iter().take(5).filter(|s| **s).count() >= 3 {
-            self.mmv += 1.0;
-        }
-        // k-NN type: the majority of the top 5, ties to the better ranked.
-        let mut votes: Vec<(CoarseType, usize, usize)> = Vec::new();
-        for (rank, t) in types.iter().take(5).enumerate() {
-            match votes.iter_mut().find(|v| v.0 == *t) {
-                Some(v) => v.1 += 1,
-                None => votes.push((*t, 1, rank)),
-            }
-        }
-        votes.sort_by(|a, b| b.1.cmp(&a.1).then(a.2.cmp(&b.2)));
-        if let Some(&(predicted, ..)) = votes.first() {
-            if predicted == query {
-                self.knn_correct += 1;
-            }
-            let slot = |t: CoarseType| CoarseType::KNOWN.iter().position(|k| *k == t);
-            if let (Some(t), Some(p)) = (slot(query), slot(predicted)) {
-                self.confusion[t][p] += 1;
-            }
-        }
-    }
-
-    fn per_type(&self) -> Vec<(CoarseType, TypeFigures)> {
-        let mut out: Vec<(CoarseType, TypeFigures)> = self
-            .by_type
-            .iter()
-            .map(|(t, (n, sums))| {
-                let n32 = (*n).max(1) as f32;
-                (
-                    *t,
-                    TypeFigures {
-                        queries: *n,
-                        p_at_1: sums[0] / n32,
-                        p_at_5: sums[1] / n32,
-                        p_at_10: sums[2] / n32,
-                    },
-                )
-            })
-            .collect();
-        out.sort_by_key(|(t, _)| *t);
-        out
-    }
+/// Every id of the engine's catalog, with what the protocol reads of its lesion.
+fn judged_lesions(engine: &Engine) -> Vec<Option<JudgedLesion>> {
+    let catalog = &engine.catalog;
+    (0..catalog.capacity() as u32)
+        .map(|id| catalog.get(id).map(JudgedLesion::of_facts))
+        .collect()
 }
 
 /// The approximate path against the exact one, on the same queries.
@@ -440,14 +241,14 @@ struct GraphRecall {
 
 fn graph_recall(vectors: &VectorIndex, queries: &[u32]) -> GraphRecall {
     let built;
-    let (approximate, source): (&VectorIndex, String) = if vectors.graph.is_some() {
+    let (approximate, source): (&VectorIndex, String) = if vectors.graph().is_some() {
         (
             vectors,
-            format!("the index's HNSW graph (ef {})", vectors.ef),
+            format!("the index's HNSW graph (ef {})", vectors.ef()),
         )
     } else {
         let (index, calibration) = VectorIndex::with_graph(
-            FlatIndex::from_data(vectors.flat.dim(), vectors.flat.data().to_vec()),
+            FlatIndex::from_data(vectors.dim(), vectors.flat().data().to_vec()),
             GraphParams::default(),
         );
         built = index;
@@ -462,7 +263,7 @@ fn graph_recall(vectors: &VectorIndex, queries: &[u32]) -> GraphRecall {
     let mut latency = Vec::new();
     let (mut hit, mut total) = (0usize, 0usize);
     for &q in queries {
-        let query = approximate.flat.vector(q);
+        let query = approximate.vector(q);
         let (truth, _) = approximate.search_with(query, 10, None, Plan::Exact);
         let t = Instant::now();
         let (found, _) = approximate.search_with(
@@ -470,7 +271,7 @@ fn graph_recall(vectors: &VectorIndex, queries: &[u32]) -> GraphRecall {
             10,
             None,
             Plan::Graph {
-                ef: approximate.ef.max(10),
+                ef: approximate.ef().max(10),
             },
         );
         latency.push(t.elapsed().as_secs_f64() * 1e3);
@@ -533,15 +334,24 @@ fn request_latency(
     Ok(out)
 }
 
-/// nDCG@10 and P@10 of text queries over the database (binary relevance). Queries judged
-/// by coarse type search the typed lesions only, as the image metrics do (an untyped
-/// lesion cannot be judged).
+/// nDCG@10 and P@10 of text queries (binary relevance). Queries judged by coarse type
+/// search the protocol's gallery (the typed lesions, an untyped lesion cannot be judged),
+/// as the image metrics do; queries judged by listed keys search every lesion.
 fn text_retrieval(
     engine: &Engine,
     queries: &[TextQuery],
-    whole_database: &IdSet,
-    typed_database: &IdSet,
+    lesions: &[Option<JudgedLesion>],
 ) -> Result<(TextFigures, Vec<f64>)> {
+    let ids_where = |keep: fn(&JudgedLesion) -> bool| {
+        let ids = lesions
+            .iter()
+            .enumerate()
+            .filter_map(|(id, lesion)| lesion.as_ref().filter(|l| keep(l)).map(|_| id as u32));
+        IdSet::from_ids(lesions.len(), ids)
+    };
+    let whole_database = ids_where(|_| true);
+    let typed_database = ids_where(JudgedLesion::in_gallery);
+    let (whole_database, typed_database) = (&whole_database, &typed_database);
     let catalog = &engine.catalog;
     let (mut ndcg, mut p10) = (0f32, 0f32);
     let mut samples = Vec::new();
@@ -606,20 +416,16 @@ pub fn ndcg_at_10(gains: &[bool], relevant_total: usize) -> f32 {
     }
 }
 
-/// The report as Markdown.
+/// The report as Markdown; its first line states the protocol.
 pub fn markdown(report: &EvalReport) -> String {
     use std::fmt::Write;
     let mut out = String::new();
+    let _ = writeln!(out, "{}\n", report.protocol.statement());
     let _ = writeln!(out, "# Retrieval evaluation\n");
     let _ = writeln!(
         out,
-        "Model `{}`, {} lesions; queries: the {} split ({} lesions, {} typed); database: the other splits ({} lesions); hits from the query's own patient excluded.\n",
-        report.model,
-        report.lesions,
-        report.query_split.name(),
-        report.queries,
-        report.typed_queries,
-        report.database
+        "Model `{}`, {} lesions; exact top 10 of each query; type figures average over the {} queries.\n",
+        report.model, report.lesions, report.typed_queries,
     );
     let _ = writeln!(out, "| metric | value |\n|---|---:|");
     for (name, value) in [
