@@ -152,9 +152,9 @@ fn library_paths(code: &str) -> Vec<String> {
 #[test]
 fn binaries_reach_an_index_only_through_the_service() {
     let facade = [
-        "service", "search", "archive", "backend", "dataset", "imaging", "embed", "eval",
-        "synth", "followup", "index", "text", "store", "filter", "ontology", "util", "version",
-        "Error", "Result",
+        "service", "search", "archive", "backend", "dataset", "imaging", "embed", "eval", "synth",
+        "followup", "index", "text", "store", "filter", "ontology", "util", "version", "Error",
+        "Result",
     ];
     // What only `service` may call: the engine's opening, the archive's write functions,
     // the backend's opening and mirroring, the write lock.
@@ -166,8 +166,16 @@ fn binaries_reach_an_index_only_through_the_service() {
         "archive::WriteLock",
     ];
     let archive_writes = [
-        "build", "build_locked", "build_from_shards", "build_from_shards_locked", "add",
-        "add_locked", "add_lesion", "add_lesion_locked", "delete", "delete_locked",
+        "build",
+        "build_locked",
+        "build_from_shards",
+        "build_from_shards_locked",
+        "add",
+        "add_locked",
+        "add_lesion",
+        "add_lesion_locked",
+        "delete",
+        "delete_locked",
     ];
     let root = workspace();
     let mut checked = 0;
@@ -235,7 +243,11 @@ fn each_engine_crate_is_named_in_one_module() {
             if code.contains(&format!("mod {krate};")) {
                 continue;
             }
-            let shown = path.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
+            let shown = path
+                .strip_prefix(&root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             let names_it = code.match_indices(&pattern).any(|(i, _)| {
                 // `a_png::` or `x.png::` are other names; a path starts the crate's name.
                 let before = code[..i].chars().last().unwrap_or(' ');
@@ -245,11 +257,17 @@ fn each_engine_crate_is_named_in_one_module() {
                 users.push(shown);
             }
         }
-        assert!(!users.is_empty(), "nothing names {krate}: is the table stale?");
+        assert!(
+            !users.is_empty(),
+            "nothing names {krate}: is the table stale?"
+        );
         let strays: Vec<&String> = users
             .iter()
             .filter(|user| !homes.iter().any(|home| user.starts_with(home)))
             .collect();
-        assert!(strays.is_empty(), "{krate} is named outside {homes:?}: {strays:?}");
+        assert!(
+            strays.is_empty(),
+            "{krate} is named outside {homes:?}: {strays:?}"
+        );
     }
 }

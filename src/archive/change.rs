@@ -179,7 +179,11 @@ pub fn delete(dir: &Path, keys: &[String], graph: GraphParams) -> Result<ChangeS
 }
 
 /// [`delete`] for a writer that holds the index's lock already.
-pub fn delete_locked(lock: &WriteLock, keys: &[String], graph: GraphParams) -> Result<ChangeSummary> {
+pub fn delete_locked(
+    lock: &WriteLock,
+    keys: &[String],
+    graph: GraphParams,
+) -> Result<ChangeSummary> {
     let dir = lock.dir();
     let mut draft = Draft::copy_of_served(dir)?;
     let mut ids = Vec::new();

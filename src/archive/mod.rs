@@ -30,8 +30,8 @@ mod change;
 mod draft;
 mod lesion;
 mod shard;
-pub use change::{add, delete, AddOptions, ChangeSummary};
-pub use lesion::{add_lesion, lesion_record, LesionInput};
+pub use change::{add, add_locked, delete, delete_locked, AddOptions, ChangeSummary};
+pub use lesion::{add_lesion, add_lesion_locked, lesion_record, LesionInput};
 pub use shard::{embed_shard, Shard, ShardSummary};
 
 /// Version of the on-disk layout; a reader refuses others.
@@ -83,6 +83,7 @@ fn index_error(path: &Path, message: impl Into<String>) -> Error {
 /// stays; only the lock on it matters.
 pub struct WriteLock {
     _file: fs::File,
+    dir: PathBuf,
 }
 
 impl WriteLock {
@@ -112,7 +113,15 @@ impl WriteLock {
         let _ = file.set_len(0);
         let _ = write!(file, "{}", std::process::id());
         let _ = file.sync_all();
-        Ok(WriteLock { _file: file })
+        Ok(WriteLock {
+            _file: file,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The index folder this lock holds.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 }
 
@@ -142,6 +151,15 @@ pub struct BuildSummary {
 pub enum BuildEvent {
     Embedding { done: usize, total: usize },
     Writing,
+}
+
+/// The name of the generation `CURRENT` points at (`gen-NNNNNN`); `None` before the first
+/// publish.
+pub fn served_generation_name(dir: &Path) -> Result<Option<String>> {
+    Ok(current_generation(dir)?.and_then(|(_, path)| {
+        path.file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+    }))
 }
 
 pub(crate) fn current_generation(dir: &Path) -> Result<Option<(u64, PathBuf)>> {
@@ -328,7 +346,16 @@ pub fn build(
     options: &BuildOptions,
     progress: &(dyn Fn(BuildEvent) + Sync),
 ) -> Result<BuildSummary> {
-    build_with(dir, options, &[], progress)
+    build_locked(&WriteLock::acquire(dir)?, options, progress)
+}
+
+/// [`build`] for a writer that holds the index's lock already.
+pub fn build_locked(
+    lock: &WriteLock,
+    options: &BuildOptions,
+    progress: &(dyn Fn(BuildEvent) + Sync),
+) -> Result<BuildSummary> {
+    build_with(lock, options, &[], progress)
 }
 
 /// Builds a new generation from a DeepLesion-format archive whose lesions were embedded as
@@ -339,22 +366,32 @@ pub fn build_from_shards(
     shard_files: &[PathBuf],
     progress: &(dyn Fn(BuildEvent) + Sync),
 ) -> Result<BuildSummary> {
+    build_from_shards_locked(&WriteLock::acquire(dir)?, options, shard_files, progress)
+}
+
+/// [`build_from_shards`] for a writer that holds the index's lock already.
+pub fn build_from_shards_locked(
+    lock: &WriteLock,
+    options: &BuildOptions,
+    shard_files: &[PathBuf],
+    progress: &(dyn Fn(BuildEvent) + Sync),
+) -> Result<BuildSummary> {
     if shard_files.is_empty() {
         return Err(Error::invalid_argument(
             "embeddings",
             "no shard files given",
         ));
     }
-    build_with(dir, options, shard_files, progress)
+    build_with(lock, options, shard_files, progress)
 }
 
 fn build_with(
-    dir: &Path,
+    lock: &WriteLock,
     options: &BuildOptions,
     shard_files: &[PathBuf],
     progress: &(dyn Fn(BuildEvent) + Sync),
 ) -> Result<BuildSummary> {
-    let _lock = WriteLock::acquire(dir)?;
+    let dir = lock.dir();
     let incoming = Incoming::read(&options.dataset, options.reports.as_deref())?;
     // Checked before the slow embedding, so a wrong file fails at once.
     let labels = match &options.labels {
@@ -385,6 +422,7 @@ fn build_with(
             records_sha256: String::new(),
             vectors_sha256: String::new(),
             graph_outcome: Default::default(),
+            graph_builder: options.graph.builder,
         },
     )?;
     let changed = incoming.put_into(
@@ -422,7 +460,6 @@ fn labels_for(path: &Path, incoming: &Incoming) -> Result<crate::dataset::Lesion
                     incoming.records.len()
                 ),
             ));
-            graph_builder: options.graph.builder,
         }
     }
     Ok(labels)
