@@ -232,7 +232,17 @@ fn check_files(
     rows: &[LesionRow],
     options: &InspectOptions,
 ) {
-    // Key slices, once each.
+    check_key_slices(report, dataset, rows, options);
+    check_neighbour_slices(report, dataset, rows);
+}
+
+/// Every key slice, once each: present, and decodable when `decode_images` asks.
+fn check_key_slices(
+    report: &mut InspectReport,
+    dataset: &Dataset,
+    rows: &[LesionRow],
+    options: &InspectOptions,
+) {
     let mut key_slices: Vec<&LesionRow> = Vec::new();
     let mut seen = HashSet::new();
     for row in rows {
@@ -243,21 +253,7 @@ fn check_files(
     let key_problems: Vec<(u64, Error)> = key_slices
         .par_iter()
         .filter_map(|row| {
-            let r = &row.record;
-            let outcome = if options.decode_images {
-                dataset.load_key_slice(r).map(|_| ())
-            } else {
-                let path = r.key_slice_path(dataset.root());
-                if path.is_file() {
-                    Ok(())
-                } else {
-                    Err(Error::MissingSlice {
-                        path,
-                        lesion: r.file_name.clone(),
-                    })
-                }
-            };
-            outcome.err().map(|e| (row.line, e))
+            key_slice_problem(dataset, &row.record, options.decode_images).map(|e| (row.line, e))
         })
         .collect();
     let csv = dataset.dl_info_path();
@@ -268,8 +264,22 @@ fn check_files(
         }
         report.error(format!("{}:{line}: File_name: {e}", csv.display()));
     }
+}
 
-    // Neighbour slices: every slice some lesion's Slice_range names, once per series.
+/// Why a lesion's key slice fails: absent, or (when `decode` is set) not decodable.
+fn key_slice_problem(dataset: &Dataset, record: &LesionRecord, decode: bool) -> Option<Error> {
+    if decode {
+        return dataset.load_key_slice(record).err();
+    }
+    let path = record.key_slice_path(dataset.root());
+    (!path.is_file()).then(|| Error::MissingSlice {
+        path,
+        lesion: record.file_name.clone(),
+    })
+}
+
+/// Neighbour slices: every slice some lesion's Slice_range names, once per series.
+fn check_neighbour_slices(report: &mut InspectReport, dataset: &Dataset, rows: &[LesionRow]) {
     let mut wanted: HashMap<&str, (&LesionRecord, HashSet<u32>)> = HashMap::new();
     let key_set: HashSet<(&str, u32)> = rows
         .iter()
@@ -287,7 +297,7 @@ fn check_files(
         .filter_map(|(folder, (record, indices))| {
             let n = indices
                 .iter()
-                // Missing key slices are already reported above.
+                // Missing key slices are already reported by `check_key_slices`.
                 .filter(|&&i| !key_set.contains(&(*folder, i)))
                 .filter(|&&i| !record.slice_path(dataset.root(), i).is_file())
                 .count();

@@ -2,7 +2,7 @@
 //! table's lesions of the target study, as a clinician would face them. This is where the
 //! matcher is fitted and measured (`lesion-indexer fit-followup`, `eval-followup`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
@@ -224,65 +224,12 @@ pub fn evaluate(
     vectors: &HashMap<usize, Vec<f32>>,
 ) -> FollowUpEvaluation {
     let (resolved, _) = resolve_pairs(table, pairs);
+    let mut tally = Tally::default();
     let mut present = Vec::new();
     let mut both = Vec::new();
-    let mut by_type: std::collections::BTreeMap<CoarseType, (usize, usize)> = Default::default();
-    let (mut candidates_total, mut single, mut nearest_right) = (0usize, 0usize, 0usize);
-    let mut gate_right = 0usize;
-    let (mut with_pixels, mut pixels_table_right, mut pixels_right) = (0usize, 0usize, 0usize);
     for &pair in &resolved {
         let (group, rows, withheld) = groups_of(table, pair, vectors);
-        candidates_total += rows.len();
-        single += usize::from(rows.len() == 1);
-        let source = &table.records[pair.source];
-        let nearest = rows.iter().min_by(|&&a, &&b| {
-            let d = |c: usize| {
-                let l = &table.records[c].location;
-                (l.x - source.location.x).powi(2)
-                    + (l.y - source.location.y).powi(2)
-                    + (l.z - source.location.z).powi(2)
-            };
-            d(a).total_cmp(&d(b))
-        });
-        nearest_right += usize::from(nearest == Some(&pair.target));
-        let gated = rows
-            .iter()
-            .map(|&c| {
-                let r = &table.records[c];
-                let d = ((r.location.x - source.location.x).powi(2)
-                    + (r.location.y - source.location.y).powi(2)
-                    + (r.location.z - source.location.z).powi(2))
-                .sqrt();
-                let size = (r.long_diameter_mm().max(0.1) / source.long_diameter_mm().max(0.1))
-                    .ln()
-                    .abs();
-                (c, d, -6.0 * d - 0.3 * size)
-            })
-            .filter(|(_, d, _)| *d <= 0.06)
-            .max_by(|a, b| a.2.total_cmp(&b.2))
-            .map(|(c, ..)| c);
-        gate_right += usize::from(gated == Some(pair.target));
-        let top = model
-            .rank(&group.candidates)
-            .ranked
-            .first()
-            .map(|r| r.candidate);
-        let right = group.answer.is_some() && top == group.answer;
-        let entry = by_type.entry(source.coarse_type).or_default();
-        entry.0 += 1;
-        entry.1 += usize::from(right);
-        let has_pixels =
-            vectors.contains_key(&pair.source) && rows.iter().any(|r| vectors.contains_key(r));
-        if has_pixels {
-            with_pixels += 1;
-            pixels_right += usize::from(right);
-            let mut table_only = group.candidates.clone();
-            for f in &mut table_only {
-                f[super::features::APPEARANCE] = 0.0;
-            }
-            let top = model.rank(&table_only).ranked.first().map(|r| r.candidate);
-            pixels_table_right += usize::from(group.answer.is_some() && top == group.answer);
-        }
+        tally.count(table, model, vectors, pair, &group, &rows);
         if let Some(w) = withheld {
             both.push(w);
         }
@@ -291,26 +238,26 @@ pub fn evaluate(
     }
     let (n, at1, at3) = fit::accuracy(model, &present);
     let (cv1, cv3) = fit::cross_validate(&both, fit::DEFAULT_L2);
-    let ratio = |a: usize, b: usize| if b == 0 { 0.0 } else { a as f32 / b as f32 };
     FollowUpEvaluation {
         pairs: pairs.len(),
         resolved: resolved.len(),
-        mean_candidates: ratio(candidates_total, resolved.len()),
-        single_candidate_share: ratio(single, resolved.len()),
+        mean_candidates: ratio(tally.candidates, resolved.len()),
+        single_candidate_share: ratio(tally.single, resolved.len()),
         accuracy_at_1: ratio(at1, n),
         accuracy_at_3: ratio(at3, n),
         cross_validated_accuracy_at_1: cv1,
         cross_validated_accuracy_at_3: cv3,
-        nearest_location_accuracy_at_1: ratio(nearest_right, resolved.len()),
-        previous_gate_accuracy_at_1: ratio(gate_right, resolved.len()),
+        nearest_location_accuracy_at_1: ratio(tally.nearest_right, resolved.len()),
+        previous_gate_accuracy_at_1: ratio(tally.gate_right, resolved.len()),
         no_match: fit::no_match_figures(model, &both, model.match_threshold),
         calibration: fit::calibration(&both, fit::DEFAULT_L2),
         appearance: AppearanceFigures {
-            pairs: with_pixels,
-            accuracy_at_1_table_only: ratio(pixels_table_right, with_pixels),
-            accuracy_at_1_with_appearance: ratio(pixels_right, with_pixels),
+            pairs: tally.with_pixels,
+            accuracy_at_1_table_only: ratio(tally.pixels_table_right, tally.with_pixels),
+            accuracy_at_1_with_appearance: ratio(tally.pixels_right, tally.with_pixels),
         },
-        by_type: by_type
+        by_type: tally
+            .by_type
             .into_iter()
             .map(|(coarse_type, (pairs, right))| TypeFigures {
                 coarse_type,
@@ -319,6 +266,128 @@ pub fn evaluate(
             })
             .collect(),
     }
+}
+
+/// `a / b`, 0 when there is nothing to divide by.
+fn ratio(a: usize, b: usize) -> f32 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f32 / b as f32
+    }
+}
+
+/// What [`evaluate`] counts over the resolved pairs, besides the groups it fits on.
+#[derive(Default)]
+struct Tally {
+    /// Candidates summed over the pairs.
+    candidates: usize,
+    /// Pairs whose target study holds only the target.
+    single: usize,
+    /// Pairs the nearest candidate by location gets right.
+    nearest_right: usize,
+    /// Pairs the previous gated matcher gets right.
+    gate_right: usize,
+    /// Pairs with pixels for appearance, and those ranked right without and with it.
+    with_pixels: usize,
+    pixels_table_right: usize,
+    pixels_right: usize,
+    /// Pairs and pairs ranked right, per coarse type of the source lesion.
+    by_type: BTreeMap<CoarseType, (usize, usize)>,
+}
+
+impl Tally {
+    /// Counts one pair, `group` being its decision with the target present.
+    fn count(
+        &mut self,
+        table: &LesionTable,
+        model: &MatcherModel,
+        vectors: &HashMap<usize, Vec<f32>>,
+        pair: TablePair,
+        group: &Group,
+        rows: &[usize],
+    ) {
+        let source = &table.records[pair.source];
+        self.candidates += rows.len();
+        self.single += usize::from(rows.len() == 1);
+        self.nearest_right +=
+            usize::from(nearest_by_location(table, source, rows) == Some(pair.target));
+        self.gate_right +=
+            usize::from(previous_gate_choice(table, source, rows) == Some(pair.target));
+        let right = ranks_answer_first(model, &group.candidates, group.answer);
+        let entry = self.by_type.entry(source.coarse_type).or_default();
+        entry.0 += 1;
+        entry.1 += usize::from(right);
+        let has_pixels =
+            vectors.contains_key(&pair.source) && rows.iter().any(|r| vectors.contains_key(r));
+        if has_pixels {
+            self.with_pixels += 1;
+            self.pixels_right += usize::from(right);
+            let table_only = without_appearance(&group.candidates);
+            self.pixels_table_right +=
+                usize::from(ranks_answer_first(model, &table_only, group.answer));
+        }
+    }
+}
+
+/// Whether `model`'s best candidate is the answer (never, when there is none).
+fn ranks_answer_first(
+    model: &MatcherModel,
+    candidates: &[Features],
+    answer: Option<usize>,
+) -> bool {
+    let top = model.rank(candidates).ranked.first().map(|r| r.candidate);
+    answer.is_some() && top == answer
+}
+
+/// The candidates' features with appearance zeroed: the table alone.
+fn without_appearance(candidates: &[Features]) -> Vec<Features> {
+    let mut table_only = candidates.to_vec();
+    for f in &mut table_only {
+        f[super::features::APPEARANCE] = 0.0;
+    }
+    table_only
+}
+
+/// The candidate nearest the source by normalized location.
+fn nearest_by_location(
+    table: &LesionTable,
+    source: &LesionRecord,
+    rows: &[usize],
+) -> Option<usize> {
+    rows.iter().copied().min_by(|&a, &b| {
+        let d = |c: usize| {
+            let l = &table.records[c].location;
+            (l.x - source.location.x).powi(2)
+                + (l.y - source.location.y).powi(2)
+                + (l.z - source.location.z).powi(2)
+        };
+        d(a).total_cmp(&d(b))
+    })
+}
+
+/// The choice of the matcher this one replaced: a 0.06 gate on location distance, then
+/// place and size without appearance.
+fn previous_gate_choice(
+    table: &LesionTable,
+    source: &LesionRecord,
+    rows: &[usize],
+) -> Option<usize> {
+    rows.iter()
+        .map(|&c| {
+            let r = &table.records[c];
+            let d = ((r.location.x - source.location.x).powi(2)
+                + (r.location.y - source.location.y).powi(2)
+                + (r.location.z - source.location.z).powi(2))
+            .sqrt();
+            let size = (r.long_diameter_mm().max(0.1) / source.long_diameter_mm().max(0.1))
+                .ln()
+                .abs();
+            (c, d, -6.0 * d - 0.3 * size)
+        })
+        .filter(|(_, d, _)| *d <= 0.06)
+        .max_by(|a, b| a.2.total_cmp(&b.2))
+        .map(|(c, ..)| c)
 }
 
 /// Fits a matcher on the pairs: weights, then the threshold, then cross-validated figures

@@ -15,8 +15,8 @@ use dicom_object::file::ReadPreamble;
 use dicom_object::{DefaultDicomObject, OpenFileOptions};
 use dicom_pixeldata::{ConvertOptions, ModalityLutOption, PixelDecoder};
 
-use super::dicom_scan::{scan, ScanProblem};
-use super::{CtImage, DecodeLimits, PixelUnit, Window};
+use super::dicom_scan::{scan, DicomSummary, ScanProblem};
+use super::{BudgetReservation, CtImage, DecodeLimits, PixelUnit, Window};
 use crate::error::{Error, Result};
 
 /// HU outside this range means the values were decoded wrongly (air is -1000, dense metal
@@ -46,18 +46,58 @@ pub fn decode_dicom_frame_within(
     frame: u32,
     limits: &DecodeLimits,
 ) -> Result<CtImage> {
-    let fail = |message: String| Error::Dicom {
+    // The order is the order of refusals: the scan's bounds before anything is allocated,
+    // the budget before dicom-rs parses, its reading checked against the scan's before any
+    // decoder runs.
+    let summary = scan_structure(bytes, label, limits)?;
+    let _reservation = reserve_decode_peak(bytes.len(), &summary, label)?;
+    let object = open_as_scanned(bytes, label, &summary)?;
+    let stored = decode_stored_frame(&object, label, frame)?;
+
+    let modality = text(&object, tags::MODALITY).unwrap_or_default();
+    let unit = pixel_unit(&modality);
+    let pixels = modality_values(&object, stored.values, unit, label)?;
+    Ok(CtImage {
+        width: stored.width,
+        height: stored.height,
+        pixels,
+        unit,
+        spacing_mm: pixel_spacing(&object),
+        window: display_window(&object),
+        modality: (!modality.is_empty())
+            .then_some(modality)
+            .or(summary.modality),
+    })
+}
+
+/// A refusal of the file `label` names.
+fn dicom_error(label: &Path, message: String) -> Error {
+    Error::Dicom {
         path: label.to_path_buf(),
         message,
-    };
-    let summary = scan(bytes, limits).map_err(|problem| match problem {
-        ScanProblem::Malformed(message) => fail(format!("cannot parse DICOM: {message}")),
+    }
+}
+
+/// The bounded walk of the file's structure (`dicom_scan`), its problems as typed errors.
+fn scan_structure(bytes: &[u8], label: &Path, limits: &DecodeLimits) -> Result<DicomSummary> {
+    scan(bytes, limits).map_err(|problem| match problem {
+        ScanProblem::Malformed(message) => {
+            dicom_error(label, format!("cannot parse DICOM: {message}"))
+        }
         ScanProblem::TooLarge(message) => Error::ImageTooLarge {
             path: label.to_path_buf(),
             message,
         },
-        ScanProblem::Codestream(message) => fail(message),
-    })?;
+        ScanProblem::Codestream(message) => dicom_error(label, message),
+    })
+}
+
+/// Reserves from the process-wide decoding budget the peak the header declares.
+fn reserve_decode_peak(
+    file_bytes: usize,
+    summary: &DicomSummary,
+    label: &Path,
+) -> Result<BudgetReservation> {
     // The codestreams agree with the header (checked by the scan), so the header bounds
     // what the decoders allocate: dicom-rs's object (about the file), the joined fragments,
     // the decoded frames twice over (decoder output and its copy) and three f32 buffers of
@@ -67,14 +107,23 @@ pub fn decode_dicom_frame_within(
         * summary.frames.max(1) as usize
         * summary.samples_per_pixel.max(1) as usize
         * (summary.bits_allocated.max(8) as usize).div_ceil(8);
-    let _reservation = super::reserve_decode(
-        bytes.len() * 2 + decoded_bytes * 2 + frame_pixels * 12,
+    super::reserve_decode(
+        file_bytes * 2 + decoded_bytes * 2 + frame_pixels * 12,
         label,
-    )?;
+    )
+}
+
+/// dicom-rs's object of the file, with pixel data, its pixel attributes typed, and read as
+/// the scan read it.
+fn open_as_scanned(
+    bytes: &[u8],
+    label: &Path,
+    summary: &DicomSummary,
+) -> Result<DefaultDicomObject> {
     let mut object = OpenFileOptions::new()
         .read_preamble(ReadPreamble::Auto)
         .from_reader(Cursor::new(bytes))
-        .map_err(|e| fail(format!("cannot parse DICOM: {e}")))?;
+        .map_err(|e| dicom_error(label, format!("cannot parse DICOM: {e}")))?;
     if object
         .element_opt(tags::PIXEL_DATA)
         .ok()
@@ -86,8 +135,25 @@ pub fn decode_dicom_frame_within(
         });
     }
     retype_unknown_vrs(&mut object);
-    same_reading(&object, &summary).map_err(fail)?;
+    same_reading(&object, summary).map_err(|message| dicom_error(label, message))?;
+    Ok(object)
+}
 
+/// One frame's stored values (before the modality LUT), row-major.
+struct StoredFrame {
+    width: usize,
+    height: usize,
+    values: Vec<f32>,
+}
+
+/// Decodes the pixel data and converts `frame` to its stored values, sign-extended where
+/// the codestream mislabelled signed data.
+fn decode_stored_frame(
+    object: &DefaultDicomObject,
+    label: &Path,
+    frame: u32,
+) -> Result<StoredFrame> {
+    let fail = |message: String| dicom_error(label, message);
     // dicom-rs 0.10's RLE decoder indexes past the end of truncated fragments; a corrupt
     // upload must come back as an error, so its panics stop here.
     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -123,35 +189,61 @@ pub fn decode_dicom_frame_within(
             stored.len()
         )));
     }
+    Ok(StoredFrame {
+        width,
+        height,
+        values: sign_extend_if_needed(stored, &decoded),
+    })
+}
 
-    let stored = sign_extend_if_needed(stored, &decoded);
-    let slope = first_number(&object, tags::RESCALE_SLOPE).unwrap_or(1.0) as f32;
-    let intercept = first_number(&object, tags::RESCALE_INTERCEPT).unwrap_or(0.0) as f32;
-    let pixels: Vec<f32> = stored.iter().map(|v| v * slope + intercept).collect();
-
-    let modality = text(&object, tags::MODALITY).unwrap_or_default();
-    let unit = if modality.eq_ignore_ascii_case("CT") || modality.is_empty() {
+/// CT (or no modality given) is in Hounsfield units; anything else in its modality's own.
+fn pixel_unit(modality: &str) -> PixelUnit {
+    if modality.eq_ignore_ascii_case("CT") || modality.is_empty() {
         PixelUnit::Hounsfield
     } else {
         PixelUnit::Modality
-    };
+    }
+}
+
+/// Stored values through the rescale slope and intercept; refused when they should be HU
+/// and are not.
+fn modality_values(
+    object: &DefaultDicomObject,
+    stored: Vec<f32>,
+    unit: PixelUnit,
+    label: &Path,
+) -> Result<Vec<f32>> {
+    let slope = first_number(object, tags::RESCALE_SLOPE).unwrap_or(1.0) as f32;
+    let intercept = first_number(object, tags::RESCALE_INTERCEPT).unwrap_or(0.0) as f32;
+    let pixels: Vec<f32> = stored.iter().map(|v| v * slope + intercept).collect();
     if unit == PixelUnit::Hounsfield {
         let (lo, hi) = min_max(&pixels);
         if !PLAUSIBLE_HU.contains(&lo) || !PLAUSIBLE_HU.contains(&hi) {
-            return Err(fail(format!(
-                "decoded values {lo}..{hi} are not Hounsfield units (slope {slope}, intercept \
-                 {intercept}); the file's pixel attributes are inconsistent"
-            )));
+            return Err(dicom_error(
+                label,
+                format!(
+                    "decoded values {lo}..{hi} are not Hounsfield units (slope {slope}, \
+                     intercept {intercept}); the file's pixel attributes are inconsistent"
+                ),
+            ));
         }
     }
+    Ok(pixels)
+}
 
-    let spacing_mm = numbers(&object, tags::PIXEL_SPACING)
+/// Pixel spacing (x, y) in mm, when the file gives a positive one.
+fn pixel_spacing(object: &DefaultDicomObject) -> Option<(f32, f32)> {
+    numbers(object, tags::PIXEL_SPACING)
         .filter(|s| s.len() >= 2 && s[0] > 0.0 && s[1] > 0.0)
         // PixelSpacing is (row spacing, column spacing) = (y, x).
-        .map(|s| (s[1] as f32, s[0] as f32));
-    let window = match (
-        first_number(&object, tags::WINDOW_CENTER),
-        first_number(&object, tags::WINDOW_WIDTH),
+        .map(|s| (s[1] as f32, s[0] as f32))
+}
+
+/// The file's display window, when it gives a usable one.
+fn display_window(object: &DefaultDicomObject) -> Option<Window> {
+    match (
+        first_number(object, tags::WINDOW_CENTER),
+        first_number(object, tags::WINDOW_WIDTH),
     ) {
         // Values past f32 (1e39) would become infinite windows, refused only at the write.
         (Some(center), Some(width))
@@ -160,18 +252,7 @@ pub fn decode_dicom_frame_within(
             Some(Window::from_width_level(width as f32, center as f32))
         }
         _ => None,
-    };
-    Ok(CtImage {
-        width,
-        height,
-        pixels,
-        unit,
-        spacing_mm,
-        window,
-        modality: (!modality.is_empty())
-            .then_some(modality)
-            .or(summary.modality),
-    })
+    }
 }
 
 /// Refuses a file that dicom-rs reads differently from the scan: every bound the scan
@@ -181,7 +262,7 @@ pub fn decode_dicom_frame_within(
 /// without a ceiling), Rows as UN in big endian (read in two byte orders).
 fn same_reading(
     object: &DefaultDicomObject,
-    summary: &super::DicomSummary,
+    summary: &DicomSummary,
 ) -> std::result::Result<(), String> {
     let syntax = object
         .meta()

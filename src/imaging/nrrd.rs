@@ -108,6 +108,29 @@ pub fn load_nrrd(path: &Path) -> Result<Volume> {
 
 /// Decodes NRRD bytes; `label` names the file in errors.
 pub fn decode_nrrd(bytes: &[u8], label: &Path) -> Result<Volume> {
+    let (header, data) = split_header(bytes, label)?;
+    let fields = HeaderFields::parse(header, label)?;
+    let sample = fields
+        .sample
+        .ok_or_else(|| bad(label, "the header has no `type`".into()))?;
+    let sizes = fields
+        .sizes
+        .ok_or_else(|| bad(label, "the header has no `sizes`".into()))?;
+    let want = voxel_count(sizes, label)? * sample.bytes();
+    let raw = sample_bytes(data, fields.encoding.as_deref(), want, label)?;
+    let voxels = raw
+        .chunks_exact(sample.bytes())
+        .map(|b| sample.value(b, fields.little_endian))
+        .collect();
+    Ok(Volume {
+        sizes,
+        spacing_mm: fields.spacing.unwrap_or([1.0, 1.0, 1.0]),
+        voxels,
+    })
+}
+
+/// The text header (magic line included) and the bytes after the blank line.
+fn split_header<'a>(bytes: &'a [u8], label: &Path) -> Result<(&'a str, &'a [u8])> {
     if !bytes.starts_with(b"NRRD000") {
         return Err(bad(label, "not an NRRD file (no NRRD000x magic)".into()));
     }
@@ -117,63 +140,64 @@ pub fn decode_nrrd(bytes: &[u8], label: &Path) -> Result<Volume> {
         .ok_or_else(|| bad(label, "the header never ends (no blank line)".into()))?;
     let header = std::str::from_utf8(&bytes[..end])
         .map_err(|_| bad(label, "the header is not text".into()))?;
-    let data = &bytes[end + 2..];
-    let (mut sample, mut sizes, mut encoding, mut little) = (None, None, None, true);
-    let mut spacing = None;
-    for (n, line) in header.lines().enumerate().skip(1) {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let Some((field, value)) = line.split_once(':') else {
-            continue;
+    Ok((header, &bytes[end + 2..]))
+}
+
+/// The header fields this reader uses, as the header gives them.
+struct HeaderFields {
+    sample: Option<Sample>,
+    sizes: Option<[usize; 3]>,
+    encoding: Option<String>,
+    little_endian: bool,
+    spacing: Option<[f32; 3]>,
+}
+
+impl HeaderFields {
+    /// Reads the header's `field: value` lines after the magic, refusing at the first line
+    /// this reader cannot honour.
+    fn parse(header: &str, label: &Path) -> Result<HeaderFields> {
+        let mut fields = HeaderFields {
+            sample: None,
+            sizes: None,
+            encoding: None,
+            little_endian: true,
+            spacing: None,
         };
-        let value = value.trim_start_matches('=').trim();
-        let at = |m: &str| bad(label, format!("header line {}: `{field}`: {m}", n + 1));
-        match field.trim() {
+        for (n, line) in header.lines().enumerate().skip(1) {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let Some((field, value)) = line.split_once(':') else {
+                continue;
+            };
+            let value = value.trim_start_matches('=').trim();
+            let at = |m: &str| bad(label, format!("header line {}: `{field}`: {m}", n + 1));
+            fields.read(field.trim(), value, at)?;
+        }
+        Ok(fields)
+    }
+
+    /// Takes one field; `at` makes an error naming its line.
+    fn read(&mut self, field: &str, value: &str, at: impl Fn(&str) -> Error) -> Result<()> {
+        match field {
             "type" => {
-                sample = Some(
+                self.sample = Some(
                     Sample::parse(value)
                         .ok_or_else(|| at(&format!("`{value}` is not a scalar type")))?,
                 )
             }
             "dimension" if value != "3" => return Err(at("only 3-D volumes are read")),
-            "sizes" => {
-                let s: Vec<usize> = value
-                    .split_whitespace()
-                    .map(|v| v.parse().map_err(|_| at(&format!("`{v}` is not a size"))))
-                    .collect::<Result<_>>()?;
-                if s.len() != 3 || s.contains(&0) {
-                    return Err(at("needs three positive sizes"));
-                }
-                sizes = Some([s[0], s[1], s[2]]);
-            }
-            "encoding" => encoding = Some(value.to_string()),
-            "endian" => little = value == "little",
+            "sizes" => self.sizes = Some(parse_sizes(value, &at)?),
+            "encoding" => self.encoding = Some(value.to_string()),
+            "endian" => self.little_endian = value == "little",
             "space directions" => {
-                let vectors: Vec<f32> = value
-                    .split(')')
-                    .filter(|v| v.contains('('))
-                    .map(|v| {
-                        let numbers: Vec<f32> = v
-                            .trim()
-                            .trim_start_matches('(')
-                            .split(',')
-                            .filter_map(|x| x.trim().parse().ok())
-                            .collect();
-                        numbers.iter().map(|x| x * x).sum::<f32>().sqrt()
-                    })
-                    .collect();
-                if vectors.len() == 3 {
-                    spacing = Some([vectors[0], vectors[1], vectors[2]]);
+                if let Some(spacing) = spacing_of_directions(value) {
+                    self.spacing = Some(spacing);
                 }
             }
             "spacings" => {
-                let v: Vec<f32> = value
-                    .split_whitespace()
-                    .filter_map(|x| x.parse().ok())
-                    .collect();
-                if v.len() == 3 {
-                    spacing = Some([v[0], v[1], v[2]]);
+                if let Some(spacing) = spacing_of_spacings(value) {
+                    self.spacing = Some(spacing);
                 }
             }
             "data file" | "datafile" => {
@@ -183,10 +207,52 @@ pub fn decode_nrrd(bytes: &[u8], label: &Path) -> Result<Volume> {
             }
             _ => {}
         }
+        Ok(())
     }
-    let sample = sample.ok_or_else(|| bad(label, "the header has no `type`".into()))?;
-    let sizes = sizes.ok_or_else(|| bad(label, "the header has no `sizes`".into()))?;
-    let count = sizes
+}
+
+/// Three positive sizes.
+fn parse_sizes(value: &str, at: &impl Fn(&str) -> Error) -> Result<[usize; 3]> {
+    let s: Vec<usize> = value
+        .split_whitespace()
+        .map(|v| v.parse().map_err(|_| at(&format!("`{v}` is not a size"))))
+        .collect::<Result<_>>()?;
+    if s.len() != 3 || s.contains(&0) {
+        return Err(at("needs three positive sizes"));
+    }
+    Ok([s[0], s[1], s[2]])
+}
+
+/// Spacing as the lengths of the three `space directions` vectors.
+fn spacing_of_directions(value: &str) -> Option<[f32; 3]> {
+    let vectors: Vec<f32> = value
+        .split(')')
+        .filter(|v| v.contains('('))
+        .map(|v| {
+            let numbers: Vec<f32> = v
+                .trim()
+                .trim_start_matches('(')
+                .split(',')
+                .filter_map(|x| x.trim().parse().ok())
+                .collect();
+            numbers.iter().map(|x| x * x).sum::<f32>().sqrt()
+        })
+        .collect();
+    (vectors.len() == 3).then(|| [vectors[0], vectors[1], vectors[2]])
+}
+
+/// Spacing as the three numbers of `spacings`.
+fn spacing_of_spacings(value: &str) -> Option<[f32; 3]> {
+    let v: Vec<f32> = value
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    (v.len() == 3).then(|| [v[0], v[1], v[2]])
+}
+
+/// The number of voxels `sizes` declares, refused past [`MAX_VOXELS`].
+fn voxel_count(sizes: [usize; 3], label: &Path) -> Result<usize> {
+    sizes
         .iter()
         .try_fold(1usize, |a, &s| a.checked_mul(s))
         .filter(|&n| n <= MAX_VOXELS)
@@ -195,15 +261,18 @@ pub fn decode_nrrd(bytes: &[u8], label: &Path) -> Result<Volume> {
                 label,
                 format!("{sizes:?} voxels is more than the {MAX_VOXELS} this reader takes"),
             )
-        })?;
-    let want = count * sample.bytes();
-    let raw: Vec<u8> = match encoding.as_deref() {
+        })
+}
+
+/// Exactly `want` bytes of samples, inflated no further than that.
+fn sample_bytes(data: &[u8], encoding: Option<&str>, want: usize, label: &Path) -> Result<Vec<u8>> {
+    match encoding {
         Some("raw") => data.get(..want).map(<[u8]>::to_vec).ok_or_else(|| {
             bad(
                 label,
                 format!("{} bytes of samples, the header needs {want}", data.len()),
             )
-        })?,
+        }),
         Some("gzip" | "gz") => {
             let mut out = Vec::with_capacity(want);
             flate2::read::GzDecoder::new(data)
@@ -219,20 +288,11 @@ pub fn decode_nrrd(bytes: &[u8], label: &Path) -> Result<Volume> {
                     ),
                 ));
             }
-            out
+            Ok(out)
         }
-        Some(other) => return Err(bad(label, format!("encoding `{other}` is not read"))),
-        None => return Err(bad(label, "the header has no `encoding`".into())),
-    };
-    let voxels = raw
-        .chunks_exact(sample.bytes())
-        .map(|b| sample.value(b, little))
-        .collect();
-    Ok(Volume {
-        sizes,
-        spacing_mm: spacing.unwrap_or([1.0, 1.0, 1.0]),
-        voxels,
-    })
+        Some(other) => Err(bad(label, format!("encoding `{other}` is not read"))),
+        None => Err(bad(label, "the header has no `encoding`".into())),
+    }
 }
 
 /// Writes a gzip NRRD of 16-bit samples (tests and tools).
