@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use lesion_search::search::SearchLimits;
+
 /// Access keys and limits; defaults are safe for a workstation.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -43,10 +45,10 @@ pub struct Config {
     pub task_queue: usize,
     /// What serves vectors and filters (the embedded stores, or Milvus).
     pub backend: lesion_search::backend::BackendChoice,
-    /// How long a request's body may take to arrive, whatever its kind; past it 408.
-    pub body_timeout: Duration,
     /// What builds the demo index's HNSW graph (`graph_builder` in the settings file).
     pub graph_builder: lesion_search::index::GraphBuilder,
+    /// How long a request's body may take to arrive, whatever its kind; past it 408.
+    pub body_timeout: Duration,
     /// Bytes of request bodies all requests together may hold at once (declared lengths
     /// reserved up front, chunked bodies as they arrive); past it 503 with `Retry-After`.
     pub max_body_bytes_in_flight: usize,
@@ -57,9 +59,6 @@ pub struct Config {
     /// Connections served at once, all workers together (lowered at start to fit the
     /// process's file descriptors); more wait in the listen backlog.
     pub max_connections: usize,
-    /// The running count of body bytes in flight, shared by every clone of this
-    /// configuration (one server): see [`crate::guard::InFlight`].
-    pub in_flight: crate::guard::InFlight,
 }
 
 impl Default for Config {
@@ -71,8 +70,9 @@ impl Default for Config {
             cors_origin: None,
             max_upload_bytes: 64 << 20,
             max_image_side: 4096,
-            max_k: 200,
-            max_export: 10_000,
+            // The core's caps, so the server and the CLI refuse the same requests.
+            max_k: SearchLimits::DEFAULT.max_k,
+            max_export: lesion_search::search::MAX_K,
             request_timeout: Duration::from_secs(30),
             image_deadline: Duration::from_secs(3),
             allowed_hosts: Vec::new(),
@@ -80,8 +80,8 @@ impl Default for Config {
             heavy_wait: Duration::from_secs(2),
             upload_store_bytes: 512 << 20,
             upload_ttl: Duration::from_secs(30 * 60),
-            max_offset: 10_000,
-            max_list: 1_000,
+            max_offset: SearchLimits::DEFAULT.max_offset,
+            max_list: SearchLimits::DEFAULT.max_list,
             max_parts: 32,
             task_queue: 8,
             backend: Default::default(),
@@ -91,7 +91,6 @@ impl Default for Config {
             header_timeout: Duration::from_secs(5),
             keep_alive: Duration::from_secs(5),
             max_connections: 4096,
-            in_flight: Default::default(),
         }
     }
 }

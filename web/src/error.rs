@@ -60,95 +60,15 @@ impl ApiError {
 
     /// A core error met while handling `field` (the request part that carried the input).
     pub fn from_core(error: CoreError, field: &str) -> Self {
-        match &error {
-            CoreError::InvalidArgument { name, message } => {
-                ApiError::bad(name, message.clone())
-            }
-            CoreError::BoxOutsideImage { .. } => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "box_outside_image",
-                error.to_string(),
-            )
-            .with_field("box"),
-            CoreError::Image { message, .. } | CoreError::Dicom { message, .. } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "unreadable_image",
-                format!("{field}: {message}"),
-            )
-            .with_field(field),
-            CoreError::NoPixelData { .. } | CoreError::WrongPixelFormat { .. } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "unreadable_image",
-                error.to_string(),
-            )
-            .with_field(field),
-            CoreError::ModelMismatch { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "model_mismatch", error.to_string())
-            }
-            // The holder and the folder are the operator's business, not the client's.
-            CoreError::Locked { .. } => ApiError::new(
-                StatusCode::CONFLICT,
-                "index_locked",
-                "another writer holds this index; retry shortly",
-            )
-            .retry_after(5),
-            CoreError::ImageTooLarge { message, .. } => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "image_too_large",
-                format!("{field}: {message}"),
-            )
-            .with_field(field),
-            CoreError::NotCt { modality, .. } => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "not_ct",
-                format!(
-                    "{field}: the DICOM modality is {modality}, not CT; only CT slices (Hounsfield units) can be searched or added"
-                ),
-            )
-            .with_field(field),
-            CoreError::NoSuchLesion { name, .. } => {
-                ApiError::not_found(error.to_string()).with_field(name.clone())
-            }
-            CoreError::AlreadyInIndex { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "exists", error.to_string())
-                    .with_field(field)
-            }
-            CoreError::QueryTooComplex { .. } => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "query_too_complex",
-                error.to_string(),
-            )
-            .with_field("text"),
-            CoreError::DecodeBudgetExhausted { .. } => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "busy",
-                format!("{field}: the server is decoding too many images; try again shortly"),
-            )
-            .retry_after(2),
-            CoreError::Backend { backend, .. } => {
-                // The detail (the engine's address, its message) goes to the log only.
-                eprintln!("warning: search backend unavailable: {error}");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "backend_unavailable",
-                    format!("the {backend} search backend did not answer; try again shortly"),
-                )
-                .retry_after(5)
-            }
-            CoreError::Cancelled { .. } => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "timeout",
-                format!("the request ran past its deadline ({error})"),
-            )
-            .retry_after(5),
+        request_fault(&error)
+            .or_else(|| image_fault(&error, field))
+            .or_else(|| conflict(&error, field))
+            .or_else(|| unavailable(&error, field))
             // Anything else is the server's own failure: its detail (index paths, file names
             // that carry patient numbers) stays in the server's log, never in an answer.
-            _ => ApiError::server_fault(&error, "the server could not answer"),
-        }
+            .unwrap_or_else(|| ApiError::server_fault(&error, "the server could not answer"))
     }
-}
 
-impl ApiError {
     /// 500 for a failure of the server's own (its index, its files): `what` and a reference
     /// go to the client, the error itself only to the server's log.
     pub fn server_fault(error: &CoreError, what: &str) -> Self {
@@ -158,6 +78,111 @@ impl ApiError {
             "{what} (error reference {reference}; the server log has the detail)"
         ))
     }
+}
+
+/// 400 or 404: an argument, box, query or lesion key of the request is at fault.
+fn request_fault(error: &CoreError) -> Option<ApiError> {
+    Some(match error {
+        CoreError::InvalidArgument { name, message } => ApiError::bad(name, message.clone()),
+        CoreError::BoxOutsideImage { .. } => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "box_outside_image",
+            error.to_string(),
+        )
+        .with_field("box"),
+        CoreError::QueryTooComplex { .. } => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "query_too_complex",
+            error.to_string(),
+        )
+        .with_field("text"),
+        CoreError::NoSuchLesion { name, .. } => {
+            ApiError::not_found(error.to_string()).with_field(name.clone())
+        }
+        _ => return None,
+    })
+}
+
+/// 422 or 413: the uploaded image in `field` cannot be read, is too large or is not CT.
+fn image_fault(error: &CoreError, field: &str) -> Option<ApiError> {
+    Some(match error {
+        CoreError::Image { message, .. } | CoreError::Dicom { message, .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unreadable_image",
+            format!("{field}: {message}"),
+        )
+        .with_field(field),
+        CoreError::NoPixelData { .. } | CoreError::WrongPixelFormat { .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unreadable_image",
+            error.to_string(),
+        )
+        .with_field(field),
+        CoreError::ImageTooLarge { message, .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "image_too_large",
+            format!("{field}: {message}"),
+        )
+        .with_field(field),
+        CoreError::NotCt { modality, .. } => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not_ct",
+            format!(
+                "{field}: the DICOM modality is {modality}, not CT; only CT slices (Hounsfield units) can be searched or added"
+            ),
+        )
+        .with_field(field),
+        _ => return None,
+    })
+}
+
+/// 409: the request clashes with the index (its model, its writer, a lesion it holds).
+fn conflict(error: &CoreError, field: &str) -> Option<ApiError> {
+    Some(match error {
+        CoreError::ModelMismatch { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "model_mismatch", error.to_string())
+        }
+        // The holder and the folder are the operator's business, not the client's.
+        CoreError::Locked { .. } => ApiError::new(
+            StatusCode::CONFLICT,
+            "index_locked",
+            "another writer holds this index; retry shortly",
+        )
+        .retry_after(5),
+        CoreError::AlreadyInIndex { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "exists", error.to_string()).with_field(field)
+        }
+        _ => return None,
+    })
+}
+
+/// 503 with `Retry-After`: the decoding budget, the search backend or the deadline ran out.
+fn unavailable(error: &CoreError, field: &str) -> Option<ApiError> {
+    Some(match error {
+        CoreError::DecodeBudgetExhausted { .. } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!("{field}: the server is decoding too many images; try again shortly"),
+        )
+        .retry_after(2),
+        CoreError::Backend { backend, .. } => {
+            // The detail (the engine's address, its message) goes to the log only.
+            eprintln!("warning: search backend unavailable: {error}");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "backend_unavailable",
+                format!("the {backend} search backend did not answer; try again shortly"),
+            )
+            .retry_after(5)
+        }
+        CoreError::Cancelled { .. } => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!("the request ran past its deadline ({error})"),
+        )
+        .retry_after(5),
+        _ => return None,
+    })
 }
 
 /// A number that ties an answer to its line in the server's log.

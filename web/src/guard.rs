@@ -26,6 +26,8 @@ use crate::config::Config;
 use crate::error::ApiError;
 
 /// Body bytes held by all requests of one server; each request reserves before it reads.
+/// Runtime state, so it lives in [`crate::AppState`] (one per server, shared by its
+/// workers), not in the settings.
 #[derive(Debug, Clone, Default)]
 pub struct InFlight(Arc<AtomicUsize>);
 
@@ -124,9 +126,14 @@ pub fn check_declared(config: &Config, headers: &HeaderMap) -> Result<(), ApiErr
 /// What [`watch_body`] leaves for the response: the hold, if the request has a body.
 pub struct BodyWatch(Option<Rc<Hold>>);
 
-/// Wraps the request's body (any kind) in the deadline and the byte reservation; refuses
-/// up front a declared length over the cap (413) or past what the server may hold (503).
-pub fn watch_body(config: &Config, req: &mut ServiceRequest) -> Result<BodyWatch, ApiError> {
+/// Wraps the request's body (any kind) in the deadline and the byte reservation against
+/// `in_flight`; refuses up front a declared length over the cap (413), and later the
+/// chunk that would pass what the server may hold (503).
+pub fn watch_body(
+    config: &Config,
+    in_flight: &InFlight,
+    req: &mut ServiceRequest,
+) -> Result<BodyWatch, ApiError> {
     check_declared(config, req.headers())?;
     let payload = req.take_payload();
     if matches!(payload, Payload::None) {
@@ -134,7 +141,7 @@ pub fn watch_body(config: &Config, req: &mut ServiceRequest) -> Result<BodyWatch
     }
     let hold = Rc::new(Hold {
         payload: RefCell::new(payload),
-        in_flight: config.in_flight.clone(),
+        in_flight: in_flight.clone(),
         cap: config.max_body_bytes_in_flight,
         held: Cell::new(0),
         cut: Cell::new(None),

@@ -21,7 +21,7 @@ pub mod wire;
 
 use std::time::Instant;
 
-use actix_web::body::{EitherBody, MessageBody};
+use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::{header, Method};
 use actix_web::{web, App, HttpResponse, ResponseError};
@@ -94,85 +94,120 @@ pub fn app(
         InitError = (),
     >,
 > {
-    let guard_state = state.clone();
+    let outer_state = state.clone();
     App::new()
-        .app_data(state.clone())
+        .app_data(state)
         .configure(api::configure)
         .configure(ui::configure)
-        .default_service(web::to(|| async {
-            ApiError::not_found("no such route (see /api/openapi.json)").error_response()
-        }))
+        .default_service(web::to(unknown_route))
         .wrap_fn(move |mut req, srv| {
             use actix_web::dev::Service;
-            let state = guard_state.clone();
-            let access_state = guard_state.clone();
-            let started = Instant::now();
-            let method = req.method().clone();
-            let origin = req
-                .headers()
-                .get(header::ORIGIN)
-                .and_then(|v| v.to_str().ok())
-                .map(String::from);
-            let cors = state
-                .config
-                .cors_origin
-                .clone()
-                .filter(|allowed| origin.as_deref() == Some(allowed.as_str()));
-            let preflight = req.method() == Method::OPTIONS && cors.is_some();
-            let finish = move |mut res: ServiceResponse<EitherBody<_>>| {
-                let route = res
-                    .request()
-                    .match_pattern()
-                    .unwrap_or_else(|| "unmatched".into());
-                state.metrics.record(
-                    method.as_str(),
-                    &route,
-                    res.status().as_u16(),
-                    started.elapsed().as_secs_f64(),
-                );
-                if let Some(allowed) = &cors {
-                    let headers = res.headers_mut();
-                    if let Ok(v) = header::HeaderValue::from_str(allowed) {
-                        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
-                    }
-                    headers.insert(header::VARY, header::HeaderValue::from_static("Origin"));
+            let books = Bookkeeping::of(outer_state.clone(), &req);
+            match admit(&books, &mut req) {
+                Admission::Answered(answer) => {
+                    let res = books.finish(req.into_response(answer.map_into_right_body()));
+                    Either::Left(ready(Ok(held(res, BodyWatch::none()))))
                 }
-                res
-            };
-            if preflight {
-                let res = req.into_response(
-                    HttpResponse::NoContent()
-                        .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, DELETE"))
-                        .insert_header((
-                            header::ACCESS_CONTROL_ALLOW_HEADERS,
-                            "Authorization, Content-Type, X-Api-Key",
-                        ))
-                        .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
-                        .finish()
-                        .map_into_right_body(),
-                );
-                return Either::Left(ready(Ok(held(finish(res), BodyWatch::none()))));
+                Admission::Routed(body) => Either::Right(srv.call(req).map(move |res| {
+                    res.map(|r| {
+                        let config = &books.state.config;
+                        let answered = books.finish(body.answer(config, r.map_into_left_body()));
+                        held(answered, body)
+                    })
+                })),
             }
-            if let Err(denied) = access::host_allowed(&access_state, &req)
-                .and_then(|_| access::origin_allowed(&access_state, &req))
-            {
-                let res = req.into_response(denied.error_response().map_into_right_body());
-                return Either::Left(ready(Ok(held(finish(res), BodyWatch::none()))));
-            }
-            // Every body, whatever its kind, under one deadline and the in-flight cap.
-            let body = match guard::watch_body(&access_state.config, &mut req) {
-                Ok(body) => body,
-                Err(refused) => {
-                    let res = req.into_response(guard::closing(&refused).map_into_right_body());
-                    return Either::Left(ready(Ok(held(finish(res), BodyWatch::none()))));
-                }
-            };
-            Either::Right(srv.call(req).map(move |res| {
-                res.map(|r| {
-                    let answered =
-                        finish(body.answer(&access_state.config, r.map_into_left_body()));
-                    held(answered, body)
-                })
-            }))
         })
+}
+
+async fn unknown_route() -> HttpResponse {
+    ApiError::not_found("no such route (see /api/openapi.json)").error_response()
+}
+
+/// What the outer middleware notes of a request on its way in, to finish its answer.
+struct Bookkeeping {
+    state: web::Data<AppState>,
+    method: Method,
+    started: Instant,
+    /// The request's `Origin` when it is the one CORS allows.
+    cors: Option<String>,
+}
+
+impl Bookkeeping {
+    fn of(state: web::Data<AppState>, req: &ServiceRequest) -> Self {
+        let origin = req
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok());
+        let cors = state
+            .config
+            .cors_origin
+            .clone()
+            .filter(|allowed| origin == Some(allowed.as_str()));
+        Bookkeeping {
+            method: req.method().clone(),
+            started: Instant::now(),
+            cors,
+            state,
+        }
+    }
+
+    /// Records the answer in the metrics (under the matched route's pattern) and adds the
+    /// CORS headers when the origin is the allowed one.
+    fn finish<B>(&self, mut res: ServiceResponse<B>) -> ServiceResponse<B> {
+        let route = res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".into());
+        self.state.metrics.record(
+            self.method.as_str(),
+            &route,
+            res.status().as_u16(),
+            self.started.elapsed().as_secs_f64(),
+        );
+        if let Some(allowed) = &self.cors {
+            let headers = res.headers_mut();
+            if let Ok(v) = header::HeaderValue::from_str(allowed) {
+                headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+            }
+            headers.insert(header::VARY, header::HeaderValue::from_static("Origin"));
+        }
+        res
+    }
+}
+
+/// What becomes of a request before routing.
+enum Admission {
+    /// Answered there: a CORS preflight, or the refusal of the host, the origin or the body.
+    Answered(HttpResponse),
+    /// Routed, with the watch on its body for the routed answer to keep.
+    Routed(BodyWatch),
+}
+
+fn admit(books: &Bookkeeping, req: &mut ServiceRequest) -> Admission {
+    let state = &books.state;
+    if req.method() == Method::OPTIONS && books.cors.is_some() {
+        return Admission::Answered(preflight());
+    }
+    if let Err(denied) =
+        access::host_allowed(state, req).and_then(|_| access::origin_allowed(state, req))
+    {
+        return Admission::Answered(denied.error_response());
+    }
+    // Every body, whatever its kind, under one deadline and the in-flight cap.
+    match guard::watch_body(&state.config, state.bodies_in_flight(), req) {
+        Ok(body) => Admission::Routed(body),
+        Err(refused) => Admission::Answered(guard::closing(&refused)),
+    }
+}
+
+/// The answer to a CORS preflight from the allowed origin.
+fn preflight() -> HttpResponse {
+    HttpResponse::NoContent()
+        .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, DELETE"))
+        .insert_header((
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            "Authorization, Content-Type, X-Api-Key",
+        ))
+        .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
+        .finish()
 }

@@ -2,13 +2,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
 use anyhow::{anyhow, Context};
 use clap::Parser;
-use lesion_search::embed::{default_cache_dir, resolve_model, Embedder};
+use lesion_search::service;
 use lesion_web::{demo, server, AppState, Config};
 use serde::Deserialize;
 
@@ -41,8 +40,8 @@ struct ServeArgs {
     /// A JSON settings file (listen, read_key, admin_key, cors_origin, max_upload_mb,
     /// max_image_side, max_k, request_timeout_s, image_deadline_ms, allowed_hosts, max_heavy,
     /// upload_store_mb, upload_ttl_s, backend, milvus_url, milvus_collection, body_timeout_s,
-    /// bodies_in_flight_mb, header_timeout_s, keep_alive_s, max_connections). Keys may also
-    /// come from LESION_WEB_READ_KEY and LESION_WEB_ADMIN_KEY.
+    /// bodies_in_flight_mb, header_timeout_s, keep_alive_s, max_connections, graph_builder).
+    /// Keys may also come from LESION_WEB_READ_KEY and LESION_WEB_ADMIN_KEY.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Allow this origin to call the API from the browser (CORS is off otherwise).
@@ -99,89 +98,121 @@ struct ConfigFile {
     header_timeout_s: Option<u64>,
     keep_alive_s: Option<u64>,
     max_connections: Option<usize>,
+    graph_builder: Option<lesion_search::index::GraphBuilder>,
 }
 
+/// The settings: defaults, overridden by the settings file, the flags and the key variables.
 fn config_of(args: &ServeArgs) -> anyhow::Result<Config> {
-    let file: ConfigFile = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            serde_json::from_str(&text)
-                .with_context(|| format!("{}: not a settings file", path.display()))?
-        }
-        None => ConfigFile::default(),
-    };
-    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let file = read_settings(args.config.as_deref())?;
     let mut config = Config::default();
+    apply_access(&mut config, args, &file);
+    apply_request_limits(&mut config, args, &file);
+    apply_http_limits(&mut config, args, &file);
+    config.graph_builder = file.graph_builder.unwrap_or_default();
+    config.backend = backend_of(args, &file)?;
+    config.check().map_err(|e| anyhow!(e))?;
+    Ok(config)
+}
+
+/// The settings file at `path`; without one, every setting at its default.
+fn read_settings(path: Option<&std::path::Path>) -> anyhow::Result<ConfigFile> {
+    let Some(path) = path else {
+        return Ok(ConfigFile::default());
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not a settings file", path.display()))
+}
+
+fn mib(mb: usize) -> usize {
+    mb << 20
+}
+
+/// Who may call: the address, the keys (the environment first), CORS and the host names.
+fn apply_access(config: &mut Config, args: &ServeArgs, file: &ConfigFile) {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     config.listen = args.listen.or(file.listen).unwrap_or(config.listen);
-    config.read_key = env("LESION_WEB_READ_KEY").or(file.read_key);
-    config.admin_key = env("LESION_WEB_ADMIN_KEY").or(file.admin_key);
-    config.cors_origin = args.cors_origin.clone().or(file.cors_origin);
-    if let Some(mb) = file.max_upload_mb {
-        config.max_upload_bytes = mb << 20;
-    }
-    config.max_image_side = file.max_image_side.unwrap_or(config.max_image_side);
-    config.max_k = file.max_k.unwrap_or(config.max_k);
-    if let Some(s) = file.request_timeout_s {
-        config.request_timeout = Duration::from_secs(s);
-    }
-    if let Some(ms) = file.image_deadline_ms {
-        config.image_deadline = Duration::from_millis(ms);
-    }
+    config.read_key = env("LESION_WEB_READ_KEY").or_else(|| file.read_key.clone());
+    config.admin_key = env("LESION_WEB_ADMIN_KEY").or_else(|| file.admin_key.clone());
+    config.cors_origin = args
+        .cors_origin
+        .clone()
+        .or_else(|| file.cors_origin.clone());
     config.allowed_hosts = args
         .allowed_hosts
         .iter()
         .chain(&file.allowed_hosts)
         .map(|h| h.trim().to_string())
         .collect();
+}
+
+/// What one request may ask for and hold: uploads, results, time, heavy slots.
+fn apply_request_limits(config: &mut Config, args: &ServeArgs, file: &ConfigFile) {
+    config.max_upload_bytes = file.max_upload_mb.map_or(config.max_upload_bytes, mib);
+    config.max_image_side = file.max_image_side.unwrap_or(config.max_image_side);
+    config.max_k = file.max_k.unwrap_or(config.max_k);
+    config.request_timeout = file
+        .request_timeout_s
+        .map_or(config.request_timeout, Duration::from_secs);
+    config.image_deadline = file
+        .image_deadline_ms
+        .map_or(config.image_deadline, Duration::from_millis);
     config.max_heavy = args
         .max_heavy
         .or(file.max_heavy)
         .unwrap_or(config.max_heavy);
-    if let Some(mb) = file.upload_store_mb {
-        config.upload_store_bytes = mb << 20;
-    }
-    if let Some(s) = file.upload_ttl_s {
-        config.upload_ttl = Duration::from_secs(s);
-    }
-    if let Some(s) = file.body_timeout_s {
-        config.body_timeout = Duration::from_secs(s);
-    }
-    if let Some(mb) = file.bodies_in_flight_mb {
-        config.max_body_bytes_in_flight = mb << 20;
-    }
-    if let Some(s) = file.header_timeout_s {
-        config.header_timeout = Duration::from_secs(s);
-    }
-    if let Some(s) = file.keep_alive_s {
-        config.keep_alive = Duration::from_secs(s);
-    }
+    config.upload_store_bytes = file.upload_store_mb.map_or(config.upload_store_bytes, mib);
+    config.upload_ttl = file
+        .upload_ttl_s
+        .map_or(config.upload_ttl, Duration::from_secs);
+}
+
+/// The connection-level limits: body and head timeouts, body bytes held, connections.
+fn apply_http_limits(config: &mut Config, args: &ServeArgs, file: &ConfigFile) {
+    config.body_timeout = file
+        .body_timeout_s
+        .map_or(config.body_timeout, Duration::from_secs);
+    config.max_body_bytes_in_flight = file
+        .bodies_in_flight_mb
+        .map_or(config.max_body_bytes_in_flight, mib);
+    config.header_timeout = file
+        .header_timeout_s
+        .map_or(config.header_timeout, Duration::from_secs);
+    config.keep_alive = file
+        .keep_alive_s
+        .map_or(config.keep_alive, Duration::from_secs);
     config.max_connections = args
         .max_connections
         .or(file.max_connections)
         .unwrap_or(config.max_connections);
+}
+
+/// The search backend the flags or the file name (embedded by default), with Milvus's
+/// address and alias.
+fn backend_of(
+    args: &ServeArgs,
+    file: &ConfigFile,
+) -> anyhow::Result<lesion_search::backend::BackendChoice> {
     let defaults = lesion_search::backend::MilvusSettings::default();
-    config.backend = lesion_search::backend::BackendChoice::named(
-        args.backend
-            .as_deref()
-            .or(file.backend.as_deref())
-            .unwrap_or("embedded"),
-        lesion_search::backend::MilvusSettings {
-            url: args
-                .milvus_url
-                .clone()
-                .or(file.milvus_url)
-                .unwrap_or(defaults.url),
-            collection: args
-                .milvus_collection
-                .clone()
-                .or(file.milvus_collection)
-                .unwrap_or(defaults.collection),
-            index: defaults.index,
-        },
-    )?;
-    config.check().map_err(|e| anyhow!(e))?;
-    Ok(config)
+    let milvus = lesion_search::backend::MilvusSettings {
+        url: args
+            .milvus_url
+            .clone()
+            .or_else(|| file.milvus_url.clone())
+            .unwrap_or(defaults.url),
+        collection: args
+            .milvus_collection
+            .clone()
+            .or_else(|| file.milvus_collection.clone())
+            .unwrap_or(defaults.collection),
+        index: defaults.index,
+    };
+    let name = args
+        .backend
+        .as_deref()
+        .or(file.backend.as_deref())
+        .unwrap_or("embedded");
+    Ok(lesion_search::backend::BackendChoice::named(name, milvus)?)
 }
 
 /// File descriptors kept for the index, logs and the blocking pool beside connections.
@@ -231,16 +262,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             config.max_connections = fit;
         }
     }
-    let cache = default_cache_dir();
-    let (index, model): (PathBuf, Arc<dyn Embedder>) = if args.demo {
-        let model: Arc<dyn Embedder> = Arc::from(resolve_model(
+    let (index, model) = if args.demo {
+        let model = service::model_named(
             args.model
                 .as_deref()
                 .unwrap_or(lesion_search::embed::DEFAULT_MODEL),
-            &cache,
-        )?);
+        )?;
+        let demo = args.data_dir.join("demo");
         (
-            demo::prepare(&args.data_dir.join("demo"), model.as_ref())?,
+            demo::prepare(&demo, model.as_ref(), &config.backend, config.graph_builder)?,
             model,
         )
     } else {
@@ -248,20 +278,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .index
             .clone()
             .expect("clap requires --index without --demo");
-        let name = match &args.model {
-            Some(name) => name.clone(),
-            None => {
-                lesion_search::archive::Archive::current_manifest(&index)?
-                    .model
-                    .name
-            }
+        let model = match &args.model {
+            Some(name) => service::model_named(name)?,
+            None => service::model_of_index(&index)?,
         };
-        (index, Arc::from(resolve_model(&name, &cache)?))
+        (index, model)
     };
-    if args.demo {
-        // The demo's generation is made here, so its Milvus collection is too.
-        lesion_search::backend::publish(&index, &config.backend)?;
-    }
     let listen = config.listen;
     let workers = args.workers.unwrap_or_else(|| {
         std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)

@@ -3,7 +3,7 @@
 
 use lesion_search::index::{GraphOutcome, VectorIndex};
 use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::fmt::{Display, Write};
 use std::sync::Mutex;
 
 /// Upper bounds of the latency buckets, in seconds.
@@ -56,108 +56,143 @@ impl Metrics {
         self.shed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// The Prometheus text exposition format.
-    /// The exposition text; the graph's gauges only when the vectors are in-process.
+    /// The Prometheus text exposition format; the graph's gauges only when the vectors are
+    /// in-process.
     pub fn render(&self, lesions: usize, generation: u64, vectors: Option<&VectorIndex>) -> String {
         let mut out = String::new();
         if let Some(vectors) = vectors {
-            let (enlarged, exact) = match vectors.outcome {
-                GraphOutcome::Met => (0, 0),
-                GraphOutcome::Enlarged { .. } => (1, 0),
-                GraphOutcome::Exact { .. } => (0, 1),
-            };
-            let _ = writeln!(
-                out,
-                "# HELP lesion_index_graph_enlarged 1 when the graph missed its recall target and was rebuilt larger."
-            );
-            let _ = writeln!(out, "# TYPE lesion_index_graph_enlarged gauge");
-            let _ = writeln!(out, "lesion_index_graph_enlarged {enlarged}");
-            let _ = writeln!(
-                out,
-                "# HELP lesion_index_graph_exact_fallback 1 when even the enlarged graph missed its recall target and every query scans exactly."
-            );
-            let _ = writeln!(out, "# TYPE lesion_index_graph_exact_fallback gauge");
-            let _ = writeln!(out, "lesion_index_graph_exact_fallback {exact}");
-            let _ = writeln!(
-                out,
-                "# HELP lesion_index_graph_ef Calibrated search width of the graph (0: no graph)."
-            );
-            let _ = writeln!(out, "# TYPE lesion_index_graph_ef gauge");
-            let _ = writeln!(
-                out,
-                "lesion_index_graph_ef {}",
-                if vectors.graph.is_some() {
-                    vectors.ef
-                } else {
-                    0
-                }
-            );
+            write_graph_gauges(&mut out, vectors);
         }
-        let _ = writeln!(
-            out,
-            "# HELP lesion_heavy_requests_shed_total Heavy requests refused with 503 while every slot was busy."
+        write_single(
+            &mut out,
+            "lesion_heavy_requests_shed_total",
+            "counter",
+            "Heavy requests refused with 503 while every slot was busy.",
+            self.shed.load(std::sync::atomic::Ordering::Relaxed),
         );
-        let _ = writeln!(out, "# TYPE lesion_heavy_requests_shed_total counter");
-        let _ = writeln!(
-            out,
-            "lesion_heavy_requests_shed_total {}",
-            self.shed.load(std::sync::atomic::Ordering::Relaxed)
+        write_single(
+            &mut out,
+            "lesion_index_lesions",
+            "gauge",
+            "Searchable lesions in the served generation.",
+            lesions,
         );
-        let _ = writeln!(
-            out,
-            "# HELP lesion_index_lesions Searchable lesions in the served generation."
+        write_single(
+            &mut out,
+            "lesion_index_generation",
+            "gauge",
+            "Served index generation.",
+            generation,
         );
-        let _ = writeln!(out, "# TYPE lesion_index_lesions gauge");
-        let _ = writeln!(out, "lesion_index_lesions {lesions}");
-        let _ = writeln!(
-            out,
-            "# HELP lesion_index_generation Served index generation."
-        );
-        let _ = writeln!(out, "# TYPE lesion_index_generation gauge");
-        let _ = writeln!(out, "lesion_index_generation {generation}");
-        let _ = writeln!(
-            out,
-            "# HELP http_requests_total Requests by method, route and status."
-        );
-        let _ = writeln!(out, "# TYPE http_requests_total counter");
-        if let Ok(requests) = self.requests.lock() {
-            for ((method, route, status), n) in requests.iter() {
-                let _ = writeln!(
-                    out,
-                    "http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP http_request_duration_seconds Request latency by route."
-        );
-        let _ = writeln!(out, "# TYPE http_request_duration_seconds histogram");
-        if let Ok(latency) = self.latency.lock() {
-            for (route, s) in latency.iter() {
-                for (bound, n) in BUCKETS.iter().zip(s.buckets) {
-                    let _ = writeln!(
-                        out,
-                        "http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {n}"
-                    );
-                }
-                let _ = writeln!(
-                    out,
-                    "http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
-                    s.count
-                );
-                let _ = writeln!(
-                    out,
-                    "http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
-                    s.sum_seconds
-                );
-                let _ = writeln!(
-                    out,
-                    "http_request_duration_seconds_count{{route=\"{route}\"}} {}",
-                    s.count
-                );
-            }
-        }
+        self.write_requests(&mut out);
+        self.write_latency(&mut out);
         out
     }
+
+    /// `http_requests_total`, one sample per method, route and status.
+    fn write_requests(&self, out: &mut String) {
+        write_description(
+            out,
+            "http_requests_total",
+            "counter",
+            "Requests by method, route and status.",
+        );
+        let Ok(requests) = self.requests.lock() else {
+            return;
+        };
+        for ((method, route, status), n) in requests.iter() {
+            let _ = writeln!(
+                out,
+                "http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
+            );
+        }
+    }
+
+    /// `http_request_duration_seconds`, one histogram per route.
+    fn write_latency(&self, out: &mut String) {
+        write_description(
+            out,
+            "http_request_duration_seconds",
+            "histogram",
+            "Request latency by route.",
+        );
+        let Ok(latency) = self.latency.lock() else {
+            return;
+        };
+        for (route, series) in latency.iter() {
+            write_histogram(out, route, series);
+        }
+    }
+}
+
+/// The `# HELP` and `# TYPE` lines of metric `name`.
+fn write_description(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A metric of one sample without labels.
+fn write_single(out: &mut String, name: &str, kind: &str, help: &str, value: impl Display) {
+    write_description(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// Whether the graph met its recall target, and the width it searches with.
+fn write_graph_gauges(out: &mut String, vectors: &VectorIndex) {
+    let (enlarged, exact) = match vectors.outcome() {
+        GraphOutcome::Met => (0, 0),
+        GraphOutcome::Enlarged { .. } => (1, 0),
+        GraphOutcome::Exact { .. } => (0, 1),
+    };
+    write_single(
+        out,
+        "lesion_index_graph_enlarged",
+        "gauge",
+        "1 when the graph missed its recall target and was rebuilt larger.",
+        enlarged,
+    );
+    write_single(
+        out,
+        "lesion_index_graph_exact_fallback",
+        "gauge",
+        "1 when even the enlarged graph missed its recall target and every query scans exactly.",
+        exact,
+    );
+    let ef = if vectors.graph().is_some() {
+        vectors.ef()
+    } else {
+        0
+    };
+    write_single(
+        out,
+        "lesion_index_graph_ef",
+        "gauge",
+        "Calibrated search width of the graph (0: no graph).",
+        ef,
+    );
+}
+
+/// One route's latency histogram: cumulative buckets, then `+Inf`, sum and count.
+fn write_histogram(out: &mut String, route: &str, series: &Series) {
+    for (bound, n) in BUCKETS.iter().zip(series.buckets) {
+        let _ = writeln!(
+            out,
+            "http_request_duration_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {n}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
+        series.count
+    );
+    let _ = writeln!(
+        out,
+        "http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
+        series.sum_seconds
+    );
+    let _ = writeln!(
+        out,
+        "http_request_duration_seconds_count{{route=\"{route}\"}} {}",
+        series.count
+    );
 }

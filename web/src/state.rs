@@ -12,6 +12,7 @@ use lesion_search::search::Engine;
 use lesion_search::service::Index;
 
 use crate::config::Config;
+use crate::guard::InFlight;
 use crate::metrics::Metrics;
 use crate::tasks::TaskQueue;
 
@@ -35,6 +36,8 @@ pub struct AppState {
     /// Slots for CPU-heavy work (see `api::heavy`).
     pub heavy: Arc<tokio::sync::Semaphore>,
     upload_counter: std::sync::atomic::AtomicU64,
+    /// Request-body bytes all requests of this server hold now (see [`crate::guard`]).
+    bodies_in_flight: InFlight,
 }
 
 /// How often the watcher looks for a generation published by another process
@@ -77,6 +80,7 @@ impl AppState {
             metrics: Metrics::default(),
             uploads: Mutex::new(VecDeque::new()),
             upload_counter: Default::default(),
+            bodies_in_flight: InFlight::default(),
         }
     }
 
@@ -129,6 +133,12 @@ impl AppState {
         let mut uploads = self.uploads.lock().ok()?;
         self.evict(&mut uploads);
         uploads.iter().find(|u| u.id == id).map(|u| u.image.clone())
+    }
+
+    /// The count of request-body bytes in flight, capped by
+    /// `config.max_body_bytes_in_flight`.
+    pub fn bodies_in_flight(&self) -> &InFlight {
+        &self.bodies_in_flight
     }
 
     /// Bytes of decoded uploads held now.

@@ -532,7 +532,7 @@ fn bodies_past_the_in_flight_cap_get_503_until_the_holder_is_done() {
         .unwrap();
     holder.write_all(&vec![0u8; 900_000]).unwrap();
     let started = Instant::now();
-    while state.config.in_flight.bytes() < 900_000 {
+    while state.bodies_in_flight().bytes() < 900_000 {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "never reserved"
@@ -573,11 +573,11 @@ fn bodies_past_the_in_flight_cap_get_503_until_the_holder_is_done() {
     drop(holder);
     drop(idle);
     let started = Instant::now();
-    while state.config.in_flight.bytes() != 0 {
+    while state.bodies_in_flight().bytes() != 0 {
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "{} bytes still reserved",
-            state.config.in_flight.bytes()
+            state.bodies_in_flight().bytes()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -591,7 +591,7 @@ fn bodies_past_the_in_flight_cap_get_503_until_the_holder_is_done() {
         "{}",
         String::from_utf8_lossy(&reply)
     );
-    assert_eq!(state.config.in_flight.bytes(), 0);
+    assert_eq!(state.bodies_in_flight().bytes(), 0);
 }
 
 #[test]
