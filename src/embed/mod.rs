@@ -8,7 +8,6 @@
 
 mod card;
 mod ct_resnet;
-pub mod distill;
 mod import;
 mod lesion_cnn;
 pub mod train;
@@ -27,6 +26,8 @@ pub use import::{
     CT_RESNET_SOURCE, CT_RESNET_WEIGHTS,
 };
 pub use lesion_cnn::{LesionCnn, LesionCnnConfig};
+// Distillation lives with the other trainer under `train/`; its path stays `embed::distill`.
+pub use train::distill;
 pub use weights::TensorFile;
 
 use crate::error::{Error, Result};

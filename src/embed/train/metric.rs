@@ -16,32 +16,23 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, D};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use candle_nn::{AdamW, Optimizer, VarBuilder, VarMap};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::card::{Architecture, ModelCard, ResnetStage, TrunkWeights};
-use super::import::write_card;
-use super::lesion_cnn::{LesionCnn, LesionCnnConfig};
-use super::weights::candle_error;
-use super::{ct_resnet_patch_spec, sha256_file, CtResnetEmbedder, Embedder, LesionCnnEmbedder};
-use crate::dataset::{geometry_of, CoarseType, Dataset, DlInfoReader, LesionRecord, Split};
+use super::params::{publish_weights, rebuild, seed_parameters};
+use super::schedule::{run_epochs, EpochEnd, LoopEvent, Objective, Schedule};
+use super::views::{bytes_to_floats, bytes_to_patch, to_bytes, Augmentation};
+use super::{embed_in_batches, lesion_cnn_patch_spec, load_records, write_report_files};
+use crate::dataset::{CoarseType, Dataset, LesionRecord, Split};
+use crate::embed::card::{Architecture, ModelCard, ResnetStage, TrunkWeights};
+use crate::embed::import::write_card;
+use crate::embed::lesion_cnn::{LesionCnn, LesionCnnConfig};
+use crate::embed::weights::candle_error;
+use crate::embed::{ct_resnet_patch_spec, CtResnetEmbedder, Embedder, LesionCnnEmbedder};
 use crate::error::{Error, Result};
-use crate::imaging::{extract_patch, ChannelSpec, FieldOfView, Patch, PatchSpec, WindowChoice};
+use crate::imaging::{Patch, PatchSpec};
 use crate::util::Rng;
-
-/// The patch `lesion-cnn` reads: the key slice under soft-tissue, lung and bone windows, a
-/// field of view three times the lesion (48 to 192 mm), 64x64 px.
-pub fn lesion_cnn_patch_spec() -> PatchSpec {
-    PatchSpec::three_windows(
-        64,
-        FieldOfView::Context {
-            margin: 1.0,
-            min_mm: 48.0,
-            max_mm: 192.0,
-        },
-    )
-}
 
 /// What is trained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +89,7 @@ impl TrainOptions {
             dataset,
             out,
             encoder: Encoder::LesionCnn,
-            cache: super::default_cache_dir(),
+            cache: crate::embed::default_cache_dir(),
             config: LesionCnnConfig::default(),
             epochs: 20,
             batch_lesions: 64,
@@ -157,111 +148,8 @@ struct Example {
     record: LesionRecord,
     /// Student views as bytes (0..255), channel-major.
     views: Vec<Vec<u8>>,
-    /// Teacher features of the same views (head and distillation).
+    /// Teacher features of the same views (head only).
     teacher: Vec<Vec<f32>>,
-}
-
-pub(super) fn to_bytes(p: &Patch) -> Vec<u8> {
-    p.data.iter().map(|v| (v * 255.0).round() as u8).collect()
-}
-
-/// One draw of the augmentations, applied alike to every spec that reads the view.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Augmentation {
-    scale: f32,
-    shift: (f32, f32),
-    /// Per channel: (width factor, level shift as a fraction of the width).
-    windows: [(f32, f32); 8],
-    flips: (bool, bool),
-}
-
-impl Augmentation {
-    /// Shift up to 4 px, scale 0.87..1.15, window level +-5% of the width and width +-10%,
-    /// flips at random.
-    pub(super) fn draw(rng: &mut Rng) -> Self {
-        let mut windows = [(1.0, 0.0); 8];
-        for w in &mut windows {
-            *w = (rng.range(0.9, 1.1), rng.range(-0.05, 0.05));
-        }
-        Augmentation {
-            scale: rng.range(0.87, 1.15),
-            shift: (rng.range(-4.0, 4.0), rng.range(-4.0, 4.0)),
-            windows,
-            flips: (rng.chance(0.5), rng.chance(0.5)),
-        }
-    }
-
-    /// The same geometry with the windows as specified: what an intensity-invariant target
-    /// is computed from.
-    pub(super) fn geometric_only(self) -> Self {
-        Augmentation {
-            windows: [(1.0, 0.0); 8],
-            ..self
-        }
-    }
-
-    pub(super) fn apply(
-        &self,
-        slices: &crate::dataset::LesionSlices,
-        record: &LesionRecord,
-        spec: &PatchSpec,
-    ) -> Result<Patch> {
-        let mut geometry = geometry_of(record);
-        let c = geometry.bbox.center();
-        let (hw, hh) = (
-            geometry.bbox.width() / 2.0 * self.scale,
-            geometry.bbox.height() / 2.0 * self.scale,
-        );
-        let (dx, dy) = self.shift;
-        geometry.bbox = crate::dataset::PixelBox::new(
-            c.x + dx - hw,
-            c.y + dy - hh,
-            c.x + dx + hw,
-            c.y + dy + hh,
-        );
-        let channels = spec
-            .channels
-            .iter()
-            .enumerate()
-            .map(|(i, ch)| {
-                let w = ch.window.resolve(Some(record.window));
-                let (width_factor, level_shift) = self.windows[i % self.windows.len()];
-                ChannelSpec {
-                    slice_offset_mm: ch.slice_offset_mm,
-                    window: WindowChoice::Custom(crate::imaging::Window::from_width_level(
-                        w.width() * width_factor,
-                        w.level() + w.width() * level_shift,
-                    )),
-                }
-            })
-            .collect();
-        let jittered = PatchSpec {
-            channels,
-            ..spec.clone()
-        };
-        let mut patch = extract_patch(&slices.stack(), &geometry, &jittered)?;
-        flip(&mut patch, self.flips.0, self.flips.1);
-        Ok(patch)
-    }
-}
-
-fn flip(patch: &mut Patch, horizontal: bool, vertical: bool) {
-    let n = patch.size_px;
-    for c in 0..patch.channels {
-        let plane = &mut patch.data[c * n * n..(c + 1) * n * n];
-        if horizontal {
-            for row in plane.chunks_exact_mut(n) {
-                row.reverse();
-            }
-        }
-        if vertical {
-            for y in 0..n / 2 {
-                for x in 0..n {
-                    plane.swap(y * n + x, (n - 1 - y) * n + x);
-                }
-            }
-        }
-    }
 }
 
 /// Whether two lesions count as positives.
@@ -275,12 +163,6 @@ fn similar(a: &LesionRecord, b: &LesionRecord) -> bool {
         }
         _ => distance < 0.05 && size_ratio < 0.4,
     }
-}
-
-pub(super) fn load_records(dataset: &Dataset) -> Result<Vec<LesionRecord>> {
-    DlInfoReader::open(&dataset.table_path())?
-        .map(|r| r.map(|row| row.record))
-        .collect()
 }
 
 /// The trainable part of each encoder.
@@ -313,15 +195,14 @@ pub fn train(
         &spec,
         progress,
     )?;
-    let trainer = Trainer::new(
-        options,
-        spec,
-        teacher.as_ref().map(CtResnetEmbedder::trunk_dim),
-        evaluation,
-        eval_patches,
-        eval_features,
-    )?;
-    let epochs = trainer.run_epochs(&examples, training.len(), progress)?;
+    let held_out = HeldOut {
+        records: evaluation,
+        patches: eval_patches,
+        features: eval_features,
+    };
+    let feature_dim = teacher.as_ref().map(CtResnetEmbedder::trunk_dim);
+    let trainer = Trainer::new(options, spec, feature_dim, examples, held_out)?;
+    let epochs = trainer.run_epochs(progress)?;
     let (card, sha) = trainer.save(teacher.as_ref())?;
     let (p_at_5, by_type) = trainer.evaluate()?;
     let report = TrainReport {
@@ -329,7 +210,7 @@ pub fn train(
         encoder: format!("{:?}", options.encoder),
         seed: options.seed,
         training_lesions: training.len(),
-        evaluation_lesions: trainer.evaluation.len(),
+        evaluation_lesions: trainer.held_out.records.len(),
         epochs,
         p_at_5,
         p_at_5_by_type: by_type,
@@ -374,21 +255,10 @@ fn split_lesions(
 
 /// The frozen `ct-resnet` trunk the encoder learns from, when it has one.
 fn load_teacher(options: &TrainOptions) -> Result<Option<CtResnetEmbedder>> {
-    let Some(stage) = options.encoder.teacher() else {
-        return Ok(None);
-    };
-    let name = super::ct_resnet_model_name(stage);
-    let dir = options.cache.join(name);
-    let card = super::read_card(&dir).map_err(|_| {
-        Error::invalid_argument(
-            "encoder",
-            format!(
-                "{name} is not in {}; run `lesion-indexer weights import` first",
-                options.cache.display()
-            ),
-        )
-    })?;
-    Ok(Some(CtResnetEmbedder::load(&dir, card)?))
+    match options.encoder.teacher() {
+        None => Ok(None),
+        Some(stage) => super::load_ct_resnet(&options.cache, stage, "encoder").map(Some),
+    }
 }
 
 /// Augmented views of each training lesion (slices decoded once per lesion, each lesion with
@@ -460,10 +330,7 @@ fn with_teacher_features(
             Some(t) => {
                 // The head reads the student views themselves (the same spec as the teacher).
                 let inputs: Vec<Patch> = views.iter().map(|v| bytes_to_patch(v, spec)).collect();
-                let rows = t
-                    .features(&inputs)?
-                    .to_vec2::<f32>()
-                    .map_err(|e| candle_error("teacher", e))?;
+                let rows = teacher_features(t, &inputs)?;
                 done += rows.len();
                 progress(TrainEvent::Teacher { done, total });
                 rows
@@ -479,11 +346,7 @@ fn with_teacher_features(
         (Some(t), Encoder::CtResnetHead(_)) => {
             let mut rows = Vec::new();
             for chunk in eval_patches.chunks(32) {
-                rows.extend(
-                    t.features(chunk)?
-                        .to_vec2::<f32>()
-                        .map_err(|e| candle_error("teacher", e))?,
-                );
+                rows.extend(teacher_features(t, chunk)?);
                 progress(TrainEvent::Teacher {
                     done: done + rows.len(),
                     total,
@@ -496,15 +359,29 @@ fn with_teacher_features(
     Ok((examples, eval_features))
 }
 
-/// The network being trained, its parameters and what it is evaluated on.
+fn teacher_features(teacher: &CtResnetEmbedder, patches: &[Patch]) -> Result<Features> {
+    teacher
+        .features(patches)?
+        .to_vec2::<f32>()
+        .map_err(|e| candle_error("teacher", e))
+}
+
+/// The held-out lesions P@5 is measured on, their patches and, for a head, their teacher
+/// features.
+struct HeldOut {
+    records: Vec<LesionRecord>,
+    patches: Vec<Patch>,
+    features: Option<Features>,
+}
+
+/// The network being trained, its parameters, its examples and what it is evaluated on.
 struct Trainer<'a> {
     options: &'a TrainOptions,
     spec: PatchSpec,
     varmap: VarMap,
     network: Network,
-    evaluation: Vec<LesionRecord>,
-    eval_patches: Vec<Patch>,
-    eval_features: Option<Features>,
+    examples: Vec<Example>,
+    held_out: HeldOut,
 }
 
 impl<'a> Trainer<'a> {
@@ -513,9 +390,8 @@ impl<'a> Trainer<'a> {
         options: &'a TrainOptions,
         spec: PatchSpec,
         feature_dim: Option<usize>,
-        evaluation: Vec<LesionRecord>,
-        eval_patches: Vec<Patch>,
-        eval_features: Option<Features>,
+        examples: Vec<Example>,
+        held_out: HeldOut,
     ) -> Result<Self> {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
@@ -539,15 +415,14 @@ impl<'a> Trainer<'a> {
             spec,
             varmap,
             network,
-            evaluation,
-            eval_patches,
-            eval_features,
+            examples,
+            held_out,
         })
     }
 
     /// P@5 by coarse type on the evaluation lesions, overall and per type.
     fn evaluate(&self) -> Result<(f32, BTreeMap<String, f32>)> {
-        match (&self.network, &self.eval_features) {
+        match (&self.network, &self.held_out.features) {
             (Network::Head { .. }, Some(features)) => {
                 let (w, b) = head_tensors(&self.varmap)?;
                 let vectors = features
@@ -556,77 +431,53 @@ impl<'a> Trainer<'a> {
                         let v: Vec<f32> = (0..w.len())
                             .map(|o| w[o].iter().zip(f).map(|(a, x)| a * x).sum::<f32>() + b[o])
                             .collect();
-                        super::l2_normalised(v)
+                        crate::embed::l2_normalised(v)
                     })
                     .collect::<Vec<_>>();
-                Ok(precision_at_5(&self.evaluation, &vectors))
+                Ok(precision_at_5(&self.held_out.records, &vectors))
             }
             _ => {
                 let embedder = LesionCnnEmbedder::new(
                     rebuild(&self.varmap, &self.options.config)?,
                     card_template(self.options, &self.spec, String::new(), None),
                 );
-                evaluate(&embedder, &self.evaluation, &self.eval_patches)
+                evaluate(&embedder, &self.held_out.records, &self.held_out.patches)
             }
         }
     }
 
-    /// Every epoch: shuffled batches under a cosine-decayed learning rate, then P@5.
-    fn run_epochs(
-        &self,
-        examples: &[Example],
-        training_lesions: usize,
-        progress: &(dyn Fn(TrainEvent) + Sync),
-    ) -> Result<Vec<EpochStats>> {
+    /// The shared loop over this trainer's examples, with P@5 after every epoch.
+    fn run_epochs(&self, progress: &(dyn Fn(TrainEvent) + Sync)) -> Result<Vec<EpochStats>> {
         let options = self.options;
-        let mut optimizer = optimizer_for(&self.varmap, options.learning_rate)?;
-        let mut rng = Rng::derive(options.seed, &[0x7A1]);
-        let steps = training_lesions.div_ceil(options.batch_lesions);
-        let total_steps = (steps * options.epochs).max(1);
-        let mut epochs = Vec::new();
-        let mut step_index = 0;
-        for epoch in 1..=options.epochs {
-            let epoch_started = Instant::now();
-            let order = shuffled((0..examples.len()).collect(), &mut rng);
-            let mut losses = Vec::new();
-            for (s, chunk) in order.chunks(options.batch_lesions).enumerate() {
-                if chunk.len() < 2 {
-                    continue;
-                }
-                optimizer.set_learning_rate(cosine_decay(
-                    options.learning_rate,
-                    step_index,
-                    total_steps,
-                ));
-                let loss = train_step(
-                    &self.network,
-                    &mut optimizer,
-                    examples,
-                    chunk,
-                    &self.spec,
-                    options,
-                    &mut rng,
-                )?;
-                progress(TrainEvent::Step {
-                    epoch,
-                    step: s + 1,
-                    steps,
-                    loss,
-                });
-                losses.push(loss);
-                step_index += 1;
-            }
-            let (p_at_5, _) = self.evaluate()?;
-            let stats = EpochStats {
-                epoch,
-                mean_loss: losses.iter().sum::<f32>() / losses.len().max(1) as f32,
-                p_at_5,
-                seconds: epoch_started.elapsed().as_secs_f64(),
-            };
-            progress(TrainEvent::Epoch(stats.clone()));
-            epochs.push(stats);
-        }
-        Ok(epochs)
+        let schedule = Schedule {
+            epochs: options.epochs,
+            batch: options.batch_lesions,
+            learning_rate: options.learning_rate,
+            seed: options.seed,
+            stream: 0x7A1,
+        };
+        run_epochs(
+            self,
+            &self.varmap,
+            self.examples.len(),
+            &schedule,
+            &|event| {
+                progress(match event {
+                    LoopEvent::Step {
+                        epoch,
+                        step,
+                        steps,
+                        loss,
+                    } => TrainEvent::Step {
+                        epoch,
+                        step,
+                        steps,
+                        loss,
+                    },
+                    LoopEvent::Epoch(stats) => TrainEvent::Epoch(stats.clone()),
+                })
+            },
+        )
     }
 
     /// Writes the trained weights (only the head's, for a head) and their card.
@@ -654,21 +505,111 @@ impl<'a> Trainer<'a> {
         write_card(&options.out, &card)?;
         Ok((card, sha))
     }
+
+    /// Two different views of each lesion of the batch, as (example, view): the batch's
+    /// lesions once with their first view, then again with their second.
+    fn pick_views(&self, batch: &[usize], rng: &mut Rng) -> Vec<(usize, usize)> {
+        let mut picks = Vec::with_capacity(2 * batch.len());
+        for round in 0..2 {
+            for &i in batch {
+                let views = self.examples[i].views.len() as u64;
+                let first = (rng.next_u64() % views) as usize;
+                let pick = if round == 0 {
+                    first
+                } else {
+                    (first + 1 + (rng.next_u64() % (views - 1).max(1)) as usize) % views as usize
+                };
+                picks.push((i, pick));
+            }
+        }
+        picks
+    }
+
+    /// The network's input for the picked views: their teacher features for a head, their
+    /// pixels for `lesion-cnn`.
+    fn batch_input(&self, picks: &[(usize, usize)]) -> candle_core::Result<Tensor> {
+        let m = picks.len();
+        match self.network {
+            Network::Head { .. } => {
+                let mut features = Vec::new();
+                for &(i, pick) in picks {
+                    features.extend_from_slice(&self.examples[i].teacher[pick]);
+                }
+                let width = features.len() / m;
+                Tensor::from_vec(features, (m, width), &Device::Cpu)
+            }
+            Network::Cnn { .. } => {
+                let (n, c) = (self.spec.size_px, self.spec.channels.len());
+                let mut data = Vec::with_capacity(m * c * n * n);
+                for &(i, pick) in picks {
+                    data.extend(bytes_to_floats(&self.examples[i].views[pick]));
+                }
+                Tensor::from_vec(data, (m, c, n, n), &Device::Cpu)
+            }
+        }
+    }
+
+    /// Positives: the other view of the same lesion, and similar lesions. Returns the
+    /// positives matrix and the mask that takes each view out of its own softmax.
+    fn positives(&self, picks: &[(usize, usize)]) -> (Vec<f32>, Vec<f32>) {
+        let m = picks.len();
+        let mut positives = vec![0f32; m * m];
+        let mut self_mask = vec![0f32; m * m];
+        for i in 0..m {
+            self_mask[i * m + i] = -1e9;
+            for j in 0..m {
+                if i == j {
+                    continue;
+                }
+                let (a, b) = (picks[i].0, picks[j].0);
+                if a == b || similar(&self.examples[a].record, &self.examples[b].record) {
+                    positives[i * m + j] = 1.0;
+                }
+            }
+        }
+        (positives, self_mask)
+    }
+
+    /// The multi-positive contrastive loss of the picked views.
+    fn contrastive_loss(&self, picks: &[(usize, usize)]) -> candle_core::Result<Tensor> {
+        let m = picks.len();
+        let (positives, self_mask) = self.positives(picks);
+        let x = self.batch_input(picks)?;
+        let out = match &self.network {
+            Network::Head { projection } => candle_nn::Module::forward(projection, &x)?,
+            Network::Cnn { model } => model.forward_t(&x, true)?,
+        };
+        let norm = out.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-6, f64::MAX)?;
+        let e = out.broadcast_div(&norm)?;
+        let logits = (e.matmul(&e.t()?)? / self.options.temperature)?;
+        let logits = (logits + Tensor::from_vec(self_mask, (m, m), &Device::Cpu)?)?;
+        let log_prob = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let pos = Tensor::from_vec(positives, (m, m), &Device::Cpu)?;
+        let per_row = ((log_prob * &pos)?.sum(1)? / pos.sum(1)?.clamp(1.0, f64::MAX)?)?;
+        per_row.mean_all()?.neg()
+    }
 }
 
-/// The learning rate at `step` of `total`: `base` decayed along half a cosine.
-pub(super) fn cosine_decay(base: f64, step: usize, total: usize) -> f64 {
-    let t = step as f64 / total as f64;
-    base * 0.5 * (1.0 + (std::f64::consts::PI * t).cos())
-}
+impl Objective for Trainer<'_> {
+    type Epoch = EpochStats;
 
-fn bytes_to_patch(bytes: &[u8], spec: &PatchSpec) -> Patch {
-    Patch {
-        size_px: spec.size_px,
-        channels: spec.channels.len(),
-        data: bytes.iter().map(|&v| f32::from(v) / 255.0).collect(),
-        mm_per_px: 0.0,
-        substituted_channels: 0,
+    fn step(&self, optimizer: &mut AdamW, batch: &[usize], rng: &mut Rng) -> Result<f32> {
+        let picks = self.pick_views(batch, rng);
+        let to_err = |e| candle_error("training step", e);
+        let loss = self.contrastive_loss(&picks).map_err(to_err)?;
+        let value = loss.to_scalar::<f32>().map_err(to_err)?;
+        optimizer.backward_step(&loss).map_err(to_err)?;
+        Ok(value)
+    }
+
+    fn end_epoch(&self, end: EpochEnd) -> Result<EpochStats> {
+        let (p_at_5, _) = self.evaluate()?;
+        Ok(EpochStats {
+            epoch: end.epoch,
+            mean_loss: end.mean_loss,
+            p_at_5,
+            seconds: end.seconds(),
+        })
     }
 }
 
@@ -680,7 +621,7 @@ fn card_template(
 ) -> ModelCard {
     let (name, architecture) = match options.encoder {
         Encoder::CtResnetHead(stage) => (
-            format!("{}-head", super::ct_resnet_model_name(stage)),
+            format!("{}-head", crate::embed::ct_resnet_model_name(stage)),
             Architecture::CtResnet {
                 stage,
                 projection: Some(options.config.dim),
@@ -698,7 +639,7 @@ fn card_template(
         Encoder::LesionCnn => "lesion-cnn".to_string(),
         Encoder::CtResnetHead(s) => format!(
             "ct-resnet-head-{}",
-            super::ct_resnet_model_name(s).trim_start_matches("ct-resnet-")
+            crate::embed::ct_resnet_model_name(s).trim_start_matches("ct-resnet-")
         ),
     };
     ModelCard {
@@ -731,203 +672,13 @@ fn head_tensors(varmap: &VarMap) -> Result<(Vec<Vec<f32>>, Vec<f32>)> {
     Ok((w, b))
 }
 
-fn train_step(
-    network: &Network,
-    optimizer: &mut AdamW,
-    examples: &[Example],
-    chunk: &[usize],
-    spec: &PatchSpec,
-    options: &TrainOptions,
-    rng: &mut Rng,
-) -> Result<f32> {
-    let n = spec.size_px;
-    let c = spec.channels.len();
-    let b = chunk.len();
-    let mut data = Vec::with_capacity(2 * b * c * n * n);
-    let mut teacher = Vec::new();
-    let mut picks = Vec::with_capacity(2 * b);
-    for round in 0..2 {
-        for &i in chunk {
-            let views = &examples[i].views;
-            let first = (rng.next_u64() % views.len() as u64) as usize;
-            let pick = if round == 0 {
-                first
-            } else {
-                (first + 1 + (rng.next_u64() % (views.len() as u64 - 1).max(1)) as usize)
-                    % views.len()
-            };
-            picks.push((i, pick));
-        }
-    }
-    for &(i, pick) in &picks {
-        match network {
-            Network::Head { .. } => teacher.extend_from_slice(&examples[i].teacher[pick]),
-            Network::Cnn { .. } => {
-                data.extend(
-                    examples[i].views[pick]
-                        .iter()
-                        .map(|&v| f32::from(v) / 255.0),
-                );
-            }
-        }
-    }
-    // Positives: the other view of the same lesion, and similar lesions.
-    let m = 2 * b;
-    let mut positives = vec![0f32; m * m];
-    let mut self_mask = vec![0f32; m * m];
-    for i in 0..m {
-        self_mask[i * m + i] = -1e9;
-        for j in 0..m {
-            if i == j {
-                continue;
-            }
-            let (a, bb) = (picks[i].0, picks[j].0);
-            if a == bb || similar(&examples[a].record, &examples[bb].record) {
-                positives[i * m + j] = 1.0;
-            }
-        }
-    }
-    let dev = Device::Cpu;
-    let unit = |t: &Tensor| -> candle_core::Result<Tensor> {
-        let norm = t.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-6, f64::MAX)?;
-        t.broadcast_div(&norm)
-    };
-    let run = || -> candle_core::Result<(Tensor, f32)> {
-        let out = match network {
-            Network::Head { projection } => {
-                let features = Tensor::from_vec(teacher.clone(), (m, teacher.len() / m), &dev)?;
-                candle_nn::Module::forward(projection, &features)?
-            }
-            Network::Cnn { model } => {
-                let x = Tensor::from_vec(data.clone(), (m, c, n, n), &dev)?;
-                model.forward_t(&x, true)?
-            }
-        };
-        let e = unit(&out)?;
-        let logits = (e.matmul(&e.t()?)? / options.temperature)?;
-        let logits = (logits + Tensor::from_vec(self_mask.clone(), (m, m), &dev)?)?;
-        let log_prob = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        let pos = Tensor::from_vec(positives.clone(), (m, m), &dev)?;
-        let per_row = ((log_prob * &pos)?.sum(1)? / pos.sum(1)?.clamp(1.0, f64::MAX)?)?;
-        let loss = per_row.mean_all()?.neg()?;
-        let value = loss.to_scalar::<f32>()?;
-        Ok((loss, value))
-    };
-    let (loss, value) = run().map_err(|e| candle_error("training step", e))?;
-    optimizer
-        .backward_step(&loss)
-        .map_err(|e| candle_error("training step", e))?;
-    Ok(value)
-}
-
-/// Overwrites every parameter with values drawn from the seed (candle's own initialisation
-/// is not seedable): He-normal weights, zero biases, unit batch-norm scales.
-pub(super) fn seed_parameters(varmap: &VarMap, seed: u64) -> Result<()> {
-    let data = varmap.data().lock().expect("var map lock");
-    let mut names: Vec<&String> = data.keys().collect();
-    names.sort();
-    let mut rng = Rng::derive(seed, &[0x1417]);
-    for name in names {
-        let var = &data[name];
-        let dims = var.dims().to_vec();
-        let count: usize = dims.iter().product();
-        let values: Vec<f32> = if dims.len() >= 2 {
-            let fan_in: usize = dims[1..].iter().product();
-            let sd = (2.0 / fan_in as f32).sqrt();
-            (0..count).map(|_| rng.normal() * sd).collect()
-        } else if name.ends_with("running_var") || (name.contains("bn") && name.ends_with("weight"))
-        {
-            vec![1.0; count]
-        } else {
-            vec![0.0; count]
-        };
-        let tensor =
-            Tensor::from_vec(values, dims, &Device::Cpu).map_err(|e| candle_error(name, e))?;
-        var.set(&tensor).map_err(|e| candle_error(name, e))?;
-    }
-    Ok(())
-}
-
-/// An inference copy of the network with the current parameters.
-pub(super) fn rebuild(varmap: &VarMap, config: &LesionCnnConfig) -> Result<LesionCnn> {
-    let tensors = varmap
-        .data()
-        .lock()
-        .expect("var map lock")
-        .iter()
-        .map(|(k, v)| (k.clone(), v.as_tensor().copy().expect("copy")))
-        .collect();
-    LesionCnn::new(
-        config,
-        VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu),
-    )
-    .map_err(|e| candle_error("lesion-cnn", e))
-}
-
-/// AdamW (weight decay 1e-4) over every trainable variable (batch-norm running statistics
-/// left out), in name order so that a seed gives the same run.
-pub(super) fn optimizer_for(varmap: &VarMap, learning_rate: f64) -> Result<AdamW> {
-    let trainable: Vec<candle_core::Var> = {
-        let data = varmap.data().lock().expect("var map lock");
-        let mut named: Vec<(&String, &candle_core::Var)> = data
-            .iter()
-            .filter(|(name, _)| !name.contains("running_"))
-            .collect();
-        named.sort_by(|a, b| a.0.cmp(b.0));
-        named.into_iter().map(|(_, v)| v.clone()).collect()
-    };
-    let params = ParamsAdamW {
-        lr: learning_rate,
-        weight_decay: 1e-4,
-        ..Default::default()
-    };
-    AdamW::new(trainable, params).map_err(|e| candle_error("optimizer", e))
-}
-
-/// Fisher-Yates from the stream.
-pub(super) fn shuffled<T>(mut items: Vec<T>, rng: &mut Rng) -> Vec<T> {
-    for i in (1..items.len()).rev() {
-        items.swap(i, rng.int(0, i as u32) as usize);
-    }
-    items
-}
-
-/// Writes the kept variables to `path` by rename (a reader never sees half a file) and
-/// returns the file's sha256.
-pub(super) fn publish_weights(
-    varmap: &VarMap,
-    path: &Path,
-    keep: fn(&str) -> bool,
-) -> Result<String> {
-    let tmp = path.with_extension("safetensors.tmp");
-    save_sorted(varmap, &tmp, keep)?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
-    sha256_file(path)
-}
-
-fn save_sorted(varmap: &VarMap, path: &Path, keep: fn(&str) -> bool) -> Result<()> {
-    let tensors: std::collections::HashMap<String, Tensor> = varmap
-        .data()
-        .lock()
-        .expect("var map lock")
-        .iter()
-        .filter(|(k, _)| keep(k))
-        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
-        .collect();
-    candle_core::safetensors::save(&tensors, path)
-        .map_err(|e| candle_error(&path.display().to_string(), e))
-}
-
 /// P@5 by coarse type: each typed held-out lesion against all others of other patients.
 pub fn evaluate(
     embedder: &dyn Embedder,
     records: &[LesionRecord],
     patches: &[Patch],
 ) -> Result<(f32, BTreeMap<String, f32>)> {
-    let mut vectors = Vec::with_capacity(patches.len());
-    for chunk in patches.chunks(64) {
-        vectors.extend(embedder.embed(chunk)?);
-    }
+    let vectors = embed_in_batches(embedder, patches, 64)?;
     Ok(precision_at_5(records, &vectors))
 }
 
@@ -973,12 +724,6 @@ pub fn precision_at_5(
 }
 
 fn write_report(dir: &Path, report: &TrainReport) -> Result<()> {
-    let json = dir.join("training_report.json");
-    std::fs::write(
-        &json,
-        serde_json::to_string_pretty(report).unwrap_or_default(),
-    )
-    .map_err(|e| Error::io(&json, e))?;
     let mut md = format!(
         "# Training report: {}\n\nSeed {}, {} training lesions, {} held-out lesions, {:.0} s.\n\nP@5 by coarse type on held-out patients: **{:.3}**\n\n| type | P@5 |\n|---|---:|\n",
         report.model, report.seed, report.training_lesions, report.evaluation_lesions, report.seconds, report.p_at_5
@@ -995,8 +740,7 @@ fn write_report(dir: &Path, report: &TrainReport) -> Result<()> {
             e.epoch, e.mean_loss, e.p_at_5, e.seconds
         ));
     }
-    let path = dir.join("training_report.md");
-    std::fs::write(&path, md).map_err(|e| Error::io(&path, e))
+    write_report_files(dir, "training_report", report, &md)
 }
 
 /// Held-out P@5 by coarse type of any model on an archive's validation and test lesions.
