@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{
-    current_generation, embed_lesions, fresh_partial, index_error, publish, read_manifest,
-    reports_of, thumbnail_of, BuildEvent, Embedded, Manifest,
-};
+use super::build::reports_of;
+use super::embedding::{embed_lesions, thumbnail_of, Embedded};
+use super::publish::{fresh_partial, publish};
+use super::{current_generation, index_error, read_manifest, BuildEvent, Manifest};
 use crate::dataset::{lesion_keys, Dataset, DlInfoReader, LesionKey, LesionRecord};
 use crate::embed::Embedder;
 use crate::error::{Error, Result};

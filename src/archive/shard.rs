@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::draft::Incoming;
-use super::{embed_batch, index_error, Embedded};
+use super::embedding::{embed_batch, Embedded};
+use super::index_error;
 use crate::embed::Embedder;
 use crate::error::{Error, Result};
 
