@@ -172,74 +172,121 @@ pub(super) fn embedded_from_shards(
     files: &[PathBuf],
     model: &dyn Embedder,
 ) -> Result<Embedded> {
-    let card = model.card();
-    let dim = card.output_dim;
     let n = incoming.records.len();
-    let mut vectors = vec![0f32; n * dim];
-    let mut thumbnails: Vec<Option<Vec<u8>>> = vec![None; n];
-    let mut seen_shards: Vec<usize> = Vec::new();
-    let mut count = None;
+    let mut filling = Filling {
+        dim: model.card().output_dim,
+        vectors: vec![0f32; n * model.card().output_dim],
+        thumbnails: vec![None; n],
+        seen_shards: Vec::new(),
+        count: None,
+    };
     for path in files {
         let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
-        if bytes.len() < MAGIC.len() + 8 || &bytes[..MAGIC.len()] != MAGIC {
-            return Err(index_error(
-                path,
-                "not a shard file (lesion-indexer embed-shard)",
-            ));
-        }
-        let (content, crc) = bytes.split_at(bytes.len() - 4);
-        if crc32fast::hash(content).to_le_bytes() != crc {
-            return Err(index_error(
-                path,
-                "the shard file is damaged (CRC mismatch)",
-            ));
-        }
-        let mut cursor = Cursor {
-            path,
-            bytes: content,
-            at: MAGIC.len(),
-        };
+        let mut cursor = checked_content(path, &bytes)?;
         let header_len = cursor.u32()? as usize;
         let header: Header = serde_json::from_slice(cursor.take(header_len)?)
             .map_err(|e| index_error(path, format!("bad shard header: {e}")))?;
-        if header.weights_sha256 != card.weights_sha256 || header.dim != dim {
-            return Err(index_error(
-                path,
-                format!(
-                    "embedded with `{}` ({}), not with the model of this build, `{}` ({})",
-                    header.model,
-                    &header.weights_sha256[..12.min(header.weights_sha256.len())],
-                    card.name,
-                    &card.weights_sha256[..12.min(card.weights_sha256.len())]
-                ),
-            ));
-        }
-        if header.table_sha256 != incoming.table_sha256 {
-            return Err(index_error(
-                path,
-                "embedded from another DL_info.csv than the one being built",
-            ));
-        }
-        if *count.get_or_insert(header.shard.count) != header.shard.count {
+        check_header(path, &header, model, incoming)?;
+        filling.count_shard(path, &header)?;
+        filling.read_rows(path, &header, &mut cursor, incoming)?;
+    }
+    filling.finish()
+}
+
+/// The shard file's content after its magic, once its CRC has been checked.
+fn checked_content<'a>(path: &'a Path, bytes: &'a [u8]) -> Result<Cursor<'a>> {
+    if bytes.len() < MAGIC.len() + 8 || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(index_error(
+            path,
+            "not a shard file (lesion-indexer embed-shard)",
+        ));
+    }
+    let (content, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32fast::hash(content).to_le_bytes() != crc {
+        return Err(index_error(
+            path,
+            "the shard file is damaged (CRC mismatch)",
+        ));
+    }
+    Ok(Cursor {
+        path,
+        bytes: content,
+        at: MAGIC.len(),
+    })
+}
+
+/// A shard embedded with this build's model from this build's table.
+fn check_header(
+    path: &Path,
+    header: &Header,
+    model: &dyn Embedder,
+    incoming: &Incoming,
+) -> Result<()> {
+    let card = model.card();
+    if header.weights_sha256 != card.weights_sha256 || header.dim != card.output_dim {
+        return Err(index_error(
+            path,
+            format!(
+                "embedded with `{}` ({}), not with the model of this build, `{}` ({})",
+                header.model,
+                &header.weights_sha256[..12.min(header.weights_sha256.len())],
+                card.name,
+                &card.weights_sha256[..12.min(card.weights_sha256.len())]
+            ),
+        ));
+    }
+    if header.table_sha256 != incoming.table_sha256 {
+        return Err(index_error(
+            path,
+            "embedded from another DL_info.csv than the one being built",
+        ));
+    }
+    Ok(())
+}
+
+/// The build's vectors and thumbnails as shard files fill them in.
+struct Filling {
+    dim: usize,
+    vectors: Vec<f32>,
+    thumbnails: Vec<Option<Vec<u8>>>,
+    seen_shards: Vec<usize>,
+    count: Option<usize>,
+}
+
+impl Filling {
+    /// Every file splits the archive the same way, and no shard comes twice.
+    fn count_shard(&mut self, path: &Path, header: &Header) -> Result<()> {
+        if *self.count.get_or_insert(header.shard.count) != header.shard.count {
             return Err(index_error(
                 path,
                 format!(
                     "one of {} shards, but the other files split the archive in {}",
                     header.shard.count,
-                    count.unwrap_or_default()
+                    self.count.unwrap_or_default()
                 ),
             ));
         }
-        if seen_shards.contains(&header.shard.index) {
+        if self.seen_shards.contains(&header.shard.index) {
             return Err(index_error(
                 path,
                 format!("shard {} is given twice", header.shard.index),
             ));
         }
-        seen_shards.push(header.shard.index);
+        self.seen_shards.push(header.shard.index);
+        Ok(())
+    }
+
+    fn read_rows(
+        &mut self,
+        path: &Path,
+        header: &Header,
+        cursor: &mut Cursor,
+        incoming: &Incoming,
+    ) -> Result<()> {
+        let (n, dim) = (self.thumbnails.len(), self.dim);
         for _ in 0..header.lesions {
             let row = cursor.u32()? as usize;
-            if row >= n || thumbnails[row].is_some() {
+            if row >= n || self.thumbnails[row].is_some() {
                 return Err(index_error(
                     path,
                     format!("row {row} is outside the table or given twice"),
@@ -251,42 +298,47 @@ pub(super) fn embedded_from_shards(
                     format!("row {row} does not belong to shard {}", header.shard.index),
                 ));
             }
-            for (slot, b) in vectors[row * dim..(row + 1) * dim]
+            for (slot, b) in self.vectors[row * dim..(row + 1) * dim]
                 .iter_mut()
                 .zip(cursor.take(dim * 4)?.chunks_exact(4))
             {
                 *slot = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
             }
             let len = cursor.u32()? as usize;
-            thumbnails[row] = Some(cursor.take(len)?.to_vec());
+            self.thumbnails[row] = Some(cursor.take(len)?.to_vec());
         }
+        Ok(())
     }
-    let expected = count.unwrap_or(0);
-    if seen_shards.len() != expected || expected == 0 {
-        let mut missing: Vec<String> = (0..expected)
-            .filter(|i| !seen_shards.contains(i))
-            .map(|i| format!("{i}/{expected}"))
-            .collect();
-        if expected == 0 {
-            missing.push("every shard".into());
+
+    /// Every shard given, every row of the table in one of them.
+    fn finish(self) -> Result<Embedded> {
+        let expected = self.count.unwrap_or(0);
+        if self.seen_shards.len() != expected || expected == 0 {
+            let mut missing: Vec<String> = (0..expected)
+                .filter(|i| !self.seen_shards.contains(i))
+                .map(|i| format!("{i}/{expected}"))
+                .collect();
+            if expected == 0 {
+                missing.push("every shard".into());
+            }
+            return Err(Error::invalid_argument(
+                "embeddings",
+                format!("missing shard files: {}", missing.join(", ")),
+            ));
         }
-        return Err(Error::invalid_argument(
-            "embeddings",
-            format!("missing shard files: {}", missing.join(", ")),
-        ));
+        if let Some(row) = self.thumbnails.iter().position(Option::is_none) {
+            return Err(Error::invalid_argument(
+                "embeddings",
+                format!("row {row} of the table is in no shard file"),
+            ));
+        }
+        Ok(Embedded {
+            vectors: self.vectors,
+            thumbnails: self.thumbnails,
+            resumed: 0,
+            cache: PathBuf::new(),
+        })
     }
-    if let Some(row) = thumbnails.iter().position(Option::is_none) {
-        return Err(Error::invalid_argument(
-            "embeddings",
-            format!("row {row} of the table is in no shard file"),
-        ));
-    }
-    Ok(Embedded {
-        vectors,
-        thumbnails,
-        resumed: 0,
-        cache: PathBuf::new(),
-    })
 }
 
 #[cfg(test)]
