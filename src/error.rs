@@ -133,7 +133,8 @@ pub enum Error {
     },
 
     /// A DICOM image of another modality where CT (Hounsfield units) is needed.
-    #[error("{}: modality {modality} is not CT; only CT slices can be searched", path.display())]
+    // The server words it the same after the part's name (`web/src/error.rs`).
+    #[error("{}: the DICOM modality is {modality}, not CT; only CT slices (Hounsfield units) can be searched or added", path.display())]
     NotCt { path: PathBuf, modality: String },
 
     /// A text query past the nesting or term limits, refused before it is parsed.

@@ -8,8 +8,9 @@ use std::sync::OnceLock;
 use lesion_search::archive::{build, BuildOptions};
 use lesion_search::dataset::{CoarseType, Dataset};
 use lesion_search::embed::bundled_lesion_cnn;
+use lesion_search::filter::{Filter, Range};
 use lesion_search::index::GraphParams;
-use lesion_search::search::{Engine, Filter, Fusion, ImageQuery, Matched, Range, SearchRequest};
+use lesion_search::search::{Engine, Fusion, ImageQuery, Matched, SearchRequest};
 
 struct Fixture {
     _archive: tempfile::TempDir,

@@ -3,15 +3,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{anyhow, bail, Context};
-use lesion_search::archive::{add, add_lesion, AddOptions, Archive, BuildEvent, LesionInput};
-use lesion_search::dataset::{NormalizedLocation, PixelBox};
-use lesion_search::embed::{default_cache_dir, resolve_model};
-use lesion_search::imaging::{load_dicom, load_image, WindowChoice};
-use lesion_search::index::GraphParams;
-use lesion_search::search::{parse_sex, parse_split, parse_type};
+use anyhow::Context;
+use lesion_search::archive::{BuildEvent, LesionInput};
+use lesion_search::imaging::{load_dicom, load_image};
 
-use crate::backend_args::BackendArgs;
+use lesion_search::service::{model_named, Writer};
+
+use crate::backend_args::{print_mirror, BackendArgs};
 use crate::progress::Progress;
 
 #[derive(clap::Args)]
@@ -76,87 +74,75 @@ pub struct AddArgs {
     backend: BackendArgs,
 }
 
-/// The one lesion `--image` names, checked as the server checks a form.
+/// The one lesion `--image` names, as the named fields of the server's form, parsed by the
+/// core's one parser (so both refuse the same values with the same messages).
 fn lesion_input(args: &AddArgs) -> anyhow::Result<LesionInput> {
-    let bbox = args.bbox.as_deref().unwrap_or_default();
-    let bbox = PixelBox::parse(bbox).map_err(|e| anyhow!("box: {e}"))?;
-    let mut input = LesionInput::new(
-        bbox,
-        args.patient.unwrap_or_default(),
-        args.study.unwrap_or_default(),
-    );
-    input.series = args.series;
-    input.slice = args.slice;
-    if let Some(t) = &args.coarse_type {
-        input.coarse_type = parse_type(t, "type")?;
-    }
-    if let Some(t) = &args.sex {
-        input.sex = parse_sex(t, "sex")?;
-    }
-    input.age = args.age;
-    input.spacing_mm = args.spacing_mm;
-    if let Some(interval) = args.slice_interval_mm {
-        input.slice_interval_mm = interval;
-    }
-    if let Some(t) = &args.location {
-        let v: Vec<f32> = t
-            .split(',')
-            .map(|p| p.trim().parse::<f32>())
-            .collect::<Result<_, _>>()
-            .map_err(|_| anyhow!("location: `{t}` is not x,y,z"))?;
-        let [x, y, z] = v[..] else {
-            bail!("location: `{t}` is not x,y,z");
-        };
-        input.location = NormalizedLocation { x, y, z };
-    }
-    if let Some(t) = &args.window {
-        input.window = Some(WindowChoice::parse(t).map_err(|e| anyhow!("window: {e}"))?);
-    }
-    if let Some(t) = &args.split {
-        input.split = parse_split(t, "split")?;
-    }
-    input.report = args.report.clone().unwrap_or_default();
-    Ok(input)
+    let numbers = [
+        ("patient", args.patient.map(|v| v.to_string())),
+        ("study", args.study.map(|v| v.to_string())),
+        ("series", Some(args.series.to_string())),
+        ("slice", Some(args.slice.to_string())),
+        ("age", args.age.map(|v| v.to_string())),
+        ("spacing_mm", args.spacing_mm.map(|v| v.to_string())),
+        (
+            "slice_interval_mm",
+            args.slice_interval_mm.map(|v| v.to_string()),
+        ),
+    ];
+    let texts = [
+        ("box", &args.bbox),
+        ("type", &args.coarse_type),
+        ("sex", &args.sex),
+        ("location", &args.location),
+        ("window", &args.window),
+        ("split", &args.split),
+        ("report", &args.report),
+    ];
+    let fields: Vec<(String, String)> = numbers
+        .into_iter()
+        .chain(texts.into_iter().map(|(name, value)| (name, value.clone())))
+        .filter_map(|(name, value)| Some((name.to_string(), value?)))
+        .collect();
+    Ok(LesionInput::from_fields(&fields)?)
 }
 
 pub fn run(args: AddArgs) -> anyhow::Result<ExitCode> {
-    let name = match &args.model {
-        Some(name) => name.clone(),
-        None => Archive::current_manifest(&args.index)?.model.name,
+    let backend = args.backend.choice()?;
+    // The input is judged before the lock is taken and anything is embedded.
+    let lesion = match &args.image {
+        Some(path) => {
+            let input = lesion_input(&args)?;
+            let image = if args.frame > 0 {
+                load_dicom(path, args.frame)?
+            } else {
+                load_image(path)?
+            };
+            image.require_ct(path)?;
+            Some((path, image, input))
+        }
+        None => None,
     };
-    let model = resolve_model(&name, &default_cache_dir())?;
-    if let Some(path) = &args.image {
-        let input = lesion_input(&args)?;
-        let image = if args.frame > 0 {
-            load_dicom(path, args.frame)?
-        } else {
-            load_image(path)?
-        };
-        image.require_ct(path)?;
-        let summary = add_lesion(
-            &args.index,
-            &image,
-            &input,
-            model.as_ref(),
-            GraphParams::default(),
-        )
-        .with_context(|| format!("adding the lesion of {}", path.display()))?;
-        crate::change_report::print_change("added", &args.index, &summary);
-        args.backend.publish(&args.index)?;
-        return Ok(ExitCode::SUCCESS);
+    let mut writer = Writer::open(&args.index, &backend)?;
+    if let Some(name) = &args.model {
+        writer = writer.with_model(model_named(name)?);
     }
-    let options = AddOptions {
-        dataset: args.dataset.unwrap_or_default(),
-        reports: args.reports,
-        model: model.as_ref(),
-        graph: GraphParams::default(),
+    let written = match lesion {
+        Some((path, image, input)) => writer
+            .add_lesion(&image, &input)
+            .with_context(|| format!("adding the lesion of {}", path.display()))?,
+        None => {
+            let embedding = Progress::new("embedding lesions");
+            writer.add(
+                args.dataset.as_deref().unwrap_or(std::path::Path::new("")),
+                args.reports.as_deref(),
+                &|event| match event {
+                    BuildEvent::Embedding { done, total } => embedding.update(done, total),
+                    BuildEvent::Writing => eprintln!("writing records, vectors and text"),
+                },
+            )?
+        }
     };
-    let embedding = Progress::new("embedding lesions");
-    let summary = add(&args.index, &options, &|event| match event {
-        BuildEvent::Embedding { done, total } => embedding.update(done, total),
-        BuildEvent::Writing => eprintln!("writing records, vectors and text"),
-    })?;
-    crate::change_report::print_change("added", &args.index, &summary);
-    args.backend.publish(&args.index)?;
+    crate::change_report::print_change("added", &args.index, &written.summary);
+    print_mirror(written.mirror.as_ref());
     Ok(ExitCode::SUCCESS)
 }

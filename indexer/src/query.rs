@@ -2,16 +2,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context};
-use lesion_search::archive::Archive;
-use lesion_search::dataset::PixelBox;
-use lesion_search::embed::{default_cache_dir, resolve_model};
+use anyhow::Context;
 use lesion_search::imaging::{load_dicom, load_image};
 use lesion_search::search::{
-    parse_bounds, Bounds, Engine, FilterInput, Fusion, ImageQuery, LesionRef, SearchRequest,
+    parse_bounds, Bounds, Engine, FilterInput, LesionRef, SearchInput, SearchLimits, DEFAULT_K,
 };
+use lesion_search::service::Index;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,7 +20,7 @@ pub struct Args {
     #[arg(long)]
     text: Option<String>,
     /// A slice to search by example: DICOM, 16-bit PNG, 8-bit PNG or JPEG.
-    #[arg(long, requires = "bbox")]
+    #[arg(long)]
     image: Option<PathBuf>,
     /// The lesion's box on `--image`, in pixels.
     #[arg(long = "box", value_name = "x1,y1,x2,y2")]
@@ -72,7 +69,8 @@ pub struct Args {
     /// Every hit, not one per patient.
     #[arg(long)]
     all_per_patient: bool,
-    #[arg(long, default_value_t = 10)]
+    /// Hits per page, 1 to 200 (the server's default cap).
+    #[arg(long, default_value_t = DEFAULT_K)]
     k: usize,
     #[arg(long, default_value_t = 0)]
     offset: usize,
@@ -98,20 +96,31 @@ fn bounds(text: &Option<String>, name: &str) -> anyhow::Result<Option<Bounds>> {
         .map_err(flagged)
 }
 
-/// A core error about a filter argument, named by this command's flag (`types[1]` is
-/// `--type`, `size_mm` is `--size-mm`).
+/// A core error about a request part, named by this command's flag (`filters.types[1]` is
+/// `--type`, `positives[0]` is `--like`); parts whose flag is named otherwise keep the
+/// server's name (`spacing_mm`), and the message is the server's.
 fn flagged(error: lesion_search::Error) -> anyhow::Error {
+    let flag_of = |name: &str| -> Option<String> {
+        let part = name.strip_prefix("filters.").unwrap_or(name);
+        let part = part.split('[').next().unwrap_or_default();
+        let flag = match part {
+            "types" => "type",
+            "exclude_patients" => "exclude-patient",
+            "positives" => "like",
+            "negatives" => "unlike",
+            "spacing_mm" => return None,
+            other => other,
+        };
+        Some(format!("--{}", flag.replace('_', "-")))
+    };
     match error {
         lesion_search::Error::InvalidArgument { name, message } => {
-            let argument = name.split('[').next().unwrap_or_default();
-            let flag = match argument {
-                "types" => "type",
-                "exclude_patients" => "exclude-patient",
-                other => other,
-            }
-            .replace('_', "-");
-            anyhow::anyhow!("--{flag}: {message}")
+            anyhow::anyhow!("{}: {message}", flag_of(&name).unwrap_or(name))
         }
+        lesion_search::Error::NoSuchLesion { name, reference } => anyhow::anyhow!(
+            "{}: no lesion {reference} in the index",
+            flag_of(&name).unwrap_or(name)
+        ),
         other => other.into(),
     }
 }
@@ -120,25 +129,51 @@ fn lesion_id(engine: &Engine, text: &str, name: &str) -> anyhow::Result<u32> {
     Ok(engine.resolve(&LesionRef::parse(text), name)?)
 }
 
+/// The search the flags state, unchecked: the core checks it as it checks the server's
+/// body, with the same defaults and caps.
+fn search_input(args: &Args) -> anyhow::Result<SearchInput> {
+    let image = match &args.image {
+        Some(path) if args.frame > 0 => Some(load_dicom(path, args.frame)?),
+        Some(path) => Some(load_image(path)?),
+        None => None,
+    };
+    let refs = |list: &[String]| list.iter().map(|t| LesionRef::parse(t)).collect();
+    Ok(SearchInput {
+        text: args.text.clone(),
+        image,
+        bbox: args.bbox.clone(),
+        spacing_mm: args.spacing,
+        lesion: args.lesion.as_deref().map(LesionRef::parse),
+        positives: refs(&args.positives),
+        negatives: refs(&args.negatives),
+        filters: FilterInput {
+            types: args.types.clone(),
+            sex: args.sex.clone(),
+            age: bounds(&args.age, "age")?,
+            size_mm: bounds(&args.size_mm, "size_mm")?,
+            location_x: bounds(&args.location_x, "location_x")?,
+            location_y: bounds(&args.location_y, "location_y")?,
+            location_z: bounds(&args.location_z, "location_z")?,
+            split: args.split.clone(),
+            exclude_patients: args.exclude_patients.clone(),
+        },
+        exclude_query_patient: !args.include_query_patient,
+        k: args.k,
+        offset: args.offset,
+        group_by_patient: !args.all_per_patient,
+        fusion: None,
+        image_weight: args.image_weight,
+    })
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let manifest = Archive::current_manifest(&args.index)?;
-    let model = resolve_model(&manifest.model.name, &default_cache_dir())?;
-    let engine = Engine::open_with(&args.index, Arc::from(model), &args.backend.choice()?)?;
-    // The same parsing as the server's filters; errors name the flag.
-    let filter = FilterInput {
-        types: args.types.clone(),
-        sex: args.sex.clone(),
-        age: bounds(&args.age, "age")?,
-        size_mm: bounds(&args.size_mm, "size_mm")?,
-        location_x: bounds(&args.location_x, "location_x")?,
-        location_y: bounds(&args.location_y, "location_y")?,
-        location_z: bounds(&args.location_z, "location_z")?,
-        split: args.split.clone(),
-        exclude_patients: args.exclude_patients.clone(),
-    }
-    .to_filter("")
-    .map_err(flagged)?;
+    let engine = Index::open(&args.index, &args.backend.choice()?)?.engine();
     if args.followups || args.outlook {
+        // The filters are still checked, though only the lesion is used.
+        search_input(&args)?
+            .filters
+            .to_filter("filters.")
+            .map_err(flagged)?;
         let id = lesion_id(
             &engine,
             args.lesion.as_deref().unwrap_or_default(),
@@ -150,52 +185,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             print_outlook(&engine, id, args.json)
         };
     }
-    let image = match (&args.image, &args.bbox) {
-        (Some(path), Some(bbox)) => {
-            let image = if args.frame > 0 {
-                load_dicom(path, args.frame)?
-            } else {
-                load_image(path)?
-            };
-            Some(ImageQuery {
-                image,
-                bbox: PixelBox::parse(bbox).map_err(|e| anyhow!("--box: {e}"))?,
-                spacing_mm: args.spacing,
-            })
-        }
-        (None, Some(_)) => bail!("--box needs --image"),
-        _ => None,
-    };
-    let ids = |list: &[String], flag: &str| -> anyhow::Result<Vec<u32>> {
-        list.iter().map(|t| lesion_id(&engine, t, flag)).collect()
-    };
-    let request = SearchRequest {
-        text: args.text.clone(),
-        image,
-        lesion: args
-            .lesion
-            .as_deref()
-            .map(|t| lesion_id(&engine, t, "lesion"))
-            .transpose()?,
-        positives: ids(&args.positives, "like")?,
-        negatives: ids(&args.negatives, "unlike")?,
-        filter,
-        exclude_query_patient: !args.include_query_patient,
-        k: args.k,
-        offset: args.offset,
-        group_by_patient: !args.all_per_patient,
-        fusion: match args.image_weight {
-            Some(w) => Fusion::Weighted { image_weight: w },
-            None => Fusion::Rrf,
-        },
-        image_deadline: None,
-        cancel: Default::default(),
-    };
+    let request = search_input(&args)?
+        .into_request(&engine, &SearchLimits::DEFAULT)
+        .map_err(flagged)?;
     let response = engine.search(&request).context("searching")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&response)?);
         return Ok(ExitCode::SUCCESS);
     }
+    print_hits(&engine, &response, args.offset);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The page as a table, then the totals and the suggested type.
+fn print_hits(engine: &Engine, response: &lesion_search::search::SearchResponse, offset: usize) {
     if let Some(reason) = &response.degraded {
         eprintln!("degraded: {reason}");
     }
@@ -213,7 +216,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         };
         println!(
             "{:>4} {:>6} {:<26} {:>8.4} {:<6} {:<12} {:>6.1} {:>4} {:>3}  {}",
-            args.offset + rank + 1,
+            offset + rank + 1,
             hit.id,
             hit.key,
             hit.score,
@@ -246,7 +249,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             votes.join(", ")
         );
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn print_followups(engine: &Engine, id: u32, json: bool) -> anyhow::Result<ExitCode> {

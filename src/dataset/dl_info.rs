@@ -237,7 +237,8 @@ impl RowFields {
             }
         }
         if let (Some(b), Some((w, h))) = (self.bbox, self.image_size) {
-            if !b.intersects_image(w as usize, h as usize) {
+            // The engine's one box rule; the message keeps the table's terms.
+            if crate::imaging::check_box(&b, w as usize, h as usize).is_err() {
                 problems.push(FieldProblem {
                     column: COLUMNS[6].into(),
                     message: format!("box lies outside the {w}x{h} image"),

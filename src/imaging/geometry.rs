@@ -61,11 +61,36 @@ impl PixelBox {
             y: (self.y1 + self.y2) / 2.0,
         }
     }
+}
 
-    /// Whether the box overlaps the image at all.
-    pub fn intersects_image(&self, width: usize, height: usize) -> bool {
-        self.x2 > 0.0 && self.y2 > 0.0 && self.x1 < width as f32 && self.y1 < height as f32
+/// The one rule for "this box is on that image", for every box a user types, a file states
+/// or the engine crops: finite, not empty or inverted, overlapping the image and centred on
+/// it (a patch is cut around the centre). The error names the box and the image's size.
+pub fn check_box(bbox: &PixelBox, width: usize, height: usize) -> crate::error::Result<()> {
+    let outside = |reason| crate::error::Error::BoxOutsideImage {
+        x1: bbox.x1,
+        y1: bbox.y1,
+        x2: bbox.x2,
+        y2: bbox.y2,
+        width,
+        height,
+        reason,
+    };
+    let finite = [bbox.x1, bbox.y1, bbox.x2, bbox.y2]
+        .iter()
+        .all(|c| c.is_finite());
+    if !finite || bbox.x2 <= bbox.x1 || bbox.y2 <= bbox.y1 {
+        return Err(outside("is empty or inverted (need x1 < x2 and y1 < y2)"));
     }
+    let (w, h) = (width as f32, height as f32);
+    if bbox.x2 <= 0.0 || bbox.y2 <= 0.0 || bbox.x1 >= w || bbox.y1 >= h {
+        return Err(outside("lies entirely outside the image"));
+    }
+    let c = bbox.center();
+    if c.x < 0.0 || c.y < 0.0 || c.x >= w || c.y >= h {
+        return Err(outside("has its centre outside the image"));
+    }
+    Ok(())
 }
 
 /// In-plane pixel spacings a CT slice can have, in mm. Scanners reconstruct at about 0.2 to
@@ -127,6 +152,25 @@ pub fn check_context_mm(mm: f32, name: &str) -> crate::error::Result<f32> {
 #[cfg(test)]
 mod range_tests {
     use super::*;
+
+    #[test]
+    fn boxes_off_the_image_are_refused_naming_the_box() {
+        assert!(check_box(&PixelBox::new(10.0, 10.0, 11.0, 11.0), 64, 64).is_ok());
+        for (b, reason) in [
+            (PixelBox::new(70.0, 70.0, 80.0, 80.0), "entirely outside"),
+            (PixelBox::new(-30.0, 10.0, 2.0, 20.0), "centre outside"),
+            (PixelBox::new(20.0, 20.0, 10.0, 30.0), "inverted"),
+            (PixelBox::new(10.0, 10.0, 10.0, 30.0), "empty"),
+            (PixelBox::new(f32::NAN, 10.0, 20.0, 30.0), "empty"),
+        ] {
+            let error = check_box(&b, 64, 64).unwrap_err().to_string();
+            assert!(
+                error.starts_with("box ") && error.contains(reason),
+                "{error}"
+            );
+            assert!(error.contains("(64x64 pixels)"), "{error}");
+        }
+    }
 
     #[test]
     fn spacings_and_contexts_outside_their_ranges_are_refused_by_name() {

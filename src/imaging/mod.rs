@@ -27,13 +27,13 @@ pub use dicom_scan::{
     scan as scan_dicom, DicomSummary, ScanProblem, MAX_ELEMENTS, MAX_SEQUENCE_DEPTH,
 };
 pub use geometry::{
-    check_context_mm, check_file_spacing, check_pixel_spacing, PixelBox, Point, CONTEXT_MM,
-    PIXEL_SPACING_MM,
+    check_box, check_context_mm, check_file_spacing, check_pixel_spacing, PixelBox, Point,
+    CONTEXT_MM, PIXEL_SPACING_MM,
 };
 pub use nrrd::{decode_nrrd, encode_nrrd_i16, load_nrrd, Volume, MAX_VOXELS};
 pub use patch::{
-    check_box, extract_patch, slice_offset, ChannelSpec, FieldOfView, Patch, PatchGeometry,
-    PatchSpec, SliceStack,
+    extract_patch, slice_offset, ChannelSpec, FieldOfView, Patch, PatchGeometry, PatchSpec,
+    SliceStack,
 };
 pub use png16::{decode_png16, decode_png16_within, encode_png16, load_png16};
 pub use thumbnail::{render_thumbnail, Thumbnail, ThumbnailSpec};

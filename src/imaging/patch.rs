@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::geometry::check_box;
 use super::PixelBox;
 use super::{CtImage, PixelUnit, Window, WindowChoice, WindowPreset};
 use crate::error::{Error, Result};
@@ -237,33 +238,6 @@ pub fn extract_patch(
         mm_per_px: side_mm / n as f32,
         substituted_channels,
     })
-}
-
-/// Refuses boxes that are inverted or do not lie over the image.
-pub fn check_box(bbox: &PixelBox, width: usize, height: usize) -> Result<()> {
-    let outside = |reason| Error::BoxOutsideImage {
-        x1: bbox.x1,
-        y1: bbox.y1,
-        x2: bbox.x2,
-        y2: bbox.y2,
-        width,
-        height,
-        reason,
-    };
-    if !(bbox.x1.is_finite() && bbox.y1.is_finite() && bbox.x2.is_finite() && bbox.y2.is_finite())
-        || bbox.x2 <= bbox.x1
-        || bbox.y2 <= bbox.y1
-    {
-        return Err(outside("is empty or inverted (need x1 < x2 and y1 < y2)"));
-    }
-    if !bbox.intersects_image(width, height) {
-        return Err(outside("lies entirely outside the image"));
-    }
-    let c = bbox.center();
-    if c.x < 0.0 || c.y < 0.0 || c.x >= width as f32 || c.y >= height as f32 {
-        return Err(outside("has its centre outside the image"));
-    }
-    Ok(())
 }
 
 /// A rectangle of the source image in pixel coordinates (pixel `k` is centred on `k`).

@@ -63,7 +63,7 @@ pub fn render_thumbnail(
         ));
     }
     if let Some(b) = bbox {
-        super::patch::check_box(b, image.width, image.height)?;
+        super::geometry::check_box(b, image.width, image.height)?;
     }
     let region = match (spec.around_box_mm, bbox) {
         (Some(mm), Some(b)) => {

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::dataset::{CoarseType, Sex, Split};
 use crate::error::Result;
-pub use crate::filter::{Filter, Range};
+use crate::filter::Filter;
 use crate::index::IdSet;
 use crate::store::{PublishedRecords, StoredLesion};
 
@@ -312,6 +312,7 @@ fn type_slot(t: CoarseType) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::filter::Range;
 
     fn facts(patient: u32, age: Option<f32>, long_mm: f32) -> LesionFacts {
         LesionFacts {

@@ -94,6 +94,21 @@ fn location_distance(a: &LesionRecord, b: &LesionRecord) -> f32 {
     .sqrt()
 }
 
+/// Long-diameter growth of a series sorted by study: mm per year (when the ages differ) and
+/// percent per study interval (geometric mean).
+fn growth(series: &[FollowUp]) -> (Option<f32>, Option<f32>) {
+    let (first, last) = (&series[0], &series[series.len() - 1]);
+    let per_year = match (first.age, last.age) {
+        (Some(a), Some(b)) if b > a => Some((last.long_mm - first.long_mm) / (b - a)),
+        _ => None,
+    };
+    let per_study = (series.len() > 1).then(|| {
+        let ratio = last.long_mm.max(0.1) / first.long_mm.max(0.1);
+        100.0 * (ratio.powf(1.0 / (series.len() - 1) as f32) - 1.0)
+    });
+    (per_year, per_study)
+}
+
 impl Engine {
     fn record_of(&self, id: u32) -> Result<LesionRecord> {
         self.lesion(id)?.map(|l| l.record).ok_or_else(|| {
@@ -110,6 +125,41 @@ impl Engine {
     pub fn followups_with(&self, id: u32, matcher: &MatcherModel) -> Result<FollowUps> {
         let query = self.record_of(id)?;
         let own = self.backend.vector(id)?;
+        let mut series = vec![self.follow_up(id, &query, id, &query, None, None)];
+        let mut studies = Vec::new();
+        for (study, candidates) in self.other_studies(id, &query)? {
+            let ranked = self.rank_study(id, &query, &own, study, &candidates, matcher)?;
+            if let Some(m) = ranked.matched.filter(|_| study != query.study) {
+                if let Some(f) = ranked.candidates.iter().find(|f| f.id == m) {
+                    series.push(f.clone());
+                }
+            }
+            studies.push(ranked);
+        }
+        series.sort_by_key(|f| f.study);
+        let (growth_mm_per_year, growth_percent_per_study) = growth(&series);
+        Ok(FollowUps {
+            lesion: id,
+            series,
+            studies,
+            growth_mm_per_year,
+            growth_percent_per_study,
+            matcher: MatcherSummary {
+                fitted_on: matcher.provenance.fitted_on.clone(),
+                pairs: matcher.provenance.pairs,
+                cross_validated_accuracy_at_1: matcher.provenance.cross_validated_accuracy_at_1,
+                match_threshold: matcher.match_threshold,
+            },
+        })
+    }
+
+    /// The patient's other lesions by study: in the query's own study, those of its other
+    /// series only.
+    fn other_studies(
+        &self,
+        id: u32,
+        query: &LesionRecord,
+    ) -> Result<std::collections::BTreeMap<u32, Vec<(u32, LesionRecord)>>> {
         let mut by_study: std::collections::BTreeMap<u32, Vec<(u32, LesionRecord)>> =
             Default::default();
         for other in self.catalog.of_patient(query.patient) {
@@ -126,9 +176,68 @@ impl Engine {
                 .or_default()
                 .push((other, record));
         }
+        Ok(by_study)
+    }
 
-        let change = |long_mm: f32| 100.0 * (long_mm / query.long_diameter_mm().max(0.1) - 1.0);
-        let entry = |other: u32, record: &LesionRecord, cosine, probability| FollowUp {
+    /// One study's candidates ranked by the matcher, with the "not in this study" share.
+    fn rank_study(
+        &self,
+        id: u32,
+        query: &LesionRecord,
+        own: &[f32],
+        study: u32,
+        candidates: &[(u32, LesionRecord)],
+        matcher: &MatcherModel,
+    ) -> Result<StudyCandidates> {
+        let mut features: Vec<_> = candidates
+            .iter()
+            .map(|(_, r)| pair_features(query, r))
+            .collect();
+        let cosines: Vec<Option<f32>> = candidates
+            .iter()
+            .map(|(other, _)| {
+                let theirs = self.backend.vector(*other)?;
+                Ok(Some(crate::index::dot(own, &theirs)))
+            })
+            .collect::<Result<_>>()?;
+        with_appearance(&mut features, &cosines);
+        let verdict = matcher.rank(&features);
+        let ranked: Vec<FollowUp> = verdict
+            .ranked
+            .iter()
+            .map(|r| {
+                let (other, record) = &candidates[r.candidate];
+                self.follow_up(
+                    id,
+                    query,
+                    *other,
+                    record,
+                    cosines[r.candidate],
+                    Some(r.probability),
+                )
+            })
+            .collect();
+        Ok(StudyCandidates {
+            study,
+            same_study: study == query.study,
+            candidates: ranked,
+            no_match_probability: verdict.no_match_probability,
+            matched: verdict.matched.map(|i| candidates[i].0),
+        })
+    }
+
+    /// `other` as seen from the query lesion `id`: its size, place and change.
+    fn follow_up(
+        &self,
+        id: u32,
+        query: &LesionRecord,
+        other: u32,
+        record: &LesionRecord,
+        cosine: Option<f32>,
+        probability: Option<f32>,
+    ) -> FollowUp {
+        let change = 100.0 * (record.long_diameter_mm() / query.long_diameter_mm().max(0.1) - 1.0);
+        FollowUp {
             id: other,
             key: self
                 .catalog
@@ -141,75 +250,10 @@ impl Engine {
             long_mm: record.long_diameter_mm(),
             short_mm: record.short_diameter_mm(),
             cosine,
-            location_distance: (other != id).then(|| location_distance(&query, record)),
+            location_distance: (other != id).then(|| location_distance(query, record)),
             probability,
-            change_percent: change(record.long_diameter_mm()),
-        };
-
-        let mut series = vec![entry(id, &query, None, None)];
-        let mut studies = Vec::new();
-        for (study, candidates) in by_study {
-            let mut features: Vec<_> = candidates
-                .iter()
-                .map(|(_, r)| pair_features(&query, r))
-                .collect();
-            let cosines: Vec<Option<f32>> = candidates
-                .iter()
-                .map(|(other, _)| {
-                    let theirs = self.backend.vector(*other)?;
-                    Ok(Some(crate::index::dot(&own, &theirs)))
-                })
-                .collect::<Result<_>>()?;
-            with_appearance(&mut features, &cosines);
-            let verdict = matcher.rank(&features);
-            let ranked: Vec<FollowUp> = verdict
-                .ranked
-                .iter()
-                .map(|r| {
-                    let (other, record) = &candidates[r.candidate];
-                    entry(*other, record, cosines[r.candidate], Some(r.probability))
-                })
-                .collect();
-            let matched = verdict.matched.map(|i| candidates[i].0);
-            if let Some(m) = matched {
-                if study != query.study {
-                    if let Some(f) = ranked.iter().find(|f| f.id == m) {
-                        series.push(f.clone());
-                    }
-                }
-            }
-            studies.push(StudyCandidates {
-                study,
-                same_study: study == query.study,
-                candidates: ranked,
-                no_match_probability: verdict.no_match_probability,
-                matched,
-            });
+            change_percent: change,
         }
-        series.sort_by_key(|f| f.study);
-
-        let (first, last) = (&series[0], &series[series.len() - 1]);
-        let growth_mm_per_year = match (first.age, last.age) {
-            (Some(a), Some(b)) if b > a => Some((last.long_mm - first.long_mm) / (b - a)),
-            _ => None,
-        };
-        let growth_percent_per_study = (series.len() > 1).then(|| {
-            let ratio = last.long_mm.max(0.1) / first.long_mm.max(0.1);
-            100.0 * (ratio.powf(1.0 / (series.len() - 1) as f32) - 1.0)
-        });
-        Ok(FollowUps {
-            lesion: id,
-            series,
-            studies,
-            growth_mm_per_year,
-            growth_percent_per_study,
-            matcher: MatcherSummary {
-                fitted_on: matcher.provenance.fitted_on.clone(),
-                pairs: matcher.provenance.pairs,
-                cross_validated_accuracy_at_1: matcher.provenance.cross_validated_accuracy_at_1,
-                match_threshold: matcher.match_threshold,
-            },
-        })
     }
 
     /// Every matched follow-up of the archive that goes forward in time: the lesions whose
@@ -291,7 +335,7 @@ impl Engine {
         &self,
         image: &super::ImageQuery,
         vector: &[f32],
-        filter: &super::Filter,
+        filter: &crate::filter::Filter,
         suggestion: Option<&super::TypeSuggestion>,
     ) -> LesionProfile {
         let spacing = image

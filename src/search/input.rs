@@ -4,10 +4,10 @@
 
 use serde::Deserialize;
 
-use super::catalog::{Filter, Range};
 use super::Engine;
 use crate::dataset::{CoarseType, Sex, Split};
 use crate::error::{Error, Result};
+use crate::filter::{Filter, Range};
 
 /// A lesion named by its dense id or its key (`File_name`, `#n` for the n-th on a slice).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -59,16 +59,25 @@ impl Engine {
 /// `[min, max]`, either end open.
 pub type Bounds = [Option<f32>; 2];
 
-/// Metadata filters as typed by a user; [`FilterInput::to_filter`] checks every value.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Metadata filters as typed by a user; [`FilterInput::to_filter`] checks every value. The
+/// server's JSON `filters` object is this type (named `FilterBody` in its schema).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[cfg_attr(
+    feature = "schema",
+    derive(schemars::JsonSchema),
+    schemars(rename = "FilterBody")
+)]
 pub struct FilterInput {
-    /// Coarse type names or DeepLesion codes.
+    /// Coarse types: bone, abdomen, mediastinum, liver, lung, kidney, soft_tissue, pelvis,
+    /// unknown.
     pub types: Vec<String>,
-    /// `F`, `M`, `unknown` (or female, male).
+    /// `F`, `M` (or female, male).
     pub sex: Option<String>,
     pub age: Option<Bounds>,
     /// Long diameter in mm.
     pub size_mm: Option<Bounds>,
+    /// Normalized location box (each axis 0..1).
     pub location_x: Option<Bounds>,
     pub location_y: Option<Bounds>,
     pub location_z: Option<Bounds>,

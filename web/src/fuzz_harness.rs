@@ -12,8 +12,8 @@ use crate::Config;
 
 /// Everything a search body is checked for before the engine sees it.
 fn check(body: &SearchBody) {
-    let _ = body.filters.to_filter();
-    let _ = body.fusion();
+    let _ = body.filters.to_filter("filters.");
+    let _ = lesion_search::search::Fusion::from_input(body.fusion.as_deref(), body.image_weight);
     if let Some(text) = &body.text {
         let _ = lesion_search::text::check_query(text);
     }

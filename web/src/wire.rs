@@ -3,78 +3,27 @@
 
 use lesion_search::dataset::{CoarseType, Sex, Split};
 use lesion_search::followup::{Outlook, OutlookEvaluation, Shares, SimilarCourse};
+use lesion_search::imaging::CtImage;
 use lesion_search::search::{
-    Facets, Filter, FilterInput, Fusion, Hit, ImageMatch, LesionFacts, Matched, SearchResponse,
-    TextMatch, Timings, TypeSuggestion,
+    Facets, FilterInput, Hit, ImageMatch, LesionFacts, Matched, SearchInput, SearchResponse,
+    TextMatch, Timings, TypeSuggestion, DEFAULT_K,
 };
 use lesion_search::store::StoredLesion;
 use lesion_search::text::Snippet;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ApiError, ApiResult};
-
 pub use lesion_search::search::{Bounds, LesionRef};
 
-#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
-#[serde(default, deny_unknown_fields)]
-pub struct FilterBody {
-    /// Coarse types: bone, abdomen, mediastinum, liver, lung, kidney, soft_tissue, pelvis,
-    /// unknown.
-    pub types: Vec<String>,
-    /// `F`, `M` (or female, male).
-    pub sex: Option<String>,
-    pub age: Option<Bounds>,
-    /// Long diameter in mm.
-    pub size_mm: Option<Bounds>,
-    /// Normalized location box (each axis 0..1).
-    pub location_x: Option<Bounds>,
-    pub location_y: Option<Bounds>,
-    pub location_z: Option<Bounds>,
-    /// train, validation or test.
-    pub split: Option<String>,
-    pub exclude_patients: Vec<u32>,
-}
-
-/// A field's sex (`F`, `M`, `unknown`), the error naming `field`.
-pub fn parse_sex(text: &str, field: &str) -> ApiResult<Sex> {
-    lesion_search::search::parse_sex(text, field).map_err(|e| ApiError::from_core(e, field))
-}
-
-/// A field's coarse type, the error naming `field`.
-pub fn parse_type(text: &str, field: &str) -> ApiResult<CoarseType> {
-    lesion_search::search::parse_type(text, field).map_err(|e| ApiError::from_core(e, field))
-}
-
-/// A field's split, the error naming `field`.
-pub fn parse_split(text: &str, field: &str) -> ApiResult<Split> {
-    lesion_search::search::parse_split(text, field).map_err(|e| ApiError::from_core(e, field))
-}
-
-impl FilterBody {
-    pub fn to_filter(&self) -> ApiResult<Filter> {
-        FilterInput {
-            types: self.types.clone(),
-            sex: self.sex.clone(),
-            age: self.age,
-            size_mm: self.size_mm,
-            location_x: self.location_x,
-            location_y: self.location_y,
-            location_z: self.location_z,
-            split: self.split.clone(),
-            exclude_patients: self.exclude_patients.clone(),
-        }
-        .to_filter("filters.")
-        .map_err(|e| ApiError::from_core(e, "filters"))
-    }
-}
+/// A search's `filters`: the core's filter input itself, checked by the core.
+pub type FilterBody = FilterInput;
 
 fn yes() -> bool {
     true
 }
 
-fn twenty() -> usize {
-    20
+fn default_k() -> usize {
+    DEFAULT_K
 }
 
 /// `POST /api/search` as JSON (or the non-file parts of a multipart upload).
@@ -94,7 +43,7 @@ pub struct SearchBody {
     pub filters: FilterBody,
     #[serde(default = "yes")]
     pub exclude_query_patient: bool,
-    #[serde(default = "twenty")]
+    #[serde(default = "default_k")]
     pub k: usize,
     #[serde(default)]
     pub offset: usize,
@@ -117,31 +66,48 @@ pub struct SearchBody {
 }
 
 impl SearchBody {
-    pub fn fusion(&self) -> ApiResult<Fusion> {
-        if let Some(w) = self.image_weight {
-            if !(0.0..=1.0).contains(&w) {
-                return Err(ApiError::bad(
-                    "image_weight",
-                    format!("image_weight: {w} is outside 0..1"),
-                ));
-            }
+    /// The core's search input for this body (the defaults are the core's, see
+    /// [`SearchInput::default`]); `image` is the slice it searches with, uploaded now or
+    /// before.
+    pub fn into_input(self, image: Option<CtImage>) -> SearchInput {
+        SearchInput {
+            text: self.text,
+            image,
+            bbox: self.bbox,
+            spacing_mm: self.spacing_mm,
+            lesion: self.lesion,
+            positives: self.positives,
+            negatives: self.negatives,
+            filters: self.filters,
+            exclude_query_patient: self.exclude_query_patient,
+            k: self.k,
+            offset: self.offset,
+            group_by_patient: self.group_by_patient,
+            fusion: self.fusion,
+            image_weight: self.image_weight,
         }
-        match self
-            .fusion
-            .as_deref()
-            .unwrap_or(if self.image_weight.is_some() {
-                "weighted"
-            } else {
-                "rrf"
-            }) {
-            "rrf" => Ok(Fusion::Rrf),
-            "weighted" => Ok(Fusion::Weighted {
-                image_weight: self.image_weight.unwrap_or(0.5),
-            }),
-            other => Err(ApiError::bad(
-                "fusion",
-                format!("fusion: `{other}` is not rrf or weighted"),
-            )),
+    }
+}
+
+/// A body with every field at the core's default (no query: the whole archive, paged).
+impl Default for SearchBody {
+    fn default() -> Self {
+        let input = SearchInput::default();
+        SearchBody {
+            text: None,
+            lesion: None,
+            positives: Vec::new(),
+            negatives: Vec::new(),
+            filters: FilterBody::default(),
+            exclude_query_patient: input.exclude_query_patient,
+            k: input.k,
+            offset: input.offset,
+            group_by_patient: input.group_by_patient,
+            fusion: None,
+            image_weight: None,
+            upload: None,
+            bbox: None,
+            spacing_mm: None,
         }
     }
 }
@@ -440,9 +406,6 @@ impl LesionDetail {
     pub fn new(
         id: u32,
         stored: StoredLesion,
-    /// What builds the index's HNSW graph: `native` (our insertion, the default) or
-    /// `hnsw-rs` (the hnsw_rs crate's), as the generation's manifest records it.
-    pub graph_builder: &'static str,
         facts: &LesionFacts,
         others: Vec<LesionSummary>,
     ) -> Self {
@@ -477,6 +440,9 @@ pub struct Health {
     pub lesions: usize,
     /// The embedding model's name.
     pub model: String,
+    /// What builds the index's HNSW graph: `native` (our insertion, the default) or
+    /// `hnsw-rs` (the hnsw_rs crate's), as the generation's manifest records it.
+    pub graph_builder: &'static str,
     /// Whether write routes are on (an admin key is set).
     pub writes: bool,
     /// Admin writes queued or running.

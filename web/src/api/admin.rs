@@ -4,114 +4,18 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use lesion_search::archive::{add_lesion, delete, lesion_record, LesionInput};
-use lesion_search::dataset::{NormalizedLocation, PixelBox};
-use lesion_search::imaging::WindowChoice;
-use lesion_search::index::GraphParams;
+use lesion_search::archive::{lesion_record, LesionInput};
 
 use super::{decode_upload, heavy, path_lesion, read_form, Shared};
 use crate::access::AdminAccess;
 use crate::error::{ApiError, ApiResult};
 use crate::tasks::{Landed, TaskReport};
-use crate::wire::{parse_sex, parse_split, parse_type, TaskList, TaskQuery};
+use crate::wire::{TaskList, TaskQuery};
 
-fn number<T: std::str::FromStr>(fields: &[(String, String)], name: &str) -> ApiResult<Option<T>> {
-    match fields.iter().find(|(n, _)| n == name) {
-        None => Ok(None),
-        Some((_, text)) if text.trim().is_empty() => Ok(None),
-        Some((_, text)) => text
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|_| ApiError::bad(name, format!("{name}: `{text}` is not a number"))),
-    }
-}
-
-fn text<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    fields
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, t)| t.trim())
-        .filter(|t| !t.is_empty())
-}
-
-const KNOWN_PARTS: [&str; 14] = [
-    "box",
-    "patient",
-    "study",
-    "series",
-    "slice",
-    "type",
-    "sex",
-    "age",
-    "spacing_mm",
-    "slice_interval_mm",
-    "location",
-    "report",
-    "split",
-    "window",
-];
-
-/// The form's parts as a [`LesionInput`]; each bad part is named.
+/// The form's parts as a [`LesionInput`], parsed by the core as `lesion-indexer add` parses
+/// its flags; each bad part is named.
 fn input_of(fields: &[(String, String)]) -> ApiResult<LesionInput> {
-    if let Some((name, _)) = fields
-        .iter()
-        .find(|(n, _)| !KNOWN_PARTS.contains(&n.as_str()))
-    {
-        return Err(ApiError::bad(
-            name.clone(),
-            format!("{name}: unknown part (known: {})", KNOWN_PARTS.join(", ")),
-        ));
-    }
-    let bbox_text =
-        text(fields, "box").ok_or_else(|| ApiError::bad("box", "box: required (x1,y1,x2,y2)"))?;
-    let bbox = PixelBox::parse(bbox_text).map_err(|e| ApiError::bad("box", format!("box: {e}")))?;
-    let patient: u32 =
-        number(fields, "patient")?.ok_or_else(|| ApiError::bad("patient", "patient: required"))?;
-    let study: u32 =
-        number(fields, "study")?.ok_or_else(|| ApiError::bad("study", "study: required"))?;
-    let mut input = LesionInput::new(bbox, patient, study);
-    if let Some(series) = number(fields, "series")? {
-        input.series = series;
-    }
-    if let Some(slice) = number(fields, "slice")? {
-        input.slice = slice;
-    }
-    input.spacing_mm = number(fields, "spacing_mm")?;
-    if let Some(interval) = number(fields, "slice_interval_mm")? {
-        input.slice_interval_mm = interval;
-    }
-    if let Some(t) = text(fields, "location") {
-        let v: Vec<f32> = t
-            .split(',')
-            .map(|p| p.trim().parse::<f32>())
-            .collect::<Result<_, _>>()
-            .map_err(|_| ApiError::bad("location", format!("location: `{t}` is not x,y,z")))?;
-        let [x, y, z] = v[..] else {
-            return Err(ApiError::bad(
-                "location",
-                format!("location: `{t}` is not x,y,z"),
-            ));
-        };
-        input.location = NormalizedLocation { x, y, z };
-    }
-    if let Some(t) = text(fields, "window") {
-        input.window = Some(
-            WindowChoice::parse(t).map_err(|e| ApiError::bad("window", format!("window: {e}")))?,
-        );
-    }
-    if let Some(t) = text(fields, "type") {
-        input.coarse_type = parse_type(t, "type")?;
-    }
-    if let Some(t) = text(fields, "sex") {
-        input.sex = parse_sex(t, "sex")?;
-    }
-    input.age = number(fields, "age")?;
-    if let Some(t) = text(fields, "split") {
-        input.split = parse_split(t, "split")?;
-    }
-    input.report = text(fields, "report").unwrap_or("").to_string();
-    Ok(input)
+    LesionInput::from_fields(fields).map_err(|e| ApiError::from_core(e, "multipart"))
 }
 
 pub(super) async fn create(
@@ -156,20 +60,12 @@ pub(super) async fn create(
         )
         .with_field("patient"));
     }
-    let task = state.tasks.submit("add", move |served| {
-        let engine = served.engine();
-        let summary = add_lesion(
-            served.index_dir(),
-            &image,
-            &input,
-            engine.model().as_ref(),
-            GraphParams::default(),
-        )
-        .map_err(|e| ApiError::from_core(e, "patient"))?;
-        drop(engine);
-        served
-            .publish_and_reload()
-            .map_err(|e| ApiError::from_core(e, "index"))?;
+    let task = state.tasks.submit("add", move |index| {
+        let written = index
+            .writer()
+            .and_then(|mut writer| writer.add_lesion(&image, &input))
+            .map_err(|e| ApiError::from_core(e, "patient"))?;
+        let summary = written.summary;
         let (id, key) = summary.changed.first().cloned().unwrap_or_default();
         Ok(Landed {
             generation: summary.generation,
@@ -198,9 +94,9 @@ pub(super) async fn remove(
     let id = path_lesion(&engine, &path)?;
     let key = engine.facts(id).map(|f| f.key.clone()).unwrap_or_default();
     drop(engine);
-    let task = state.tasks.submit("delete", move |served| {
+    let task = state.tasks.submit("delete", move |index| {
         // An earlier queued write may have deleted it meanwhile.
-        let engine = served.engine();
+        let engine = index.engine();
         let live = engine
             .id_of(&key)
             .map_err(|e| ApiError::from_core(e, "id"))?
@@ -212,11 +108,11 @@ pub(super) async fn remove(
             ))
             .with_field("id"));
         }
-        let summary = delete(served.index_dir(), &[key], GraphParams::default())
-            .map_err(|e| ApiError::from_core(e, "id"))?;
-        served
-            .publish_and_reload()
-            .map_err(|e| ApiError::from_core(e, "index"))?;
+        let summary = index
+            .writer()
+            .and_then(|writer| writer.delete(&[key]))
+            .map_err(|e| ApiError::from_core(e, "id"))?
+            .summary;
         Ok(Landed {
             generation: summary.generation,
             result: serde_json::json!({

@@ -5,18 +5,16 @@ use std::sync::Arc;
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
-use lesion_search::dataset::PixelBox;
-use lesion_search::imaging::{check_box, check_pixel_spacing, CtImage};
-use lesion_search::search::{Engine, ImageQuery, SearchRequest};
+use lesion_search::imaging::CtImage;
+use lesion_search::search::{Engine, SearchLimits, SearchRequest, DEFAULT_K};
 use lesion_search::util::Cancel;
 use serde_json::{Map, Value};
 
-use super::{blocking, decode_upload, heavy, is_multipart, read_form, read_json, resolve, Shared};
+use super::{blocking, decode_upload, heavy, is_multipart, read_form, read_json, Shared};
 use crate::access::ReadAccess;
 use crate::error::{ApiError, ApiResult};
 use crate::wire::{
-    ExportBody, ExportReply, ExportRow, FilterBody, LesionRef, SearchBody, SearchReply,
-    SimilarQuery,
+    ExportBody, ExportReply, ExportRow, LesionRef, SearchBody, SearchReply, SimilarQuery,
 };
 
 const FILTER_PARTS: [&str; 9] = [
@@ -137,21 +135,15 @@ pub fn body_of_form(fields: &[(String, String)]) -> ApiResult<SearchBody> {
     })
 }
 
-/// The core request for a wire body; `image` is an uploaded slice.
+/// The core request for a wire body, checked by the core under the server's caps (`max_k`
+/// in place of the configured one for exports); `image` is a slice uploaded with it.
 fn to_request(
     state: &Shared,
     engine: &Engine,
-    body: &SearchBody,
+    body: SearchBody,
     image: Option<Arc<CtImage>>,
     max_k: usize,
 ) -> ApiResult<SearchRequest> {
-    if body.k == 0 || body.k > max_k {
-        return Err(ApiError::bad(
-            "k",
-            format!("k: must be 1 to {max_k}, not {}", body.k),
-        ));
-    }
-    check_caps(state, body)?;
     let image = match (image, &body.upload) {
         (Some(image), _) => Some(image),
         (None, Some(upload)) => Some(state.upload(upload).ok_or_else(|| {
@@ -162,102 +154,17 @@ fn to_request(
         })?),
         (None, None) => None,
     };
-    let image = match image {
-        Some(image) => {
-            image
-                .require_ct(std::path::Path::new("image"))
-                .map_err(|e| ApiError::from_core(e, "image"))?;
-            let text = body.bbox.as_deref().ok_or_else(|| {
-                ApiError::bad(
-                    "box",
-                    "box: an image query needs the lesion's box as x1,y1,x2,y2",
-                )
-            })?;
-            let bbox =
-                PixelBox::parse(text).map_err(|e| ApiError::bad("box", format!("box: {e}")))?;
-            // The core's rules, so the server and the CLI refuse the same boxes and spacings.
-            check_box(&bbox, image.width, image.height)
-                .map_err(|e| ApiError::from_core(e, "box"))?;
-            if let Some(s) = body.spacing_mm {
-                check_pixel_spacing(s, "spacing_mm")
-                    .map_err(|e| ApiError::from_core(e, "spacing_mm"))?;
-            }
-            Some(ImageQuery {
-                image: (*image).clone(),
-                bbox,
-                spacing_mm: body.spacing_mm,
-            })
-        }
-        None => {
-            if body.bbox.is_some() {
-                return Err(ApiError::bad(
-                    "image",
-                    "image: a box was given without an image",
-                ));
-            }
-            None
-        }
+    let limits = SearchLimits {
+        max_k,
+        max_offset: state.config.max_offset,
+        max_list: state.config.max_list,
     };
-    let refs = |list: &[LesionRef], field: &str| -> ApiResult<Vec<u32>> {
-        list.iter()
-            .enumerate()
-            .map(|(i, r)| resolve(engine, r, &format!("{field}[{i}]")))
-            .collect()
-    };
-    Ok(SearchRequest {
-        text: body.text.clone(),
-        image,
-        lesion: body
-            .lesion
-            .as_ref()
-            .map(|r| resolve(engine, r, "lesion"))
-            .transpose()?,
-        positives: refs(&body.positives, "positives")?,
-        negatives: refs(&body.negatives, "negatives")?,
-        filter: body.filters.to_filter()?,
-        exclude_query_patient: body.exclude_query_patient,
-        k: body.k,
-        offset: body.offset,
-        group_by_patient: body.group_by_patient,
-        fusion: body.fusion()?,
-        image_deadline: Some(state.config.image_deadline),
-        cancel: Cancel::never(),
-    })
-}
-
-/// Refuses lists and offsets past the server's caps before any work is done on them.
-fn check_caps(state: &Shared, body: &SearchBody) -> ApiResult<()> {
-    let config = &state.config;
-    if body.offset > config.max_offset {
-        return Err(ApiError::bad(
-            "offset",
-            format!(
-                "offset: {} is past the deepest page allowed ({})",
-                body.offset, config.max_offset
-            ),
-        ));
-    }
-    let lists = [
-        ("positives", body.positives.len()),
-        ("negatives", body.negatives.len()),
-        (
-            "filters.exclude_patients",
-            body.filters.exclude_patients.len(),
-        ),
-        ("filters.types", body.filters.types.len()),
-    ];
-    for (field, len) in lists {
-        if len > config.max_list {
-            return Err(ApiError::bad(
-                field,
-                format!(
-                    "{field}: {len} entries, more than the {} allowed",
-                    config.max_list
-                ),
-            ));
-        }
-    }
-    Ok(())
+    let mut request = body
+        .into_input(image.map(|image| (*image).clone()))
+        .into_request(engine, &limits)
+        .map_err(|e| ApiError::from_core(e, "image"))?;
+    request.image_deadline = Some(state.config.image_deadline);
+    Ok(request)
 }
 
 /// Runs a search on a worker thread and shapes the reply: in a heavy slot when an image must
@@ -276,12 +183,13 @@ pub async fn run_search(
             Some((name, bytes)) => Some(Arc::new(decode_upload(&shared, &bytes, &name)?)),
             None => None,
         };
-        let mut request = to_request(&shared, &engine, &body, image, max_k)?;
+        let (offset, k) = (body.offset, body.k);
+        let mut request = to_request(&shared, &engine, body, image, max_k)?;
         request.cancel = cancel.clone();
         let response = engine
             .search(&request)
             .map_err(|e| ApiError::from_core(e, "image"))?;
-        Ok(SearchReply::new(response, body.offset, body.k, |id| {
+        Ok(SearchReply::new(response, offset, k, |id| {
             engine.facts(id).cloned()
         }))
     };
@@ -312,32 +220,13 @@ pub(super) async fn similar(
     let id = super::path_lesion(&state.engine(), &path)?;
     let body = SearchBody {
         lesion: Some(LesionRef::Id(id)),
-        k: query.k.unwrap_or(20),
+        k: query.k.unwrap_or(DEFAULT_K),
         offset: query.offset.unwrap_or(0),
         group_by_patient: query.group_by_patient.unwrap_or(true),
-        ..empty_body()
+        ..SearchBody::default()
     };
     let max_k = state.config.max_k;
     Ok(HttpResponse::Ok().json(run_search(&state, body, None, max_k).await?))
-}
-
-pub fn empty_body() -> SearchBody {
-    SearchBody {
-        text: None,
-        lesion: None,
-        positives: Vec::new(),
-        negatives: Vec::new(),
-        filters: FilterBody::default(),
-        exclude_query_patient: true,
-        k: 20,
-        offset: 0,
-        group_by_patient: true,
-        fusion: None,
-        image_weight: None,
-        upload: None,
-        bbox: None,
-        spacing_mm: None,
-    }
 }
 
 /// One CSV cell, quoted when needed. Text that a spreadsheet would run as a formula (it
@@ -377,62 +266,74 @@ pub(super) async fn export(
             format!("limit: must be 1 to {cap}, not {limit}"),
         ));
     }
-    let mut query = body.query.unwrap_or_else(empty_body);
+    let mut query = body.query.unwrap_or_default();
     query.k = limit;
     query.offset = 0;
     let reply = run_search(&state, query, None, cap).await?;
+    let reports = reports_of(&state, &reply).await?;
+    Ok(if format == "json" {
+        export_json(&reply, &reports)
+    } else {
+        export_csv(&reply, &reports)
+    })
+}
+
+/// The stored report of every hit, read in a heavy slot.
+async fn reports_of(state: &Shared, reply: &SearchReply) -> ApiResult<Vec<String>> {
+    let ids: Vec<u32> = reply.hits.iter().map(|h| h.id).collect();
     let engine = state.engine();
-    let reports = {
-        let ids: Vec<u32> = reply.hits.iter().map(|h| h.id).collect();
-        let engine = engine.clone();
-        heavy(&state, move |cancel| {
-            ids.iter()
-                .enumerate()
-                .map(|(row, &id)| {
-                    if row % 256 == 0 {
-                        cancel
-                            .check("the export's reports")
-                            .map_err(|e| ApiError::from_core(e, "body"))?;
-                    }
-                    Ok(engine
-                        .lesion(id)
-                        .map_err(|e| ApiError::from_core(e, "id"))?
-                        .map(|l| l.report)
-                        .unwrap_or_default())
-                })
-                .collect::<ApiResult<Vec<String>>>()
-        })
-        .await?
-    };
-    let disposition = |ext: &str| {
-        (
-            header::CONTENT_DISPOSITION,
-            format!("attachment; filename=\"lesions.{ext}\""),
-        )
-    };
-    if format == "json" {
-        let lesions = reply
-            .hits
-            .iter()
-            .zip(&reports)
-            .map(|(hit, report)| ExportRow {
-                lesion: hit.lesion.clone(),
-                score: hit.score,
-                matched: hit.matched,
-                report: report.clone(),
+    heavy(state, move |cancel| {
+        ids.iter()
+            .enumerate()
+            .map(|(row, &id)| {
+                if row % 256 == 0 {
+                    cancel
+                        .check("the export's reports")
+                        .map_err(|e| ApiError::from_core(e, "body"))?;
+                }
+                Ok(engine
+                    .lesion(id)
+                    .map_err(|e| ApiError::from_core(e, "id"))?
+                    .map(|l| l.report)
+                    .unwrap_or_default())
             })
-            .collect();
-        return Ok(HttpResponse::Ok()
-            .insert_header(disposition("json"))
-            .json(ExportReply {
-                total: reply.total,
-                lesions,
-            }));
-    }
+            .collect::<ApiResult<Vec<String>>>()
+    })
+    .await
+}
+
+fn attachment(ext: &str) -> (header::HeaderName, String) {
+    (
+        header::CONTENT_DISPOSITION,
+        format!("attachment; filename=\"lesions.{ext}\""),
+    )
+}
+
+fn export_json(reply: &SearchReply, reports: &[String]) -> HttpResponse {
+    let lesions = reply
+        .hits
+        .iter()
+        .zip(reports)
+        .map(|(hit, report)| ExportRow {
+            lesion: hit.lesion.clone(),
+            score: hit.score,
+            matched: hit.matched,
+            report: report.clone(),
+        })
+        .collect();
+    HttpResponse::Ok()
+        .insert_header(attachment("json"))
+        .json(ExportReply {
+            total: reply.total,
+            lesions,
+        })
+}
+
+fn export_csv(reply: &SearchReply, reports: &[String]) -> HttpResponse {
     let mut csv = String::from(
         "id,key,score,matched,coarse_type,sex,age,long_mm,short_mm,location_x,location_y,location_z,split,patient,study,report\n",
     );
-    for (hit, report) in reply.hits.iter().zip(&reports) {
+    for (hit, report) in reply.hits.iter().zip(reports) {
         let l = &hit.lesion;
         let row = [
             l.id.to_string(),
@@ -458,10 +359,10 @@ pub(super) async fn export(
         csv.push_str(&row.join(","));
         csv.push('\n');
     }
-    Ok(HttpResponse::Ok()
+    HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/csv; charset=utf-8"))
-        .insert_header(disposition("csv"))
-        .body(csv))
+        .insert_header(attachment("csv"))
+        .body(csv)
 }
 
 #[cfg(test)]

@@ -1,0 +1,189 @@
+//! The engine facade both binaries use: an open generation (published records, a search
+//! backend, the catalog) and the model that built it. Its stores are private to `search`; it
+//! answers what the edges need (a lesion, its facts and key slice, a patient's lesions, the
+//! generation, model, vectors, verify).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use super::{Catalog, Facets, LesionFacts};
+use crate::archive::Published;
+use crate::backend::{Allowed, BackendChoice, BackendInfo, SearchBackend};
+use crate::embed::Embedder;
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::imaging::CtImage;
+use crate::index::{IdSet, Plan, Scored};
+use crate::store::StoredLesion;
+
+/// An open archive, its metadata in memory and the model that built it.
+pub struct Engine {
+    /// Records and manifest of the served generation.
+    pub(crate) published: Published,
+    /// What ranks vectors and text.
+    pub(crate) backend: Box<dyn SearchBackend>,
+    pub(crate) catalog: Catalog,
+    pub(super) model: Arc<dyn Embedder>,
+    /// The archive's matched forward follow-ups, for outlooks (built on first use).
+    pub(super) trajectories: OnceLock<Vec<crate::followup::Trajectory>>,
+    pub(super) collecting: Mutex<()>,
+}
+
+impl Engine {
+    /// Opens the served generation of `index_dir` with the embedded backend; `model` must
+    /// be the one that built it.
+    pub fn open(index_dir: &Path, model: Arc<dyn Embedder>) -> Result<Self> {
+        Engine::open_with(index_dir, model, &BackendChoice::Embedded)
+    }
+
+    /// Opens the served generation of `index_dir` with the chosen backend.
+    pub fn open_with(
+        index_dir: &Path,
+        model: Arc<dyn Embedder>,
+        choice: &BackendChoice,
+    ) -> Result<Self> {
+        let (published, backend) = crate::backend::open(index_dir, choice)?;
+        Engine::with_backend(published, backend, model)
+    }
+
+    /// An engine over published records whose vectors and text `backend` serves.
+    pub fn with_backend(
+        published: Published,
+        backend: Box<dyn SearchBackend>,
+        model: Arc<dyn Embedder>,
+    ) -> Result<Self> {
+        published.check_model(model.as_ref())?;
+        let expected = published.manifest.model.output_dim;
+        if backend.dim() != expected {
+            return Err(Error::Index {
+                path: published.dir.clone(),
+                message: format!(
+                    "the {} backend holds {}-dimensional vectors, the model card ({}) says {expected}",
+                    backend.info().name,
+                    backend.dim(),
+                    published.manifest.model.name
+                ),
+            });
+        }
+        let catalog = Catalog::load(&published.records, published.manifest.lesions)?;
+        Ok(Engine {
+            published,
+            backend,
+            catalog,
+            model,
+            trajectories: Default::default(),
+            collecting: Default::default(),
+        })
+    }
+
+    pub fn model(&self) -> &Arc<dyn Embedder> {
+        &self.model
+    }
+
+    pub fn lesion(&self, id: u32) -> Result<Option<StoredLesion>> {
+        if self.catalog.get(id).is_none() {
+            return Ok(None);
+        }
+        self.published.records.get(id)
+    }
+
+    /// Looks a lesion up by key (`File_name`, `#n` for the n-th on a slice).
+    pub fn id_of(&self, key: &str) -> Result<Option<u32>> {
+        self.published.records.id_of(key)
+    }
+
+    /// Whether `id` names a lesion that is searchable (not deleted, not past the end).
+    pub fn is_live(&self, id: u32) -> bool {
+        self.catalog.get(id).is_some()
+    }
+
+    /// The filterable facts of a live lesion.
+    pub fn facts(&self, id: u32) -> Option<&LesionFacts> {
+        self.catalog.get(id)
+    }
+
+    /// Live lesions.
+    pub fn live(&self) -> usize {
+        self.catalog.live()
+    }
+
+    /// Ids ever given (live and deleted): every id is below it.
+    pub fn capacity(&self) -> usize {
+        self.catalog.capacity()
+    }
+
+    /// The live lesions of one patient, in id order.
+    pub fn lesions_of_patient(&self, patient: u32) -> Vec<u32> {
+        self.catalog.of_patient(patient)
+    }
+
+    /// The served generation's number.
+    pub fn generation(&self) -> u64 {
+        self.published.manifest.generation
+    }
+
+    /// The folder name of the served generation (what `CURRENT` names while it is current).
+    pub fn generation_name(&self) -> Option<&str> {
+        self.published.dir.file_name().and_then(|n| n.to_str())
+    }
+
+    /// The name of the model that embedded the archive.
+    pub fn model_name(&self) -> &str {
+        &self.published.manifest.model.name
+    }
+
+    /// What builds the index's HNSW graph, as its manifest records it.
+    pub fn graph_builder(&self) -> crate::index::GraphBuilder {
+        self.published.manifest.graph_builder
+    }
+
+    /// The in-process vector index (flat vectors, graph, calibration outcome), read-only,
+    /// where the backend has one.
+    pub fn vectors(&self) -> Option<&crate::index::VectorIndex> {
+        self.backend.vector_index()
+    }
+
+    /// What serves the vectors and the text.
+    pub fn backend(&self) -> BackendInfo {
+        self.backend.info()
+    }
+
+    /// Whether the backend's stores answer now.
+    pub fn backend_reachable(&self) -> Result<()> {
+        self.backend.ping()
+    }
+
+    /// Cross-checks of the backend's stores against the served records; empty when they
+    /// agree.
+    pub fn verify(&self) -> Result<Vec<String>> {
+        self.backend.verify(&self.published)
+    }
+
+    /// The key slice of a stored lesion, read from its dataset.
+    pub fn key_slice(&self, lesion: &StoredLesion) -> Result<CtImage> {
+        self.published
+            .dataset_of(lesion)
+            .load_key_slice(&lesion.record)
+    }
+
+    /// The stored thumbnail PNG of a lesion.
+    pub fn thumbnail(&self, id: u32) -> Result<Option<Vec<u8>>> {
+        self.published.records.thumbnail(id)
+    }
+
+    /// Facet counts over every live lesion.
+    pub fn facets(&self) -> Facets {
+        self.catalog
+            .facets(&self.catalog.allowed(&Filter::default()))
+    }
+
+    /// The backend's `k` nearest lesions to a unit vector among `allowed`, best first.
+    pub fn nearest(&self, query: &[f32], k: usize, allowed: &IdSet) -> Result<(Vec<Scored>, Plan)> {
+        self.backend.nearest(query, k, Allowed::ids(allowed))
+    }
+
+    /// Live ids passing a filter.
+    pub fn allowed(&self, filter: &Filter) -> IdSet {
+        self.catalog.allowed(filter)
+    }
+}

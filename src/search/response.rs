@@ -1,0 +1,105 @@
+//! What a search answers: hits that explain themselves, the type suggestion, timings.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::Facets;
+use crate::dataset::CoarseType;
+use crate::index::Plan;
+use crate::text::Snippet;
+
+/// The image side of a hit.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct ImageMatch {
+    /// 1-based rank in the image list.
+    pub rank: usize,
+    pub cosine: f32,
+}
+
+/// The text side of a hit.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TextMatch {
+    pub rank: usize,
+    pub bm25: f32,
+    /// The passage of the report that matched, with the matched ranges.
+    pub snippet: Snippet,
+}
+
+/// Which signals found a hit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub enum Matched {
+    Image,
+    Text,
+    Both,
+    /// No query: the filtered set in id order.
+    Filter,
+}
+
+impl Matched {
+    /// Which of the two lists held a hit.
+    pub fn of(image: bool, text: bool) -> Self {
+        match (image, text) {
+            (true, true) => Matched::Both,
+            (true, false) => Matched::Image,
+            (false, true) => Matched::Text,
+            (false, false) => Matched::Filter,
+        }
+    }
+}
+
+/// One result, explaining itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hit {
+    pub id: u32,
+    pub key: String,
+    pub score: f32,
+    pub matched: Matched,
+    pub image: Option<ImageMatch>,
+    pub text: Option<TextMatch>,
+}
+
+/// Coarse type suggested by the nearest neighbours of other patients.
+#[derive(Debug, Clone, Serialize)]
+pub struct TypeSuggestion {
+    pub coarse_type: CoarseType,
+    /// Vote share of each type among the typed neighbours, largest first.
+    pub votes: Vec<(CoarseType, f32)>,
+    pub neighbours: usize,
+}
+
+/// Milliseconds spent per stage.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct Timings {
+    pub embed_ms: f64,
+    pub vector_ms: f64,
+    pub text_ms: f64,
+    pub total_ms: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SearchResponse {
+    pub hits: Vec<Hit>,
+    /// Results available for paging (after grouping), at most the candidate depth.
+    pub total: usize,
+    /// BM25 matches in the filtered set, when there was text.
+    pub text_matches: Option<usize>,
+    pub facets: Facets,
+    pub suggestion: Option<TypeSuggestion>,
+    /// Why the image path was dropped, when it was.
+    pub degraded: Option<String>,
+    pub plan: Option<Plan>,
+    /// Set when an uploaded slice stated no pixel spacing and none was given.
+    pub assumed_spacing_mm: Option<f32>,
+    /// For an image example: what became of the most similar lesions seen again.
+    pub outlook: Option<crate::followup::Outlook>,
+    pub timings: Timings,
+}
+
+pub(super) fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
