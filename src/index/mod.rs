@@ -29,7 +29,7 @@ pub const EXACT_SCAN_BELOW: usize = 20_000;
 pub const REBUILD_FRACTION: f32 = 0.1;
 
 /// `n` unit vectors of `dim` dimensions drawn around `clusters` random centres: the cone
-/// shape of CNN features, for tests and benchmarks (PERF.md's side-by-side used the same).
+/// shape of CNN features, for tests and benchmarks (the side-by-side in the team's notes, `shared/notes/PERF.md`, used the same).
 pub fn clustered_unit_vectors(n: usize, dim: usize, clusters: usize, seed: u64) -> Vec<f32> {
     let mut rng = crate::util::Rng::new(seed);
     let centres: Vec<Vec<f32>> = (0..clusters.max(1))

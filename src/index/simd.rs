@@ -1,5 +1,5 @@
 //! Dot products at memory bandwidth: AVX2+FMA when the processor has it, a portable
-//! unrolled loop otherwise (PERF.md: a plain iterator sum runs 3 to 6 times slower).
+//! unrolled loop otherwise (the team's notes, `shared/notes/PERF.md`: a plain iterator sum runs 3 to 6 times slower).
 
 /// `a · b` for equal-length slices.
 #[inline]

@@ -20,7 +20,7 @@ const REFINE_FILL: usize = 4;
 /// anndists' `DistDot` asserts `1 - a·b >= 0` and panics when two unit vectors are equal up
 /// to rounding (a·b = 1.0000001): real embeddings of a lesion and its follow-up do that, so
 /// a 32k-lesion build crashed. Clamping is exact for unit vectors and also 1.4x faster than
-/// its scalar loop (PERF.md).
+/// its scalar loop (the team's notes, `shared/notes/PERF.md`; BENCHMARKS.md, "Vector index").
 #[derive(Debug, Clone, Copy, Default)]
 struct UnitDot;
 

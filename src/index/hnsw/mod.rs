@@ -3,7 +3,7 @@
 //!
 //! Either builder's neighbour lists are copied into flat arrays (`layout.rs`). hnsw_rs's own
 //! search costs about 1 us per distance step against 0.3 us for hnswlib (a hash-map visited
-//! set, allocations per candidate, a lock per neighbour list; PERF.md), so the search here
+//! set, allocations per candidate, a lock per neighbour list; measured in the team's notes beside the repository, `shared/notes/PERF.md`, and quoted in BENCHMARKS.md), so the search here
 //! walks the copied arrays with a visited bitset, scoring 8-bit codes of the vectors (a
 //! quarter of the memory traffic, loads prefetched a whole neighbour list at a time), and
 //! re-ranks the best candidates with the exact float vectors, so every score returned is
