@@ -3,11 +3,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use lesion_search::archive::{build, build_from_shards, BuildEvent, BuildOptions};
-use lesion_search::embed::{default_cache_dir, resolve_model};
+use lesion_search::archive::{BuildEvent, BuildOptions};
 use lesion_search::index::GraphParams;
+use lesion_search::service::{model_named, Writer};
 
-use crate::backend_args::BackendArgs;
+use crate::backend_args::{print_mirror, BackendArgs};
 use crate::progress::Progress;
 
 #[derive(clap::Args)]
@@ -41,9 +41,9 @@ pub struct BuildArgs {
 }
 
 pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
-    // A wrong backend setting fails before the slow embedding.
-    args.backend.choice()?;
-    let model = resolve_model(&args.model, &default_cache_dir())?;
+    // A wrong backend setting or a held lock fails before the slow embedding.
+    let writer = Writer::open(&args.index, &args.backend.choice()?)?;
+    let model = model_named(&args.model)?;
     let options = BuildOptions {
         dataset: args.dataset,
         reports: args.reports,
@@ -59,11 +59,8 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         BuildEvent::Embedding { done, total } => embedding.update(done, total),
         BuildEvent::Writing => eprintln!("writing records, vectors and text"),
     };
-    let summary = if args.embeddings.is_empty() {
-        build(&args.index, &options, &progress)?
-    } else {
-        build_from_shards(&args.index, &options, &args.embeddings, &progress)?
-    };
+    let written = writer.build(&options, &args.embeddings, &progress)?;
+    let summary = &written.summary;
     println!(
         "generation {} of {} published: {} lesions ({} embeddings resumed), {}",
         summary.generation,
@@ -79,6 +76,6 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             "exact vector search".to_string()
         }
     );
-    args.backend.publish(&args.index)?;
+    print_mirror(written.mirror.as_ref());
     Ok(ExitCode::SUCCESS)
 }
