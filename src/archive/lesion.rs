@@ -77,38 +77,8 @@ pub fn lesion_record(image: &CtImage, input: &LesionInput) -> Result<LesionRecor
     }
     let bbox = input.bbox;
     check_box(&bbox, image.width, image.height)?;
-    let (x_mm, y_mm) = match (input.spacing_mm, image.spacing_mm) {
-        (Some(s), _) => {
-            let s = check_pixel_spacing(s, "spacing_mm")?;
-            (s, s)
-        }
-        (None, Some(stated)) => check_file_spacing(stated)?,
-        (None, None) => {
-            return Err(Error::invalid_argument(
-                "spacing_mm",
-                "the file states no pixel spacing; give it in mm",
-            ))
-        }
-    };
-    let NormalizedLocation { x, y, z } = input.location;
-    if ![x, y, z].iter().all(|c| (0.0..=1.0).contains(c)) {
-        return Err(Error::invalid_argument(
-            "location",
-            format!("{x},{y},{z} is not x,y,z each in 0..1"),
-        ));
-    }
-    if input
-        .age
-        .is_some_and(|a| !a.is_finite() || !(0.0..=130.0).contains(&a))
-    {
-        return Err(Error::invalid_argument("age", "not an age in years"));
-    }
-    if !(input.slice_interval_mm.is_finite() && input.slice_interval_mm > 0.0) {
-        return Err(Error::invalid_argument(
-            "slice_interval_mm",
-            "not a positive distance in mm",
-        ));
-    }
+    let (x_mm, y_mm) = spacing_of(image, input)?;
+    check_facts(input)?;
     let (long_axis, short_axis) = box_axes(&bbox);
     let (w, h) = (bbox.width(), bbox.height());
     let window = match input.window {
@@ -153,6 +123,45 @@ pub fn lesion_record(image: &CtImage, input: &LesionInput) -> Result<LesionRecor
         age: input.age,
         split: input.split,
     })
+}
+
+/// The in-plane spacing: the one given, else the file's, each within CT's range.
+fn spacing_of(image: &CtImage, input: &LesionInput) -> Result<(f32, f32)> {
+    match (input.spacing_mm, image.spacing_mm) {
+        (Some(s), _) => {
+            let s = check_pixel_spacing(s, "spacing_mm")?;
+            Ok((s, s))
+        }
+        (None, Some(stated)) => check_file_spacing(stated),
+        (None, None) => Err(Error::invalid_argument(
+            "spacing_mm",
+            "the file states no pixel spacing; give it in mm",
+        )),
+    }
+}
+
+/// Location, age and slice interval within their ranges, each refusal naming its field.
+fn check_facts(input: &LesionInput) -> Result<()> {
+    let NormalizedLocation { x, y, z } = input.location;
+    if ![x, y, z].iter().all(|c| (0.0..=1.0).contains(c)) {
+        return Err(Error::invalid_argument(
+            "location",
+            format!("{x},{y},{z} is not x,y,z each in 0..1"),
+        ));
+    }
+    if input
+        .age
+        .is_some_and(|a| !a.is_finite() || !(0.0..=130.0).contains(&a))
+    {
+        return Err(Error::invalid_argument("age", "not an age in years"));
+    }
+    if !(input.slice_interval_mm.is_finite() && input.slice_interval_mm > 0.0) {
+        return Err(Error::invalid_argument(
+            "slice_interval_mm",
+            "not a positive distance in mm",
+        ));
+    }
+    Ok(())
 }
 
 /// RECIST long and short axes through the box's centre, along its longer and shorter side.
