@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use lesion_search::archive::{BuildEvent, LesionInput};
+use lesion_search::archive::{lesion_record, BuildEvent, LesionInput};
 use lesion_search::imaging::{load_dicom, load_image};
 
 use lesion_search::service::{model_named, Writer};
@@ -118,6 +118,9 @@ pub fn run(args: AddArgs) -> anyhow::Result<ExitCode> {
                 load_image(path)?
             };
             image.require_ct(path)?;
+            // The row's own checks (box on the slice, spacing, location, age), as the server
+            // makes them before it queues the write.
+            lesion_record(&image, &input)?;
             Some((path, image, input))
         }
         None => None,

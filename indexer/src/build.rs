@@ -41,9 +41,11 @@ pub struct BuildArgs {
 }
 
 pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
-    // A wrong backend setting or a held lock fails before the slow embedding.
-    let writer = Writer::open(&args.index, &args.backend.choice()?)?;
+    // A wrong backend setting, an unknown model or a held lock fails before the slow
+    // embedding (and before the index folder is created).
+    let backend = args.backend.choice()?;
     let model = model_named(&args.model)?;
+    let writer = Writer::create(&args.index, &backend)?;
     let options = BuildOptions {
         dataset: args.dataset,
         reports: args.reports,

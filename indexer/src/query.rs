@@ -97,8 +97,7 @@ fn bounds(text: &Option<String>, name: &str) -> anyhow::Result<Option<Bounds>> {
 }
 
 /// A core error about a request part, named by this command's flag (`filters.types[1]` is
-/// `--type`, `positives[0]` is `--like`); parts whose flag is named otherwise keep the
-/// server's name (`spacing_mm`), and the message is the server's.
+/// `--type`, `positives[0]` is `--like`, `spacing_mm` is `--spacing`); the message is the server's.
 fn flagged(error: lesion_search::Error) -> anyhow::Error {
     let flag_of = |name: &str| -> Option<String> {
         let part = name.strip_prefix("filters.").unwrap_or(name);
@@ -108,7 +107,7 @@ fn flagged(error: lesion_search::Error) -> anyhow::Error {
             "exclude_patients" => "exclude-patient",
             "positives" => "like",
             "negatives" => "unlike",
-            "spacing_mm" => return None,
+            "spacing_mm" => "spacing",
             other => other,
         };
         Some(format!("--{}", flag.replace('_', "-")))

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use lesion_search::archive::Archive;
-use lesion_search::service::Index;
+use lesion_search::service::verify_backend;
 
 use crate::backend_args::BackendArgs;
 
@@ -22,10 +22,7 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let mut problems = archive.verify()?;
     let choice = args.backend.choice()?;
     if choice != lesion_search::backend::BackendChoice::Embedded {
-        // What a server over this index would serve, checked against the records.
-        let engine = Index::open(&args.index, &choice)?.engine();
-        let outside = engine.verify()?;
-        let backend = engine.backend();
+        let (backend, outside) = verify_backend(&args.index, &choice)?;
         println!(
             "{}: {} against the records: {}",
             backend.name,

@@ -437,8 +437,9 @@ fn delete_then_add_back_from_the_command_line() {
             &flag,
         ]);
         assert_eq!(query.status.code(), Some(2), "{spacing}: {}", text(&query));
+        // Named by the query's own flag.
         assert!(
-            text(&query).contains("spacing_mm"),
+            text(&query).contains("--spacing:"),
             "{spacing}: {}",
             text(&query)
         );

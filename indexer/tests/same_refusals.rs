@@ -195,7 +195,7 @@ async fn the_command_line_and_the_server_refuse_the_same_image_searches() {
             "300,220,340,262",
             &[("spacing_mm", "0")],
             "spacing_mm",
-            Some("spacing_mm"),
+            Some("--spacing"),
         ),
         (
             "spacing 20 mm",
@@ -203,7 +203,7 @@ async fn the_command_line_and_the_server_refuse_the_same_image_searches() {
             "300,220,340,262",
             &[("spacing_mm", "20")],
             "spacing_mm",
-            Some("spacing_mm"),
+            Some("--spacing"),
         ),
     ];
     for (case, image, bbox, extra, field, cli_name) in image_cases {
@@ -220,7 +220,7 @@ async fn the_command_line_and_the_server_refuse_the_same_image_searches() {
             "--box",
             bbox,
         ];
-        // The query's flag for `spacing_mm` is `--spacing`.
+        // The query's flag for `spacing_mm` is `--spacing`, and its refusals say so.
         let flags: Vec<String> = extra
             .iter()
             .map(|(name, value)| {

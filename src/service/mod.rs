@@ -38,6 +38,18 @@ pub fn model_of_index(dir: &Path) -> Result<Arc<dyn Embedder>> {
     model_named(&Archive::current_manifest(dir)?.model.name)
 }
 
+/// Checks that the backend holds what the generation `dir` serves says it should (the
+/// in-process backend reads the generation itself, so there is nothing to compare): its
+/// description and every disagreement. Needs no model.
+pub fn verify_backend(
+    dir: &Path,
+    backend: &BackendChoice,
+) -> Result<(crate::backend::BackendInfo, Vec<String>)> {
+    let (published, backend) = crate::backend::open(dir, backend)?;
+    let problems = backend.verify(&published)?;
+    Ok((backend.info(), problems))
+}
+
 /// An index folder opened for serving: the engine over its current generation, swapped
 /// whole when a newer one is published.
 pub struct Index {

@@ -4,15 +4,35 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{model_of_index, Index};
+use crate::archive::Archive;
 use crate::archive::{
     add_lesion_locked, add_locked, build_from_shards_locked, build_locked, delete_locked,
     AddOptions, BuildEvent, BuildOptions, BuildSummary, ChangeSummary, LesionInput, WriteLock,
 };
 use crate::backend::{mirror, BackendChoice, MirrorSummary};
 use crate::embed::Embedder;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::imaging::CtImage;
 use crate::index::GraphParams;
+
+/// A mirror that failed after the generation was published: said so, with how to finish
+/// it, since the index folder holds the new generation whatever the backend does.
+fn not_mirrored(error: Error) -> Error {
+    let published = "the new generation is published in the index folder but not in the backend; \
+                     `lesion-indexer milvus-sync` finishes the mirror";
+    match error {
+        Error::Backend {
+            backend,
+            url,
+            message,
+        } => Error::Backend {
+            backend,
+            url,
+            message: format!("{message} ({published})"),
+        },
+        other => other,
+    }
+}
 
 /// What a write did: the archive's summary and, for an external backend, what mirroring
 /// the new generation into it did.
@@ -34,15 +54,22 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// A writer of the folder `dir` (created when absent), for builds and for changes by a
-    /// process that serves nothing. `Error::Locked` when another writer holds it.
-    pub fn open(dir: &Path, backend: &BackendChoice) -> Result<Self> {
+    /// A writer of the folder `dir`, created when absent, for a build by a process that
+    /// serves nothing. `Error::Locked` when another writer holds it.
+    pub fn create(dir: &Path, backend: &BackendChoice) -> Result<Self> {
         Ok(Writer {
             lock: WriteLock::acquire(dir)?,
             backend: backend.clone(),
             model: None,
             serves: None,
         })
+    }
+
+    /// A writer of the index at `dir`, which must have a published generation (a mistyped
+    /// folder is refused, never created), for changes by a process that serves nothing.
+    pub fn open(dir: &Path, backend: &BackendChoice) -> Result<Self> {
+        Archive::current_manifest(dir)?;
+        Writer::create(dir, backend)
     }
 
     pub(super) fn serving(index: Arc<Index>) -> Result<Self> {
@@ -138,7 +165,7 @@ impl Writer {
     fn write<S>(&self, work: impl FnOnce(&WriteLock) -> Result<S>) -> Result<Written<S>> {
         let _no_reload_meanwhile = self.serves.as_ref().map(|index| index.reload_guard());
         let summary = work(&self.lock)?;
-        let mirror = mirror(self.dir(), &self.backend)?;
+        let mirror = mirror(self.dir(), &self.backend).map_err(not_mirrored)?;
         if let Some(index) = &self.serves {
             index.reload_held()?;
         }

@@ -26,7 +26,10 @@ pub fn prepare(
     let archive = dir.join("archive");
     let index = dir.join("index");
     if served_generation_name(&index)?.is_some() {
-        Writer::open(&index, backend)?.mirror_served()?;
+        // The in-process backend reads the generation itself: no lock, no mirror to make.
+        if *backend != BackendChoice::Embedded {
+            Writer::open(&index, backend)?.mirror_served()?;
+        }
         return Ok(index);
     }
     if !archive.join("DL_info.csv").is_file() {
@@ -67,7 +70,7 @@ pub fn prepare(
         },
         labels: None,
     };
-    Writer::open(&index, backend)?.build(&options, &[], &|event| {
+    Writer::create(&index, backend)?.build(&options, &[], &|event| {
         if let BuildEvent::Embedding { done, total } = event {
             if done % 512 < 64 || done == total {
                 eprintln!("  {done}/{total} lesions embedded");

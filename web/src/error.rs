@@ -83,7 +83,15 @@ impl ApiError {
 /// 400 or 404: an argument, box, query or lesion key of the request is at fault.
 fn request_fault(error: &CoreError) -> Option<ApiError> {
     Some(match error {
-        CoreError::InvalidArgument { name, message } => ApiError::bad(name, message.clone()),
+        // The part is named in the message too, as in every other answer of the API.
+        CoreError::InvalidArgument { name, message }
+            if message.starts_with(&format!("{name}:")) =>
+        {
+            ApiError::bad(name, message.clone())
+        }
+        CoreError::InvalidArgument { name, message } => {
+            ApiError::bad(name, format!("{name}: {message}"))
+        }
         CoreError::BoxOutsideImage { .. } => ApiError::new(
             StatusCode::BAD_REQUEST,
             "box_outside_image",
