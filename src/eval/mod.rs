@@ -12,6 +12,7 @@ pub mod protocol;
 pub mod real_ct;
 pub mod text_benchmark;
 
+use std::fmt::Write;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -418,7 +419,6 @@ pub fn ndcg_at_10(gains: &[bool], relevant_total: usize) -> f32 {
 
 /// The report as Markdown; its first line states the protocol.
 pub fn markdown(report: &EvalReport) -> String {
-    use std::fmt::Write;
     let mut out = String::new();
     let _ = writeln!(out, "{}\n", report.protocol.statement());
     let _ = writeln!(out, "# Retrieval evaluation\n");
@@ -427,6 +427,22 @@ pub fn markdown(report: &EvalReport) -> String {
         "Model `{}`, {} lesions; exact top 10 of each query; type figures average over the {} queries.\n",
         report.model, report.lesions, report.typed_queries,
     );
+    headline_table(&mut out, report);
+    let _ = writeln!(out, "\nRecall measured with {}.\n", report.recall_source);
+    per_type_table(&mut out, report);
+    let _ = writeln!(out, "\n![P@K per type](p_at_k.svg)\n\n## Confusion of the k-NN type (rows: true, columns: predicted)\n");
+    confusion_table(&mut out, &report.confusion);
+    let _ = writeln!(
+        out,
+        "\n![Confusion matrix](confusion.svg)\n\n## Latency (one thread, in process)\n"
+    );
+    latency_table(&mut out, &report.latency);
+    let _ = writeln!(out, "\n![Latency](latency.svg)");
+    out
+}
+
+/// One row per figure: the image metrics, then follow-ups and text where measured.
+fn headline_table(out: &mut String, report: &EvalReport) {
     let _ = writeln!(out, "| metric | value |\n|---|---:|");
     for (name, value) in [
         ("P@1 (coarse type)", report.p_at_1),
@@ -462,7 +478,9 @@ pub fn markdown(report: &EvalReport) -> String {
         );
         let _ = writeln!(out, "| text P@10 | {:.3} |", t.p_at_10);
     }
-    let _ = writeln!(out, "\nRecall measured with {}.\n", report.recall_source);
+}
+
+fn per_type_table(out: &mut String, report: &EvalReport) {
     let _ = writeln!(
         out,
         "## Per type\n\n| type | queries | P@1 | P@5 | P@10 |\n|---|---:|---:|---:|---:|"
@@ -478,24 +496,31 @@ pub fn markdown(report: &EvalReport) -> String {
             f.p_at_10
         );
     }
-    let _ = writeln!(out, "\n![P@K per type](p_at_k.svg)\n\n## Confusion of the k-NN type (rows: true, columns: predicted)\n");
+}
+
+/// `confusion[true][predicted]`, rows and columns in the order of [`CoarseType::KNOWN`].
+fn confusion_table(out: &mut String, confusion: &[Vec<usize>]) {
     let names: Vec<&str> = CoarseType::KNOWN.iter().map(|t| t.name()).collect();
     let _ = writeln!(out, "| | {} |", names.join(" | "));
     let _ = writeln!(out, "|---|{}|", vec!["---:"; names.len()].join("|"));
-    for (i, row) in report.confusion.iter().enumerate() {
+    for (i, row) in confusion.iter().enumerate() {
         let cells: Vec<String> = row.iter().map(|c| c.to_string()).collect();
         let _ = writeln!(out, "| {} | {} |", names[i], cells.join(" | "));
     }
-    let _ = writeln!(out, "\n![Confusion matrix](confusion.svg)\n\n## Latency (one thread, in process)\n\n| query kind | queries | p50 ms | p99 ms |\n|---|---:|---:|---:|");
-    for (kind, l) in &report.latency {
+}
+
+fn latency_table(out: &mut String, latency: &[(String, Latency)]) {
+    let _ = writeln!(
+        out,
+        "| query kind | queries | p50 ms | p99 ms |\n|---|---:|---:|---:|"
+    );
+    for (kind, l) in latency {
         let _ = writeln!(
             out,
             "| {kind} | {} | {:.3} | {:.3} |",
             l.queries, l.p50_ms, l.p99_ms
         );
     }
-    let _ = writeln!(out, "\n![Latency](latency.svg)");
-    out
 }
 
 #[cfg(test)]

@@ -10,12 +10,12 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::dataset::{geometry_of, Dataset, DlInfoReader, LesionRecord, PixelBox};
+use crate::dataset::{geometry_of, Dataset, DlInfoReader, LesionRecord, LesionSlices, PixelBox};
 use crate::embed::Embedder;
 use crate::error::{Error, Result};
 use crate::eval::FollowUpPair;
 use crate::followup::table::{resolve_pairs, LesionTable};
-use crate::imaging::{extract_patch, Patch};
+use crate::imaging::{extract_patch, CtImage, Patch, PatchGeometry, PatchSpec, SliceStack};
 
 /// One way a query differs from the stored lesion.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -151,17 +151,54 @@ pub fn evaluate_real_ct(
     embedder: &dyn Embedder,
     inputs: &RealCtInputs,
 ) -> Result<RealCtFigures> {
-    let dataset = Dataset::new(&inputs.deeplesion);
-    let records = present_lesions(&inputs.deeplesion)?;
+    let records = judged_real_lesions(&inputs.deeplesion)?;
+    let patches = real_patches(
+        &Dataset::new(&inputs.deeplesion),
+        &records,
+        &embedder.card().patch,
+    )?;
+    let vectors = embedder.embed(&patches.stored)?;
+    let query_patches: Vec<Patch> = patches.queries.iter().map(|(_, _, p)| p.clone()).collect();
+    let query_vectors = embedder.embed(&query_patches)?;
+    let (reidentification, by_perturbation) =
+        reidentification_ranks(&vectors, &patches.queries, &query_vectors);
+    Ok(RealCtFigures {
+        model: name.to_string(),
+        lesions: records.len(),
+        reidentification,
+        reidentification_by_perturbation: by_perturbation,
+        same_lesion_across_studies: same_lesion_ranks(&records, &inputs.pairs, &vectors),
+        patches_per_second_batch_1: patches_per_second(embedder, &patches.stored, 1)?,
+        patches_per_second_batch_32: patches_per_second(embedder, &patches.stored, 32)?,
+    })
+}
+
+/// The present validation and test lesions, refused where there are none.
+fn judged_real_lesions(dir: &Path) -> Result<Vec<LesionRecord>> {
+    let records = present_lesions(dir)?;
     if records.is_empty() {
         return Err(Error::Index {
-            path: inputs.deeplesion.clone(),
+            path: dir.to_path_buf(),
             message:
                 "no validation or test lesion of the table has its key slice under Images_png/"
                     .into(),
         });
     }
-    let spec = &embedder.card().patch;
+    Ok(records)
+}
+
+/// Each lesion's own patch, and its queries: (lesion, perturbation, patch), in the order of
+/// [`PERTURBATIONS`].
+struct RealPatches {
+    stored: Vec<Patch>,
+    queries: Vec<(usize, Perturbation, Patch)>,
+}
+
+fn real_patches(
+    dataset: &Dataset,
+    records: &[LesionRecord],
+    spec: &PatchSpec,
+) -> Result<RealPatches> {
     let mut stored: Vec<Patch> = Vec::with_capacity(records.len());
     let mut queries: Vec<(usize, Perturbation, Patch)> = Vec::new();
     for (i, record) in records.iter().enumerate() {
@@ -169,81 +206,98 @@ pub fn evaluate_real_ct(
         let geometry = geometry_of(record);
         stored.push(extract_patch(&slices.stack(), &geometry, spec)?);
         for p in PERTURBATIONS {
-            let patch = match p {
-                Perturbation::Hounsfield { offset } => {
-                    let shift = |image: &crate::imaging::CtImage| {
-                        let mut image = image.clone();
-                        image.pixels.iter_mut().for_each(|v| *v += offset);
-                        image
-                    };
-                    let key = shift(&slices.key);
-                    let neighbours: Vec<(i32, crate::imaging::CtImage)> = slices
-                        .neighbours
-                        .iter()
-                        .map(|(o, s)| (*o, shift(s)))
-                        .collect();
-                    let stack = crate::imaging::SliceStack {
-                        key: &key,
-                        neighbours: neighbours.iter().map(|(o, s)| (*o, s)).collect(),
-                    };
-                    extract_patch(&stack, &geometry, spec)?
-                }
-                _ => {
-                    let mut g = geometry;
-                    g.bbox = perturbed(g.bbox, p, slices.key.width, slices.key.height);
-                    extract_patch(&slices.stack(), &g, spec)?
-                }
-            };
-            queries.push((i, p, patch));
+            queries.push((i, p, perturbed_patch(&slices, &geometry, p, spec)?));
         }
     }
+    Ok(RealPatches { stored, queries })
+}
 
-    let vectors = embedder.embed(&stored)?;
-    let query_patches: Vec<Patch> = queries.iter().map(|(_, _, p)| p.clone()).collect();
-    let query_vectors = embedder.embed(&query_patches)?;
+/// The lesion's patch as one perturbation asks: its box moved or scaled, or every slice
+/// (neighbours too) offset in HU.
+fn perturbed_patch(
+    slices: &LesionSlices,
+    geometry: &PatchGeometry,
+    p: Perturbation,
+    spec: &PatchSpec,
+) -> Result<Patch> {
+    match p {
+        Perturbation::Hounsfield { offset } => {
+            let shift = |image: &CtImage| {
+                let mut image = image.clone();
+                image.pixels.iter_mut().for_each(|v| *v += offset);
+                image
+            };
+            let key = shift(&slices.key);
+            let neighbours: Vec<(i32, CtImage)> = slices
+                .neighbours
+                .iter()
+                .map(|(o, s)| (*o, shift(s)))
+                .collect();
+            let stack = SliceStack {
+                key: &key,
+                neighbours: neighbours.iter().map(|(o, s)| (*o, s)).collect(),
+            };
+            extract_patch(&stack, geometry, spec)
+        }
+        _ => {
+            let mut g = *geometry;
+            g.bbox = perturbed(g.bbox, p, slices.key.width, slices.key.height);
+            extract_patch(&slices.stack(), &g, spec)
+        }
+    }
+}
+
+/// Each query's lesion ranked among every stored lesion: over all queries, and by
+/// perturbation.
+fn reidentification_ranks(
+    vectors: &[Vec<f32>],
+    queries: &[(usize, Perturbation, Patch)],
+    query_vectors: &[Vec<f32>],
+) -> (RankCounts, Vec<(Perturbation, RankCounts)>) {
     let mut all = RankCounts::default();
     let mut by: Vec<(Perturbation, RankCounts)> = PERTURBATIONS
         .iter()
         .map(|p| (*p, RankCounts::default()))
         .collect();
-    for ((lesion, p, _), v) in queries.iter().zip(&query_vectors) {
-        let rank = rank_of(&vectors, v, *lesion, None);
+    for ((lesion, p, _), v) in queries.iter().zip(query_vectors) {
+        let rank = rank_of(vectors, v, *lesion, None);
         all.add(rank);
         if let Some(slot) = by.iter_mut().find(|(q, _)| q == p) {
             slot.1.add(rank);
         }
     }
+    (all, by)
+}
 
-    let table = LesionTable::new(records.clone());
-    let (pairs, _) = resolve_pairs(&table, &inputs.pairs);
+/// The pairs' targets ranked from their sources, the source itself left out.
+fn same_lesion_ranks(
+    records: &[LesionRecord],
+    pairs: &[FollowUpPair],
+    vectors: &[Vec<f32>],
+) -> RankCounts {
+    let table = LesionTable::new(records.to_vec());
+    let (pairs, _) = resolve_pairs(&table, pairs);
     let mut across = RankCounts::default();
     for pair in pairs {
         across.add(rank_of(
-            &vectors,
+            vectors,
             &vectors[pair.source],
             pair.target,
             Some(pair.source),
         ));
     }
+    across
+}
 
-    let speed = |batch: usize| -> Result<f32> {
-        let batch: Vec<Patch> = stored.iter().cycle().take(batch).cloned().collect();
-        let rounds = (64 / batch.len()).max(1);
-        let started = Instant::now();
-        for _ in 0..rounds {
-            embedder.embed(&batch)?;
-        }
-        Ok((rounds * batch.len()) as f32 / started.elapsed().as_secs_f32().max(1e-9))
-    };
-    Ok(RealCtFigures {
-        model: name.to_string(),
-        lesions: records.len(),
-        reidentification: all,
-        reidentification_by_perturbation: by,
-        same_lesion_across_studies: across,
-        patches_per_second_batch_1: speed(1)?,
-        patches_per_second_batch_32: speed(32)?,
-    })
+/// Real patches embedded per second in batches of `batch` (at least 64 patches timed).
+fn patches_per_second(embedder: &dyn Embedder, stored: &[Patch], batch: usize) -> Result<f32> {
+    let batch: Vec<Patch> = stored.iter().cycle().take(batch).cloned().collect();
+    let rounds = (64 / batch.len()).max(1);
+    let started = Instant::now();
+    for _ in 0..rounds {
+        embedder.embed(&batch)?;
+    }
+    Ok((rounds * batch.len()) as f32 / started.elapsed().as_secs_f32().max(1e-9))
 }
 
 /// The figures of several models as a Markdown table, each with its n.
@@ -300,7 +354,34 @@ struct VolumePatches {
 }
 
 fn volume_patches(v: &MaskedVolume, embedder: &dyn Embedder) -> Result<VolumePatches> {
+    check_mask_fits(v)?;
     let [w, h, d] = v.image.sizes;
+    let spec = &embedder.card().patch;
+    let mut boxes_stream = XorShift::new(0x9e37_79b9_7f4a_7c15u64 ^ (w * h * d) as u64);
+    let mut patches = Vec::new();
+    let mut labels = Vec::new();
+    for z in 0..d {
+        let Some(tumour) = tumour_box(v.mask.slice(z), w, h) else {
+            continue;
+        };
+        let key = volume_slice(v, z);
+        let neighbours = neighbour_slices(v, z);
+        let stack = SliceStack {
+            key: &key,
+            neighbours: neighbours.iter().map(|(o, s)| (*o, s)).collect(),
+        };
+        patches.push(extract_patch(&stack, &volume_geometry(v, tumour), spec)?);
+        labels.push((z, true));
+        for normal in normal_tissue_boxes(&key, tumour, &mut boxes_stream) {
+            patches.push(extract_patch(&stack, &volume_geometry(v, normal), spec)?);
+            labels.push((z, false));
+        }
+    }
+    let vectors = embedder.embed(&patches)?;
+    Ok(VolumePatches { labels, vectors })
+}
+
+fn check_mask_fits(v: &MaskedVolume) -> Result<()> {
     if v.mask.sizes != v.image.sizes {
         return Err(Error::Index {
             path: PathBuf::from(&v.name),
@@ -310,83 +391,94 @@ fn volume_patches(v: &MaskedVolume, embedder: &dyn Embedder) -> Result<VolumePat
             ),
         });
     }
-    let spec = &embedder.card().patch;
-    let slice_image = |z: usize| {
-        let mut image = crate::imaging::CtImage::new_hounsfield(w, h, v.image.slice(z).to_vec());
-        image.spacing_mm = Some((v.image.spacing_mm[0], v.image.spacing_mm[1]));
-        image
-    };
-    let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ (w * h * d) as u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        state
-    };
-    let mut patches = Vec::new();
-    let mut labels = Vec::new();
-    for z in 0..d {
-        let mask = v.mask.slice(z);
-        let (mut x1, mut y1, mut x2, mut y2, mut n) = (w, h, 0, 0, 0usize);
-        for (i, m) in mask.iter().enumerate() {
-            if *m > 0.0 {
-                let (x, y) = (i % w, i / w);
-                (x1, y1, x2, y2) = (x1.min(x), y1.min(y), x2.max(x), y2.max(y));
-                n += 1;
-            }
-        }
-        if n < 10 {
-            continue;
-        }
-        let key = slice_image(z);
-        let neighbours: Vec<(i32, crate::imaging::CtImage)> = (-3i32..=3)
-            .filter(|o| *o != 0)
-            .filter_map(|o| {
-                let zz = z as i32 + o;
-                (0..d as i32)
-                    .contains(&zz)
-                    .then(|| (o, slice_image(zz as usize)))
-            })
-            .collect();
-        let stack = crate::imaging::SliceStack {
-            key: &key,
-            neighbours: neighbours.iter().map(|(o, s)| (*o, s)).collect(),
-        };
-        let geometry = |bbox: PixelBox| crate::imaging::PatchGeometry {
-            bbox,
-            spacing_mm: (v.image.spacing_mm[0], v.image.spacing_mm[1]),
-            slice_interval_mm: v.image.spacing_mm[2],
-            own_window: None,
-        };
-        let tumour = PixelBox::new(x1 as f32, y1 as f32, x2 as f32, y2 as f32);
-        patches.push(extract_patch(&stack, &geometry(tumour), spec)?);
-        labels.push((z, true));
-        // Normal tissue: same-size boxes centred on soft tissue or organ (-200..300 HU),
-        // clear of the tumour's box.
-        let (bw, bh) = (tumour.width().max(8.0), tumour.height().max(8.0));
-        let mut placed = 0;
-        for _ in 0..400 {
-            if placed == 4 {
-                break;
-            }
-            let cx = (next() % w as u64) as f32;
-            let cy = (next() % h as u64) as f32;
-            let b = PixelBox::new(cx - bw / 2.0, cy - bh / 2.0, cx + bw / 2.0, cy + bh / 2.0);
-            let inside = b.x1 >= 0.0 && b.y1 >= 0.0 && b.x2 < w as f32 && b.y2 < h as f32;
-            let clear = b.x2 < tumour.x1 - 4.0
-                || b.x1 > tumour.x2 + 4.0
-                || b.y2 < tumour.y1 - 4.0
-                || b.y1 > tumour.y2 + 4.0;
-            let hu = key.pixels[cy as usize * w + cx as usize];
-            if inside && clear && (-200.0..=300.0).contains(&hu) {
-                patches.push(extract_patch(&stack, &geometry(b), spec)?);
-                labels.push((z, false));
-                placed += 1;
-            }
+    Ok(())
+}
+
+/// A fixed xorshift stream, so that the normal-tissue boxes are the same on every run.
+struct XorShift(u64);
+
+impl XorShift {
+    fn new(seed: u64) -> Self {
+        XorShift(seed)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// The box around a slice's mask, where it holds at least 10 voxels.
+fn tumour_box(mask: &[f32], w: usize, h: usize) -> Option<PixelBox> {
+    let (mut x1, mut y1, mut x2, mut y2, mut n) = (w, h, 0, 0, 0usize);
+    for (i, m) in mask.iter().enumerate() {
+        if *m > 0.0 {
+            let (x, y) = (i % w, i / w);
+            (x1, y1, x2, y2) = (x1.min(x), y1.min(y), x2.max(x), y2.max(y));
+            n += 1;
         }
     }
-    let vectors = embedder.embed(&patches)?;
-    Ok(VolumePatches { labels, vectors })
+    (n >= 10).then(|| PixelBox::new(x1 as f32, y1 as f32, x2 as f32, y2 as f32))
+}
+
+/// Slice `z` of the volume as a CT image with the volume's pixel spacing.
+fn volume_slice(v: &MaskedVolume, z: usize) -> CtImage {
+    let [w, h, _] = v.image.sizes;
+    let mut image = CtImage::new_hounsfield(w, h, v.image.slice(z).to_vec());
+    image.spacing_mm = Some((v.image.spacing_mm[0], v.image.spacing_mm[1]));
+    image
+}
+
+/// The slices up to 3 on either side of `z` that the volume holds, by offset.
+fn neighbour_slices(v: &MaskedVolume, z: usize) -> Vec<(i32, CtImage)> {
+    let d = v.image.sizes[2];
+    (-3i32..=3)
+        .filter(|o| *o != 0)
+        .filter_map(|o| {
+            let zz = z as i32 + o;
+            (0..d as i32)
+                .contains(&zz)
+                .then(|| (o, volume_slice(v, zz as usize)))
+        })
+        .collect()
+}
+
+fn volume_geometry(v: &MaskedVolume, bbox: PixelBox) -> PatchGeometry {
+    PatchGeometry {
+        bbox,
+        spacing_mm: (v.image.spacing_mm[0], v.image.spacing_mm[1]),
+        slice_interval_mm: v.image.spacing_mm[2],
+        own_window: None,
+    }
+}
+
+/// Up to 4 boxes of the tumour's size (at least 8 px) from 400 draws of the stream.
+fn normal_tissue_boxes(key: &CtImage, tumour: PixelBox, stream: &mut XorShift) -> Vec<PixelBox> {
+    let (w, h) = (key.width, key.height);
+    // Normal tissue: same-size boxes centred on soft tissue or organ (-200..300 HU),
+    // clear of the tumour's box.
+    let (bw, bh) = (tumour.width().max(8.0), tumour.height().max(8.0));
+    let mut boxes = Vec::new();
+    for _ in 0..400 {
+        if boxes.len() == 4 {
+            break;
+        }
+        let cx = (stream.next() % w as u64) as f32;
+        let cy = (stream.next() % h as u64) as f32;
+        let b = PixelBox::new(cx - bw / 2.0, cy - bh / 2.0, cx + bw / 2.0, cy + bh / 2.0);
+        let inside = b.x1 >= 0.0 && b.y1 >= 0.0 && b.x2 < w as f32 && b.y2 < h as f32;
+        let clear = b.x2 < tumour.x1 - 4.0
+            || b.x1 > tumour.x2 + 4.0
+            || b.y2 < tumour.y1 - 4.0
+            || b.y1 > tumour.y2 + 4.0;
+        let hu = key.pixels[cy as usize * w + cx as usize];
+        if inside && clear && (-200.0..=300.0).contains(&hu) {
+            boxes.push(b);
+        }
+    }
+    boxes
 }
 
 /// Area under the ROC curve of `scores` for positives against negatives (ties count half).
@@ -513,7 +605,7 @@ pub struct DicomFigures {
 const DICOM_BOXES_PER_SLICE: usize = 8;
 
 /// The real CT slices among the DICOM files of `dir` (sorted by name), each once.
-pub fn load_dicom_slices(dir: &Path) -> Result<Vec<(String, crate::imaging::CtImage)>> {
+pub fn load_dicom_slices(dir: &Path) -> Result<Vec<(String, CtImage)>> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::io(dir, e))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -546,7 +638,7 @@ pub fn load_dicom_slices(dir: &Path) -> Result<Vec<(String, crate::imaging::CtIm
 }
 
 /// Boxes of about 24 mm centred on body pixels (denser than -500 HU), from a fixed stream.
-fn dicom_boxes(image: &crate::imaging::CtImage, mm_per_px: f32, seed: u64) -> Vec<PixelBox> {
+fn dicom_boxes(image: &CtImage, mm_per_px: f32, seed: u64) -> Vec<PixelBox> {
     let mut rng = crate::util::Rng::derive(seed, &[0xD1C]);
     let half = (12.0 / mm_per_px).clamp(4.0, image.width.min(image.height) as f32 / 6.0);
     let (w, h) = (image.width as f32, image.height as f32);
@@ -568,8 +660,8 @@ fn dicom_boxes(image: &crate::imaging::CtImage, mm_per_px: f32, seed: u64) -> Ve
     boxes
 }
 
-fn stack(key: &crate::imaging::CtImage) -> crate::imaging::SliceStack<'_> {
-    crate::imaging::SliceStack {
+fn stack(key: &CtImage) -> SliceStack<'_> {
+    SliceStack {
         key,
         neighbours: Vec::new(),
     }
@@ -579,7 +671,7 @@ fn stack(key: &crate::imaging::CtImage) -> crate::imaging::SliceStack<'_> {
 pub fn evaluate_dicom(
     name: &str,
     embedder: &dyn Embedder,
-    slices: &[(String, crate::imaging::CtImage)],
+    slices: &[(String, CtImage)],
 ) -> Result<DicomFigures> {
     let spec = &embedder.card().patch;
     let mut stored = Vec::new();
@@ -588,7 +680,7 @@ pub fn evaluate_dicom(
         let spacing = image.spacing_mm.unwrap_or((0.7, 0.7));
         let mut shifted = image.clone();
         for bbox in dicom_boxes(image, spacing.0, file_index as u64) {
-            let geometry = crate::imaging::PatchGeometry {
+            let geometry = PatchGeometry {
                 bbox,
                 spacing_mm: spacing,
                 slice_interval_mm: 5.0,
