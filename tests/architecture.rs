@@ -156,6 +156,8 @@ fn binaries_reach_an_index_only_through_the_service() {
         "followup", "index", "text", "store", "filter", "ontology", "util", "version", "Error",
         "Result",
     ];
+    // `index`, `text` and `store` are behind the facade: a product may name only these
+    // plain types and helpers of theirs, never what opens, searches or writes a store.
     // What only `service` may call: the engine's opening, the archive's write functions,
     // the backend's opening and mirroring, the write lock.
     let internal = [
@@ -189,6 +191,7 @@ fn binaries_reach_an_index_only_through_the_service() {
                     facade.contains(&module),
                     "{shown} names lesion_search::{named}, outside the facade modules {facade:?}"
                 );
+                check_plain_types(&shown, &named, &code);
                 for item in internal {
                     assert!(
                         !named.starts_with(item) && !code.contains(&format!(" {item}(")),
@@ -215,6 +218,55 @@ fn binaries_reach_an_index_only_through_the_service() {
         }
     }
     assert!(checked > 20, "only {checked} product files found");
+}
+
+/// What the products may name of the modules behind the facade.
+const BEHIND_THE_FACADE: [(&str, &[&str]); 3] = [
+    (
+        "index",
+        &[
+            "GraphBuilder",
+            "GraphParams",
+            "GraphOutcome",
+            "RECALL_TARGET",
+            "Plan",
+            "VectorIndex",
+            "VectorSet",
+            "write_fvecs",
+        ],
+    ),
+    ("text", &["Snippet", "check_query"]),
+    ("store", &["StoredLesion"]),
+];
+
+fn check_plain_types(shown: &str, named: &str, code: &str) {
+    let Some((module, rest)) = named.split_once("::") else {
+        return;
+    };
+    let Some((_, allowed)) = BEHIND_THE_FACADE.iter().find(|(m, _)| *m == module) else {
+        return;
+    };
+    // `index::{A, B}`: the list follows the path in the code.
+    let items: Vec<String> = if rest.is_empty() {
+        let start = code
+            .find(&format!("lesion_search::{module}::{{"))
+            .unwrap_or(0);
+        let list = &code[start..start + code[start..].find('}').unwrap_or(0)];
+        let list = list.split_once('{').map_or("", |(_, l)| l);
+        list.split(',')
+            .map(|item| item.trim().to_string())
+            .filter(|item| !item.is_empty())
+            .collect()
+    } else {
+        vec![rest.split("::").next().unwrap_or("").to_string()]
+    };
+    for item in items {
+        assert!(
+            allowed.contains(&item.as_str()),
+            "{shown} names lesion_search::{module}::{item}: the products reach {module} only \
+             through the facade (allowed: {allowed:?})"
+        );
+    }
 }
 
 /// Each engine crate is named in one module of the library (ARCHITECTURE.md, "Invariants").
@@ -270,4 +322,55 @@ fn each_engine_crate_is_named_in_one_module() {
             "{krate} is named outside {homes:?}: {strays:?}"
         );
     }
+}
+
+/// Inside each folder of the library, the files' `super::sibling::` paths point one way:
+/// no two files of a module lean on each other.
+#[test]
+fn files_of_a_module_import_one_way() {
+    let src = workspace().join("src");
+    let mut folders = vec![src.clone()];
+    let mut checked = 0;
+    while let Some(folder) = folders.pop() {
+        let mut siblings = BTreeMap::new();
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                folders.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+                if name != "mod" && name != "lib" {
+                    siblings.insert(name, path);
+                }
+            }
+        }
+        if folder == src {
+            continue; // top-level modules: module_dependencies_point_one_way
+        }
+        let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (name, path) in &siblings {
+            let text = std::fs::read_to_string(path).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap_or("");
+            let uses = graph.entry(name.clone()).or_default();
+            for (i, _) in code.match_indices("super::") {
+                let next: String = code[i + 7..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                    .collect();
+                if next != *name && siblings.contains_key(&next) {
+                    uses.insert(next);
+                }
+            }
+        }
+        for name in graph.keys() {
+            checked += 1;
+            assert!(
+                !reachable(&graph, name).contains(name),
+                "{}: {name}.rs reaches itself through {:?}",
+                folder.strip_prefix(&src).unwrap().display(),
+                graph[name]
+            );
+        }
+    }
+    assert!(checked > 50, "only {checked} files checked");
 }

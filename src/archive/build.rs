@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::draft::{Draft, Incoming};
 use super::{shard, Manifest, WriteLock, SCHEMA_VERSION};
-use crate::dataset::{read_lesanet_labels, read_reports, Dataset};
+use crate::dataset::read_lesanet_labels;
 use crate::embed::Embedder;
 use crate::error::{Error, Result};
 use crate::index::GraphParams;
@@ -38,20 +38,6 @@ pub struct BuildSummary {
 pub enum BuildEvent {
     Embedding { done: usize, total: usize },
     Writing,
-}
-
-/// Report sentences by (File_name, ordinal): from `explicit`, else the dataset's
-/// `reports.jsonl` when present, else none.
-pub(super) fn reports_of(
-    dataset: &Dataset,
-    explicit: Option<&Path>,
-) -> Result<std::collections::HashMap<(String, u32), String>> {
-    let path = explicit.map_or_else(|| dataset.reports_path(), Path::to_path_buf);
-    if path.exists() {
-        read_reports(&path)
-    } else {
-        Ok(Default::default())
-    }
 }
 
 /// Builds a new generation from a DeepLesion-format archive and publishes it.

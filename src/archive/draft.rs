@@ -5,14 +5,15 @@
 //! before anything is copied or created.
 
 use std::collections::HashMap;
+
+use serde::Serialize;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::build::reports_of;
 use super::embedding::{embed_lesions, thumbnail_of, Embedded};
 use super::publish::{fresh_partial, publish};
 use super::{current_generation, index_error, read_manifest, BuildEvent, Manifest};
-use crate::dataset::{lesion_keys, Dataset, DlInfoReader, LesionKey, LesionRecord};
+use crate::dataset::{lesion_keys, read_reports, Dataset, DlInfoReader, LesionKey, LesionRecord};
 use crate::embed::Embedder;
 use crate::error::{Error, Result};
 use crate::fsutil::copy_dir;
@@ -21,7 +22,35 @@ use crate::store::{RecordStore, StoredLesion};
 use crate::text::{TextEntry, TextIndexWriter};
 use crate::util::sha256_file;
 
-use super::change::{prune_old_generations, remove_leftovers, ChangeSummary};
+use super::publish::{prune_old_generations, remove_leftovers};
+
+/// What a change did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChangeSummary {
+    pub generation: u64,
+    /// `(id, key)` of each lesion added or deleted.
+    pub changed: Vec<(u32, String)>,
+    /// Searchable lesions after the change.
+    pub live: usize,
+    pub graph_rebuilt: bool,
+    pub has_graph: bool,
+    pub ef: usize,
+    pub self_recall: f32,
+}
+
+/// Report sentences by (File_name, ordinal): from `explicit`, else the dataset's
+/// `reports.jsonl` when present, else none.
+fn reports_of(
+    dataset: &Dataset,
+    explicit: Option<&Path>,
+) -> Result<std::collections::HashMap<(String, u32), String>> {
+    let path = explicit.map_or_else(|| dataset.reports_path(), Path::to_path_buf);
+    if path.exists() {
+        read_reports(&path)
+    } else {
+        Ok(Default::default())
+    }
+}
 
 /// A generation being written: its stores open for writing in a partial folder.
 pub(super) struct Draft {

@@ -5,7 +5,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::change::{add_locked, AddOptions, ChangeSummary};
+use super::change::{add_locked, AddOptions};
+use super::draft::ChangeSummary;
 use super::{WriteLock, ADDED_DIR};
 use crate::dataset::{
     write_dl_info, write_reports, CoarseType, LesionRecord, NormalizedLocation, PixelBox, Point,

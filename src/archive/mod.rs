@@ -29,7 +29,8 @@ pub use build::{
     build, build_from_shards, build_from_shards_locked, build_locked, BuildEvent, BuildOptions,
     BuildSummary,
 };
-pub use change::{add, add_locked, delete, delete_locked, AddOptions, ChangeSummary};
+pub use change::{add, add_locked, delete, delete_locked, AddOptions};
+pub use draft::ChangeSummary;
 pub use lesion::{add_lesion, add_lesion_locked, lesion_record, LesionInput};
 pub use lock::WriteLock;
 pub(crate) use manifest::{current_generation, read_manifest};

@@ -12,7 +12,7 @@
 
 use std::io::{Read, Write};
 
-use super::dicom_scan::DicomSummary;
+use super::dicom_summary::DicomSummary;
 
 /// JPEG 2000 tile grids past this many tiles are refused: openjp2 keeps per-tile state, and
 /// a 1x1 tile grid over a 512x512 image would be 262144 tiles. Real files use one tile or a
@@ -92,14 +92,6 @@ pub fn codec_of(uid: &str) -> Result<Codec, String> {
         }
     };
     Ok(codec)
-}
-
-/// The encapsulated pixel data as the scan found it: the basic offset table and the
-/// fragments, as ranges of the file's bytes.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Encapsulated {
-    pub offset_table: Vec<u32>,
-    pub fragments: Vec<std::ops::Range<usize>>,
 }
 
 /// What the DICOM header declares, with defaults where an attribute is absent.

@@ -10,7 +10,9 @@
 
 use std::io::Read;
 
-use super::codestream::{self, Encapsulated};
+use super::codestream;
+pub use super::dicom_summary::DicomSummary;
+use super::dicom_summary::Encapsulated;
 use super::DecodeLimits;
 
 /// Sequences nested deeper than this are refused (real CT files stay under 6).
@@ -31,25 +33,6 @@ const PIXEL_DATA: (u16, u16) = (0x7FE0, 0x0010);
 const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
 const IMPLICIT_LE: &str = "1.2.840.10008.1.2";
 const EXPLICIT_BE: &str = "1.2.840.10008.1.2.2";
-
-/// What the scan learnt of the image before any pixel was decoded.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct DicomSummary {
-    pub rows: u32,
-    pub columns: u32,
-    pub frames: u32,
-    pub samples_per_pixel: u32,
-    pub bits_allocated: u32,
-    pub bits_stored: u32,
-    pub modality: Option<String>,
-    pub transfer_syntax: String,
-    /// Whether the dataset has top-level pixel data.
-    pub has_pixel_data: bool,
-    /// The fragments of encapsulated pixel data (ranges of the bytes scanned).
-    pub encapsulated: Option<Encapsulated>,
-    /// Element headers read, items and fragments included.
-    pub elements: usize,
-}
 
 /// Why a file was refused.
 #[derive(Debug, Clone, PartialEq)]

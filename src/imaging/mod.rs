@@ -7,6 +7,7 @@
 mod codestream;
 mod dicom;
 mod dicom_scan;
+mod dicom_summary;
 mod geometry;
 #[doc(hidden)]
 pub mod lies;
@@ -22,10 +23,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub use self::dicom::{
     decode_dicom_frame, decode_dicom_frame_within, dicom_frame_count, load_dicom,
 };
-pub use codestream::{Encapsulated, MAX_J2K_TILES};
+pub use codestream::MAX_J2K_TILES;
 pub use dicom_scan::{
     scan as scan_dicom, DicomSummary, ScanProblem, MAX_ELEMENTS, MAX_SEQUENCE_DEPTH,
 };
+pub use dicom_summary::Encapsulated;
 pub use geometry::{
     check_box, check_context_mm, check_file_spacing, check_pixel_spacing, PixelBox, Point,
     CONTEXT_MM, PIXEL_SPACING_MM,
