@@ -10,8 +10,8 @@
 //!   names with its model and backend, serves it, and reloads when a write (its own, or
 //!   another process's once [`service::Index::watch`] runs) publishes a new one.
 //!   [`service::Writer`] holds the folder's write lock and builds, adds, adds one lesion
-//!   from a slice, or deletes; each publishes a generation, mirrors it into the backend
-//!   and serves it before returning.
+//!   from a slice, or deletes; each publishes a generation and mirrors it into the
+//!   backend, and a writer taken from an `Index` serves it before returning.
 //! - [`search::Engine`], what `Index::engine` hands out, answers a
 //!   [`search::SearchRequest`] (text, an image example, a lesion, filters, liked and
 //!   disliked examples) with ranked, grouped, faceted hits, and resolves lesions, their

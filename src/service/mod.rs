@@ -12,7 +12,9 @@
 //! [`Writer`] holds the folder's write lock (one writer across processes, for the writer's
 //! life) and offers build, add, add-lesion and delete. Each publishes one generation
 //! through `archive`, brings the backend up to it (a Milvus collection is filled before
-//! anyone is told) and, for a writer taken from an [`Index`], makes it served.
+//! this process serves it; another process's watcher may try it sooner, fail, keep the
+//! previous generation and retry) and, for a writer taken from an [`Index`], makes it
+//! served.
 
 mod writer;
 
