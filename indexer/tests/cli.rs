@@ -628,3 +628,54 @@ fn shards_embedded_apart_build_the_same_index() {
         text(&one)
     );
 }
+
+/// `build --graph-builder` is recorded in the manifest, shown by `verify`, kept by the
+/// changes that follow; a mistyped index folder is refused by a change, never created.
+#[test]
+fn the_graph_builder_is_chosen_at_build_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    let index = dir.path().join("index");
+    let (a, i) = (archive.to_str().unwrap(), index.to_str().unwrap());
+    assert!(
+        indexer(&["synth", "--out", a, "--lesions", "30", "--seed", "8"])
+            .status
+            .success()
+    );
+    let build = indexer(&[
+        "build",
+        "--dataset",
+        a,
+        "--index",
+        i,
+        "--graph-builder",
+        "hnsw-rs",
+    ]);
+    assert!(build.status.success(), "{}", text(&build));
+    let manifest = std::fs::read_to_string(index.join("gen-000001/manifest.json")).unwrap();
+    assert!(
+        manifest.contains("\"graph_builder\": \"hnsw-rs\""),
+        "{manifest}"
+    );
+    let key = lesion_search::dataset::DlInfoReader::open(&archive.join("DL_info.csv"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .record
+        .file_name;
+    let delete = indexer(&["delete", "--index", i, &key]);
+    assert!(delete.status.success(), "{}", text(&delete));
+    let verify = indexer(&["verify", "--index", i]);
+    assert!(verify.status.success(), "{}", text(&verify));
+    assert!(text(&verify).contains("hnsw-rs"), "{}", text(&verify));
+    let manifest = std::fs::read_to_string(index.join("gen-000002/manifest.json")).unwrap();
+    assert!(
+        manifest.contains("\"graph_builder\": \"hnsw-rs\""),
+        "{manifest}"
+    );
+    let typo = dir.path().join("indx");
+    let refused = indexer(&["delete", "--index", typo.to_str().unwrap(), &key]);
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    assert!(!typo.exists(), "a change created {}", typo.display());
+}
