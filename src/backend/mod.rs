@@ -141,6 +141,13 @@ pub trait SearchBackend: Send + Sync {
     /// The matching passage of each hit's report, in the order given.
     fn snippets(&self, text: &str, hits: &[RankedText]) -> Result<Vec<Snippet>>;
 
+    /// Every lesion whose text matches `text` (ascending ids, unfiltered): the exact set
+    /// behind totals, facets and exports. tantivy's, whichever engine ranks.
+    fn text_matches(&self, text: &str) -> Result<Vec<u32>>;
+
+    /// A respelling of `text` the archive's words support, when it finds little as typed.
+    fn did_you_mean(&self, text: &str) -> Result<Option<String>>;
+
     /// Disagreements between the backend's stores and the published records; empty when
     /// they agree.
     fn verify(&self, published: &Published) -> Result<Vec<String>>;
@@ -237,6 +244,14 @@ impl SearchBackend for InProcess {
 
     fn snippets(&self, text: &str, hits: &[RankedText]) -> Result<Vec<Snippet>> {
         self.text.snippets(text, hits, true)
+    }
+
+    fn text_matches(&self, text: &str) -> Result<Vec<u32>> {
+        self.text.matching_ids(text)
+    }
+
+    fn did_you_mean(&self, text: &str) -> Result<Option<String>> {
+        self.text.did_you_mean(text)
     }
 
     fn verify(&self, published: &Published) -> Result<Vec<String>> {

