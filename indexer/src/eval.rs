@@ -102,7 +102,7 @@ fn measure_index(index: &Path, options: &EvalOptions) -> anyhow::Result<EvalRepo
 fn measure_text_benchmark(phrases: &Path) -> anyhow::Result<Option<TextBenchmark>> {
     let work = tempfile::tempdir()?;
     if phrases.is_file() {
-        Ok(Some(run_text_benchmark(phrases, work.path())?))
+        Ok(Some(run_text_benchmark(phrases, work.path(), None)?))
     } else {
         eprintln!("text benchmark skipped: {} not found", phrases.display());
         Ok(None)
@@ -195,12 +195,7 @@ impl ReportFolder<'_> {
 }
 
 fn text_benchmark_markdown(t: &TextBenchmark) -> String {
-    format!(
-        "\n## Text benchmark (LesaNet hand-labeled phrases)\n\n{} phrases as the corpus; {} ontology terms, {} queries (each term and its synonyms); relevant: the phrases whose `expanded_terms` hold the term.\n\n| | nDCG@10 | recall@10 (of min(10, relevant)) | recall@100 |\n|---|---:|---:|---:|\n| with ontology expansion | {:.3} | {:.3} | {:.3} |\n| without | {:.3} | {:.3} | {:.3} |\n",
-        t.phrases, t.terms, t.queries,
-        t.with_expansion.ndcg_at_10, t.with_expansion.recall_at_10, t.with_expansion.recall_at_100,
-        t.without_expansion.ndcg_at_10, t.without_expansion.recall_at_10, t.without_expansion.recall_at_100,
-    )
+    t.markdown()
 }
 
 fn print_summary(report: &EvalReport, text_benchmark: Option<&TextBenchmark>, out: &Path) {
@@ -218,10 +213,12 @@ fn print_summary(report: &EvalReport, text_benchmark: Option<&TextBenchmark>, ou
         println!("text nDCG@10 {:.3}  P@10 {:.3}", t.ndcg_at_10, t.p_at_10);
     }
     if let Some(t) = text_benchmark {
-        println!(
-            "LesaNet text benchmark nDCG@10 {:.3} with ontology expansion, {:.3} without",
-            t.with_expansion.ndcg_at_10, t.without_expansion.ndcg_at_10
-        );
+        if let Some(all) = t.variants.first() {
+            println!(
+                "LesaNet text benchmark, {} judged queries: nDCG@10 {:.3}, recall@50 {:.3} ({})",
+                t.judged_queries, all.overall.ndcg_at_10, all.overall.recall_at_50, all.variant
+            );
+        }
     }
     println!("report in {}", out.display());
 }

@@ -19,7 +19,7 @@ use crate::archive::{verify_embedded, Archive, Published};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::index::{IdSet, Plan, Scored, VectorIndex};
-use crate::text::{RankedText, Snippet, TextIndex};
+use crate::text::{QueryFeatures, RankedText, Snippet, TextIndex};
 
 pub use milvus::{MilvusIndex, MilvusSettings, MirrorSummary};
 
@@ -178,7 +178,7 @@ fn ranked_by_tantivy(
         depth,
         &|id| allowed.ids.contains(id),
         allowed_share,
-        true,
+        QueryFeatures::ALL,
     )
 }
 
@@ -243,11 +243,11 @@ impl SearchBackend for InProcess {
     }
 
     fn snippets(&self, text: &str, hits: &[RankedText]) -> Result<Vec<Snippet>> {
-        self.text.snippets(text, hits, true)
+        self.text.snippets(text, hits, QueryFeatures::ALL)
     }
 
     fn text_matches(&self, text: &str) -> Result<Vec<u32>> {
-        self.text.matching_ids(text)
+        self.text.matching_ids(text, QueryFeatures::ALL)
     }
 
     fn did_you_mean(&self, text: &str) -> Result<Option<String>> {

@@ -7,6 +7,7 @@
 //! lobe". Matches in the report's own words weigh more than matches through the ontology.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use tantivy::collector::{Count, TopDocs};
 use tantivy::query::QueryParser;
@@ -20,6 +21,11 @@ use tantivy::{doc, Index, IndexReader, IndexWriter, ReloadPolicy, TantivyDocumen
 use crate::dataset::LesionRecord;
 use crate::error::{Error, Result};
 use crate::ontology::Ontology;
+
+mod query;
+
+pub use query::{edit_distance, has_syntax, QueryFeatures, FUZZY_MIN_CHARS};
+use query::{Analysed, Lexicon, SearchedFields};
 
 /// What the text index holds for one lesion.
 #[derive(Debug, Clone)]
@@ -265,6 +271,9 @@ pub struct TextIndex {
     index: Index,
     reader: IndexReader,
     fields: Fields,
+    /// The report field's stemmed terms with their document frequencies, read once (a
+    /// generation's index never changes) for spelling corrections.
+    vocabulary: OnceLock<Vec<(String, u64)>>,
 }
 
 impl TextIndex {
@@ -281,6 +290,7 @@ impl TextIndex {
             index,
             reader,
             fields,
+            vocabulary: OnceLock::new(),
         })
     }
 
@@ -292,37 +302,29 @@ impl TextIndex {
         self.len() == 0
     }
 
-    /// BM25 top `k` for free text; syntax errors in the query are forgiven (a clinician's
-    /// "mass (left" still searches). `keep` decides which ids may come back.
+    /// BM25 top `k` for free text, read with every query feature; syntax errors in the
+    /// query are forgiven (a clinician's "mass (left" still searches). `keep` decides which
+    /// ids may come back.
     pub fn search(
         &self,
         text: &str,
         k: usize,
         keep: &dyn Fn(u32) -> bool,
     ) -> Result<(Vec<TextHit>, usize)> {
-        self.search_fields(text, k, keep, true)
+        self.search_with(text, k, keep, QueryFeatures::ALL)
     }
 
-    /// [`TextIndex::search`] over the report's own words only, without ontology expansion
-    /// (the baseline of the text benchmark).
-    pub fn search_unexpanded(
+    /// [`TextIndex::search`] with only the given query features (the text benchmark turns
+    /// each off).
+    pub fn search_with(
         &self,
         text: &str,
         k: usize,
         keep: &dyn Fn(u32) -> bool,
+        features: QueryFeatures,
     ) -> Result<(Vec<TextHit>, usize)> {
-        self.search_fields(text, k, keep, false)
-    }
-
-    fn search_fields(
-        &self,
-        text: &str,
-        k: usize,
-        keep: &dyn Fn(u32) -> bool,
-        expanded: bool,
-    ) -> Result<(Vec<TextHit>, usize)> {
-        let (ranked, total) = self.ranked(text, k, keep, expanded)?;
-        let snippets = self.snippets(text, &ranked, expanded)?;
+        let (ranked, total) = self.ranked(text, k, keep, features)?;
+        let snippets = self.snippets(text, &ranked, features)?;
         let hits = ranked
             .into_iter()
             .zip(snippets)
@@ -335,18 +337,61 @@ impl TextIndex {
         Ok((hits, total))
     }
 
-    fn query(&self, text: &str, expanded: bool) -> Result<Box<dyn tantivy::query::Query>> {
+    /// The query `text` reads as: tantivy's parser for queries with operators, quotes or
+    /// fields; concepts kept in proportion for plain words (see [`query`]).
+    fn analyse(&self, text: &str, features: QueryFeatures) -> Result<Analysed> {
         check_query(text)?;
         let f = self.fields;
-        let fields = if expanded {
-            vec![f.report, f.expanded, f.tags]
-        } else {
-            vec![f.report, f.tags]
+        if has_syntax(text) {
+            let fields = if features.ontology {
+                vec![f.report, f.expanded, f.tags]
+            } else {
+                vec![f.report, f.tags]
+            };
+            let mut parser = QueryParser::for_index(&self.index, fields);
+            parser.set_field_boost(f.report, 2.0);
+            parser.set_field_boost(f.tags, 1.5);
+            return Ok(Analysed {
+                query: parser.parse_query_lenient(text).0,
+                respelled: None,
+            });
+        }
+        let searcher = self.reader.searcher();
+        let mut lexicon = Lexicon {
+            searcher: &searcher,
+            analyzer: self
+                .index
+                .tokenizer_for_field(f.report)
+                .map_err(|e| text_error(&self.path, e))?,
+            fields: SearchedFields {
+                report: f.report,
+                expanded: f.expanded,
+                tags: f.tags,
+            },
+            vocabulary: self.vocabulary(&searcher),
         };
-        let mut parser = QueryParser::for_index(&self.index, fields);
-        parser.set_field_boost(f.report, 2.0);
-        parser.set_field_boost(f.tags, 1.5);
-        Ok(parser.parse_query_lenient(text).0)
+        Ok(query::analyse_plain(text, &mut lexicon, features))
+    }
+
+    fn vocabulary(&self, searcher: &tantivy::Searcher) -> &[(String, u64)] {
+        self.vocabulary.get_or_init(|| {
+            let mut freq: std::collections::BTreeMap<String, u64> = Default::default();
+            for segment in searcher.segment_readers() {
+                let Ok(inverted) = segment.inverted_index(self.fields.report) else {
+                    continue;
+                };
+                let Ok(mut stream) = inverted.terms().stream() else {
+                    continue;
+                };
+                while stream.advance() {
+                    if let Ok(term) = std::str::from_utf8(stream.key()) {
+                        *freq.entry(term.to_string()).or_default() +=
+                            u64::from(stream.value().doc_freq);
+                    }
+                }
+            }
+            freq.into_iter().collect()
+        })
     }
 
     /// BM25 top `k` ids without snippets (ids come from a fast field, so no stored document
@@ -356,9 +401,9 @@ impl TextIndex {
         text: &str,
         k: usize,
         keep: &dyn Fn(u32) -> bool,
-        expanded: bool,
+        features: QueryFeatures,
     ) -> Result<(Vec<RankedText>, usize)> {
-        self.ranked_with(text, k, keep, 1.0, expanded)
+        self.ranked_with(text, k, keep, 1.0, features)
     }
 
     /// [`TextIndex::ranked`] knowing roughly what share of documents `keep` lets through,
@@ -369,9 +414,9 @@ impl TextIndex {
         k: usize,
         keep: &dyn Fn(u32) -> bool,
         keep_share: f32,
-        expanded: bool,
+        features: QueryFeatures,
     ) -> Result<(Vec<RankedText>, usize)> {
-        let query = self.query(text, expanded)?;
+        let query = self.analyse(text, features)?.query;
         let searcher = self.reader.searcher();
         let ids: Vec<tantivy::columnar::Column<u64>> = searcher
             .segment_readers()
@@ -382,12 +427,19 @@ impl TextIndex {
         // Over-fetch so that filtering afterwards still leaves k.
         let mut limit = ((k as f32 / keep_share.clamp(0.01, 1.0)) * 1.25) as usize + 16;
         loop {
-            let (top, total) = searcher
+            let (mut top, total) = searcher
                 .search(
                     &*query,
                     &(TopDocs::with_limit(limit).order_by_score(), Count),
                 )
                 .map_err(|e| text_error(&self.path, e))?;
+            // Equal scores in a stable order, whatever the segment layout.
+            let id_of = |address: &tantivy::DocAddress| {
+                ids[address.segment_ord as usize]
+                    .first(address.doc_id)
+                    .unwrap_or(u64::MAX)
+            };
+            top.sort_by(|a, b| b.0.total_cmp(&a.0).then(id_of(&a.1).cmp(&id_of(&b.1))));
             let mut hits = Vec::with_capacity(k);
             for (score, address) in &top {
                 let id = ids[address.segment_ord as usize]
@@ -414,32 +466,20 @@ impl TextIndex {
 
     /// Every lesion whose text matches `text`, ascending: the exact match set that totals,
     /// facets and exports are computed over (the ranked lists are only as deep as a page).
-    pub fn matching_ids(&self, text: &str) -> Result<Vec<u32>> {
-        let query = self.query(text, true)?;
+    pub fn matching_ids(&self, text: &str, features: QueryFeatures) -> Result<Vec<u32>> {
+        let query = self.analyse(text, features)?.query;
         let searcher = self.reader.searcher();
-        let addresses = searcher
-            .search(&*query, &tantivy::collector::DocSetCollector)
+        let mut ids = searcher
+            .search(&*query, &IdCollector)
             .map_err(|e| text_error(&self.path, e))?;
-        let ids: Vec<tantivy::columnar::Column<u64>> = searcher
-            .segment_readers()
-            .iter()
-            .map(|segment| segment.fast_fields().u64("id"))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| text_error(&self.path, e))?;
-        let mut out: Vec<u32> = addresses
-            .into_iter()
-            .filter_map(|a| ids[a.segment_ord as usize].first(a.doc_id))
-            .map(|id| id as u32)
-            .collect();
-        out.sort_unstable();
-        Ok(out)
+        ids.sort_unstable();
+        Ok(ids)
     }
 
-    /// A respelling of `text` that the archive's words support, when it finds little as
-    /// typed ("kidny cyst" -> "kidney cyst"); `None` when nothing better is known.
+    /// The query with each misspelt word replaced by the archive's or the ontology's word
+    /// ("kidny cyst" -> "kidney cyst"); `None` when no word needed it.
     pub fn did_you_mean(&self, text: &str) -> Result<Option<String>> {
-        let _ = text;
-        Ok(None)
+        Ok(self.analyse(text, QueryFeatures::ALL)?.respelled)
     }
 
     /// The passage of each ranked hit's report that `text` matched, with the matched ranges.
@@ -447,10 +487,10 @@ impl TextIndex {
         &self,
         text: &str,
         hits: &[RankedText],
-        expanded: bool,
+        features: QueryFeatures,
     ) -> Result<Vec<Snippet>> {
         let f = self.fields;
-        let query = self.query(text, expanded)?;
+        let query = self.analyse(text, features)?.query;
         let searcher = self.reader.searcher();
         let generator = SnippetGenerator::create(&searcher, &*query, f.report)
             .map_err(|e| text_error(&self.path, e))?;
@@ -502,6 +542,52 @@ impl TextIndex {
         top.first()
             .map(|(_, address)| *address)
             .ok_or_else(|| text_error(&self.path, format!("no document for lesion {id}")))
+    }
+}
+
+/// Collects the lesion id of every matching document from the `id` fast field.
+struct IdCollector;
+
+struct SegmentIds {
+    column: tantivy::columnar::Column<u64>,
+    ids: Vec<u32>,
+}
+
+impl tantivy::collector::Collector for IdCollector {
+    type Fruit = Vec<u32>;
+    type Child = SegmentIds;
+
+    fn for_segment(
+        &self,
+        _segment_ord: tantivy::SegmentOrdinal,
+        segment: &tantivy::SegmentReader,
+    ) -> tantivy::Result<SegmentIds> {
+        Ok(SegmentIds {
+            column: segment.fast_fields().u64("id")?,
+            ids: Vec::new(),
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+
+    fn merge_fruits(&self, fruits: Vec<Vec<u32>>) -> tantivy::Result<Vec<u32>> {
+        Ok(fruits.concat())
+    }
+}
+
+impl tantivy::collector::SegmentCollector for SegmentIds {
+    type Fruit = Vec<u32>;
+
+    fn collect(&mut self, doc: tantivy::DocId, _score: tantivy::Score) {
+        if let Some(id) = self.column.first(doc) {
+            self.ids.push(id as u32);
+        }
+    }
+
+    fn harvest(self) -> Vec<u32> {
+        self.ids
     }
 }
 

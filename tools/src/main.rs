@@ -10,6 +10,7 @@ mod load;
 mod patches;
 mod search;
 mod soak;
+mod text;
 mod vectors;
 
 use std::process::ExitCode;
@@ -42,6 +43,9 @@ enum Command {
     /// Soak a server over a copy of an index: mixed reads, image uploads, exports, admin
     /// writes and hostile requests for minutes; reports 5xx, memory and lost writes.
     Soak(soak::Args),
+    /// The text benchmark on LesaNet's report phrases: judged queries by kind, each query
+    /// feature on and off.
+    Text(text::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
         Command::Embed(args) => embed::run(args),
         Command::Load(args) => load::run(args),
         Command::Soak(args) => soak::run(args),
+        Command::Text(args) => text::run(args),
     };
     match outcome {
         Ok(code) => code,

@@ -436,11 +436,13 @@ impl SearchBackend for MilvusBackend {
     }
 
     fn snippets(&self, text: &str, hits: &[RankedText]) -> Result<Vec<Snippet>> {
-        self.text.snippets(text, hits, true)
+        self.text
+            .snippets(text, hits, crate::text::QueryFeatures::ALL)
     }
 
     fn text_matches(&self, text: &str) -> Result<Vec<u32>> {
-        self.text.matching_ids(text)
+        self.text
+            .matching_ids(text, crate::text::QueryFeatures::ALL)
     }
 
     fn did_you_mean(&self, text: &str) -> Result<Option<String>> {
