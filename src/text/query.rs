@@ -140,6 +140,9 @@ struct Word {
     stem: String,
     /// Set when the word was put in place of a misspelling.
     corrected: bool,
+    /// The stem as typed, when the archive holds it too (a rare spelling of a common
+    /// ontology word, like "speculated" beside "spiculated"): searched as well.
+    typed_stem: Option<String>,
 }
 
 /// What a plain query's analysis needs from the index: stems, document frequencies and the
@@ -230,6 +233,7 @@ fn words_of(text: &str, lexicon: &mut Lexicon<'_>) -> Vec<Word> {
                 raw,
                 stem,
                 corrected: false,
+                typed_stem: None,
             })
         })
         .collect()
@@ -290,6 +294,7 @@ fn expand_abbreviations(words: Vec<Word>, lexicon: &mut Lexicon<'_>) -> Vec<Word
                     raw: raw.to_string(),
                     stem,
                     corrected: false,
+                    typed_stem: None,
                 });
             }
         }
@@ -316,6 +321,7 @@ fn mend_compounds(words: Vec<Word>, lexicon: &mut Lexicon<'_>) -> Vec<Word> {
                         raw: joined,
                         stem,
                         corrected: false,
+                        typed_stem: None,
                     });
                     i += 2;
                     continue;
@@ -357,6 +363,7 @@ fn split_compound(word: &Word, lexicon: &mut Lexicon<'_>) -> Option<(Word, Word)
                 raw,
                 stem,
                 corrected: false,
+                typed_stem: None,
             };
             best = Some((support, piece(left, left_stem), piece(right, right_stem)));
         }
@@ -375,14 +382,21 @@ fn max_edits(chars: usize) -> usize {
 
 /// For a word of five letters or more that nothing in the archive holds: the nearest word
 /// of the ontology or, failing that, of the archive's vocabulary (fewest edits, then most
-/// documents).
+/// documents). A word the archive holds but rarely, one edit from an ontology word at least
+/// [`RARE_SPELLING_RATIO`] times as common, is read as both (reports misspell too).
 fn correction(word: &Word, lexicon: &mut Lexicon<'_>, ontology: bool) -> Option<Word> {
     let chars = word.raw.chars().count();
     if chars < FUZZY_MIN_CHARS || word.raw.chars().any(|c| c.is_ascii_digit()) {
         return None;
     }
-    if lexicon.doc_freq(&word.stem) > 0 || (ontology && ontology_words().contains_key(&word.raw)) {
+    if ontology && ontology_words().contains_key(&word.raw) {
         return None;
+    }
+    let typed_freq = lexicon.doc_freq(&word.stem);
+    if typed_freq > 0 {
+        return ontology
+            .then(|| rare_spelling(word, typed_freq, lexicon))
+            .flatten();
     }
     let limit = max_edits(chars);
     // (edits, documents, word, stem): fewest edits, then most documents.
@@ -421,6 +435,30 @@ fn correction(word: &Word, lexicon: &mut Lexicon<'_>, ontology: bool) -> Option<
         raw,
         stem,
         corrected: true,
+        typed_stem: None,
+    })
+}
+
+/// How much more common an ontology word must be than a rare spelling one edit away.
+const RARE_SPELLING_RATIO: u64 = 3;
+
+fn rare_spelling(word: &Word, typed_freq: u64, lexicon: &mut Lexicon<'_>) -> Option<Word> {
+    let mut best: Option<(u64, &String, &String)> = None;
+    for (raw, stem) in ontology_words() {
+        if edit_distance(&word.raw, raw, 1).is_none() {
+            continue;
+        }
+        let freq = lexicon.doc_freq(stem);
+        if freq >= RARE_SPELLING_RATIO * typed_freq && best.is_none_or(|(f, ..)| freq > f) {
+            best = Some((freq, raw, stem));
+        }
+    }
+    let (_, raw, stem) = best?;
+    Some(Word {
+        raw: raw.clone(),
+        stem: stem.clone(),
+        corrected: true,
+        typed_stem: Some(word.stem.clone()),
     })
 }
 
@@ -511,11 +549,18 @@ fn concepts_of(words: &[Word], lexicon: &mut Lexicon<'_>, ontology: bool) -> Vec
             None => {
                 let word = &words[i];
                 let boost = if word.corrected { CORRECTED_BOOST } else { 1.0 };
+                let mut spellings = vec![Spelling {
+                    stems: vec![word.stem.clone()],
+                    boost,
+                }];
+                if let Some(typed) = &word.typed_stem {
+                    spellings.push(Spelling {
+                        stems: vec![typed.clone()],
+                        boost: 1.0,
+                    });
+                }
                 concepts.push(Concept {
-                    words: vec![Spelling {
-                        stems: vec![word.stem.clone()],
-                        boost,
-                    }],
+                    words: spellings,
                     terms: Vec::new(),
                     parts: Vec::new(),
                     required: !GENERIC_WORDS.contains(&word.raw.as_str()),
@@ -539,6 +584,15 @@ fn term_concept(run: &[Word], term: &OntologyTerm, lexicon: &mut Lexicon<'_>) ->
         stems: run.iter().map(|w| w.stem.clone()).collect(),
         boost,
     }];
+    if run.iter().any(|w| w.typed_stem.is_some()) {
+        words.push(Spelling {
+            stems: run
+                .iter()
+                .map(|w| w.typed_stem.clone().unwrap_or_else(|| w.stem.clone()))
+                .collect(),
+            boost: 1.0,
+        });
+    }
     for name in term.synonyms.iter().chain(std::iter::once(&term.term)) {
         let stems = lexicon.stems(name);
         if !stems.is_empty() && !words.iter().any(|s| s.stems == stems) {
