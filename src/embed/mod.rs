@@ -10,6 +10,7 @@ mod card;
 mod ct_resnet;
 mod import;
 mod lesion_cnn;
+mod sentence;
 pub mod train;
 mod weights;
 
@@ -22,10 +23,14 @@ pub use crate::util::{hex_digest, l2_normalised, sha256_file};
 pub use card::{Architecture, ModelCard, ResnetStage, TrunkWeights};
 pub use ct_resnet::{ResnetTrunk, RESNET152_BLOCKS};
 pub use import::{
-    ct_resnet_model_name, existing_ct_resnet_import, import_ct_resnet, write_card, ImportOutcome,
-    CT_RESNET_SOURCE, CT_RESNET_WEIGHTS,
+    ct_resnet_model_name, existing_ct_resnet_import, existing_minilm_import, import_ct_resnet,
+    import_minilm, write_card, ImportOutcome, CT_RESNET_SOURCE, CT_RESNET_WEIGHTS, MINILM_SOURCE,
 };
 pub use lesion_cnn::{LesionCnn, LesionCnnConfig};
+pub use sentence::{
+    load_minilm, minilm_dir, BertConfig, SentenceEncoder, WordPieceTokenizer, MINILM_MODEL,
+    SENTENCE_FILES, SENTENCE_MAX_TOKENS,
+};
 // Distillation lives with the other trainer under `train/`; its path stays `embed::distill`.
 pub use train::distill;
 pub use weights::TensorFile;
