@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args as ClapArgs;
-use lesion_search::eval::text_benchmark::run_text_benchmark;
+use lesion_search::embed::{default_cache_dir, load_minilm};
+use lesion_search::eval::text_benchmark::{run_text_benchmark, Encode};
 
 #[derive(ClapArgs)]
 pub struct Args {
@@ -16,11 +17,29 @@ pub struct Args {
     /// Folder for text-benchmark.json and text-benchmark.md.
     #[arg(long)]
     out: PathBuf,
+    /// Measure semantic retrieval too, with all-MiniLM-L6-v2 (`lesion-indexer weights
+    /// import minilm` first).
+    #[arg(long)]
+    semantic: bool,
+    /// Model cache folder (default: the one `weights import` writes).
+    #[arg(long)]
+    cache: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let work = tempfile::tempdir()?;
-    let benchmark = run_text_benchmark(&args.phrases, work.path(), None)?;
+    let encoder = if args.semantic {
+        let cache = args.cache.clone().unwrap_or_else(default_cache_dir);
+        Some(load_minilm(&cache)?)
+    } else {
+        None
+    };
+    let encode = |texts: &[&str]| encoder.as_ref().expect("semantic asked").encode(texts);
+    let benchmark = run_text_benchmark(
+        &args.phrases,
+        work.path(),
+        encoder.as_ref().map(|_| &encode as Encode<'_>),
+    )?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let json = args.out.join("text-benchmark.json");
