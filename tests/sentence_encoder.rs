@@ -134,3 +134,39 @@ fn embeddings_match_the_reference_within_1e_4() {
     }
     eprintln!("largest absolute difference from the reference: {worst:.2e}");
 }
+
+/// Encoding time per phrase on the 500 LesaNet report phrases, one at a time and 32 at a
+/// time: `cargo test -p lesion-search --test sentence_encoder -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn encoding_speed() {
+    let Some(encoder) = imported("encoding_speed") else {
+        return;
+    };
+    #[derive(Deserialize)]
+    struct Labelled {
+        text: String,
+    }
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("data/lesanet/hand_labeled_test_set.json");
+    let phrases: Vec<Labelled> =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let texts: Vec<&str> = phrases.iter().map(|p| p.text.as_str()).collect();
+    let tokens: usize = texts
+        .iter()
+        .map(|t| encoder.tokenizer().encode(t).len())
+        .sum();
+    encoder.encode(&texts[..32]).unwrap(); // warm-up
+    for batch in [1, 32] {
+        let start = std::time::Instant::now();
+        for chunk in texts.chunks(batch) {
+            encoder.encode(chunk).unwrap();
+        }
+        let per_phrase = start.elapsed().as_secs_f64() * 1e3 / texts.len() as f64;
+        eprintln!(
+            "batch {batch}: {per_phrase:.2} ms per phrase ({} phrases, {:.1} tokens each)",
+            texts.len(),
+            tokens as f64 / texts.len() as f64
+        );
+    }
+}
