@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use lesion_search::search::SearchLimits;
 
+/// Rows an export may hold by default: a large cohort (DeepLesion's whole test split is
+/// 4,927 lesions, its whole table 32,735) in one file.
+pub const DEFAULT_MAX_EXPORT: usize = 50_000;
+
 /// Access keys and limits; defaults are safe for a workstation.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -19,7 +23,9 @@ pub struct Config {
     /// Largest width or height of an uploaded slice.
     pub max_image_side: usize,
     pub max_k: usize,
-    /// Rows an export may hold.
+    /// Rows an export may hold: a longer result list is refused (400 naming `limit`) unless
+    /// the request asks for its first `limit` rows. The file is built in memory (about 1 KiB
+    /// a row with its report), so this bounds an export's memory too.
     pub max_export: usize,
     pub request_timeout: Duration,
     /// Budget of the image path of a search; past it the answer is text-only, flagged.
@@ -72,7 +78,7 @@ impl Default for Config {
             max_image_side: 4096,
             // The core's caps, so the server and the CLI refuse the same requests.
             max_k: SearchLimits::DEFAULT.max_k,
-            max_export: lesion_search::search::MAX_K,
+            max_export: DEFAULT_MAX_EXPORT,
             request_timeout: Duration::from_secs(30),
             image_deadline: Duration::from_secs(3),
             allowed_hosts: Vec::new(),

@@ -206,8 +206,17 @@ fn content(body: &Body, generator: &mut SchemaGenerator) -> Value {
             "application/json": {"schema": json(generator)},
             "multipart/form-data": {"schema": form(generator)},
         }),
+        // The export: CSV, JSON Lines or one JSON document (`format`), each with the same
+        // provenance and rows (the JSON document's schema names both).
         Body::CsvOrJson(schema) => json!({
-            "text/csv": {"schema": {"type": "string"}},
+            "text/csv": {"schema": {
+                "type": "string",
+                "description": "Provenance as leading `# key: value` lines (each value JSON; pandas: `comment=\"#\"`), then a header row of ExportRow's fields in order and one row per hit in list order",
+            }},
+            "application/x-ndjson": {"schema": {
+                "type": "string",
+                "description": "JSON Lines: `{\"provenance\": ExportProvenance}`, then one ExportRow per line in list order",
+            }},
             "application/json": {"schema": schema(generator)},
         }),
         Body::Bytes(media) => one_type(media, json!({"schema": binary})),

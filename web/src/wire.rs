@@ -259,13 +259,27 @@ impl From<TypeSuggestion> for SuggestionOut {
     }
 }
 
+/// One page of a result list. `total` is the length of the whole list, the same on every
+/// page: patients when `group_by_patient` (one hit each), lesions otherwise; paging with
+/// `offset` reaches its end, and an export of the same search writes exactly that many rows.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct SearchReply {
     pub hits: Vec<HitOut>,
+    /// Rows of the result list (patients when grouped, lesions otherwise).
     pub total: usize,
     pub offset: usize,
     pub k: usize,
+    /// Whether the list holds one hit per patient (then `total` counts patients).
+    pub group_by_patient: bool,
+    /// Lesions the query and filters select, whatever the grouping.
+    pub matched_lesions: usize,
+    /// Report-text matches in the filtered set, when there was text.
     pub text_matches: Option<usize>,
+    /// A respelling of the text that the archive supports, offered when the text found
+    /// little: send it as `text` to search for it.
+    pub did_you_mean: Option<String>,
+    /// Counts over the matches, each facet computed with its own filter left out (ticking
+    /// one type leaves the other types' counts as they were).
     pub facets: Facets,
     pub suggestion: Option<SuggestionOut>,
     pub degraded: bool,
@@ -339,11 +353,19 @@ impl OutlookOut {
     }
 }
 
+/// Which page of which list a reply answers.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub offset: usize,
+    pub k: usize,
+    pub group_by_patient: bool,
+}
+
 impl SearchReply {
+    /// The reply to a page asked at `offset` with `k` hits, grouped by patient or not.
     pub fn new(
         response: SearchResponse,
-        offset: usize,
-        k: usize,
+        page: Page,
         facts: impl Fn(u32) -> Option<LesionFacts>,
     ) -> Self {
         let hits = response
@@ -365,9 +387,12 @@ impl SearchReply {
         SearchReply {
             hits,
             total: response.total,
-            offset,
-            k,
+            offset: page.offset,
+            k: page.k,
+            group_by_patient: page.group_by_patient,
+            matched_lesions: response.matched_lesions,
             text_matches: response.text_matches,
+            did_you_mean: response.did_you_mean,
             facets: response.facets,
             suggestion: response.suggestion.map(Into::into),
             degraded: response.degraded.is_some(),
@@ -513,34 +538,254 @@ pub struct ImageQuery {
     pub around_mm: Option<f32>,
 }
 
-/// `POST /api/export`.
+/// `POST /api/export`: a search's whole result list as a file, with its provenance.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExportBody {
-    /// The search whose results to export (its `k` is replaced by `limit`).
+    /// The search whose result list to export, as sent to `/api/search` (its `k` and
+    /// `offset` are ignored: the export pages through the whole list).
     #[serde(default)]
     pub query: Option<SearchBody>,
-    /// `csv` (default) or `json`.
+    /// `csv` (default; the provenance as leading `# key: value` lines, read with pandas'
+    /// `comment="#"`), `jsonl` (JSON Lines: a `{"provenance": ...}` line, then one row a
+    /// line) or `json` (one document: `provenance`, `total`, `lesions`).
     #[serde(default)]
     pub format: Option<String>,
-    /// Rows, up to the server's export cap (default: all of them).
+    /// Export only the first `limit` rows of the list (1 to the server's export cap); the
+    /// provenance then says `truncated`. Without it the whole list is exported, and a list
+    /// longer than the cap is refused (400 naming `limit`), never cut silently.
     #[serde(default)]
     pub limit: Option<usize>,
 }
 
-/// One exported lesion: its summary, how it matched and its report.
+/// What an export was made from: enough to know, and to redo, what the rows are.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ExportProvenance {
+    /// When the export was made, UTC, RFC 3339.
+    pub exported_at: String,
+    /// The server (`lesion-web` and its version) and the engine's version.
+    pub server: String,
+    pub version: &'static str,
+    /// The search as sent (POST it to `/api/search` to see the same list page by page).
+    #[schemars(schema_with = "any_object")]
+    pub request: serde_json::Value,
+    /// The report text searched for, if any.
+    pub text: Option<String>,
+    /// The filters as sent (`{}` when none).
+    #[schemars(schema_with = "any_object")]
+    pub filters: serde_json::Value,
+    /// The image example, if any: a lesion of the archive or an uploaded slice and its box.
+    pub example: Option<ExportExample>,
+    /// Liked and disliked lesions that refined the search, by id.
+    pub positives: Vec<u32>,
+    pub negatives: Vec<u32>,
+    /// One row per patient (the best of its lesions), or one per lesion.
+    pub group_by_patient: bool,
+    /// How the image and text lists were fused: `rrf`, or `weighted` with the image list's
+    /// share `image_weight`.
+    pub fusion: &'static str,
+    pub image_weight: Option<f32>,
+    /// The embedding model, as the engine serving the export reports it.
+    pub model: ExportModel,
+    /// The index generation served (its number and folder name).
+    pub generation: u64,
+    pub generation_name: Option<String>,
+    /// Rows of the result list (patients when grouped, lesions otherwise).
+    pub total: usize,
+    /// Lesions the query and filters select, whatever the grouping.
+    pub matched_lesions: usize,
+    /// Rows written: `total`, or `limit` when one was asked and the list is longer.
+    pub rows: usize,
+    /// The `limit` asked, if any.
+    pub limit: Option<usize>,
+    /// Whether the file holds fewer rows than the list (only when a `limit` was asked).
+    pub truncated: bool,
+    /// Set when the image part of the search was dropped (the rows then rank by text
+    /// alone): why.
+    pub degraded: Option<String>,
+    /// How to read the file.
+    pub format: String,
+}
+
+/// A JSON object of any fields (a request as it was sent).
+fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "object", "additionalProperties": true})
+}
+
+impl ExportProvenance {
+    /// Its fields in the order a reader expects them (what was asked, from what, how many),
+    /// as JSON values: the CSV writes one `# key: value` line each.
+    pub fn fields(&self) -> Vec<(String, serde_json::Value)> {
+        const ORDER: [&str; 22] = [
+            "exported_at",
+            "server",
+            "version",
+            "text",
+            "filters",
+            "example",
+            "positives",
+            "negatives",
+            "group_by_patient",
+            "fusion",
+            "image_weight",
+            "request",
+            "model",
+            "generation",
+            "generation_name",
+            "total",
+            "matched_lesions",
+            "rows",
+            "limit",
+            "truncated",
+            "degraded",
+            "format",
+        ];
+        let serde_json::Value::Object(mut fields) = serde_json::to_value(self).unwrap_or_default()
+        else {
+            return Vec::new();
+        };
+        let mut out: Vec<(String, serde_json::Value)> = ORDER
+            .iter()
+            .filter_map(|&key| fields.remove(key).map(|v| (key.to_string(), v)))
+            .collect();
+        out.extend(fields);
+        out
+    }
+}
+
+/// The image example of an exported search.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ExportExample {
+    /// A lesion of the archive: its id and key.
+    pub lesion: Option<u32>,
+    pub lesion_key: Option<String>,
+    /// An uploaded slice and the box drawn on it (`x1,y1,x2,y2` in pixels).
+    pub upload: Option<String>,
+    #[serde(rename = "box")]
+    pub bbox: Option<String>,
+    pub spacing_mm: Option<f32>,
+}
+
+/// The embedding model of an export.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ExportModel {
+    /// The model card's name.
+    pub name: String,
+    /// The sha256 of its weights, as its card states it.
+    pub weights_sha256: String,
+}
+
+/// One exported row: where it ranks and why, then the lesion in DeepLesion's `DL_info.csv`
+/// columns (names and formats as DeepLesion writes them: lists as `"a, b, c"`, types and
+/// splits as codes, `Patient_age` null where DeepLesion writes NaN), then our key, plain
+/// type, sizes in mm and the report. CSV has the same columns in the same order.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ExportRow {
-    #[serde(flatten)]
-    pub lesion: LesionSummary,
+    /// 1-based, in the order of the result list.
+    pub rank: usize,
+    /// The fused score the list is ranked by.
     pub score: f32,
     pub matched: Matched,
+    /// The image side: rank in the image list and cosine similarity (null when the image
+    /// list did not hold the lesion).
+    pub image_rank: Option<usize>,
+    pub image_cosine: Option<f32>,
+    /// The text side: rank in the text list and BM25 (null when the text did not match).
+    pub text_rank: Option<usize>,
+    pub text_bm25: Option<f32>,
+    #[serde(rename = "File_name")]
+    pub file_name: String,
+    #[serde(rename = "Patient_index")]
+    pub patient_index: u32,
+    #[serde(rename = "Study_index")]
+    pub study_index: u32,
+    #[serde(rename = "Series_ID")]
+    pub series_id: u32,
+    #[serde(rename = "Key_slice_index")]
+    pub key_slice_index: u32,
+    #[serde(rename = "Measurement_coordinates")]
+    pub measurement_coordinates: String,
+    #[serde(rename = "Bounding_boxes")]
+    pub bounding_boxes: String,
+    #[serde(rename = "Lesion_diameters_Pixel_")]
+    pub lesion_diameters_pixel: String,
+    #[serde(rename = "Normalized_lesion_location")]
+    pub normalized_lesion_location: String,
+    #[serde(rename = "Coarse_lesion_type")]
+    pub coarse_lesion_type: i32,
+    #[serde(rename = "Possibly_noisy")]
+    pub possibly_noisy: u8,
+    #[serde(rename = "Slice_range")]
+    pub slice_range: String,
+    #[serde(rename = "Spacing_mm_px_")]
+    pub spacing_mm_px: String,
+    #[serde(rename = "Image_size")]
+    pub image_size: String,
+    #[serde(rename = "DICOM_windows")]
+    pub dicom_windows: String,
+    #[serde(rename = "Patient_gender")]
+    pub patient_gender: String,
+    #[serde(rename = "Patient_age")]
+    pub patient_age: Option<f32>,
+    #[serde(rename = "Train_Val_Test")]
+    pub train_val_test: i32,
+    /// The lesion's key (`File_name`, `#n` for the n-th lesion of a slice) and dense id.
+    pub key: String,
+    pub id: u32,
+    /// The coarse type by name, and the RECIST diameters in mm.
+    pub coarse_type: CoarseType,
+    pub long_mm: f32,
+    pub short_mm: f32,
     pub report: String,
 }
 
-/// `POST /api/export` with `format: json` (CSV has the same columns).
+impl ExportRow {
+    /// The row of `hit`, ranked `rank` in its list, from its stored lesion.
+    pub fn new(rank: usize, hit: &Hit, stored: &StoredLesion) -> Self {
+        use lesion_search::dataset::fields::join_numbers;
+        let r = &stored.record;
+        ExportRow {
+            rank,
+            score: hit.score,
+            matched: hit.matched,
+            image_rank: hit.image.map(|m| m.rank),
+            image_cosine: hit.image.map(|m| m.cosine),
+            text_rank: hit.text.as_ref().map(|m| m.rank),
+            text_bm25: hit.text.as_ref().map(|m| m.bm25),
+            file_name: r.file_name.clone(),
+            patient_index: r.patient,
+            study_index: r.study,
+            series_id: r.series,
+            key_slice_index: r.key_slice,
+            measurement_coordinates: join_numbers(&r.recist.coordinates()),
+            bounding_boxes: join_numbers(&[r.bbox.x1, r.bbox.y1, r.bbox.x2, r.bbox.y2]),
+            lesion_diameters_pixel: join_numbers(&r.diameters_px),
+            normalized_lesion_location: join_numbers(&[r.location.x, r.location.y, r.location.z]),
+            coarse_lesion_type: r.coarse_type.code(),
+            possibly_noisy: u8::from(r.possibly_noisy),
+            slice_range: format!("{}, {}", r.slice_range.first, r.slice_range.last),
+            spacing_mm_px: join_numbers(&[r.spacing.x_mm, r.spacing.y_mm, r.spacing.z_mm]),
+            image_size: format!("{}, {}", r.image_width, r.image_height),
+            dicom_windows: join_numbers(&[r.window.low, r.window.high]),
+            patient_gender: r.sex.code().to_string(),
+            patient_age: r.age,
+            train_val_test: r.split.code(),
+            key: stored.key.clone(),
+            id: hit.id,
+            coarse_type: r.coarse_type,
+            long_mm: round1(r.long_diameter_mm()),
+            short_mm: round1(r.short_diameter_mm()),
+            report: stored.report.clone(),
+        }
+    }
+}
+
+/// `POST /api/export` with `format: json`: the provenance and every row in one document
+/// (`jsonl` holds the same objects, one a line, after a `{"provenance": ...}` line).
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ExportReply {
+    pub provenance: ExportProvenance,
+    /// Rows of the result list (as `provenance.total`).
     pub total: usize,
     pub lesions: Vec<ExportRow>,
 }
