@@ -139,8 +139,31 @@ impl FlatIndex {
         allowed: Option<&IdSet>,
         hidden: Option<&IdSet>,
     ) -> Vec<Scored> {
-        let mut top = TopK::new(k);
         let visible = |id: u32| hidden.is_none_or(|h| !h.contains(id));
+        let candidates = allowed.map_or(self.len(), IdSet::len);
+        if k >= candidates {
+            // The whole ranking (a result list paged to its end): one sort, no heap.
+            let mut all: Vec<Scored> = match allowed {
+                Some(set) => set
+                    .iter()
+                    .filter(|&id| (id as usize) < self.len() && visible(id))
+                    .map(|id| Scored {
+                        id,
+                        score: self.score(query, id),
+                    })
+                    .collect(),
+                None => (0..self.len() as u32)
+                    .filter(|&id| visible(id))
+                    .map(|id| Scored {
+                        id,
+                        score: self.score(query, id),
+                    })
+                    .collect(),
+            };
+            all.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+            return all;
+        }
+        let mut top = TopK::new(k);
         match allowed {
             Some(set) => {
                 for id in set
@@ -195,5 +218,28 @@ mod tests {
             .map(|s| s.id)
             .collect();
         assert_eq!(ids, [2, 3]);
+    }
+
+    #[test]
+    fn a_list_as_deep_as_its_candidates_is_the_whole_ranking_in_the_heaps_order() {
+        let mut index = FlatIndex::new(2);
+        for i in 0..50 {
+            // Pairs of equal vectors: ties broken by id.
+            let a = (i / 2) as f32 / 50.0 * std::f32::consts::PI;
+            index.push(&[a.cos(), a.sin()]);
+        }
+        let q = [0.6, 0.8];
+        let allowed = IdSet::from_ids(50, (0..50).filter(|i| i % 3 != 0));
+        let hidden = IdSet::from_ids(50, [4, 5]);
+        let whole = index.search(&q, 50, Some(&allowed), Some(&hidden));
+        let by_heap = index.search(&q, whole.len() - 1, Some(&allowed), Some(&hidden));
+        assert_eq!(whole.len(), allowed.len() - 2);
+        assert_eq!(&whole[..by_heap.len()], &by_heap[..]);
+        let unfiltered = index.search(&q, 50, None, Some(&hidden));
+        assert_eq!(unfiltered.len(), 48);
+        assert_eq!(
+            &unfiltered[..10],
+            &index.search(&q, 10, None, Some(&hidden))[..]
+        );
     }
 }

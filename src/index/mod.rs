@@ -24,6 +24,18 @@ pub const RECALL_TARGET: f32 = 0.99;
 /// Below this many candidate ids an exact scan is cheaper than a graph walk (and exact).
 pub const EXACT_SCAN_BELOW: usize = 20_000;
 
+/// A graph walk is planned only for a `k` below this share of its candidates (1 in 100);
+/// deeper lists are answered by the exact scan.
+const GRAPH_MAX_SHARE: usize = 100;
+
+/// The shallowest `k` that [`VectorIndex::search`] answers by the exact scan for a filter
+/// letting `candidates` ids through, whatever the graph: a list at least this deep is a
+/// prefix of the exact ranking (score, then id), so pages cut from lists of any such depth
+/// agree. The engine's result lists ask for at least this much.
+pub fn exact_depth(candidates: usize) -> usize {
+    candidates / GRAPH_MAX_SHARE + 1
+}
+
 /// The graph is rebuilt once deleted ids, or ids added since the build (scanned exactly),
 /// pass this fraction of the index.
 pub const REBUILD_FRACTION: f32 = 0.1;
@@ -453,7 +465,7 @@ impl VectorIndex {
             return Plan::Exact;
         }
         match &self.graph {
-            Some(_) if candidates >= EXACT_SCAN_BELOW.max(k * 100) => {
+            Some(_) if candidates >= EXACT_SCAN_BELOW && k < exact_depth(candidates) => {
                 // Over-fetch in proportion to what the filter removes.
                 let selectivity = candidates as f32 / self.len().max(1) as f32;
                 let ef = ((self.ef.max(k) as f32) / selectivity.max(0.01)).ceil() as usize;
