@@ -171,10 +171,9 @@ impl Engine {
         self.published.records.thumbnail(id)
     }
 
-    /// Facet counts over every live lesion.
+    /// Facet counts over every live lesion (the archive's counts, kept from load).
     pub fn facets(&self) -> Facets {
-        self.catalog
-            .facets(&self.catalog.allowed(&Filter::default()))
+        self.catalog.select(&Filter::default(), None).facets
     }
 
     /// The backend's `k` nearest lesions to a unit vector among `allowed`, best first.

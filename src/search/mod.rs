@@ -12,11 +12,12 @@
 //! - `input.rs`, `lesion_fields.rs`: what users type (filters, lesion references, a lesion
 //!   to add);
 //! - `query_vector.rs`: image and lesion embeddings, Rocchio refinement;
-//! - `pipeline.rs`: candidates, fusion, grouping, paging, the type suggestion, the degraded
+//! - `pipeline.rs`: the selection (exact totals, facets over the matches), result lists
+//!   that page to their end, fusion, grouping, paging, the type suggestion, the degraded
 //!   text-only path;
 //! - `response.rs`: hits and timings;
-//! - `catalog.rs`: every live lesion's filterable facts; `followup.rs`: follow-ups and
-//!   outlooks.
+//! - `catalog.rs`: every live lesion's filterable facts, filters and the one-pass facet
+//!   count; `followup.rs`: follow-ups and outlooks.
 
 mod catalog;
 mod engine;
@@ -28,7 +29,7 @@ mod query_vector;
 mod request;
 mod response;
 
-pub use catalog::{Catalog, Facets, LesionFacts};
+pub use catalog::{Catalog, Facets, LesionFacts, Selection};
 pub use engine::Engine;
 pub use followup::{FollowUp, FollowUps, MatcherSummary, StudyCandidates};
 pub use input::{

@@ -1,11 +1,23 @@
 //! How the engine answers a request, stage by stage: the query vector, the filtered scope,
-//! the image and text candidate lists, fusion, grouping by patient and paging, snippets for
-//! the page. When the image path fails or passes its deadline the answer is text-only,
-//! flagged `degraded`.
+//! what the query and filters select (its exact size and facets), the image and text
+//! lists, fusion, grouping by patient and paging, snippets for the page. When the image
+//! path fails or passes its deadline the answer is text-only, flagged `degraded`.
+//!
+//! Every result list is the prefix of one total order, so pages cut from it at any offset
+//! agree, and it can be paged to its end:
+//!
+//! - no query: every allowed lesion, in id order;
+//! - text only: the lesions whose text matches and the filter allows, by text score, then
+//!   id (ties at a page's edge are fetched whole before the cut);
+//! - an image (or lesion, or liked results), with or without text: every allowed lesion,
+//!   ranked by the exact scan, then fused with the text list of every allowed match.
+//!
+//! `total` counts the list's rows (patients when grouped), whatever page is asked for.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
+use super::catalog::Selection;
 use super::response::ms;
 use super::{
     Engine, Fusion, Hit, ImageMatch, Matched, SearchRequest, SearchResponse, TextMatch,
@@ -15,28 +27,47 @@ use crate::backend::Allowed;
 use crate::dataset::CoarseType;
 use crate::error::{Error, Result};
 use crate::filter::Filter;
-use crate::index::{IdSet, Scored};
-use crate::text::{RankedText, Snippet};
+use crate::index::{exact_depth, IdSet, Scored};
+use crate::text::RankedText;
 
 /// Reciprocal rank fusion's constant (Cormack et al. 2009 use 60).
 pub const RRF_K: f32 = 60.0;
 /// Neighbours that vote on the suggested type.
 const SUGGESTION_NEIGHBOURS: usize = 10;
+/// Below this many text matches in the filtered set the answer carries a respelling, when
+/// the backend knows one.
+const FEW_MATCHES: usize = 5;
 
-/// What a request may return: its effective filter, the ids it allows, and the patients
-/// of its example lesions.
+/// What a request may return: its effective filter and the patients of its example
+/// lesions.
 struct Scope {
     filter: Filter,
-    allowed: IdSet,
     query_patients: HashSet<u32>,
 }
 
-/// A fused hit: id, score, and each list's side of it.
-type Fused = (u32, f32, Option<ImageMatch>, Option<TextMatch>);
+/// The text side of a request: what it matches under the filter, and the share of the
+/// index's matches that the filter lets through (how deep the backend fetches before
+/// filtering).
+struct TextSide<'a> {
+    text: &'a str,
+    selection: Selection,
+    share: f32,
+}
+
+/// One row of a result list before it becomes a hit: id, fused score, the image side, and
+/// the position of its text side in the text list.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Fused {
+    id: u32,
+    score: f32,
+    image: Option<ImageMatch>,
+    text: Option<usize>,
+}
 
 impl Engine {
-    /// Answers one request, in stages: the query vector, the filtered scope, the image and
-    /// text candidate lists, fusion, grouping and paging, snippets for the page.
+    /// Answers one request, in stages: the query vector, the filtered scope, the selection
+    /// (total and facets), the image and text lists as deep as the page needs, fusion,
+    /// grouping and paging, snippets for the page.
     pub fn search(&self, request: &SearchRequest) -> Result<SearchResponse> {
         let started = Instant::now();
         if request.k == 0 || request.k > MAX_K {
@@ -50,41 +81,80 @@ impl Engine {
         let query = self.query_vector(request, &mut response)?;
         request.cancel.check("the filter")?;
         let scope = self.scope(request);
-        response.facets = self.catalog.facets_for(&scope.filter, &scope.allowed);
+        let text = request.text.as_deref().filter(|t| !t.trim().is_empty());
+        let text = match text {
+            Some(text) => Some(self.text_side(text, &scope, &mut response)?),
+            None => None,
+        };
+        // The rows of the list: the text's matches for text alone, every allowed lesion
+        // when an image ranks them all or there is no query.
+        let all =
+            (query.is_some() || text.is_none()).then(|| self.catalog.select(&scope.filter, None));
+        let rows = match (&all, &text) {
+            (Some(all), _) => all,
+            (None, Some(text)) => &text.selection,
+            (None, None) => unreachable!("no query selects every allowed lesion"),
+        };
+        response.matched_lesions = rows.lesions;
+        response.total = if request.group_by_patient {
+            rows.patients
+        } else {
+            rows.lesions
+        };
+        let need = request.offset.saturating_add(request.k).min(response.total);
+        let per_patient = rows.lesions as f32 / rows.patients.max(1) as f32;
+        let wanted = Wanted {
+            rows: if need > request.offset { need } else { 0 },
+            grouped: request.group_by_patient,
+            per_patient,
+            // Weighted fusion scales each list over all of it, and a hybrid's fused order
+            // needs every rank of both lists.
+            whole: matches!(request.fusion, Fusion::Weighted { .. })
+                || (query.is_some() && text.is_some()),
+        };
 
-        let depth = candidate_depth(request);
-        let image_list = match &query {
-            Some(q) => self.image_candidates(q, depth, &scope, request, &mut response)?,
-            None => Vec::new(),
+        let image_list = match (&query, &all) {
+            (Some(q), Some(all)) => {
+                self.image_candidates(q, &wanted, all, &scope, request, &mut response)?
+            }
+            _ => Vec::new(),
         };
         request.cancel.check("the text candidates")?;
-        let text = request.text.as_deref().filter(|t| !t.trim().is_empty());
-        let text_list = match text {
-            Some(text) => self.text_candidates(text, depth, &scope, &mut response)?,
+        let text_list = match &text {
+            Some(side) => self.text_candidates(side, &wanted, &scope, &mut response)?,
             None => Vec::new(),
         };
-        let fused = if query.is_none() && text.is_none() {
-            // No query at all: the filtered set itself, in id order (a cohort).
-            scope
-                .allowed
-                .iter()
-                .map(|id| (id, 0.0, None, None))
-                .collect::<Vec<_>>()
-        } else {
-            let scored: Vec<(u32, f32)> = text_list.iter().map(|h| (h.id, h.score)).collect();
-            fuse(&image_list, &scored, request.fusion)
-        };
         request.cancel.check("the page")?;
-        self.fill_page(fused, request, &mut response);
-        if let Some(text) = text {
-            self.attach_snippets(text, &text_list, &mut response)?;
+        let page = match (&query, &all) {
+            (None, Some(all)) => {
+                // No query at all: the filtered set itself, in id order (a cohort).
+                let cohort = all.ids.iter().map(|id| Fused {
+                    id,
+                    score: 0.0,
+                    image: None,
+                    text: None,
+                });
+                self.page_of(cohort, request)
+            }
+            _ => self.page_of(
+                fuse(&image_list, &text_list, request.fusion).into_iter(),
+                request,
+            ),
+        };
+        self.fill_page(&page, &text_list, &mut response);
+        if let Some(side) = &text {
+            self.attach_snippets(side.text, &page, &text_list, &mut response)?;
         }
+        response.facets = match all {
+            Some(all) => all.facets,
+            None => text.map(|t| t.selection.facets).unwrap_or_default(),
+        };
         response.timings.total_ms = ms(started.elapsed());
         Ok(response)
     }
 
     /// The request's filter, widened to leave out the example lesions' own patients when
-    /// asked, and the ids it allows.
+    /// asked.
     fn scope(&self, request: &SearchRequest) -> Scope {
         let mut filter = request.filter.clone();
         let mut query_patients = HashSet::new();
@@ -98,31 +168,64 @@ impl Engine {
                 .exclude_patients
                 .extend(query_patients.iter().copied());
         }
-        let allowed = self.catalog.allowed(&filter);
         Scope {
             filter,
-            allowed,
             query_patients,
         }
     }
 
-    /// Nearest allowed lesions to the query vector, with the type suggestion and, for an
-    /// uploaded image, the outlook of similar lesions.
+    /// The exact set the text matches under the filter, with its facets; a respelling when
+    /// it is small.
+    fn text_side<'a>(
+        &self,
+        text: &'a str,
+        scope: &Scope,
+        response: &mut SearchResponse,
+    ) -> Result<TextSide<'a>> {
+        let t = Instant::now();
+        let matches = self.backend.text_matches(text)?;
+        let selection = self.catalog.select(&scope.filter, Some(&matches));
+        response.text_matches = Some(selection.lesions);
+        if selection.lesions < FEW_MATCHES {
+            response.did_you_mean = self.backend.did_you_mean(text)?;
+        }
+        response.timings.text_ms += ms(t.elapsed());
+        let share = selection.lesions as f32 / matches.len().max(1) as f32;
+        Ok(TextSide {
+            text,
+            selection,
+            share,
+        })
+    }
+
+    /// The image list (every allowed lesion by exact cosine, as deep as `wanted` needs),
+    /// with the type suggestion and, for an uploaded image, the outlook of similar lesions.
     fn image_candidates(
         &self,
         query: &[f32],
-        depth: usize,
+        wanted: &Wanted,
+        all: &Selection,
         scope: &Scope,
         request: &SearchRequest,
         response: &mut SearchResponse,
     ) -> Result<Vec<Scored>> {
         let t = Instant::now();
-        let (hits, plan) = self.backend.nearest(
-            query,
-            depth,
-            Allowed::filtered(&scope.allowed, &scope.filter),
+        let allowed = Allowed::filtered(&all.ids, &scope.filter);
+        let hits = wanted.list(
+            all.lesions,
+            |hit: &Scored| hit.id,
+            self,
+            |depth| {
+                // At least `exact_depth`: the in-process index then scans exactly, so every
+                // depth gives a prefix of the same ranking (cosine, then id).
+                let ask = depth.max(exact_depth(all.lesions)).min(all.lesions);
+                let (mut hits, plan) = self.backend.nearest(query, ask, allowed)?;
+                response.plan = Some(plan);
+                hits.retain(|h| all.ids.contains(h.id));
+                hits.truncate(depth);
+                Ok(hits)
+            },
         )?;
-        response.plan = Some(plan);
         response.suggestion = self.suggest_type(query, &scope.query_patients)?;
         response.timings.vector_ms = ms(t.elapsed());
         if let Some(image) = request.image.as_ref().filter(|_| request.lesion.is_none()) {
@@ -136,55 +239,116 @@ impl Engine {
         Ok(hits)
     }
 
-    /// BM25 hits among the allowed lesions, counting all matches.
+    /// The text list among the allowed matches, as deep as `wanted` needs.
     fn text_candidates(
         &self,
-        text: &str,
-        depth: usize,
+        side: &TextSide<'_>,
+        wanted: &Wanted,
         scope: &Scope,
         response: &mut SearchResponse,
     ) -> Result<Vec<RankedText>> {
         let t = Instant::now();
-        let allowed = &scope.allowed;
-        let share = allowed.len() as f32 / self.catalog.live().max(1) as f32;
-        let (hits, total) = self.backend.ranked_text(
-            text,
-            depth,
-            Allowed::filtered(allowed, &scope.filter),
-            share,
+        let hits = wanted.list(
+            side.selection.lesions,
+            |hit: &RankedText| hit.id,
+            self,
+            |depth| self.text_prefix(side, depth, &scope.filter),
         )?;
-        response.text_matches = Some(total.min(allowed.len()));
-        response.timings.text_ms = ms(t.elapsed());
+        response.timings.text_ms += ms(t.elapsed());
         Ok(hits)
     }
 
-    /// One hit per patient when asked, then the requested page.
-    fn fill_page(&self, fused: Vec<Fused>, request: &SearchRequest, response: &mut SearchResponse) {
-        let mut seen_patients = HashSet::new();
-        let grouped: Vec<_> = fused
-            .into_iter()
-            .filter(|(id, ..)| {
-                !request.group_by_patient
-                    || self
-                        .catalog
-                        .get(*id)
-                        .is_some_and(|f| seen_patients.insert(f.patient))
-            })
-            .collect();
-        response.total = grouped.len();
-        for (id, score, image, text) in grouped.into_iter().skip(request.offset).take(request.k) {
+    /// The first `depth` allowed matches by text score, then id: fetched one deeper than
+    /// asked, and deeper while the last one fetched ties the cut, so the lesions that tie
+    /// at the cut are all seen before they are ordered by id. Matches the backend did not
+    /// rank at all (its ranking and its match set disagreeing) follow, by id, with score 0,
+    /// so the list always holds every match.
+    fn text_prefix(
+        &self,
+        side: &TextSide<'_>,
+        depth: usize,
+        filter: &Filter,
+    ) -> Result<Vec<RankedText>> {
+        let selected = &side.selection.ids;
+        let len = side.selection.lesions;
+        let depth = depth.min(len);
+        if depth == 0 {
+            return Ok(Vec::new());
+        }
+        let allowed = Allowed::filtered(selected, filter);
+        let mut ask = (depth + 1).min(len);
+        loop {
+            let (mut hits, _) = self
+                .backend
+                .ranked_text(side.text, ask, allowed, side.share)?;
+            let exhausted = hits.len() < ask || ask >= len;
+            // The selection is the authority, and a lesion is listed once.
+            let mut listed = IdSet::new(self.catalog.capacity());
+            hits.retain(|h| {
+                let fresh = selected.contains(h.id) && !listed.contains(h.id);
+                if fresh {
+                    listed.insert(h.id);
+                }
+                fresh
+            });
+            let settled = hits.len() > depth && hits[depth - 1].score > hits[hits.len() - 1].score;
+            if settled || exhausted {
+                if exhausted && hits.len() < len {
+                    hits.extend(
+                        selected
+                            .iter()
+                            .filter(|&id| !listed.contains(id))
+                            .map(|id| RankedText::ranked_elsewhere(id, 0.0)),
+                    );
+                }
+                hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+                hits.truncate(depth);
+                return Ok(hits);
+            }
+            ask = (ask * 2).min(len);
+        }
+    }
+
+    /// The requested page of `rows`: one row per patient (its best) when grouping, then
+    /// `offset` rows skipped and `k` kept.
+    fn page_of(&self, rows: impl Iterator<Item = Fused>, request: &SearchRequest) -> Vec<Fused> {
+        let mut seen = IdSet::new(if request.group_by_patient {
+            self.catalog.patient_count()
+        } else {
+            0
+        });
+        rows.filter(|row| {
+            !request.group_by_patient
+                || self.catalog.patient_slot(row.id).is_some_and(|p| {
+                    let first = !seen.contains(p);
+                    seen.insert(p);
+                    first
+                })
+        })
+        .skip(request.offset)
+        .take(request.k)
+        .collect()
+    }
+
+    /// The page's hits, each explaining itself.
+    fn fill_page(&self, page: &[Fused], text_list: &[RankedText], response: &mut SearchResponse) {
+        for row in page {
             let key = self
                 .catalog
-                .get(id)
+                .get(row.id)
                 .map(|f| f.key.clone())
                 .unwrap_or_default();
             response.hits.push(Hit {
-                id,
+                id: row.id,
                 key,
-                score,
-                matched: Matched::of(image.is_some(), text.is_some()),
-                image,
-                text,
+                score: row.score,
+                matched: Matched::of(row.image.is_some(), row.text.is_some()),
+                image: row.image,
+                text: row.text.map(|at| TextMatch {
+                    rank: at + 1,
+                    bm25: text_list[at].score,
+                    snippet: Default::default(),
+                }),
             });
         }
     }
@@ -193,24 +357,20 @@ impl Engine {
     fn attach_snippets(
         &self,
         text: &str,
+        page: &[Fused],
         text_list: &[RankedText],
         response: &mut SearchResponse,
     ) -> Result<()> {
         let t = Instant::now();
-        let on_page: Vec<RankedText> = response
-            .hits
+        let on_page: Vec<(usize, RankedText)> = page
             .iter()
-            .filter(|h| h.text.is_some())
-            .filter_map(|h| text_list.iter().find(|r| r.id == h.id).copied())
+            .enumerate()
+            .filter_map(|(i, row)| row.text.map(|at| (i, text_list[at])))
             .collect();
-        let snippets = self.backend.snippets(text, &on_page)?;
-        for (ranked, snippet) in on_page.iter().zip(snippets) {
-            if let Some(m) = response
-                .hits
-                .iter_mut()
-                .find(|h| h.id == ranked.id)
-                .and_then(|h| h.text.as_mut())
-            {
+        let ranked: Vec<RankedText> = on_page.iter().map(|(_, r)| *r).collect();
+        let snippets = self.backend.snippets(text, &ranked)?;
+        for ((i, _), snippet) in on_page.into_iter().zip(snippets) {
+            if let Some(m) = response.hits[i].text.as_mut() {
                 m.snippet = snippet;
             }
         }
@@ -258,54 +418,136 @@ impl Engine {
     }
 }
 
-/// Candidates fetched per list: deep enough that grouping by patient and paging still fill
-/// the page.
-fn candidate_depth(request: &SearchRequest) -> usize {
-    let wanted = request.offset + request.k;
-    (wanted * if request.group_by_patient { 6 } else { 2 }).clamp(100, 4 * MAX_K)
+/// How deep a request's lists must be.
+struct Wanted {
+    /// Rows up to the end of the page (0 when the page is past the end).
+    rows: usize,
+    /// One row per patient.
+    grouped: bool,
+    /// Lesions per patient in the selection: how deep a grouped list starts.
+    per_patient: f32,
+    /// Every entry of each list is needed, whatever the page.
+    whole: bool,
 }
 
-/// One ranked list from the image and text lists, best first.
-fn fuse(image: &[Scored], text: &[(u32, f32)], fusion: Fusion) -> Vec<Fused> {
-    let mut by_id: HashMap<u32, (Option<ImageMatch>, Option<TextMatch>)> = HashMap::new();
-    for (rank, hit) in image.iter().enumerate() {
-        by_id.entry(hit.id).or_default().0 = Some(ImageMatch {
-            rank: rank + 1,
-            cosine: hit.score,
-        });
+impl Wanted {
+    /// A list of up to `len` entries deep enough for the page: `fetch(depth)` gives its
+    /// first `depth`. The whole list when `whole`; `rows` entries ungrouped; grouped, ever
+    /// deeper until it holds `rows` patients or ends.
+    fn list<T>(
+        &self,
+        len: usize,
+        id: impl Fn(&T) -> u32,
+        engine: &Engine,
+        mut fetch: impl FnMut(usize) -> Result<Vec<T>>,
+    ) -> Result<Vec<T>> {
+        if self.rows == 0 || len == 0 {
+            return Ok(Vec::new());
+        }
+        if self.whole {
+            return fetch(len);
+        }
+        if !self.grouped {
+            return fetch(self.rows.min(len));
+        }
+        let mut depth = ((self.rows as f32 * self.per_patient * 1.2) as usize + 16)
+            .max(self.rows)
+            .min(len);
+        loop {
+            let list = fetch(depth)?;
+            if depth >= len || list.len() < depth {
+                return Ok(list);
+            }
+            let mut seen = IdSet::new(engine.catalog.patient_count());
+            let mut patients = 0;
+            for p in list
+                .iter()
+                .filter_map(|x| engine.catalog.patient_slot(id(x)))
+            {
+                if !seen.contains(p) {
+                    seen.insert(p);
+                    patients += 1;
+                }
+            }
+            if patients >= self.rows {
+                return Ok(list);
+            }
+            depth = (depth * 2).min(len);
+        }
     }
-    for (rank, &(id, bm25)) in text.iter().enumerate() {
-        by_id.entry(id).or_default().1 = Some(TextMatch {
-            rank: rank + 1,
-            bm25,
-            snippet: Snippet::default(),
+}
+
+/// One ranked list from the image and text lists, best first (ties by id). A list alone
+/// keeps its own order; two are fused over every entry of both.
+fn fuse(image: &[Scored], text: &[RankedText], fusion: Fusion) -> Vec<Fused> {
+    let scale = |scores: &mut dyn Iterator<Item = f32>| {
+        let (lo, hi) = scores.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), s| {
+            (lo.min(s), hi.max(s))
         });
-    }
-    let scale = |scores: Vec<f32>| {
-        let lo = scores.iter().copied().fold(f32::INFINITY, f32::min);
-        let hi = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         move |s: f32| if hi > lo { (s - lo) / (hi - lo) } else { 1.0 }
     };
-    let image_scale = scale(image.iter().map(|h| h.score).collect());
-    let text_scale = scale(text.iter().map(|h| h.1).collect());
-    let mut fused: Vec<Fused> = by_id
-        .into_iter()
-        .map(|(id, (i, t))| {
-            let score = match fusion {
-                Fusion::Rrf => {
-                    i.map_or(0.0, |m| 1.0 / (RRF_K + m.rank as f32))
-                        + t.as_ref().map_or(0.0, |m| 1.0 / (RRF_K + m.rank as f32))
-                }
-                Fusion::Weighted { image_weight } => {
-                    let w = image_weight.clamp(0.0, 1.0);
-                    w * i.map_or(0.0, |m| image_scale(m.cosine))
-                        + (1.0 - w) * t.as_ref().map_or(0.0, |m| text_scale(m.bm25))
-                }
-            };
-            (id, score, i, t)
-        })
-        .collect();
-    fused.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    let image_scale = scale(&mut image.iter().map(|h| h.score));
+    let text_scale = scale(&mut text.iter().map(|h| h.score));
+    let rrf = |rank: usize| 1.0 / (RRF_K + rank as f32);
+    let image_part = |rank: usize, cosine: f32| match fusion {
+        Fusion::Rrf => rrf(rank),
+        Fusion::Weighted { image_weight } => image_weight.clamp(0.0, 1.0) * image_scale(cosine),
+    };
+    let text_part = |rank: usize, bm25: f32| match fusion {
+        Fusion::Rrf => rrf(rank),
+        Fusion::Weighted { image_weight } => {
+            (1.0 - image_weight.clamp(0.0, 1.0)) * text_scale(bm25)
+        }
+    };
+    // Text positions by id, so each image hit finds its text side at once.
+    let span = image
+        .iter()
+        .map(|h| h.id)
+        .chain(text.iter().map(|h| h.id))
+        .max()
+        .map_or(0, |max| max as usize + 1);
+    let mut text_at = vec![u32::MAX; if image.is_empty() { 0 } else { span }];
+    for (at, hit) in text.iter().enumerate() {
+        if let Some(slot) = text_at.get_mut(hit.id as usize) {
+            *slot = at as u32;
+        }
+    }
+    let mut fused: Vec<Fused> = Vec::with_capacity(image.len().max(text.len()));
+    for (i, hit) in image.iter().enumerate() {
+        let image = ImageMatch {
+            rank: i + 1,
+            cosine: hit.score,
+        };
+        let mut score = image_part(image.rank, hit.score);
+        let text = match text_at[hit.id as usize] {
+            u32::MAX => None,
+            at => {
+                text_at[hit.id as usize] = u32::MAX;
+                score += text_part(at as usize + 1, text[at as usize].score);
+                Some(at as usize)
+            }
+        };
+        fused.push(Fused {
+            id: hit.id,
+            score,
+            image: Some(image),
+            text,
+        });
+    }
+    // Text hits the image list does not hold (all of them when there is no image list).
+    for (at, hit) in text.iter().enumerate() {
+        if image.is_empty() || text_at[hit.id as usize] == at as u32 {
+            fused.push(Fused {
+                id: hit.id,
+                score: text_part(at + 1, hit.score),
+                image: None,
+                text: Some(at),
+            });
+        }
+    }
+    if !image.is_empty() && !text.is_empty() {
+        fused.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+    }
     fused
 }
 
@@ -313,8 +555,8 @@ fn fuse(image: &[Scored], text: &[(u32, f32)], fusion: Fusion) -> Vec<Fused> {
 mod tests {
     use super::*;
 
-    fn text_hit(id: u32, score: f32) -> (u32, f32) {
-        (id, score)
+    fn text_hit(id: u32, score: f32) -> RankedText {
+        RankedText::ranked_elsewhere(id, score)
     }
 
     #[test]
@@ -326,9 +568,17 @@ mod tests {
         ];
         let text = [text_hit(3, 9.0), text_hit(4, 8.0)];
         let fused = fuse(&image, &text, Fusion::Rrf);
-        assert_eq!(fused[0].0, 3, "in both lists beats first in one");
-        assert!((fused[0].1 - (1.0 / 63.0 + 1.0 / 61.0)).abs() < 1e-6);
+        assert_eq!(fused[0].id, 3, "in both lists beats first in one");
+        assert!((fused[0].score - (1.0 / 63.0 + 1.0 / 61.0)).abs() < 1e-6);
+        assert_eq!(fused[0].image.unwrap().rank, 3);
+        assert_eq!(fused[0].text, Some(0));
         assert_eq!(fused.len(), 4);
+        let ids: Vec<u32> = fused.iter().map(|f| f.id).collect();
+        assert_eq!(
+            ids,
+            [3, 1, 2, 4],
+            "2 (image rank 2) ties 4 (text rank 2): by id"
+        );
     }
 
     #[test]
@@ -336,8 +586,27 @@ mod tests {
         let image = [Scored { id: 1, score: 0.9 }, Scored { id: 2, score: 0.1 }];
         let text = [text_hit(2, 10.0), text_hit(1, 1.0)];
         let image_only = fuse(&image, &text, Fusion::Weighted { image_weight: 1.0 });
-        assert_eq!(image_only[0].0, 1);
+        assert_eq!(image_only[0].id, 1);
         let text_only = fuse(&image, &text, Fusion::Weighted { image_weight: 0.0 });
-        assert_eq!(text_only[0].0, 2);
+        assert_eq!(text_only[0].id, 2);
+    }
+
+    #[test]
+    fn ties_are_broken_by_id_and_a_single_list_keeps_its_order() {
+        let image = [
+            Scored { id: 9, score: 0.5 },
+            Scored { id: 4, score: 0.4 },
+            Scored { id: 7, score: 0.3 },
+        ];
+        let text = [text_hit(4, 2.0), text_hit(9, 1.0)];
+        // 9: image 1 + text 2, 4: image 2 + text 1: equal under RRF, so by id.
+        let fused = fuse(&image, &text, Fusion::Rrf);
+        assert_eq!(fused.iter().map(|f| f.id).collect::<Vec<_>>(), [4, 9, 7]);
+        assert_eq!(fused[0].score, fused[1].score);
+        let alone = fuse(&image, &[], Fusion::Rrf);
+        assert_eq!(alone.iter().map(|f| f.id).collect::<Vec<_>>(), [9, 4, 7]);
+        let alone = fuse(&[], &text, Fusion::Weighted { image_weight: 0.5 });
+        assert_eq!(alone.iter().map(|f| f.id).collect::<Vec<_>>(), [4, 9]);
+        assert!(alone.iter().all(|f| f.image.is_none()));
     }
 }

@@ -13,7 +13,7 @@ use crate::text::Snippet;
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 pub struct ImageMatch {
-    /// 1-based rank in the image list.
+    /// 1-based rank in the image list (every allowed lesion, by cosine then id).
     pub rank: usize,
     pub cosine: f32,
 }
@@ -21,6 +21,7 @@ pub struct ImageMatch {
 /// The text side of a hit.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TextMatch {
+    /// 1-based rank among the allowed matches (by score, then id).
     pub rank: usize,
     pub bm25: f32,
     /// The passage of the report that matched, with the matched ranges.
@@ -84,15 +85,23 @@ pub struct Timings {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SearchResponse {
     pub hits: Vec<Hit>,
-    /// Results available for paging (after grouping), at most the candidate depth.
+    /// Rows of the whole result list, the same on every page: lesions (patients when
+    /// grouped by patient) whose text matches and the filter allows for text alone; every
+    /// allowed lesion (patient) when an image, lesion or liked result ranks them all, or
+    /// when there is no query. Paging with `offset` up to `total` reaches every row once.
     pub total: usize,
-    /// BM25 matches in the filtered set, when there was text.
+    /// Lesions whose text matches, within the filter, when there was text (for a hybrid
+    /// query, how many of the ranked lesions the text also found).
     pub text_matches: Option<usize>,
     /// Lesions the query and filters select, whatever the grouping (`total` counts patients
     /// when grouped).
     pub matched_lesions: usize,
-    /// A respelling of the text that the archive supports, when the text found little.
+    /// A respelling of the text that the archive supports, when the text matched fewer
+    /// than 5 lesions in the filtered set and the backend knows one.
     pub did_you_mean: Option<String>,
+    /// Counts over what the query selects (the text's matches for text alone, every
+    /// lesion otherwise), each dimension under the filter less its own clause;
+    /// `facets.total` is `matched_lesions`.
     pub facets: Facets,
     pub suggestion: Option<TypeSuggestion>,
     /// Why the image path was dropped, when it was.
