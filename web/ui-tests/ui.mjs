@@ -16,6 +16,42 @@ function check(condition, message) {
   if (!condition) throw new Error(`UI check failed: ${message}`);
 }
 
+// One CSV file as records of cells (RFC 4180 quoting); records starting with `#` are the
+// provenance, as pandas' comment="#" reads them.
+function parseCsv(text) {
+  const provenance = {}, records = [];
+  let i = 0;
+  while (i < text.length) {
+    if (text[i] === "#") {
+      const end = text.indexOf("\n", i);
+      const line = text.slice(i + 1, end < 0 ? text.length : end).trim();
+      const colon = line.indexOf(": ");
+      if (colon > 0) provenance[line.slice(0, colon)] = JSON.parse(line.slice(colon + 2));
+      i = end < 0 ? text.length : end + 1;
+      continue;
+    }
+    const cells = [""];
+    let quoted = false;
+    for (; i < text.length; i++) {
+      const c = text[i];
+      if (quoted) {
+        if (c === '"' && text[i + 1] === '"') { cells[cells.length - 1] += '"'; i++; }
+        else if (c === '"') quoted = false;
+        else cells[cells.length - 1] += c;
+      } else if (c === '"' && cells[cells.length - 1] === "") quoted = true;
+      else if (c === ",") cells.push("");
+      else if (c === "\n") { i++; break; }
+      else cells[cells.length - 1] += c;
+    }
+    records.push(cells);
+  }
+  const [header, ...rows] = records;
+  return { provenance, header, rows, column: (name) => rows.map((r) => r[header.indexOf(name)]) };
+}
+
+// The number a count text starts with ("1,234 patients" -> 1234).
+const countOf = (text) => Number((text.match(/^[\d,]+/) || ["NaN"])[0].replace(/,/g, ""));
+
 const browser = await chromium.launch({
   executablePath: args.chromium || "/usr/bin/chromium",
   args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
@@ -158,19 +194,49 @@ try {
   check(types.length > 0 && types.every((t) => t === "lung"), `the type filter holds (${types.join(",")})`);
   check((await page.locator("#grid .card .snippet b").count()) > 0, "matching words are highlighted");
   check(/\(\d+\)/.test(await page.textContent("[data-type=lung]")), "the filter shows its count");
+  // The count says in plain words what it counts: patients, one result each, by default.
+  const countText = await page.textContent("#count");
+  check(/^[\d,]+ patients?( · [\d,]+ lesions? match(es)?)?$/.test(countText), `the count says patients (${countText})`);
+  const shown = countOf(countText);
+  check(shown >= (await cards().count()), `the count (${shown}) covers the cards shown`);
+  // Ticking a type leaves the other types' counts as they would be without it.
+  const otherCount = await page.textContent("[data-type=liver]");
+  check(/\(\d+\)/.test(otherCount), `another type keeps a count (${otherCount})`);
+  // Scrolling to the end loads more without changing the count.
+  await page.locator("#more").scrollIntoViewIfNeeded().catch(() => {});
+  await waitIdle();
+  check((await page.textContent("#count")) === countText, "the count stays while scrolling");
+  check(await page.isVisible("#export-note"), "the export note says what an export holds");
   await shot("text-filter");
 
-  // 8. Export the result set.
+  // 8. Export the result list: CSV and JSON Lines, each the whole list in its order (as many
+  // rows as the count says), with the search it came from at the top.
+  check((await page.textContent("#export-csv")) === "Export CSV", "the CSV export button");
+  check((await page.textContent("#export-jsonl")) === "Export JSON Lines", "the JSON Lines export button");
   const [csvDownload] = await Promise.all([page.waitForEvent("download"), page.click("#export-csv")]);
+  check(csvDownload.suggestedFilename() === "lesions.csv", `CSV file name (${csvDownload.suggestedFilename()})`);
   const csvPath = join(out, "export.csv");
   await csvDownload.saveAs(csvPath);
-  const csv = readFileSync(csvPath, "utf8").trim().split("\n");
-  check(csv[0].startsWith("id,key,score"), "CSV header");
-  check(csv.length > 1 && csv.slice(1).every((row) => row.split(",")[4] === "lung"), "exported rows follow the filter");
-  const [jsonDownload] = await Promise.all([page.waitForEvent("download"), page.click("#export-json")]);
-  const jsonPath = join(out, "export.json");
-  await jsonDownload.saveAs(jsonPath);
-  check(JSON.parse(readFileSync(jsonPath, "utf8")).lesions.length === csv.length - 1, "JSON export has the same rows");
+  const csv = parseCsv(readFileSync(csvPath, "utf8"));
+  check(csv.header.slice(0, 3).join(",") === "rank,score,matched", `CSV header (${csv.header.slice(0, 3)})`);
+  check(["File_name", "Bounding_boxes", "Spacing_mm_px_", "DICOM_windows", "Train_Val_Test"].every((c) => csv.header.includes(c)), "the DeepLesion columns");
+  check(csv.rows.length === shown, `the CSV holds the whole list (${csv.rows.length} rows, the count says ${shown})`);
+  check(csv.column("rank").every((r, i) => r === String(i + 1)), "ranks 1..n in list order");
+  check(csv.column("coarse_type").every((t) => t === "lung"), "exported rows follow the filter");
+  check(csv.provenance.text === "lung nodule", `the provenance names the text (${csv.provenance.text})`);
+  check(JSON.stringify(csv.provenance.filters.types) === '["lung"]', "the provenance names the filters");
+  check(csv.provenance.total === shown && csv.provenance.rows === shown, "the provenance counts the rows");
+  check(typeof csv.provenance.model.weights_sha256 === "string" && csv.provenance.generation >= 1, "the provenance names the model and generation");
+  check(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/.test(csv.provenance.exported_at), "the provenance is dated in UTC");
+  const firstCard = await cards().first().getAttribute("data-id");
+  check(csv.column("id")[0] === firstCard, "the first row is the first card");
+  const [jsonlDownload] = await Promise.all([page.waitForEvent("download"), page.click("#export-jsonl")]);
+  check(jsonlDownload.suggestedFilename() === "lesions.jsonl", `JSON Lines file name (${jsonlDownload.suggestedFilename()})`);
+  const jsonlPath = join(out, "export.jsonl");
+  await jsonlDownload.saveAs(jsonlPath);
+  const [head, ...lines] = readFileSync(jsonlPath, "utf8").trim().split("\n").map((l) => JSON.parse(l));
+  check(head.provenance && head.provenance.total === shown, "JSON Lines starts with the provenance");
+  check(lines.length === csv.rows.length && lines.every((l, i) => String(l.id) === csv.column("id")[i]), "JSON Lines has the same rows in the same order");
   await shot("exported");
 
   // 9. Back (twice: past the cleared page) returns to the refined pivot, results included.
@@ -183,6 +249,27 @@ try {
   check((await page.locator("#refine .chip.pos").count()) === 1, "back restores the refinement");
   check(pivotUrl !== refinedUrl, "refining made a new history entry");
   await shot("back");
+
+  // 9b. A misspelt search offers a respelling when the server has one; clicking it searches it.
+  await page.click("#clear");
+  await page.fill("#text", "kidny cyst");
+  await page.click("#search");
+  await waitIdle();
+  const offered = await page.evaluate(async () => {
+    const key = sessionStorage.getItem("lesion-search-key");
+    const headers = { "Content-Type": "application/json", ...(key ? { Authorization: `Bearer ${key}` } : {}) };
+    const r = await fetch("/api/search", { method: "POST", headers, body: JSON.stringify({ text: "kidny cyst", k: 1 }) });
+    return (await r.json()).did_you_mean;
+  });
+  check((await page.isVisible("#did-you-mean")) === Boolean(offered), `"Did you mean" is shown exactly when the server offers one (${offered})`);
+  if (offered) {
+    check((await page.textContent("#did-you-mean-text")) === offered, "the offered respelling is shown");
+    await page.click("#did-you-mean-text");
+    await waitIdle();
+    check((await page.inputValue("#text")) === offered, "clicking the respelling searches for it");
+    check(!(await page.isVisible("#did-you-mean")), "the respelled search needs no respelling");
+  }
+  await shot("did-you-mean");
 
   // 10. A bad file shows an error in the page, not a blank screen.
   await page.setInputFiles("#file", { name: "notes.txt", mimeType: "text/plain", buffer: Buffer.from("not a slice") });

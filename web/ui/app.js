@@ -291,10 +291,15 @@ $("pick-form").addEventListener("submit", (e) => { e.preventDefault(); if ($("pi
   }
 })();
 
-function showFacets(facets) {
-  document.querySelectorAll("[data-type]").forEach((el) => { el.textContent = `(${facets.types[el.dataset.type] || 0})`; });
-  document.querySelectorAll("[data-sex]").forEach((el) => { el.textContent = `(${facets.sex[el.dataset.sex] || 0})`; });
-  $("facet-summary").textContent = `${facets.total} lesions pass the filters`;
+// The counts beside each filter choice come from the server: over the whole archive at
+// start, over the matches after a search, each list counted as if its own choice were not
+// made (so ticking "liver" leaves the other types' counts as they were).
+function showFacets(facets, matched = null) {
+  document.querySelectorAll("[data-type]").forEach((el) => { el.textContent = `(${number(facets.types[el.dataset.type] || 0)})`; });
+  document.querySelectorAll("[data-sex]").forEach((el) => { el.textContent = `(${number(facets.sex[el.dataset.sex] || 0)})`; });
+  $("facet-summary").textContent = matched === null ?
+    `${number(facets.total)} lesions in the archive; the numbers in brackets count them.` :
+    `The numbers in brackets count the matching lesions of each kind.`;
   const bins = (m) => Object.entries(m).map(([k, v]) => `${k}: ${v}`).join(", ");
   $("facet-bins").textContent = `Age ${bins(facets.age)} · Size (mm) ${bins(facets.size_mm)} · Location z ${bins(facets.location_z)}`;
 }
@@ -400,6 +405,44 @@ async function fromUrl() {
 }
 
 // ---------- search and results ----------
+function number(n) { return Number(n).toLocaleString("en-US"); }
+function plural(n, one, many) { return `${number(n)} ${n === 1 ? one : many}`; }
+
+// The count in plain words: patients when the list holds one result per patient, else lesions.
+function countText(reply) {
+  const lesions = plural(reply.matched_lesions, "lesion matches", "lesions match");
+  if (!reply.group_by_patient) return plural(reply.total, "lesion matches", "lesions match");
+  const patients = plural(reply.total, "patient", "patients");
+  return reply.matched_lesions >= reply.total ? `${patients} · ${lesions}` : patients;
+}
+
+function showCount(reply, signals) {
+  const summary = $("summary");
+  summary.textContent = "";
+  const count = document.createElement("strong");
+  count.id = "count";
+  count.textContent = countText(reply);
+  summary.appendChild(count);
+  const found = signals.length ? `found by ${signals.join(" + ")}` : "filters only";
+  summary.append(` · ${found}${reply.degraded ? " (text only: " + reply.degraded_reason + ")" : ""}` +
+    ` · ${reply.timings.total_ms.toFixed(1)} ms` +
+    (reply.assumed_spacing_mm ? ` · pixel spacing assumed ${reply.assumed_spacing_mm} mm` : ""));
+  const what = reply.group_by_patient ? plural(reply.total, "patient", "patients") : plural(reply.total, "lesion", "lesions");
+  $("export-note").textContent = reply.total ?
+    `An export holds the whole list (${what}), in this order, with how the search was made.` : "";
+}
+
+// A respelling the archive supports, offered when the text found little.
+function showDidYouMean(suggested) {
+  const el = $("did-you-mean");
+  el.hidden = !suggested;
+  $("did-you-mean-text").textContent = suggested || "";
+}
+$("did-you-mean-text").addEventListener("click", () => {
+  $("text").value = $("did-you-mean-text").textContent;
+  search();
+});
+
 async function search({ push = true, append = false } = {}) {
   if (state.loading) return;
   clearError();
@@ -420,15 +463,17 @@ async function search({ push = true, append = false } = {}) {
     }
     state.hits.push(...reply.hits);
     state.offset = body.offset + reply.hits.length;
+    // `total` is the length of the whole list, the same on every page.
     state.total = reply.total;
     reply.hits.forEach((hit) => $("grid").appendChild(card(hit)));
-    showFacets(reply.facets);
+    showFacets(reply.facets, reply.matched_lesions);
     showSuggestion(reply.suggestion);
-    if (!append) showOutlook($("search-outlook"), reply.outlook);
-    const signals = [body.upload ? "image" : null, body.lesion !== undefined ? "lesion" : null, body.text ? "text" : null].filter(Boolean);
-    $("summary").textContent = `${state.total} results${reply.degraded ? " (text only: " + reply.degraded_reason + ")" : ""}` +
-      ` · ${signals.join(" + ") || "filters only"} · ${reply.timings.total_ms.toFixed(1)} ms` +
-      (reply.assumed_spacing_mm ? ` · pixel spacing assumed ${reply.assumed_spacing_mm} mm` : "");
+    if (!append) {
+      showOutlook($("search-outlook"), reply.outlook);
+      showDidYouMean(reply.did_you_mean);
+    }
+    const signals = [body.upload ? "image" : null, body.lesion !== undefined ? "similar lesion" : null, body.text ? "text" : null].filter(Boolean);
+    showCount(reply, signals);
     if (reply.degraded) showError(`Image search unavailable, showing text results: ${reply.degraded_reason}`);
     $("more").hidden = state.offset >= state.total || reply.hits.length === 0;
   } catch (e) {
@@ -559,6 +604,7 @@ $("clear").addEventListener("click", () => {
   document.querySelectorAll("#filters input[type=number]").forEach((i) => { i.value = ""; });
   showRefine(); drawViewer();
   $("grid").textContent = ""; $("more").hidden = true; $("suggestion").hidden = true; $("search-outlook").hidden = true;
+  showDidYouMean(null); $("export-note").textContent = "";
   $("summary").textContent = "Open a slice and draw a box, pick a lesion, or type some text.";
   history.pushState(null, "", location.pathname);
 });
@@ -569,11 +615,14 @@ new IntersectionObserver((entries) => {
 window.addEventListener("popstate", () => fromUrl());
 
 // ---------- export ----------
+// The export holds the whole result list, in its order, with its provenance (the search,
+// filters, model, archive generation and time) at the top of the file.
+const EXPORTS = { csv: "CSV", jsonl: "JSON Lines" };
 async function exportAs(format) {
   clearError();
   const query = { ...(state.lastBody || requestBody()) };
   delete query.k; delete query.offset;
-  busy(`Exporting ${format.toUpperCase()}…`);
+  busy(`Exporting ${EXPORTS[format]}…`);
   try {
     const response = await api("/api/export", json({ query, format }));
     const blob = await response.blob();
@@ -590,7 +639,7 @@ async function exportAs(format) {
   }
 }
 $("export-csv").addEventListener("click", () => exportAs("csv"));
-$("export-json").addEventListener("click", () => exportAs("json"));
+$("export-jsonl").addEventListener("click", () => exportAs("jsonl"));
 
 // ---------- detail: side by side under one window ----------
 const detail = { id: null, query: null, result: null, window: null };
