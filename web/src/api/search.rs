@@ -453,7 +453,7 @@ impl ExportJob {
         match self.format {
             Format::Csv => {
                 let mut head = String::from(
-                    "# Lesion Search export. Lines starting with # are its provenance (each value JSON); read with pandas.read_csv(path, comment=\"#\")\n",
+                    "# Lesion Search export. Lines starting with # are its provenance (each value JSON); read with pandas.read_csv(path, comment='#')\n",
                 );
                 for (key, value) in provenance.fields() {
                     head.push_str(&format!("# {key}: {}\n", comment_json(&value)));
