@@ -64,6 +64,18 @@ struct Fused {
     text: Option<usize>,
 }
 
+impl Fused {
+    /// A row of a list with no query: the lesion alone.
+    fn cohort(id: u32) -> Self {
+        Fused {
+            id,
+            score: 0.0,
+            image: None,
+            text: None,
+        }
+    }
+}
+
 impl Engine {
     /// Answers one request, in stages: the query vector, the filtered scope, the selection
     /// (total and facets), the image and text lists as deep as the page needs, fusion,
@@ -101,17 +113,12 @@ impl Engine {
         } else {
             rows.lesions
         };
-        let need = request.offset.saturating_add(request.k).min(response.total);
-        let per_patient = rows.lesions as f32 / rows.patients.max(1) as f32;
-        let wanted = Wanted {
-            rows: if need > request.offset { need } else { 0 },
-            grouped: request.group_by_patient,
-            per_patient,
-            // Weighted fusion scales each list over all of it, and a hybrid's fused order
-            // needs every rank of both lists.
-            whole: matches!(request.fusion, Fusion::Weighted { .. })
-                || (query.is_some() && text.is_some()),
-        };
+        let wanted = Wanted::of(
+            request,
+            rows,
+            response.total,
+            query.is_some() && text.is_some(),
+        );
 
         let image_list = match (&query, &all) {
             (Some(q), Some(all)) => {
@@ -126,16 +133,8 @@ impl Engine {
         };
         request.cancel.check("the page")?;
         let page = match (&query, &all) {
-            (None, Some(all)) => {
-                // No query at all: the filtered set itself, in id order (a cohort).
-                let cohort = all.ids.iter().map(|id| Fused {
-                    id,
-                    score: 0.0,
-                    image: None,
-                    text: None,
-                });
-                self.page_of(cohort, request)
-            }
+            // No query at all: the filtered set itself, in id order (a cohort).
+            (None, Some(all)) => self.page_of(all.ids.iter().map(Fused::cohort), request),
             _ => self.page_of(
                 fuse(&image_list, &text_list, request.fusion).into_iter(),
                 request,
@@ -431,6 +430,20 @@ struct Wanted {
 }
 
 impl Wanted {
+    /// What the page of `request` needs of lists whose rows are `rows` (`total` of them
+    /// after grouping); `fused` when an image list and a text list are fused.
+    fn of(request: &SearchRequest, rows: &Selection, total: usize, fused: bool) -> Self {
+        let need = request.offset.saturating_add(request.k).min(total);
+        Wanted {
+            rows: if need > request.offset { need } else { 0 },
+            grouped: request.group_by_patient,
+            per_patient: rows.lesions as f32 / rows.patients.max(1) as f32,
+            // Weighted fusion scales each list over all of it, and a hybrid's fused order
+            // needs every rank of both lists.
+            whole: fused || matches!(request.fusion, Fusion::Weighted { .. }),
+        }
+    }
+
     /// A list of up to `len` entries deep enough for the page: `fetch(depth)` gives its
     /// first `depth`. The whole list when `whole`; `rows` entries ungrouped; grouped, ever
     /// deeper until it holds `rows` patients or ends.
