@@ -250,7 +250,7 @@ pub fn run_text_benchmark(
             let q = encode(&[query])?.into_iter().next().unwrap_or_default();
             Ok(by_cosine(&q, &corpus))
         };
-        let mut alone = score_judged(&judged, &phrases, &semantic)?;
+        let mut alone = score_judged(&judged, &phrases, semantic)?;
         alone.variant = "semantic alone".into();
         let mut fused = score_judged(&judged, &phrases, |q| {
             let bm25 = ranked_ids(&index, q, QueryFeatures::ALL)?;
