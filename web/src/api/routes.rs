@@ -165,7 +165,7 @@ pub static ROUTES: &[Route] = &[
         method: Method::POST,
         path: "/api/export",
         access: Access::Read,
-        summary: "Export a search's results (a cohort) as CSV or JSON, with reports",
+        summary: "Export a search's whole result list (a cohort) as CSV, JSON Lines or JSON, with provenance and reports",
         handler: || web::route().to(search::export),
         query: None,
         request: Some(Body::Json(schema::<ExportBody>)),
