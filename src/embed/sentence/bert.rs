@@ -8,7 +8,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Module, Tensor, D};
-use candle_nn::{LayerNorm, Linear};
+use candle_nn::LayerNorm;
 use serde::Deserialize;
 
 use crate::embed::weights::{candle_error, TensorFile};
@@ -79,18 +79,36 @@ impl BertConfig {
     }
 }
 
+/// A dense layer with its weight stored transposed (`[in, out]`, contiguous), so that each
+/// call multiplies by it as it lies: a transposed view is repacked by the matrix product on
+/// every call, which for a few tokens costs more than the product itself.
+struct Dense {
+    weight_t: Tensor,
+    bias: Tensor,
+}
+
+impl Dense {
+    /// `(batch, tokens, in)` to `(batch, tokens, out)`.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (batch, tokens, width) = x.dims3()?;
+        x.reshape((batch * tokens, width))?
+            .matmul(&self.weight_t)?
+            .broadcast_add(&self.bias)?
+            .reshape((batch, tokens, ()))
+    }
+}
+
 struct SelfAttention {
-    query: Linear,
-    key: Linear,
-    value: Linear,
-    output: Linear,
+    /// Query, key and value side by side: one product instead of three.
+    qkv: Dense,
+    output: Dense,
     norm: LayerNorm,
 }
 
 struct Layer {
     attention: SelfAttention,
-    intermediate: Linear,
-    output: Linear,
+    intermediate: Dense,
+    output: Dense,
     norm: LayerNorm,
 }
 
@@ -105,11 +123,22 @@ pub struct Bert {
     head_dim: usize,
 }
 
-fn linear(file: &TensorFile, name: &str, out_dim: usize, in_dim: usize) -> Result<Linear> {
-    Ok(Linear::new(
-        file.get(&format!("{name}.weight"), &[out_dim, in_dim])?,
-        Some(file.get(&format!("{name}.bias"), &[out_dim])?),
-    ))
+/// The dense layers `names` (each `[out, in]` weights and `[out]` bias) as one layer whose
+/// outputs are theirs side by side.
+fn dense(file: &TensorFile, names: &[&str], out_dim: usize, in_dim: usize) -> Result<Dense> {
+    let mut weights = Vec::with_capacity(names.len());
+    let mut biases = Vec::with_capacity(names.len());
+    for name in names {
+        weights.push(file.get(&format!("{name}.weight"), &[out_dim, in_dim])?);
+        biases.push(file.get(&format!("{name}.bias"), &[out_dim])?);
+    }
+    let join = || -> candle_core::Result<Dense> {
+        Ok(Dense {
+            weight_t: Tensor::cat(&weights, 0)?.t()?.contiguous()?,
+            bias: Tensor::cat(&biases, 0)?,
+        })
+    };
+    join().map_err(|e| candle_error(names[0], e))
 }
 
 fn layer_norm(file: &TensorFile, name: &str, dim: usize, eps: f64) -> Result<LayerNorm> {
@@ -138,21 +167,28 @@ impl Bert {
             let p = format!("encoder.layer.{i}");
             layers.push(Layer {
                 attention: SelfAttention {
-                    query: linear(file, &format!("{p}.attention.self.query"), h, h)?,
-                    key: linear(file, &format!("{p}.attention.self.key"), h, h)?,
-                    value: linear(file, &format!("{p}.attention.self.value"), h, h)?,
-                    output: linear(file, &format!("{p}.attention.output.dense"), h, h)?,
+                    qkv: dense(
+                        file,
+                        &[
+                            &format!("{p}.attention.self.query"),
+                            &format!("{p}.attention.self.key"),
+                            &format!("{p}.attention.self.value"),
+                        ],
+                        h,
+                        h,
+                    )?,
+                    output: dense(file, &[&format!("{p}.attention.output.dense")], h, h)?,
                     norm: layer_norm(file, &format!("{p}.attention.output.LayerNorm"), h, eps)?,
                 },
-                intermediate: linear(
+                intermediate: dense(
                     file,
-                    &format!("{p}.intermediate.dense"),
+                    &[&format!("{p}.intermediate.dense")],
                     config.intermediate_size,
                     h,
                 )?,
-                output: linear(
+                output: dense(
                     file,
-                    &format!("{p}.output.dense"),
+                    &[&format!("{p}.output.dense")],
                     h,
                     config.intermediate_size,
                 )?,
@@ -217,9 +253,10 @@ impl Bert {
                 .transpose(1, 2)?
                 .contiguous()
         };
-        let q = heads(a.query.forward(x)?)?;
-        let k = heads(a.key.forward(x)?)?;
-        let v = heads(a.value.forward(x)?)?;
+        let qkv = a.qkv.forward(x)?;
+        let q = heads(qkv.narrow(2, 0, hidden)?)?;
+        let k = heads(qkv.narrow(2, hidden, hidden)?)?;
+        let v = heads(qkv.narrow(2, 2 * hidden, hidden)?)?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
         let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(bias)?;
         let weights = candle_nn::ops::softmax_last_dim(&scores)?;
