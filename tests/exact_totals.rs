@@ -595,3 +595,21 @@ fn text_that_matches_plenty_needs_no_respelling() {
     assert!(response.text_matches.unwrap() >= 5);
     assert_eq!(response.did_you_mean, None);
 }
+
+#[test]
+fn a_misspelt_word_is_searched_respelt_and_the_respelling_offered() {
+    let engine = &fixture().engine;
+    let misspelt = engine
+        .search(&text_request("kidny cyst", Filter::default(), false))
+        .unwrap();
+    assert_eq!(misspelt.did_you_mean.as_deref(), Some("kidney cyst"));
+    let respelt = engine
+        .search(&text_request("kidney cyst", Filter::default(), false))
+        .unwrap();
+    assert_eq!(respelt.did_you_mean, None);
+    assert!(misspelt.total > 0);
+    assert_eq!(
+        misspelt.total, respelt.total,
+        "the correction finds what the word finds"
+    );
+}

@@ -34,9 +34,6 @@ use crate::text::RankedText;
 pub const RRF_K: f32 = 60.0;
 /// Neighbours that vote on the suggested type.
 const SUGGESTION_NEIGHBOURS: usize = 10;
-/// Below this many text matches in the filtered set the answer carries a respelling, when
-/// the backend knows one.
-const FEW_MATCHES: usize = 5;
 
 /// What a request may return: its effective filter and the patients of its example
 /// lesions.
@@ -185,9 +182,9 @@ impl Engine {
         let matches = self.backend.text_matches(text)?;
         let selection = self.catalog.select(&scope.filter, Some(&matches));
         response.text_matches = Some(selection.lesions);
-        if selection.lesions < FEW_MATCHES {
-            response.did_you_mean = self.backend.did_you_mean(text)?;
-        }
+        // A misspelt word was searched as the word it resembles: say so, so the user can
+        // search that spelling itself.
+        response.did_you_mean = self.backend.did_you_mean(text)?;
         response.timings.text_ms += ms(t.elapsed());
         let share = selection.lesions as f32 / matches.len().max(1) as f32;
         Ok(TextSide {

@@ -96,8 +96,8 @@ pub struct SearchResponse {
     /// Lesions the query and filters select, whatever the grouping (`total` counts patients
     /// when grouped).
     pub matched_lesions: usize,
-    /// A respelling of the text that the archive supports, when the text matched fewer
-    /// than 5 lesions in the filtered set and the backend knows one.
+    /// The text with each misspelt word replaced by the archive's or ontology's word it
+    /// was searched as ("kidny cyst" -> "kidney cyst"); `None` when no word was respelt.
     pub did_you_mean: Option<String>,
     /// Counts over what the query selects (the text's matches for text alone, every
     /// lesion otherwise), each dimension under the filter less its own clause;
