@@ -458,7 +458,7 @@ impl ExportJob {
                 for (key, value) in provenance.fields() {
                     head.push_str(&format!("# {key}: {}\n", comment_json(&value)));
                 }
-                head.push_str(&CSV_COLUMNS.join(","));
+                head.push_str(&csv_columns().join(","));
                 head.push('\n');
                 (head, String::new())
             }
@@ -542,42 +542,27 @@ fn attachment(ext: &str) -> (header::HeaderName, String) {
     )
 }
 
-/// The CSV header: [`ExportRow`]'s fields, in its order, under its names.
-const CSV_COLUMNS: [&str; 31] = [
-    "rank",
-    "score",
-    "matched",
-    "image_rank",
-    "image_cosine",
-    "text_rank",
-    "text_bm25",
-    "File_name",
-    "Patient_index",
-    "Study_index",
-    "Series_ID",
-    "Key_slice_index",
-    "Measurement_coordinates",
-    "Bounding_boxes",
-    "Lesion_diameters_Pixel_",
-    "Normalized_lesion_location",
-    "Coarse_lesion_type",
-    "Possibly_noisy",
-    "Slice_range",
-    "Spacing_mm_px_",
-    "Image_size",
-    "DICOM_windows",
-    "Patient_gender",
-    "Patient_age",
-    "Train_Val_Test",
-    "key",
-    "id",
-    "coarse_type",
-    "long_mm",
-    "short_mm",
-    "report",
-];
+/// The CSV header: [`ExportRow`]'s fields, in its order, under its names (DeepLesion's
+/// columns as the core names them).
+fn csv_columns() -> Vec<&'static str> {
+    let ranks = [
+        "rank",
+        "score",
+        "matched",
+        "image_rank",
+        "image_cosine",
+        "text_rank",
+        "text_bm25",
+    ];
+    let ours = ["key", "id", "coarse_type", "long_mm", "short_mm", "report"];
+    ranks
+        .into_iter()
+        .chain(lesion_search::dataset::COLUMNS)
+        .chain(ours)
+        .collect()
+}
 
-/// One CSV row of [`CSV_COLUMNS`], newline-terminated. Text (keys, file names, reports) is
+/// One CSV row of [`csv_columns`], newline-terminated. Text (keys, file names, reports) is
 /// neutralised by [`csv_field`]; numbers and DeepLesion's number lists, which the server
 /// writes itself, are only quoted.
 fn csv_row(row: &ExportRow) -> String {
@@ -815,7 +800,7 @@ mod tests {
             .keys()
             .map(String::as_str)
             .collect();
-        let mut columns = CSV_COLUMNS.to_vec();
+        let mut columns = csv_columns();
         let mut names = names;
         columns.sort_unstable();
         names.sort_unstable();
