@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use lesion_search::archive::{BuildEvent, BuildOptions};
 use lesion_search::index::GraphParams;
-use lesion_search::service::{model_named, Writer};
+use lesion_search::service::{model_named, text_encoder_named, Writer};
 
 use crate::backend_args::{print_mirror, BackendArgs};
 use crate::progress::Progress;
@@ -36,6 +36,12 @@ pub struct BuildArgs {
     /// adds and deletes rebuild the graph with it.
     #[arg(long, default_value = "native", value_parser = ["native", "hnsw-rs"])]
     graph_builder: String,
+    /// Embed each lesion's report with this sentence encoder too, for semantic retrieval
+    /// (`query --semantic`, `"semantic": true`): `minilm` is all-MiniLM-L6-v2, imported by
+    /// `lesion-indexer weights import minilm`. The manifest records it, and adds embed new
+    /// reports with it. `none`: no report vectors (BM25 alone, as before).
+    #[arg(long, default_value = "none", value_parser = ["none", "minilm"])]
+    text_encoder: String,
     #[command(flatten)]
     backend: BackendArgs,
 }
@@ -45,7 +51,15 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     // embedding (and before the index folder is created).
     let backend = args.backend.choice()?;
     let model = model_named(&args.model)?;
-    let writer = Writer::create(&args.index, &backend)?;
+    // Loaded before the folder is created: a missing import fails at once.
+    let text_encoder = match args.text_encoder.as_str() {
+        "none" => None,
+        name => Some(text_encoder_named(name)?),
+    };
+    let mut writer = Writer::create(&args.index, &backend)?;
+    if let Some(encoder) = &text_encoder {
+        writer = writer.with_text_encoder(encoder.clone());
+    }
     let options = BuildOptions {
         dataset: args.dataset,
         reports: args.reports,
@@ -78,6 +92,13 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             "exact vector search".to_string()
         }
     );
+    if let Some(encoder) = &text_encoder {
+        println!(
+            "report vectors: {} ({} dimensions) for semantic retrieval",
+            encoder.card().name,
+            encoder.dim()
+        );
+    }
     print_mirror(written.mirror.as_ref());
     Ok(ExitCode::SUCCESS)
 }

@@ -77,6 +77,11 @@ pub struct Args {
     /// Weighted fusion with this image share (0..1) instead of reciprocal rank fusion.
     #[arg(long)]
     image_weight: Option<f32>,
+    /// Search the report text by meaning too: the reports whose sentence vectors are close
+    /// to the text's join the BM25 matches, fused by RRF (needs an index built with
+    /// `--text-encoder minilm`).
+    #[arg(long)]
+    semantic: bool,
     #[arg(long)]
     json: bool,
     /// Instead of searching: the --lesion's candidates in the patient's other studies, ranked
@@ -162,6 +167,7 @@ fn search_input(args: &Args) -> anyhow::Result<SearchInput> {
         group_by_patient: !args.all_per_patient,
         fusion: None,
         image_weight: args.image_weight,
+        semantic: args.semantic,
     })
 }
 
@@ -207,14 +213,18 @@ fn print_hits(engine: &Engine, response: &lesion_search::search::SearchResponse,
     );
     for (rank, hit) in response.hits.iter().enumerate() {
         let f = engine.facts(hit.id).expect("a hit is live");
-        let matched = match (&hit.image, &hit.text) {
-            (Some(_), Some(_)) => "both",
-            (Some(_), None) => "image",
-            (None, Some(_)) => "text",
-            (None, None) => "filter",
+        let matched = match hit.matched {
+            lesion_search::search::Matched::Both => "both",
+            lesion_search::search::Matched::Image => "image",
+            lesion_search::search::Matched::Text => "text",
+            lesion_search::search::Matched::Filter => "filter",
         };
+        let cosine = hit
+            .semantic
+            .map(|s| format!(" cos {:.3}", s.cosine))
+            .unwrap_or_default();
         println!(
-            "{:>4} {:>6} {:<26} {:>8.4} {:<6} {:<12} {:>6.1} {:>4} {:>3}  {}",
+            "{:>4} {:>6} {:<26} {:>8.4} {:<6} {:<12} {:>6.1} {:>4} {:>3}  {}{cosine}",
             offset + rank + 1,
             hit.id,
             hit.key,

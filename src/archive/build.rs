@@ -8,7 +8,7 @@ use serde::Serialize;
 use super::draft::{Draft, Incoming};
 use super::{shard, Manifest, WriteLock, SCHEMA_VERSION};
 use crate::dataset::read_lesanet_labels;
-use crate::embed::Embedder;
+use crate::embed::{Embedder, SentenceEncoder};
 use crate::error::{Error, Result};
 use crate::index::GraphParams;
 
@@ -46,16 +46,18 @@ pub fn build(
     options: &BuildOptions,
     progress: &(dyn Fn(BuildEvent) + Sync),
 ) -> Result<BuildSummary> {
-    build_locked(&WriteLock::acquire(dir)?, options, progress)
+    build_locked(&WriteLock::acquire(dir)?, options, None, progress)
 }
 
-/// [`build`] for a writer that holds the index's lock already.
+/// [`build`] for a writer that holds the index's lock already; with `text_encoder`, each
+/// lesion's report is embedded too and the generation holds the report vectors.
 pub fn build_locked(
     lock: &WriteLock,
     options: &BuildOptions,
+    text_encoder: Option<&SentenceEncoder>,
     progress: &(dyn Fn(BuildEvent) + Sync),
 ) -> Result<BuildSummary> {
-    build_with(lock, options, &[], progress)
+    build_with(lock, options, &[], text_encoder, progress)
 }
 
 /// Builds a new generation from a DeepLesion-format archive whose lesions were embedded as
@@ -66,14 +68,22 @@ pub fn build_from_shards(
     shard_files: &[PathBuf],
     progress: &(dyn Fn(BuildEvent) + Sync),
 ) -> Result<BuildSummary> {
-    build_from_shards_locked(&WriteLock::acquire(dir)?, options, shard_files, progress)
+    build_from_shards_locked(
+        &WriteLock::acquire(dir)?,
+        options,
+        shard_files,
+        None,
+        progress,
+    )
 }
 
-/// [`build_from_shards`] for a writer that holds the index's lock already.
+/// [`build_from_shards`] for a writer that holds the index's lock already (reports embedded
+/// here with `text_encoder`, as [`build_locked`]).
 pub fn build_from_shards_locked(
     lock: &WriteLock,
     options: &BuildOptions,
     shard_files: &[PathBuf],
+    text_encoder: Option<&SentenceEncoder>,
     progress: &(dyn Fn(BuildEvent) + Sync),
 ) -> Result<BuildSummary> {
     if shard_files.is_empty() {
@@ -82,13 +92,14 @@ pub fn build_from_shards_locked(
             "no shard files given",
         ));
     }
-    build_with(lock, options, shard_files, progress)
+    build_with(lock, options, shard_files, text_encoder, progress)
 }
 
 fn build_with(
     lock: &WriteLock,
     options: &BuildOptions,
     shard_files: &[PathBuf],
+    text_encoder: Option<&SentenceEncoder>,
     progress: &(dyn Fn(BuildEvent) + Sync),
 ) -> Result<BuildSummary> {
     let dir = lock.dir();
@@ -103,6 +114,9 @@ fn build_with(
     } else {
         shard::embedded_from_shards(&incoming, shard_files, options.model)?
     };
+    let report_vectors = text_encoder
+        .map(|encoder| incoming.embed_reports(encoder))
+        .transpose()?;
     progress(BuildEvent::Writing);
 
     let card = options.model.card().clone();
@@ -123,11 +137,14 @@ fn build_with(
             vectors_sha256: String::new(),
             graph_outcome: Default::default(),
             graph_builder: options.graph.builder,
+            text_encoder: text_encoder.map(|encoder| encoder.card().clone()),
+            report_vectors_sha256: String::new(),
         },
     )?;
     let changed = incoming.put_into(
         &mut draft,
         &mut embedded,
+        report_vectors.as_deref(),
         |row| labels.by_row.get(&row).cloned().unwrap_or_default(),
         None,
     )?;

@@ -13,7 +13,7 @@ use super::draft::ChangeSummary;
 
 use super::draft::{Draft, Incoming};
 use super::{current_generation, index_error, read_manifest, BuildEvent, WriteLock};
-use crate::embed::Embedder;
+use crate::embed::{Embedder, SentenceEncoder};
 use crate::error::{Error, Result};
 use crate::index::GraphParams;
 
@@ -34,14 +34,16 @@ pub fn add(
     options: &AddOptions,
     progress: &(dyn Fn(BuildEvent) + Sync),
 ) -> Result<ChangeSummary> {
-    add_locked(&WriteLock::acquire(dir)?, options, progress)
+    add_locked(&WriteLock::acquire(dir)?, options, None, progress)
 }
 
 /// [`add`] for a writer that holds the index's lock already (one that staged its input
-/// under it, or a service writer that holds it for several writes).
+/// under it, or a service writer that holds it for several writes). An index with report
+/// vectors needs `text_encoder`, the one that made them, to embed the new reports.
 pub fn add_locked(
     lock: &WriteLock,
     options: &AddOptions,
+    text_encoder: Option<&SentenceEncoder>,
     progress: &(dyn Fn(BuildEvent) + Sync),
 ) -> Result<ChangeSummary> {
     let dir = lock.dir();
@@ -51,13 +53,30 @@ pub fn add_locked(
             "no published generation (CURRENT is missing): build the index first",
         )
     })?;
-    read_manifest(&current)?
-        .model
-        .check_same_model(options.model.card())?;
+    let manifest = read_manifest(&current)?;
+    manifest.model.check_same_model(options.model.card())?;
+    // Refused before anything is embedded, so nothing is published without report vectors.
+    let text_encoder = match &manifest.text_encoder {
+        None => None,
+        Some(card) => {
+            let encoder = text_encoder.ok_or_else(|| Error::Model {
+                path: current.clone(),
+                message: format!(
+                    "the index holds report vectors of the text encoder {}, which is not loaded: run `lesion-indexer weights import minilm`",
+                    card.name
+                ),
+            })?;
+            card.check_same(encoder.card())?;
+            Some(encoder)
+        }
+    };
 
     // Embedding is the slow part; it runs (and resumes) before anything is copied.
     let incoming = Incoming::read(&options.dataset, options.reports.as_deref())?;
     let mut embedded = incoming.embed(dir, options.model, progress)?;
+    let report_vectors = text_encoder
+        .map(|encoder| incoming.embed_reports(encoder))
+        .transpose()?;
     progress(BuildEvent::Writing);
 
     let mut draft = Draft::copy_of_served(dir)?;
@@ -74,6 +93,7 @@ pub fn add_locked(
     let changed = incoming.put_into(
         &mut draft,
         &mut embedded,
+        report_vectors.as_deref(),
         |_| Vec::new(),
         Some(incoming.root.clone()),
     )?;
@@ -120,6 +140,9 @@ pub fn delete_locked(
         draft.records.remove(*id)?;
         draft.text.delete(*id);
         draft.vectors.delete(*id);
+        if let Some(reports) = draft.reports.as_mut() {
+            reports.delete(*id);
+        }
     }
     draft.finish(graph, ids)
 }

@@ -12,9 +12,11 @@ use std::path::{Path, PathBuf};
 
 use super::embedding::{embed_lesions, thumbnail_of, Embedded};
 use super::publish::{fresh_partial, publish};
-use super::{current_generation, index_error, read_manifest, BuildEvent, Manifest};
+use super::{
+    current_generation, index_error, read_manifest, BuildEvent, Manifest, REPORT_VECTORS_DIR,
+};
 use crate::dataset::{lesion_keys, read_reports, Dataset, DlInfoReader, LesionKey, LesionRecord};
-use crate::embed::Embedder;
+use crate::embed::{Embedder, SentenceEncoder};
 use crate::error::{Error, Result};
 use crate::fsutil::copy_dir;
 use crate::index::{load_vector_index, save_vector_index, FlatIndex, GraphParams, VectorIndex};
@@ -60,6 +62,9 @@ pub(super) struct Draft {
     pub records: RecordStore,
     pub text: TextIndexWriter,
     pub vectors: VectorIndex,
+    /// Report vectors by lesion id, when the generation has a text encoder: every id of
+    /// `vectors` has one (zeros for a lesion without a report), tombstoned alike.
+    pub reports: Option<VectorIndex>,
 }
 
 impl Draft {
@@ -74,6 +79,10 @@ impl Draft {
             records: RecordStore::open(&partial.join("records"))?,
             text: TextIndexWriter::create(&partial.join("text"))?,
             vectors: VectorIndex::exact(FlatIndex::from_data(dim, Vec::new())),
+            reports: manifest
+                .text_encoder
+                .as_ref()
+                .map(|card| VectorIndex::exact(FlatIndex::from_data(card.dim, Vec::new()))),
             manifest,
             partial,
         })
@@ -97,6 +106,10 @@ impl Draft {
             records: RecordStore::open(&partial.join("records"))?,
             text: TextIndexWriter::open(&partial.join("text"))?,
             vectors: load_vector_index(&current.join("vectors"))?,
+            reports: match manifest.text_encoder {
+                Some(_) => Some(load_vector_index(&current.join(REPORT_VECTORS_DIR))?),
+                None => None,
+            },
             manifest,
             partial,
         })
@@ -129,6 +142,7 @@ impl Draft {
             records,
             text,
             mut vectors,
+            reports,
         } = self;
         records.flush()?;
         text.commit()?;
@@ -156,6 +170,25 @@ impl Draft {
         manifest.self_recall = vectors.self_recall();
         manifest.graph_outcome = vectors.outcome();
         manifest.vectors_sha256 = sha256_file(&vectors_dir.join("vectors.bin"))?;
+        if let Some(reports) = &reports {
+            // Same ids in both stores, the same ones deleted: checked before publishing.
+            if reports.len() != vectors.len() || reports.deleted() != vectors.deleted() {
+                return Err(index_error(
+                    &partial,
+                    format!(
+                        "{} report vectors ({} deleted) for {} lesions ({} deleted)",
+                        reports.len(),
+                        reports.deleted(),
+                        vectors.len(),
+                        vectors.deleted()
+                    ),
+                ));
+            }
+            let reports_dir = partial.join(REPORT_VECTORS_DIR);
+            fs::create_dir_all(&reports_dir).map_err(|e| Error::io(&reports_dir, e))?;
+            save_vector_index(reports, &reports_dir)?;
+            manifest.report_vectors_sha256 = sha256_file(&reports_dir.join("vectors.bin"))?;
+        }
         publish(&dir, &partial, &manifest)?;
         prune_old_generations(&dir, manifest.generation);
         remove_leftovers(&dir, manifest.generation);
@@ -223,15 +256,60 @@ impl Incoming {
         )
     }
 
-    /// Appends the embedded lesions to the draft's vectors and stores each under the id it
-    /// got, with `tags(row)` and `source`. Answers `(id, key)` of each.
+    /// The report of the `i`-th incoming lesion (empty when it has none).
+    fn report_of(&self, i: usize) -> String {
+        let key = &self.keys[i];
+        self.reports
+            .get(&(key.file_name.clone(), key.ordinal))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Report vectors of every incoming lesion, row-major in table order, for a generation
+    /// with a text encoder: the reports embedded in batches; a lesion without a report gets
+    /// zeros, which no query's cosine reaches a threshold with.
+    pub fn embed_reports(&self, encoder: &SentenceEncoder) -> Result<Vec<f32>> {
+        let reports: Vec<String> = (0..self.records.len()).map(|i| self.report_of(i)).collect();
+        let written: Vec<&str> = reports
+            .iter()
+            .map(String::as_str)
+            .filter(|r| !r.trim().is_empty())
+            .collect();
+        let mut vectors = encoder.encode(&written)?.into_iter();
+        let dim = encoder.dim();
+        let mut out = Vec::with_capacity(reports.len() * dim);
+        for report in &reports {
+            match report.trim().is_empty() {
+                true => out.resize(out.len() + dim, 0.0),
+                false => out.extend(vectors.next().unwrap_or_else(|| vec![0.0; dim])),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Appends the embedded lesions to the draft's vectors (and their report vectors, which
+    /// a draft with a text encoder needs) and stores each under the id it got, with
+    /// `tags(row)` and `source`. Answers `(id, key)` of each.
     pub fn put_into(
         &self,
         draft: &mut Draft,
         embedded: &mut Embedded,
+        report_vectors: Option<&[f32]>,
         tags: impl Fn(usize) -> Vec<String>,
         source: Option<PathBuf>,
     ) -> Result<Vec<(u32, String)>> {
+        if let Some(reports) = draft.reports.as_mut() {
+            let vectors = report_vectors.ok_or_else(|| {
+                index_error(&draft.partial, "the generation has report vectors, but the new lesions' reports were not embedded")
+            })?;
+            let ids = reports.append(vectors);
+            if ids.start as usize != draft.vectors.len() || ids.len() != self.records.len() {
+                return Err(index_error(
+                    &draft.partial,
+                    "report vectors and lesion vectors disagree on the new lesions' ids",
+                ));
+            }
+        }
         let ids = draft.vectors.append(&embedded.vectors);
         let mut changed = Vec::with_capacity(self.records.len());
         for (i, id) in ids.enumerate() {
@@ -240,11 +318,7 @@ impl Incoming {
                 key: key.to_string(),
                 row_index,
                 record: record.clone(),
-                report: self
-                    .reports
-                    .get(&(key.file_name.clone(), key.ordinal))
-                    .cloned()
-                    .unwrap_or_default(),
+                report: self.report_of(i),
                 tags: tags(row_index),
                 source: source.clone(),
             };

@@ -12,7 +12,7 @@ use crate::dataset::{
     write_dl_info, write_reports, CoarseType, LesionRecord, NormalizedLocation, PixelBox, Point,
     Recist, ReportEntry, Sex, SliceRange, Spacing, Split, IMAGES_DIR,
 };
-use crate::embed::Embedder;
+use crate::embed::{Embedder, SentenceEncoder};
 use crate::error::{Error, Result};
 use crate::imaging::{
     check_box, check_file_spacing, check_pixel_spacing, encode_png16, CtImage, PixelUnit,
@@ -187,17 +187,24 @@ pub fn add_lesion(
     model: &dyn Embedder,
     graph: GraphParams,
 ) -> Result<ChangeSummary> {
-    add_lesion_locked(&WriteLock::acquire(index_dir)?, image, input, model, graph)
+    add_lesion_locked(
+        &WriteLock::acquire(index_dir)?,
+        image,
+        input,
+        (model, None),
+        graph,
+    )
 }
 
 /// [`add_lesion`] for a writer that holds the index's lock already. The slice is staged
 /// under the lock, so the writer that sweeps unreferenced `added/` folders never meets one
-/// whose add is still on its way.
+/// whose add is still on its way. `models` are the image model and, for an index with
+/// report vectors, its text encoder.
 pub fn add_lesion_locked(
     lock: &WriteLock,
     image: &CtImage,
     input: &LesionInput,
-    model: &dyn Embedder,
+    (model, text_encoder): (&dyn Embedder, Option<&SentenceEncoder>),
     graph: GraphParams,
 ) -> Result<ChangeSummary> {
     let record = lesion_record(image, input)?;
@@ -217,7 +224,7 @@ pub fn add_lesion_locked(
         model,
         graph,
     };
-    add_locked(lock, &options, &|_| {}).inspect_err(|_| {
+    add_locked(lock, &options, text_encoder, &|_| {}).inspect_err(|_| {
         let _ = std::fs::remove_dir_all(&folder);
     })
 }

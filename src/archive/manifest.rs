@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{index_error, CURRENT, MANIFEST, SCHEMA_VERSION};
-use crate::embed::ModelCard;
+use crate::embed::{ModelCard, TextEncoderCard};
 use crate::error::{Error, Result};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,6 +34,13 @@ pub struct Manifest {
     /// indexes written before it was recorded: they were built by the native routine).
     #[serde(default)]
     pub graph_builder: crate::index::GraphBuilder,
+    /// The sentence encoder whose report vectors the generation holds
+    /// (`build --text-encoder`); absent when it holds none (built without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_encoder: Option<TextEncoderCard>,
+    /// sha256 of `report-vectors/vectors.bin` when there are report vectors.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub report_vectors_sha256: String,
 }
 
 /// The name of the generation `CURRENT` points at (`gen-NNNNNN`); `None` before the first

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! IDX/CURRENT            "gen-000002"
-//! IDX/gen-000002/        manifest.json, records/ (sled), records.table, vectors/, text/
+//! IDX/gen-000002/        manifest.json, records/ (sled), records.table, vectors/, text/,
+//!                        report-vectors/ (when built with a text encoder)
 //! IDX/staging/           embeddings computed so far (a killed build resumes from them)
 //! IDX/LOCK               flock-ed by the one writer (its pid inside, for people)
 //! ```
@@ -37,12 +38,15 @@ pub(crate) use manifest::{current_generation, read_manifest};
 pub use manifest::{served_generation_name, Manifest};
 pub use open::{Archive, Published};
 pub use shard::{embed_shard, Shard, ShardSummary};
-pub(crate) use verify::verify_embedded;
+pub(crate) use verify::{verify_embedded, verify_report_vectors};
 
 /// Version of the on-disk layout; a reader refuses others.
 pub const SCHEMA_VERSION: u32 = 1;
 const CURRENT: &str = "CURRENT";
 const MANIFEST: &str = "manifest.json";
+/// A generation's folder of report vectors (an exact flat store keyed by lesion id, as
+/// `vectors/`), present when it was built with a text encoder.
+pub(crate) const REPORT_VECTORS_DIR: &str = "report-vectors";
 /// Below this many lesions the exact scan is all an index needs.
 pub const GRAPH_FROM: usize = crate::index::EXACT_SCAN_BELOW;
 

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::manifest::{current_generation, read_manifest};
-use super::{index_error, Manifest};
+use super::{index_error, Manifest, REPORT_VECTORS_DIR};
 use crate::dataset::Dataset;
 use crate::embed::Embedder;
 use crate::error::Result;
@@ -22,11 +22,14 @@ fn dataset_of(manifest: &Manifest, lesion: &StoredLesion) -> Dataset {
 }
 
 /// The records side of a published generation: what the engine keeps in-process whichever
-/// backend serves the vectors and the text.
+/// backend serves the vectors and the text. The report vectors (semantic retrieval) are
+/// here too: a small exact store that every backend leaves to the engine.
 pub struct Published {
     pub dir: PathBuf,
     pub manifest: Manifest,
     pub records: PublishedRecords,
+    /// Report vectors by lesion id, when the generation was built with a text encoder.
+    pub report_vectors: Option<VectorIndex>,
 }
 
 impl Published {
@@ -48,6 +51,8 @@ pub struct Archive {
     pub records: PublishedRecords,
     pub vectors: VectorIndex,
     pub text: TextIndex,
+    /// Report vectors by lesion id, when the generation was built with a text encoder.
+    pub report_vectors: Option<VectorIndex>,
 }
 
 impl Archive {
@@ -71,8 +76,28 @@ impl Archive {
                 ),
             ));
         }
+        let report_vectors = match &manifest.text_encoder {
+            None => None,
+            Some(card) => {
+                let path = dir.join(REPORT_VECTORS_DIR);
+                let reports = load_vector_index(&path)?;
+                if !reports.is_empty() && reports.dim() != card.dim {
+                    return Err(index_error(
+                        &path,
+                        format!(
+                            "report vectors have {} dimensions, the text encoder card ({}) says {}",
+                            reports.dim(),
+                            card.name,
+                            card.dim
+                        ),
+                    ));
+                }
+                Some(reports)
+            }
+        };
         Ok(Archive {
             records: PublishedRecords::open(&dir)?,
+            report_vectors,
             vectors,
             text: TextIndex::open(&dir.join("text"))?,
             manifest,
@@ -97,6 +122,7 @@ impl Archive {
             dir: self.dir,
             manifest: self.manifest,
             records: self.records,
+            report_vectors: self.report_vectors,
         };
         (published, self.vectors, self.text)
     }

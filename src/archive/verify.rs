@@ -12,12 +12,86 @@ use crate::util::sha256_file;
 impl Archive {
     /// Counts, ids and checksums agree across the three stores; every disagreement listed.
     pub fn verify(&self) -> Result<Vec<String>> {
-        verify_embedded(
+        let mut problems = verify_embedded(
             (&self.dir, &self.manifest, &self.records),
             &self.vectors,
             &self.text,
-        )
+        )?;
+        problems.extend(verify_report_vectors(
+            (&self.dir, &self.manifest, &self.records),
+            self.report_vectors.as_ref(),
+        )?);
+        Ok(problems)
     }
+}
+
+/// The report vectors, when the manifest names a text encoder, agree with the records: one
+/// per lesion id, the same ids deleted, the width of the card, the manifest's checksum.
+pub(crate) fn verify_report_vectors(
+    (dir, manifest, records): (&Path, &Manifest, &PublishedRecords),
+    reports: Option<&VectorIndex>,
+) -> Result<Vec<String>> {
+    let mut problems = Vec::new();
+    let (card, reports) = match (&manifest.text_encoder, reports) {
+        (None, None) => return Ok(problems),
+        (Some(card), Some(reports)) => (card, reports),
+        (Some(card), None) => {
+            problems.push(format!(
+                "the manifest names the text encoder {}, but no report vectors are open",
+                card.name
+            ));
+            return Ok(problems);
+        }
+        (None, Some(_)) => {
+            problems.push("report vectors without a text encoder in the manifest".into());
+            return Ok(problems);
+        }
+    };
+    let n = manifest.lesions;
+    let live = n - manifest.deleted.min(n);
+    let counts = [
+        ("report vectors", reports.len(), n),
+        (
+            "deleted report vectors",
+            reports.deleted(),
+            manifest.deleted,
+        ),
+        ("live report vectors", reports.live(), live),
+        (
+            "records beside the report vectors",
+            records.len(),
+            reports.live(),
+        ),
+    ];
+    for (what, count, expected) in counts {
+        if count != expected {
+            problems.push(format!("{what}: {count}, expected {expected}"));
+        }
+    }
+    for (id, lesion) in records.all()? {
+        if reports.is_deleted(id) || id as usize >= reports.len() {
+            problems.push(format!(
+                "record {id} ({}) has no live report vector",
+                lesion.key
+            ));
+        }
+    }
+    if !reports.is_empty() && reports.dim() != card.dim {
+        problems.push(format!(
+            "report vectors have {} dimensions, the text encoder {} has {}",
+            reports.dim(),
+            card.name,
+            card.dim
+        ));
+    }
+    let sha = sha256_file(&dir.join(super::REPORT_VECTORS_DIR).join("vectors.bin"))?;
+    if sha != manifest.report_vectors_sha256 {
+        problems.push(format!(
+            "report-vectors/vectors.bin checksum {sha} differs from the manifest's {}",
+            manifest.report_vectors_sha256
+        ));
+    }
+    Ok(problems)
 }
 
 /// Counts, ids and checksums of the embedded vector and text stores agree with the

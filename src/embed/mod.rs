@@ -28,8 +28,9 @@ pub use import::{
 };
 pub use lesion_cnn::{LesionCnn, LesionCnnConfig};
 pub use sentence::{
-    load_minilm, minilm_dir, BertConfig, SentenceEncoder, WordPieceTokenizer, MINILM_MODEL,
-    SENTENCE_FILES, SENTENCE_MAX_TOKENS,
+    load_minilm, load_text_encoder, minilm_dir, write_tiny_sentence_encoder, BertConfig,
+    SentenceEncoder, TextEncoderCard, WordPieceTokenizer, MINILM_MODEL, SENTENCE_FILES,
+    SENTENCE_MAX_TOKENS, TEXT_ENCODERS,
 };
 // Distillation lives with the other trainer under `train/`; its path stays `embed::distill`.
 pub use train::distill;

@@ -22,13 +22,14 @@ use crate::dataset::{
 use crate::error::{Error, Result};
 use crate::imaging::Window;
 use crate::ontology::Ontology;
+use crate::search::{rrf, semantic_ranking, SEMANTIC_MIN_COSINE};
 use crate::text::{QueryFeatures, TextEntry, TextIndex, TextIndexWriter};
 
 const JUDGED_QUERIES_TSV: &str = include_str!("../../data/text-benchmark/queries.tsv");
 /// Depth of each ranked list the benchmark reads (recall is measured at 50).
 const DEPTH: usize = 100;
-/// Reciprocal rank fusion's constant, as in the search pipeline.
-const RRF_K: f32 = 60.0;
+/// Semantic thresholds measured beside the shipped one ([`SEMANTIC_MIN_COSINE`]).
+const THRESHOLDS: [f32; 6] = [0.3, 0.4, 0.45, 0.5, 0.55, 0.6];
 
 #[derive(Debug, Clone, Deserialize)]
 struct Phrase {
@@ -94,12 +95,27 @@ pub struct VariantScores {
     pub missed: Vec<String>,
 }
 
+/// BM25 fused with the semantic matches of one threshold, as the search pipeline does.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThresholdScores {
+    pub min_cosine: f32,
+    pub ndcg_at_10: f32,
+    pub recall_at_50: f32,
+    /// Mean semantic matches per judged query (phrases whose cosine reaches the threshold).
+    pub mean_semantic_matches: f32,
+    /// Mean rows of the fused list (BM25 matches and semantic matches): the `total` a
+    /// search would report.
+    pub mean_matches: f32,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct TextBenchmark {
     pub phrases: usize,
     pub judged_queries: usize,
     /// Every query feature, each one off, none; semantic variants when an encoder is given.
     pub variants: Vec<VariantScores>,
+    /// With an encoder: the fused list at each semantic threshold measured.
+    pub thresholds: Vec<ThresholdScores>,
     pub terms: usize,
     pub term_queries: usize,
     pub with_expansion: TextScores,
@@ -159,6 +175,25 @@ impl TextBenchmark {
                     "\nNo relevant phrase in the top 10 ({}): {}.\n",
                     all.variant,
                     all.missed.join("; ")
+                ));
+            }
+        }
+        if !self.thresholds.is_empty() {
+            md.push_str(&format!(
+                "\nSemantic threshold (BM25 with all features fused by RRF with the phrases whose \
+                 cosine reaches it; {SEMANTIC_MIN_COSINE} ships; {} judged queries, {} phrases):\n\n\
+                 | min cosine | nDCG@10 | recall@50 | semantic matches per query | matches per query |\n\
+                 |---:|---:|---:|---:|---:|\n",
+                self.judged_queries, self.phrases
+            ));
+            for t in &self.thresholds {
+                md.push_str(&format!(
+                    "| {} | {:.3} | {:.3} | {:.1} | {:.1} |\n",
+                    t.min_cosine,
+                    t.ndcg_at_10,
+                    t.recall_at_50,
+                    t.mean_semantic_matches,
+                    t.mean_matches
                 ));
             }
         }
@@ -243,22 +278,84 @@ pub fn run_text_benchmark(
         })?);
         variants.last_mut().expect("just pushed").variant = name.to_string();
     }
+    let mut thresholds = Vec::new();
     if let Some(encode) = encode {
         let texts: Vec<&str> = phrases.iter().map(|p| p.text.as_str()).collect();
         let corpus = encode(&texts)?;
-        let semantic = |query: &str| -> Result<Vec<u32>> {
-            let q = encode(&[query])?.into_iter().next().unwrap_or_default();
-            Ok(by_cosine(&q, &corpus))
+        // Each judged query embedded once, for every variant.
+        let query_texts: Vec<&str> = judged.iter().map(|q| q.query.as_str()).collect();
+        let query_vectors: BTreeMap<&str, Vec<f32>> = query_texts
+            .iter()
+            .copied()
+            .zip(encode(&query_texts)?)
+            .collect();
+        let cosines = |query: &str| -> Result<Vec<(u32, f32)>> {
+            let q = query_vectors.get(query).cloned().map_or_else(
+                || Ok(encode(&[query])?.pop().unwrap_or_default()),
+                Ok::<_, Error>,
+            )?;
+            Ok(corpus
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (i as u32, v.iter().zip(&q).map(|(a, b)| a * b).sum()))
+                .collect())
         };
-        let mut alone = score_judged(&judged, &phrases, semantic)?;
-        alone.variant = "semantic alone".into();
-        let mut fused = score_judged(&judged, &phrases, |q| {
-            let bm25 = ranked_ids(&index, q, QueryFeatures::ALL)?;
-            Ok(rrf(&bm25, &semantic(q)?))
+        // The semantic list of the matches (BM25's and those reaching the threshold).
+        let semantic = |query: &str, bm25: &[u32], min_cosine: f32| -> Result<Vec<u32>> {
+            let bm25: std::collections::HashSet<u32> = bm25.iter().copied().collect();
+            Ok(
+                semantic_ranking(cosines(query)?, |id| bm25.contains(&id), min_cosine)
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .collect(),
+            )
+        };
+        // Every BM25 match, as the search pipeline fuses them.
+        let all_bm25 = |query: &str| -> Result<Vec<u32>> {
+            let (ranked, _) = index.ranked(query, phrases.len(), &|_| true, QueryFeatures::ALL)?;
+            Ok(ranked.iter().map(|r| r.id).collect())
+        };
+        let fused = |query: &str, min_cosine: f32| -> Result<Vec<u32>> {
+            let bm25 = all_bm25(query)?;
+            let semantic = semantic(query, &bm25, min_cosine)?;
+            Ok(rrf(&[&bm25, &semantic])
+                .into_iter()
+                .take(DEPTH)
+                .map(|(id, _)| id)
+                .collect())
+        };
+        let mut alone = score_judged(&judged, &phrases, |q| {
+            Ok(semantic(q, &[], f32::NEG_INFINITY)?
+                .into_iter()
+                .take(DEPTH)
+                .collect())
         })?;
-        fused.variant = "all features + semantic (RRF)".into();
-        variants.push(fused);
+        alone.variant = "semantic alone".into();
+        let mut unthresholded = score_judged(&judged, &phrases, |q| fused(q, f32::NEG_INFINITY))?;
+        unthresholded.variant = "all features + semantic (RRF, every phrase)".into();
+        let mut shipped = score_judged(&judged, &phrases, |q| fused(q, SEMANTIC_MIN_COSINE))?;
+        shipped.variant =
+            format!("all features + semantic (RRF, cosine >= {SEMANTIC_MIN_COSINE}, as shipped)");
+        variants.push(shipped);
+        variants.push(unthresholded);
         variants.push(alone);
+        for min_cosine in THRESHOLDS {
+            let scores = score_judged(&judged, &phrases, |q| fused(q, min_cosine))?;
+            let (mut semantic_matches, mut matches) = (0usize, 0usize);
+            for q in &judged {
+                let bm25 = all_bm25(&q.query)?;
+                semantic_matches += semantic(&q.query, &[], min_cosine)?.len();
+                matches += semantic(&q.query, &bm25, min_cosine)?.len();
+            }
+            let n = judged.len().max(1) as f32;
+            thresholds.push(ThresholdScores {
+                min_cosine,
+                ndcg_at_10: scores.overall.ndcg_at_10,
+                recall_at_50: scores.overall.recall_at_50,
+                mean_semantic_matches: semantic_matches as f32 / n,
+                mean_matches: matches as f32 / n,
+            });
+        }
     }
     let (terms, term_queries) = term_queries(&phrases);
     let score_terms = |features: QueryFeatures| -> Result<TextScores> {
@@ -272,6 +369,7 @@ pub fn run_text_benchmark(
         phrases: phrases.len(),
         judged_queries: judged.len(),
         variants,
+        thresholds,
         terms,
         term_queries: term_queries.len(),
         with_expansion: score_terms(QueryFeatures::ALL)?,
@@ -338,30 +436,6 @@ fn feature_variants() -> Vec<(&'static str, QueryFeatures)> {
 fn ranked_ids(index: &TextIndex, query: &str, features: QueryFeatures) -> Result<Vec<u32>> {
     let (ranked, _) = index.ranked(query, DEPTH, &|_| true, features)?;
     Ok(ranked.iter().map(|r| r.id).collect())
-}
-
-/// Phrase ids by cosine to the query, best first (ties by id).
-fn by_cosine(query: &[f32], corpus: &[Vec<f32>]) -> Vec<u32> {
-    let mut scored: Vec<(u32, f32)> = corpus
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (i as u32, v.iter().zip(query).map(|(a, b)| a * b).sum()))
-        .collect();
-    scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-    scored.into_iter().take(DEPTH).map(|(i, _)| i).collect()
-}
-
-/// Reciprocal rank fusion of two ranked lists, best first (ties by id).
-fn rrf(a: &[u32], b: &[u32]) -> Vec<u32> {
-    let mut score: BTreeMap<u32, f32> = BTreeMap::new();
-    for list in [a, b] {
-        for (rank, id) in list.iter().enumerate() {
-            *score.entry(*id).or_default() += 1.0 / (RRF_K + rank as f32 + 1.0);
-        }
-    }
-    let mut fused: Vec<(u32, f32)> = score.into_iter().collect();
-    fused.sort_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
-    fused.into_iter().take(DEPTH).map(|(i, _)| i).collect()
 }
 
 fn relevant_to(concepts: &[String], phrases: &[Phrase]) -> Vec<u32> {
@@ -480,10 +554,5 @@ mod tests {
             );
         }
         assert!(queries.iter().all(|q| !q.concepts.is_empty()));
-    }
-
-    #[test]
-    fn rrf_prefers_agreement() {
-        assert_eq!(rrf(&[1, 2, 3], &[3, 4])[0], 3);
     }
 }

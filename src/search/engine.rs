@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use super::{Catalog, Facets, LesionFacts};
 use crate::archive::Published;
 use crate::backend::{Allowed, BackendChoice, BackendInfo, SearchBackend};
-use crate::embed::Embedder;
+use crate::embed::{Embedder, SentenceEncoder, TextEncoderCard};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::imaging::CtImage;
@@ -24,6 +24,9 @@ pub struct Engine {
     pub(crate) backend: Box<dyn SearchBackend>,
     pub(crate) catalog: Catalog,
     pub(super) model: Arc<dyn Embedder>,
+    /// The sentence encoder of the report vectors, when the generation has them and it is
+    /// loaded (semantic retrieval).
+    pub(super) text_encoder: Option<Arc<SentenceEncoder>>,
     /// The archive's matched forward follow-ups, for outlooks (built on first use).
     pub(super) trajectories: OnceLock<Vec<crate::followup::Trajectory>>,
     pub(super) collecting: Mutex<()>,
@@ -71,6 +74,7 @@ impl Engine {
             backend,
             catalog,
             model,
+            text_encoder: None,
             trajectories: Default::default(),
             collecting: Default::default(),
         })
@@ -78,6 +82,57 @@ impl Engine {
 
     pub fn model(&self) -> &Arc<dyn Embedder> {
         &self.model
+    }
+
+    /// Serves semantic retrieval with `encoder`, which must be the one the generation's
+    /// report vectors were made with (its card is checked); an encoder for a generation
+    /// without report vectors is not kept.
+    pub fn with_text_encoder(mut self, encoder: Option<Arc<SentenceEncoder>>) -> Result<Self> {
+        self.text_encoder = match (&self.published.manifest.text_encoder, encoder) {
+            (Some(card), Some(encoder)) => {
+                card.check_same(encoder.card())?;
+                Some(encoder)
+            }
+            _ => None,
+        };
+        Ok(self)
+    }
+
+    /// The sentence encoder loaded for the report vectors.
+    pub fn text_encoder(&self) -> Option<&Arc<SentenceEncoder>> {
+        self.text_encoder.as_ref()
+    }
+
+    /// The card of the encoder the generation's report vectors were made with (none: the
+    /// archive was built without `--text-encoder`).
+    pub fn text_encoder_card(&self) -> Option<&TextEncoderCard> {
+        self.published.manifest.text_encoder.as_ref()
+    }
+
+    /// Whether a request may ask for semantic retrieval: report vectors and their encoder.
+    pub fn supports_semantic(&self) -> bool {
+        self.check_semantic().is_ok()
+    }
+
+    /// Why semantic retrieval cannot run, if it cannot: no report vectors (the caller's
+    /// request is refused, naming `semantic`), or their encoder not loaded.
+    pub fn check_semantic(&self) -> Result<()> {
+        let Some(card) = self.text_encoder_card() else {
+            return Err(Error::invalid_argument(
+                "semantic",
+                "this archive has no report vectors (it was built without a text encoder): rebuild it with `lesion-indexer build --text-encoder minilm` to search report text by meaning",
+            ));
+        };
+        if self.published.report_vectors.is_none() || self.text_encoder.is_none() {
+            return Err(Error::Model {
+                path: self.published.dir.clone(),
+                message: format!(
+                    "the text encoder {} of the report vectors is not loaded: run `lesion-indexer weights import minilm`",
+                    card.name
+                ),
+            });
+        }
+        Ok(())
     }
 
     pub fn lesion(&self, id: u32) -> Result<Option<StoredLesion>> {
@@ -156,7 +211,13 @@ impl Engine {
     /// Cross-checks of the backend's stores against the served records; empty when they
     /// agree.
     pub fn verify(&self) -> Result<Vec<String>> {
-        self.backend.verify(&self.published)
+        let p = &self.published;
+        let mut problems = self.backend.verify(p)?;
+        problems.extend(crate::archive::verify_report_vectors(
+            (&p.dir, &p.manifest, &p.records),
+            p.report_vectors.as_ref(),
+        )?);
+        Ok(problems)
     }
 
     /// The key slice of a stored lesion, read from its dataset.

@@ -12,6 +12,8 @@
 //! - `input.rs`, `lesion_fields.rs`: what users type (filters, lesion references, a lesion
 //!   to add);
 //! - `query_vector.rs`: image and lesion embeddings, Rocchio refinement;
+//! - `fusion.rs`: reciprocal rank fusion and the semantic match rule, which the text
+//!   benchmark measures;
 //! - `pipeline.rs`: the selection (exact totals, facets over the matches), result lists
 //!   that page to their end, fusion, grouping, paging, the type suggestion, the degraded
 //!   text-only path;
@@ -22,6 +24,7 @@
 mod catalog;
 mod engine;
 mod followup;
+mod fusion;
 mod input;
 mod lesion_fields;
 mod pipeline;
@@ -32,13 +35,15 @@ mod response;
 pub use catalog::{Catalog, Facets, LesionFacts, Selection};
 pub use engine::Engine;
 pub use followup::{FollowUp, FollowUps, MatcherSummary, StudyCandidates};
+pub use fusion::{rrf, rrf_share, semantic_ranking, RRF_K, SEMANTIC_MIN_COSINE};
 pub use input::{
     parse_bounds, parse_sex, parse_split, parse_type, range, Bounds, FilterInput, LesionRef,
 };
 pub use lesion_fields::LESION_FIELDS;
-pub use pipeline::RRF_K;
 pub use request::{
     Fusion, ImageQuery, SearchInput, SearchLimits, SearchRequest, ASSUMED_SPACING_MM,
     DEFAULT_IMAGE_WEIGHT, DEFAULT_K, MAX_K,
 };
-pub use response::{Hit, ImageMatch, Matched, SearchResponse, TextMatch, Timings, TypeSuggestion};
+pub use response::{
+    Hit, ImageMatch, Matched, SearchResponse, SemanticMatch, TextMatch, Timings, TypeSuggestion,
+};

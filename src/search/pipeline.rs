@@ -10,7 +10,10 @@
 //! - text only: the lesions whose text matches and the filter allows, by text score, then
 //!   id (ties at a page's edge are fetched whole before the cut);
 //! - an image (or lesion, or liked results), with or without text: every allowed lesion,
-//!   ranked by the exact scan, then fused with the text list of every allowed match.
+//!   ranked by the exact scan, then fused with the text list of every allowed match;
+//! - text with `semantic`: the matches are the BM25 matches and the semantic ones (a
+//!   report whose sentence vector's cosine to the text's reaches `SEMANTIC_MIN_COSINE`),
+//!   the allowed ones of both lists fused whole (RRF by default), ties by id.
 //!
 //! `total` counts the list's rows (patients when grouped), whatever page is asked for.
 
@@ -18,10 +21,11 @@ use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use super::catalog::Selection;
+use super::fusion::{rrf_share, semantic_ranking, SEMANTIC_MIN_COSINE};
 use super::response::ms;
 use super::{
-    Engine, Fusion, Hit, ImageMatch, Matched, SearchRequest, SearchResponse, TextMatch,
-    TypeSuggestion, MAX_K,
+    Engine, Fusion, Hit, ImageMatch, Matched, SearchRequest, SearchResponse, SemanticMatch,
+    TextMatch, TypeSuggestion, MAX_K,
 };
 use crate::backend::Allowed;
 use crate::dataset::CoarseType;
@@ -30,8 +34,6 @@ use crate::filter::Filter;
 use crate::index::{exact_depth, IdSet, Scored};
 use crate::text::RankedText;
 
-/// Reciprocal rank fusion's constant (Cormack et al. 2009 use 60).
-pub const RRF_K: f32 = 60.0;
 /// Neighbours that vote on the suggested type.
 const SUGGESTION_NEIGHBOURS: usize = 10;
 
@@ -49,6 +51,35 @@ struct TextSide<'a> {
     text: &'a str,
     selection: Selection,
     share: f32,
+    /// With semantic matches in the selection: the allowed BM25 matches alone, and how
+    /// many (the BM25 list ranks these; without semantic matches it ranks the selection).
+    bm25: Option<(IdSet, usize)>,
+}
+
+impl TextSide<'_> {
+    /// What the BM25 list ranks: its allowed matches and their number.
+    fn bm25_ids(&self) -> (&IdSet, usize) {
+        match &self.bm25 {
+            Some((ids, len)) => (ids, *len),
+            None => (&self.selection.ids, self.selection.lesions),
+        }
+    }
+}
+
+/// The text's sentence vector against every live report: the cosine of each (by id) and
+/// the semantic matches (cosine at least [`SEMANTIC_MIN_COSINE`]), by cosine then id.
+struct SemanticSide {
+    cosines: Vec<f32>,
+    matches: Vec<Scored>,
+}
+
+impl SemanticSide {
+    fn cosine(&self, id: u32) -> Option<f32> {
+        self.cosines
+            .get(id as usize)
+            .copied()
+            .filter(|c| !c.is_nan())
+    }
 }
 
 /// One row of a result list before it becomes a hit: id, fused score, the image side, and
@@ -59,6 +90,8 @@ struct Fused {
     score: f32,
     image: Option<ImageMatch>,
     text: Option<usize>,
+    /// Position in the semantic list.
+    semantic: Option<usize>,
 }
 
 impl Fused {
@@ -69,6 +102,7 @@ impl Fused {
             score: 0.0,
             image: None,
             text: None,
+            semantic: None,
         }
     }
 }
@@ -91,8 +125,13 @@ impl Engine {
         request.cancel.check("the filter")?;
         let scope = self.scope(request);
         let text = request.text.as_deref().filter(|t| !t.trim().is_empty());
+        let semantic = match text.filter(|_| request.semantic) {
+            Some(text) => Some(self.semantic_side(text, request, &mut response)?),
+            None => None,
+        };
+        response.semantic = semantic.is_some();
         let text = match text {
-            Some(text) => Some(self.text_side(text, &scope, &mut response)?),
+            Some(text) => Some(self.text_side(text, semantic.as_ref(), &scope, &mut response)?),
             None => None,
         };
         // The rows of the list: the text's matches for text alone, every allowed lesion
@@ -114,7 +153,7 @@ impl Engine {
             request,
             rows,
             response.total,
-            query.is_some() && text.is_some(),
+            (query.is_some() && text.is_some()) || semantic.is_some(),
         );
 
         let image_list = match (&query, &all) {
@@ -128,16 +167,32 @@ impl Engine {
             Some(side) => self.text_candidates(side, &wanted, &scope, &mut response)?,
             None => Vec::new(),
         };
+        // The semantic list: every allowed match (BM25's and the semantic ones) by cosine,
+        // whole, when the page is within the list.
+        let semantic_list: Vec<Scored> = match (&semantic, &text) {
+            (Some(side), Some(text)) if wanted.rows > 0 => {
+                let scored = text
+                    .selection
+                    .ids
+                    .iter()
+                    .filter_map(|id| Some((id, side.cosine(id)?)));
+                semantic_ranking(scored, |_| true, SEMANTIC_MIN_COSINE)
+                    .into_iter()
+                    .map(|(id, score)| Scored { id, score })
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
         request.cancel.check("the page")?;
         let page = match (&query, &all) {
             // No query at all: the filtered set itself, in id order (a cohort).
             (None, Some(all)) => self.page_of(all.ids.iter().map(Fused::cohort), request),
             _ => self.page_of(
-                fuse(&image_list, &text_list, request.fusion).into_iter(),
+                fuse(&image_list, &text_list, &semantic_list, request.fusion).into_iter(),
                 request,
             ),
         };
-        self.fill_page(&page, &text_list, &mut response);
+        self.fill_page(&page, &text_list, semantic.as_ref(), &mut response);
         if let Some(side) = &text {
             self.attach_snippets(side.text, &page, &text_list, &mut response)?;
         }
@@ -175,23 +230,93 @@ impl Engine {
     fn text_side<'a>(
         &self,
         text: &'a str,
+        semantic: Option<&SemanticSide>,
         scope: &Scope,
         response: &mut SearchResponse,
     ) -> Result<TextSide<'a>> {
         let t = Instant::now();
-        let matches = self.backend.text_matches(text)?;
-        let selection = self.catalog.select(&scope.filter, Some(&matches));
+        let mut matches = self.backend.text_matches(text)?;
+        let bm25_matches = matches.len();
+        let (selection, bm25) = match semantic {
+            None => (self.catalog.select(&scope.filter, Some(&matches)), None),
+            Some(side) => {
+                let bm25 = IdSet::from_ids(self.catalog.capacity(), matches.iter().copied());
+                matches.extend(side.matches.iter().map(|h| h.id));
+                matches.sort_unstable();
+                matches.dedup();
+                let selection = self.catalog.select(&scope.filter, Some(&matches));
+                let allowed = IdSet::from_ids(
+                    self.catalog.capacity(),
+                    selection.ids.iter().filter(|&id| bm25.contains(id)),
+                );
+                let len = allowed.len();
+                (selection, Some((allowed, len)))
+            }
+        };
         response.text_matches = Some(selection.lesions);
         // A misspelt word was searched as the word it resembles: say so, so the user can
         // search that spelling itself.
         response.did_you_mean = self.backend.did_you_mean(text)?;
         response.timings.text_ms += ms(t.elapsed());
-        let share = selection.lesions as f32 / matches.len().max(1) as f32;
-        Ok(TextSide {
+        let mut side = TextSide {
             text,
             selection,
-            share,
-        })
+            share: 0.0,
+            bm25,
+        };
+        side.share = side.bm25_ids().1 as f32 / bm25_matches.max(1) as f32;
+        Ok(side)
+    }
+
+    /// The text's sentence vector (embedded within the request's deadline) against every
+    /// live lesion's report vector.
+    fn semantic_side(
+        &self,
+        text: &str,
+        request: &SearchRequest,
+        response: &mut SearchResponse,
+    ) -> Result<SemanticSide> {
+        self.check_semantic()?;
+        let (Some(encoder), Some(reports)) = (&self.text_encoder, &self.published.report_vectors)
+        else {
+            return Err(Error::invalid_argument(
+                "semantic",
+                "semantic retrieval is not available on this archive",
+            ));
+        };
+        request.cancel.check("the text's sentence vector")?;
+        let t = Instant::now();
+        let query = encoder.encode(&[text])?.pop().unwrap_or_default();
+        response.timings.embed_ms += ms(t.elapsed());
+        request.cancel.check("the report cosines")?;
+        let t = Instant::now();
+        if query.len() != reports.dim() {
+            return Err(Error::Index {
+                path: self.published.dir.clone(),
+                message: format!(
+                    "the text encoder gives {}-dimensional vectors, the report vectors have {}",
+                    query.len(),
+                    reports.dim()
+                ),
+            });
+        }
+        let mut cosines = vec![f32::NAN; reports.len()];
+        let live = reports
+            .live_ids()
+            .filter(|&id| self.catalog.get(id).is_some());
+        let scored: Vec<(u32, f32)> = live
+            .map(|id| {
+                let cosine = reports.flat().score(&query, id);
+                cosines[id as usize] = cosine;
+                (id, cosine)
+            })
+            .collect();
+        let matches = semantic_ranking(scored, |_| false, SEMANTIC_MIN_COSINE)
+            .into_iter()
+            .map(|(id, score)| Scored { id, score })
+            .collect();
+        response.timings.text_ms += ms(t.elapsed());
+        Ok(SemanticSide { cosines, matches })
     }
 
     /// The image list (every allowed lesion by exact cosine, as deep as `wanted` needs),
@@ -245,7 +370,7 @@ impl Engine {
     ) -> Result<Vec<RankedText>> {
         let t = Instant::now();
         let hits = wanted.list(
-            side.selection.lesions,
+            side.bm25_ids().1,
             |hit: &RankedText| hit.id,
             self,
             |depth| self.text_prefix(side, depth, &scope.filter),
@@ -265,8 +390,7 @@ impl Engine {
         depth: usize,
         filter: &Filter,
     ) -> Result<Vec<RankedText>> {
-        let selected = &side.selection.ids;
-        let len = side.selection.lesions;
+        let (selected, len) = side.bm25_ids();
         let depth = depth.min(len);
         if depth == 0 {
             return Ok(Vec::new());
@@ -327,7 +451,13 @@ impl Engine {
     }
 
     /// The page's hits, each explaining itself.
-    fn fill_page(&self, page: &[Fused], text_list: &[RankedText], response: &mut SearchResponse) {
+    fn fill_page(
+        &self,
+        page: &[Fused],
+        text_list: &[RankedText],
+        semantic: Option<&SemanticSide>,
+        response: &mut SearchResponse,
+    ) {
         for row in page {
             let key = self
                 .catalog
@@ -338,12 +468,21 @@ impl Engine {
                 id: row.id,
                 key,
                 score: row.score,
-                matched: Matched::of(row.image.is_some(), row.text.is_some()),
+                matched: Matched::of(
+                    row.image.is_some(),
+                    row.text.is_some() || row.semantic.is_some(),
+                ),
                 image: row.image,
                 text: row.text.map(|at| TextMatch {
                     rank: at + 1,
                     bm25: text_list[at].score,
                     snippet: Default::default(),
+                }),
+                semantic: semantic.and_then(|side| {
+                    Some(SemanticMatch {
+                        rank: row.semantic.map(|at| at + 1),
+                        cosine: side.cosine(row.id)?,
+                    })
                 }),
             });
         }
@@ -487,9 +626,11 @@ impl Wanted {
     }
 }
 
-/// One ranked list from the image and text lists, best first (ties by id). A list alone
-/// keeps its own order; two are fused over every entry of both.
-fn fuse(image: &[Scored], text: &[RankedText], fusion: Fusion) -> Vec<Fused> {
+/// One ranked list from the image, text (BM25) and semantic lists, best first (ties by
+/// id). A list alone keeps its own order; several are fused over every entry of each. Under
+/// weighted fusion the text's share is split evenly between BM25 and the semantic list
+/// when there is one.
+fn fuse(image: &[Scored], text: &[RankedText], semantic: &[Scored], fusion: Fusion) -> Vec<Fused> {
     let scale = |scores: &mut dyn Iterator<Item = f32>| {
         let (lo, hi) = scores.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), s| {
             (lo.min(s), hi.max(s))
@@ -498,64 +639,74 @@ fn fuse(image: &[Scored], text: &[RankedText], fusion: Fusion) -> Vec<Fused> {
     };
     let image_scale = scale(&mut image.iter().map(|h| h.score));
     let text_scale = scale(&mut text.iter().map(|h| h.score));
-    let rrf = |rank: usize| 1.0 / (RRF_K + rank as f32);
-    let image_part = |rank: usize, cosine: f32| match fusion {
-        Fusion::Rrf => rrf(rank),
-        Fusion::Weighted { image_weight } => image_weight.clamp(0.0, 1.0) * image_scale(cosine),
-    };
-    let text_part = |rank: usize, bm25: f32| match fusion {
-        Fusion::Rrf => rrf(rank),
+    let semantic_scale = scale(&mut semantic.iter().map(|h| h.score));
+    let (image_weight, text_weight) = match fusion {
+        Fusion::Rrf => (1.0, 1.0),
         Fusion::Weighted { image_weight } => {
-            (1.0 - image_weight.clamp(0.0, 1.0)) * text_scale(bm25)
+            let w = image_weight.clamp(0.0, 1.0);
+            let text = if semantic.is_empty() {
+                1.0 - w
+            } else {
+                (1.0 - w) / 2.0
+            };
+            (w, text)
         }
     };
-    // Text positions by id, so each image hit finds its text side at once.
+    let part = |rank: usize, scaled: f32, weight: f32| match fusion {
+        Fusion::Rrf => rrf_share(rank),
+        Fusion::Weighted { .. } => weight * scaled,
+    };
     let span = image
         .iter()
         .map(|h| h.id)
         .chain(text.iter().map(|h| h.id))
+        .chain(semantic.iter().map(|h| h.id))
         .max()
         .map_or(0, |max| max as usize + 1);
-    let mut text_at = vec![u32::MAX; if image.is_empty() { 0 } else { span }];
-    for (at, hit) in text.iter().enumerate() {
-        if let Some(slot) = text_at.get_mut(hit.id as usize) {
-            *slot = at as u32;
-        }
-    }
+    // Each id's row in `fused`, so a lesion in several lists is one row.
+    let mut row_of = vec![u32::MAX; span];
     let mut fused: Vec<Fused> = Vec::with_capacity(image.len().max(text.len()));
-    for (i, hit) in image.iter().enumerate() {
-        let image = ImageMatch {
-            rank: i + 1,
-            cosine: hit.score,
-        };
-        let mut score = image_part(image.rank, hit.score);
-        let text = match text_at[hit.id as usize] {
-            u32::MAX => None,
-            at => {
-                text_at[hit.id as usize] = u32::MAX;
-                score += text_part(at as usize + 1, text[at as usize].score);
-                Some(at as usize)
-            }
-        };
-        fused.push(Fused {
-            id: hit.id,
-            score,
-            image: Some(image),
-            text,
-        });
+    let mut row = |id: u32| -> usize {
+        let slot = &mut row_of[id as usize];
+        if *slot == u32::MAX {
+            *slot = fused.len() as u32;
+            fused.push(Fused::cohort(id));
+        }
+        *slot as usize
+    };
+    let mut rows = Vec::with_capacity(image.len() + text.len() + semantic.len());
+    for (at, hit) in image.iter().enumerate() {
+        rows.push((row(hit.id), at, 0u8));
     }
-    // Text hits the image list does not hold (all of them when there is no image list).
     for (at, hit) in text.iter().enumerate() {
-        if image.is_empty() || text_at[hit.id as usize] == at as u32 {
-            fused.push(Fused {
-                id: hit.id,
-                score: text_part(at + 1, hit.score),
-                image: None,
-                text: Some(at),
-            });
+        rows.push((row(hit.id), at, 1u8));
+    }
+    for (at, hit) in semantic.iter().enumerate() {
+        rows.push((row(hit.id), at, 2u8));
+    }
+    for (r, at, list) in rows {
+        let f = &mut fused[r];
+        match list {
+            0 => {
+                let hit = image[at];
+                f.score += part(at + 1, image_scale(hit.score), image_weight);
+                f.image = Some(ImageMatch {
+                    rank: at + 1,
+                    cosine: hit.score,
+                });
+            }
+            1 => {
+                f.score += part(at + 1, text_scale(text[at].score), text_weight);
+                f.text = Some(at);
+            }
+            _ => {
+                f.score += part(at + 1, semantic_scale(semantic[at].score), text_weight);
+                f.semantic = Some(at);
+            }
         }
     }
-    if !image.is_empty() && !text.is_empty() {
+    let lists = [!image.is_empty(), !text.is_empty(), !semantic.is_empty()];
+    if lists.iter().filter(|&&l| l).count() > 1 {
         fused.sort_unstable_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
     }
     fused
@@ -577,7 +728,7 @@ mod tests {
             Scored { id: 3, score: 0.7 },
         ];
         let text = [text_hit(3, 9.0), text_hit(4, 8.0)];
-        let fused = fuse(&image, &text, Fusion::Rrf);
+        let fused = fuse(&image, &text, &[], Fusion::Rrf);
         assert_eq!(fused[0].id, 3, "in both lists beats first in one");
         assert!((fused[0].score - (1.0 / 63.0 + 1.0 / 61.0)).abs() < 1e-6);
         assert_eq!(fused[0].image.unwrap().rank, 3);
@@ -595,9 +746,9 @@ mod tests {
     fn weighted_fusion_follows_the_ratio() {
         let image = [Scored { id: 1, score: 0.9 }, Scored { id: 2, score: 0.1 }];
         let text = [text_hit(2, 10.0), text_hit(1, 1.0)];
-        let image_only = fuse(&image, &text, Fusion::Weighted { image_weight: 1.0 });
+        let image_only = fuse(&image, &text, &[], Fusion::Weighted { image_weight: 1.0 });
         assert_eq!(image_only[0].id, 1);
-        let text_only = fuse(&image, &text, Fusion::Weighted { image_weight: 0.0 });
+        let text_only = fuse(&image, &text, &[], Fusion::Weighted { image_weight: 0.0 });
         assert_eq!(text_only[0].id, 2);
     }
 
@@ -610,12 +761,12 @@ mod tests {
         ];
         let text = [text_hit(4, 2.0), text_hit(9, 1.0)];
         // 9: image 1 + text 2, 4: image 2 + text 1: equal under RRF, so by id.
-        let fused = fuse(&image, &text, Fusion::Rrf);
+        let fused = fuse(&image, &text, &[], Fusion::Rrf);
         assert_eq!(fused.iter().map(|f| f.id).collect::<Vec<_>>(), [4, 9, 7]);
         assert_eq!(fused[0].score, fused[1].score);
-        let alone = fuse(&image, &[], Fusion::Rrf);
+        let alone = fuse(&image, &[], &[], Fusion::Rrf);
         assert_eq!(alone.iter().map(|f| f.id).collect::<Vec<_>>(), [9, 4, 7]);
-        let alone = fuse(&[], &text, Fusion::Weighted { image_weight: 0.5 });
+        let alone = fuse(&[], &text, &[], Fusion::Weighted { image_weight: 0.5 });
         assert_eq!(alone.iter().map(|f| f.id).collect::<Vec<_>>(), [4, 9]);
         assert!(alone.iter().all(|f| f.image.is_none()));
     }

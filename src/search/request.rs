@@ -163,6 +163,10 @@ pub struct SearchRequest {
     /// The whole request's deadline: checked between the steps, so a search its caller has
     /// given up on stops instead of running on.
     pub cancel: Cancel,
+    /// Fuse the text's semantic list (report sentence vectors, cosine at least
+    /// [`super::SEMANTIC_MIN_COSINE`]) with its BM25 list; the matches are then the BM25
+    /// matches and the semantic ones. Needs text and an archive with report vectors.
+    pub semantic: bool,
 }
 
 impl Default for SearchRequest {
@@ -181,6 +185,7 @@ impl Default for SearchRequest {
             fusion: Fusion::Rrf,
             image_deadline: None,
             cancel: Cancel::never(),
+            semantic: false,
         }
     }
 }
@@ -207,6 +212,9 @@ pub struct SearchInput {
     /// `rrf` or `weighted` (see [`Fusion::from_input`]).
     pub fusion: Option<String>,
     pub image_weight: Option<f32>,
+    /// Semantic retrieval beside BM25 for the text (refused, naming `semantic`, on an
+    /// archive without report vectors).
+    pub semantic: bool,
 }
 
 impl Default for SearchInput {
@@ -226,6 +234,7 @@ impl Default for SearchInput {
             group_by_patient: true,
             fusion: None,
             image_weight: None,
+            semantic: false,
         }
     }
 }
@@ -236,6 +245,9 @@ impl SearchInput {
     /// `spacing_mm`, `image`, `image_weight`...).
     pub fn into_request(mut self, engine: &Engine, limits: &SearchLimits) -> Result<SearchRequest> {
         self.check_caps(limits)?;
+        if self.semantic {
+            engine.check_semantic()?;
+        }
         let image = image_query(self.image.take(), self.bbox.as_deref(), self.spacing_mm)?;
         let refs = |list: &[LesionRef], name: &str| -> Result<Vec<u32>> {
             list.iter()
@@ -261,6 +273,7 @@ impl SearchInput {
             group_by_patient: self.group_by_patient,
             image_deadline: None,
             cancel: Cancel::never(),
+            semantic: self.semantic,
         })
     }
 

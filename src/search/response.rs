@@ -28,6 +28,19 @@ pub struct TextMatch {
     pub snippet: Snippet,
 }
 
+/// The semantic side of a hit (a text query with `semantic` on): the cosine of its
+/// report's sentence vector to the text's, and its rank in the semantic list, which ranks
+/// every match of the text (its BM25 matches and the reports whose cosine reaches
+/// [`super::SEMANTIC_MIN_COSINE`]) by cosine.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+pub struct SemanticMatch {
+    /// 1-based rank in the semantic list (the allowed matches by cosine, then id); `None`
+    /// for a lesion that only an image ranked.
+    pub rank: Option<usize>,
+    pub cosine: f32,
+}
+
 /// Which signals found a hit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -41,7 +54,7 @@ pub enum Matched {
 }
 
 impl Matched {
-    /// Which of the two lists held a hit.
+    /// Which of the lists held a hit (`text` for the text's BM25 or semantic list).
     pub fn of(image: bool, text: bool) -> Self {
         match (image, text) {
             (true, true) => Matched::Both,
@@ -61,6 +74,8 @@ pub struct Hit {
     pub matched: Matched,
     pub image: Option<ImageMatch>,
     pub text: Option<TextMatch>,
+    /// Set on every hit when semantic retrieval ranked the list.
+    pub semantic: Option<SemanticMatch>,
 }
 
 /// Coarse type suggested by the nearest neighbours of other patients.
@@ -104,6 +119,8 @@ pub struct SearchResponse {
     /// `facets.total` is `matched_lesions`.
     pub facets: Facets,
     pub suggestion: Option<TypeSuggestion>,
+    /// Whether the text's semantic list (report sentence vectors) was fused into the list.
+    pub semantic: bool,
     /// Why the image path was dropped, when it was.
     pub degraded: Option<String>,
     pub plan: Option<Plan>,

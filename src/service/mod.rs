@@ -24,7 +24,9 @@ use std::time::Duration;
 
 use crate::archive::{served_generation_name, Archive};
 use crate::backend::BackendChoice;
-use crate::embed::{default_cache_dir, resolve_model, Embedder};
+use crate::embed::{
+    default_cache_dir, load_text_encoder, resolve_model, Embedder, SentenceEncoder,
+};
 use crate::error::{Error, Result};
 use crate::search::Engine;
 
@@ -38,6 +40,25 @@ pub fn model_named(name_or_dir: &str) -> Result<Arc<dyn Embedder>> {
 /// The model that built the generation `dir` serves, as its manifest names it.
 pub fn model_of_index(dir: &Path) -> Result<Arc<dyn Embedder>> {
     model_named(&Archive::current_manifest(dir)?.model.name)
+}
+
+/// The text encoder an index's report vectors need, as its manifest names it, loaded from
+/// the weights cache; `None` for an index built without one. A missing import names
+/// `lesion-indexer weights import minilm`.
+pub fn text_encoder_of_index(dir: &Path) -> Result<Option<Arc<SentenceEncoder>>> {
+    match Archive::current_manifest(dir)?.text_encoder {
+        None => Ok(None),
+        Some(card) => {
+            let encoder = load_text_encoder(&card.name, &default_cache_dir())?;
+            card.check_same(encoder.card())?;
+            Ok(Some(Arc::new(encoder)))
+        }
+    }
+}
+
+/// The text encoder a user names (`minilm`), loaded from the weights cache.
+pub fn text_encoder_named(name: &str) -> Result<Arc<SentenceEncoder>> {
+    Ok(Arc::new(load_text_encoder(name, &default_cache_dir())?))
 }
 
 /// Checks that the backend holds what the generation `dir` serves says it should (the
@@ -59,6 +80,9 @@ pub struct Index {
     model: Arc<dyn Embedder>,
     backend: BackendChoice,
     served: RwLock<Arc<Engine>>,
+    /// The sentence encoder of the served generation's report vectors, loaded once and
+    /// handed to every generation that has the same card.
+    text_encoder: Mutex<Option<Arc<SentenceEncoder>>>,
     /// Held while a generation is opened, and by a writer of this index for its whole
     /// write: a generation is opened once (sled admits one opener per process), and never
     /// before its backend holds it.
@@ -79,7 +103,24 @@ impl Index {
         model: Arc<dyn Embedder>,
         backend: &BackendChoice,
     ) -> Result<Self> {
+        Index::open_with_models(dir, model, None, backend)
+    }
+
+    /// As [`Index::open_with_model`], with the text encoder of the report vectors given
+    /// (checked against the manifest's card) instead of loaded from the weights cache.
+    pub fn open_with_models(
+        dir: &Path,
+        model: Arc<dyn Embedder>,
+        text_encoder: Option<Arc<SentenceEncoder>>,
+        backend: &BackendChoice,
+    ) -> Result<Self> {
         let engine = Engine::open_with(dir, model, backend)?;
+        let text_encoder = match text_encoder {
+            Some(encoder) => Some(encoder),
+            None if engine.text_encoder_card().is_some() => text_encoder_of_index(dir)?,
+            None => None,
+        };
+        let engine = engine.with_text_encoder(text_encoder)?;
         Ok(Index::serving(Arc::new(engine), dir, backend))
     }
 
@@ -88,6 +129,7 @@ impl Index {
     pub fn serving(engine: Arc<Engine>, dir: &Path, backend: &BackendChoice) -> Self {
         Index {
             dir: dir.to_path_buf(),
+            text_encoder: Mutex::new(engine.text_encoder().cloned()),
             model: engine.model().clone(),
             backend: backend.clone(),
             served: RwLock::new(engine),
@@ -123,6 +165,36 @@ impl Index {
 
     pub fn backend(&self) -> &BackendChoice {
         &self.backend
+    }
+
+    /// The text encoder loaded for report vectors, if any generation served needed one.
+    pub fn text_encoder(&self) -> Option<Arc<SentenceEncoder>> {
+        self.text_encoder
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// The encoder a generation with `card` needs: the one held when its card agrees, else
+    /// loaded from the weights cache (and held from then on).
+    fn text_encoder_for(
+        &self,
+        card: Option<&crate::embed::TextEncoderCard>,
+    ) -> Result<Option<Arc<SentenceEncoder>>> {
+        let Some(card) = card else {
+            return Ok(None);
+        };
+        let mut held = self
+            .text_encoder
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(encoder) = held.as_ref().filter(|e| e.card() == card) {
+            return Ok(Some(encoder.clone()));
+        }
+        let encoder = Arc::new(load_text_encoder(&card.name, &default_cache_dir())?);
+        card.check_same(encoder.card())?;
+        *held = Some(encoder.clone());
+        Ok(Some(encoder))
     }
 
     /// Serves the generation `CURRENT` names if it is not served yet; `Ok(false)` when it
@@ -183,11 +255,9 @@ impl Index {
         if current.is_none() || current.as_deref() == self.engine().generation_name() {
             return Ok(false);
         }
-        let engine = Arc::new(Engine::open_with(
-            &self.dir,
-            self.model.clone(),
-            &self.backend,
-        )?);
+        let engine = Engine::open_with(&self.dir, self.model.clone(), &self.backend)?;
+        let text_encoder = self.text_encoder_for(engine.text_encoder_card())?;
+        let engine = Arc::new(engine.with_text_encoder(text_encoder)?);
         if self.warm_outlooks {
             warm_outlooks(&engine);
         }

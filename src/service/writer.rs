@@ -3,14 +3,14 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{model_of_index, Index};
+use super::{model_of_index, text_encoder_of_index, Index};
 use crate::archive::Archive;
 use crate::archive::{
     add_lesion_locked, add_locked, build_from_shards_locked, build_locked, delete_locked,
     AddOptions, BuildEvent, BuildOptions, BuildSummary, ChangeSummary, LesionInput, WriteLock,
 };
 use crate::backend::{mirror, BackendChoice, MirrorSummary};
-use crate::embed::Embedder;
+use crate::embed::{Embedder, SentenceEncoder};
 use crate::error::{Error, Result};
 use crate::imaging::CtImage;
 use crate::index::GraphParams;
@@ -50,6 +50,10 @@ pub struct Writer {
     backend: BackendChoice,
     /// The model changes embed with; `None` until needed, then the manifest's.
     model: Option<Arc<dyn Embedder>>,
+    /// The text encoder a build embeds reports with (none: no report vectors) and changes
+    /// of an index with report vectors need; for changes, `None` until needed, then the one
+    /// the manifest's card names.
+    text_encoder: Option<Arc<SentenceEncoder>>,
     serves: Option<Arc<Index>>,
 }
 
@@ -61,6 +65,7 @@ impl Writer {
             lock: WriteLock::acquire(dir)?,
             backend: backend.clone(),
             model: None,
+            text_encoder: None,
             serves: None,
         })
     }
@@ -77,6 +82,7 @@ impl Writer {
             lock: WriteLock::acquire(index.dir())?,
             backend: index.backend().clone(),
             model: Some(index.model().clone()),
+            text_encoder: index.text_encoder(),
             serves: Some(index),
         })
     }
@@ -85,6 +91,14 @@ impl Writer {
     /// than the index's is refused by the write, with what differs.
     pub fn with_model(mut self, model: Arc<dyn Embedder>) -> Self {
         self.model = Some(model);
+        self
+    }
+
+    /// Builds embed each lesion's report with `encoder` and keep the report vectors
+    /// (semantic retrieval); changes embed the reports of added lesions with it (it must be
+    /// the encoder the index's card names).
+    pub fn with_text_encoder(mut self, encoder: Arc<SentenceEncoder>) -> Self {
+        self.text_encoder = Some(encoder);
         self
     }
 
@@ -100,11 +114,12 @@ impl Writer {
         shard_files: &[PathBuf],
         progress: &(dyn Fn(BuildEvent) + Sync),
     ) -> Result<Written<BuildSummary>> {
+        let text_encoder = self.text_encoder.as_deref();
         self.write(|lock| {
             if shard_files.is_empty() {
-                build_locked(lock, options, progress)
+                build_locked(lock, options, text_encoder, progress)
             } else {
-                build_from_shards_locked(lock, options, shard_files, progress)
+                build_from_shards_locked(lock, options, shard_files, text_encoder, progress)
             }
         })
     }
@@ -118,13 +133,14 @@ impl Writer {
         progress: &(dyn Fn(BuildEvent) + Sync),
     ) -> Result<Written<ChangeSummary>> {
         let model = self.change_model()?;
+        let text_encoder = self.change_text_encoder()?;
         let options = AddOptions {
             dataset: dataset.to_path_buf(),
             reports: reports.map(Path::to_path_buf),
             model: model.as_ref(),
             graph: GraphParams::default(),
         };
-        self.write(|lock| add_locked(lock, &options, progress))
+        self.write(|lock| add_locked(lock, &options, text_encoder.as_deref(), progress))
     }
 
     /// Adds one lesion drawn on a CT slice (kept under the index folder's `added/`).
@@ -134,8 +150,15 @@ impl Writer {
         input: &LesionInput,
     ) -> Result<Written<ChangeSummary>> {
         let model = self.change_model()?;
+        let text_encoder = self.change_text_encoder()?;
         self.write(|lock| {
-            add_lesion_locked(lock, image, input, model.as_ref(), GraphParams::default())
+            add_lesion_locked(
+                lock,
+                image,
+                input,
+                (model.as_ref(), text_encoder.as_deref()),
+                GraphParams::default(),
+            )
         })
     }
 
@@ -157,6 +180,25 @@ impl Writer {
         let model = model_of_index(self.dir())?;
         self.model = Some(model.clone());
         Ok(model)
+    }
+
+    /// The text encoder an add needs: none for an index without report vectors, else the
+    /// one given or held, else the one its manifest names, loaded from the weights cache
+    /// (a missing import fails here, before anything is embedded or published).
+    fn change_text_encoder(&mut self) -> Result<Option<Arc<SentenceEncoder>>> {
+        if Archive::current_manifest(self.dir())?
+            .text_encoder
+            .is_none()
+        {
+            return Ok(None);
+        }
+        // One given or held is checked against the card by the write, which says what differs.
+        if let Some(encoder) = &self.text_encoder {
+            return Ok(Some(encoder.clone()));
+        }
+        let encoder = text_encoder_of_index(self.dir())?;
+        self.text_encoder.clone_from(&encoder);
+        Ok(encoder)
     }
 
     /// Runs one archive write, then mirrors and serves what it published. A served index's

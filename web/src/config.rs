@@ -58,6 +58,9 @@ pub struct Config {
     /// Bytes of request bodies all requests together may hold at once (declared lengths
     /// reserved up front, chunked bodies as they arrive); past it 503 with `Retry-After`.
     pub max_body_bytes_in_flight: usize,
+    /// Text queries use semantic retrieval when the request does not say (`semantic`),
+    /// on an archive with report vectors; off by default.
+    pub semantic_default: bool,
     /// How long a connection may take to send a request's head.
     pub header_timeout: Duration,
     /// How long an idle keep-alive connection is kept.
@@ -92,6 +95,7 @@ impl Default for Config {
             task_queue: 8,
             backend: Default::default(),
             graph_builder: Default::default(),
+            semantic_default: false,
             body_timeout: Duration::from_secs(30),
             max_body_bytes_in_flight: 256 << 20,
             header_timeout: Duration::from_secs(5),

@@ -40,7 +40,8 @@ struct ServeArgs {
     /// A JSON settings file (listen, read_key, admin_key, cors_origin, max_upload_mb,
     /// max_image_side, max_k, request_timeout_s, image_deadline_ms, allowed_hosts, max_heavy,
     /// upload_store_mb, upload_ttl_s, backend, milvus_url, milvus_collection, body_timeout_s,
-    /// bodies_in_flight_mb, header_timeout_s, keep_alive_s, max_connections, graph_builder).
+    /// bodies_in_flight_mb, header_timeout_s, keep_alive_s, max_connections, graph_builder,
+    /// semantic).
     /// Keys may also come from LESION_WEB_READ_KEY and LESION_WEB_ADMIN_KEY.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -71,6 +72,11 @@ struct ServeArgs {
     /// file descriptors); more wait in the listen backlog.
     #[arg(long)]
     max_connections: Option<usize>,
+    /// Text queries search the reports by meaning too (semantic retrieval fused with BM25)
+    /// unless a request sends `"semantic": false`; needs an index built with
+    /// `--text-encoder minilm`. Off by default: a request turns it on with `"semantic": true`.
+    #[arg(long)]
+    semantic: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -99,6 +105,7 @@ struct ConfigFile {
     keep_alive_s: Option<u64>,
     max_connections: Option<usize>,
     graph_builder: Option<lesion_search::index::GraphBuilder>,
+    semantic: Option<bool>,
 }
 
 /// The settings: defaults, overridden by the settings file, the flags and the key variables.
@@ -109,6 +116,7 @@ fn config_of(args: &ServeArgs) -> anyhow::Result<Config> {
     apply_request_limits(&mut config, args, &file);
     apply_http_limits(&mut config, args, &file);
     config.graph_builder = file.graph_builder.unwrap_or_default();
+    config.semantic_default = args.semantic || file.semantic.unwrap_or(false);
     config.backend = backend_of(args, &file)?;
     config.check().map_err(|e| anyhow!(e))?;
     Ok(config)
@@ -291,11 +299,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let state = web::Data::new(AppState::open(index.clone(), model, config)?);
     let engine = state.engine();
     eprintln!(
-        "serving {} (generation {}, {} lesions, model {}) on http://{listen}",
+        "serving {} (generation {}, {} lesions, model {}{}) on http://{listen}",
         index.display(),
         engine.generation(),
         engine.live(),
-        engine.model_name()
+        engine.model_name(),
+        engine
+            .text_encoder_card()
+            .map(|card| format!(", text encoder {}", card.name))
+            .unwrap_or_default()
     );
     drop(engine);
     let listener = listener(listen)?;

@@ -6,7 +6,7 @@ use lesion_search::followup::{Outlook, OutlookEvaluation, Shares, SimilarCourse}
 use lesion_search::imaging::CtImage;
 use lesion_search::search::{
     Facets, FilterInput, Hit, ImageMatch, LesionFacts, Matched, SearchInput, SearchResponse,
-    TextMatch, Timings, TypeSuggestion, DEFAULT_K,
+    SemanticMatch, TextMatch, Timings, TypeSuggestion, DEFAULT_K,
 };
 use lesion_search::store::StoredLesion;
 use lesion_search::text::Snippet;
@@ -63,6 +63,13 @@ pub struct SearchBody {
     /// Pixel spacing in mm of the uploaded slice, when its file does not state it.
     #[serde(default)]
     pub spacing_mm: Option<f32>,
+    /// Search the report text by meaning too: the reports whose sentence vectors are close
+    /// to the text's (cosine at least 0.5) join the BM25 matches, and the two lists are
+    /// fused. Needs an archive built with `--text-encoder minilm` (400 naming `semantic`
+    /// otherwise; `/healthz` says `semantic: true` when it is). Absent: the server's
+    /// setting (off unless started with `--semantic`).
+    #[serde(default)]
+    pub semantic: Option<bool>,
 }
 
 impl SearchBody {
@@ -85,6 +92,7 @@ impl SearchBody {
             group_by_patient: self.group_by_patient,
             fusion: self.fusion,
             image_weight: self.image_weight,
+            semantic: self.semantic.unwrap_or(false),
         }
     }
 }
@@ -108,6 +116,7 @@ impl Default for SearchBody {
             upload: None,
             bbox: None,
             spacing_mm: None,
+            semantic: None,
         }
     }
 }
@@ -173,6 +182,9 @@ pub struct HitOut {
     pub matched: Matched,
     pub image: Option<ImageMatch>,
     pub text: Option<TextMatchOut>,
+    /// With semantic retrieval: the cosine of the report's sentence vector to the text's,
+    /// and the rank in the semantic list when it is a semantic match.
+    pub semantic: Option<SemanticMatch>,
     pub lesion: LesionSummary,
 }
 
@@ -282,6 +294,9 @@ pub struct SearchReply {
     /// one type leaves the other types' counts as they were).
     pub facets: Facets,
     pub suggestion: Option<SuggestionOut>,
+    /// Whether the text's semantic list was fused in (then `total` counts the BM25 and the
+    /// semantic matches).
+    pub semantic: bool,
     pub degraded: bool,
     pub degraded_reason: Option<String>,
     pub plan: Option<lesion_search::index::Plan>,
@@ -381,6 +396,7 @@ impl SearchReply {
                     matched: hit.matched,
                     image: hit.image,
                     text: hit.text.map(Into::into),
+                    semantic: hit.semantic,
                 })
             })
             .collect();
@@ -395,6 +411,7 @@ impl SearchReply {
             did_you_mean: response.did_you_mean,
             facets: response.facets,
             suggestion: response.suggestion.map(Into::into),
+            semantic: response.semantic,
             degraded: response.degraded.is_some(),
             degraded_reason: response.degraded,
             plan: response.plan,
@@ -465,6 +482,13 @@ pub struct Health {
     pub lesions: usize,
     /// The embedding model's name.
     pub model: String,
+    /// The sentence encoder of the archive's report vectors (`all-minilm-l6-v2`), when it
+    /// was built with `--text-encoder`; none otherwise.
+    pub text_encoder: Option<String>,
+    /// Whether a search may ask for `semantic` (report vectors and their encoder loaded).
+    pub semantic: bool,
+    /// Whether text queries use it when a request does not say.
+    pub semantic_default: bool,
     /// What builds the index's HNSW graph: `native` (our insertion, the default) or
     /// `hnsw-rs` (the hnsw_rs crate's), as the generation's manifest records it.
     pub graph_builder: &'static str,
@@ -587,6 +611,10 @@ pub struct ExportProvenance {
     pub image_weight: Option<f32>,
     /// The embedding model, as the engine serving the export reports it.
     pub model: ExportModel,
+    /// Whether the text's semantic list was fused in, and the sentence encoder of the
+    /// report vectors (when the archive has them).
+    pub semantic: bool,
+    pub text_encoder: Option<ExportModel>,
     /// The index generation served (its number and folder name).
     pub generation: u64,
     pub generation_name: Option<String>,
@@ -616,7 +644,7 @@ impl ExportProvenance {
     /// Its fields in the order a reader expects them (what was asked, from what, how many),
     /// as JSON values: the CSV writes one `# key: value` line each.
     pub fn fields(&self) -> Vec<(String, serde_json::Value)> {
-        const ORDER: [&str; 22] = [
+        const ORDER: [&str; 24] = [
             "exported_at",
             "server",
             "version",
@@ -630,6 +658,8 @@ impl ExportProvenance {
             "image_weight",
             "request",
             "model",
+            "semantic",
+            "text_encoder",
             "generation",
             "generation_name",
             "total",
@@ -693,6 +723,10 @@ pub struct ExportRow {
     /// The text side: rank in the text list and BM25 (null when the text did not match).
     pub text_rank: Option<usize>,
     pub text_bm25: Option<f32>,
+    /// The semantic side (null without semantic retrieval): rank in the semantic list
+    /// (null below its threshold) and the report's cosine to the text.
+    pub semantic_rank: Option<usize>,
+    pub semantic_cosine: Option<f32>,
     #[serde(rename = "File_name")]
     pub file_name: String,
     #[serde(rename = "Patient_index")]
@@ -752,6 +786,8 @@ impl ExportRow {
             image_cosine: hit.image.map(|m| m.cosine),
             text_rank: hit.text.as_ref().map(|m| m.rank),
             text_bm25: hit.text.as_ref().map(|m| m.bm25),
+            semantic_rank: hit.semantic.and_then(|m| m.rank),
+            semantic_cosine: hit.semantic.map(|m| m.cosine),
             file_name: r.file_name.clone(),
             patient_index: r.patient,
             study_index: r.study,

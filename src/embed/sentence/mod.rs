@@ -9,6 +9,8 @@
 //! (`data/golden/minilm.json`).
 
 mod bert;
+mod card;
+mod tiny;
 mod tokenizer;
 
 use std::path::{Path, PathBuf};
@@ -17,6 +19,8 @@ use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
 pub use bert::BertConfig;
+pub use card::{load_text_encoder, TextEncoderCard, TEXT_ENCODERS};
+pub use tiny::write_tiny_sentence_encoder;
 pub use tokenizer::WordPieceTokenizer;
 
 use super::l2_normalised;
@@ -64,6 +68,7 @@ pub struct SentenceEncoder {
     tokenizer: WordPieceTokenizer,
     bert: bert::Bert,
     dir: PathBuf,
+    card: TextEncoderCard,
 }
 
 impl SentenceEncoder {
@@ -110,12 +115,21 @@ impl SentenceEncoder {
                 ),
             });
         }
-        let file = TensorFile::open(&dir.join("model.safetensors"))?;
+        let weights = dir.join("model.safetensors");
+        let file = TensorFile::open(&weights)?;
         let bert = bert::Bert::load(&file, &config)?;
+        let card = TextEncoderCard {
+            name: dir
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            dim: bert.hidden_size(),
+            weights_sha256: crate::util::sha256_file(&weights)?,
+        };
         Ok(SentenceEncoder {
             tokenizer,
             bert,
             dir: dir.to_path_buf(),
+            card,
         })
     }
 
@@ -136,6 +150,12 @@ impl SentenceEncoder {
     /// The folder the model was loaded from.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// What an archive records of the encoder that embedded its reports: the folder's
+    /// name, the width and the weights' sha256.
+    pub fn card(&self) -> &TextEncoderCard {
+        &self.card
     }
 
     /// One unit vector per text, in order. Texts are batched (padded, with an attention

@@ -143,10 +143,11 @@ pub fn body_of_form(fields: &[(String, String)]) -> ApiResult<SearchBody> {
 fn to_request(
     state: &Shared,
     engine: &Engine,
-    body: SearchBody,
+    mut body: SearchBody,
     image: Option<Arc<CtImage>>,
     max_k: usize,
 ) -> ApiResult<SearchRequest> {
+    body.semantic = Some(semantic_of(state, engine, &body));
     let image = match (image, &body.upload) {
         (Some(image), _) => Some(image),
         (None, Some(upload)) => Some(state.upload(upload).ok_or_else(|| {
@@ -170,8 +171,15 @@ fn to_request(
     Ok(request)
 }
 
-/// Runs a search on a worker thread and shapes the reply: in a heavy slot when an image must
-/// be decoded or embedded, as light work otherwise.
+/// Whether a search uses semantic retrieval: as the body says, else the server's setting
+/// where the archive supports it (a default never makes a request fail).
+fn semantic_of(state: &Shared, engine: &Engine, body: &SearchBody) -> bool {
+    body.semantic
+        .unwrap_or_else(|| state.config.semantic_default && engine.supports_semantic())
+}
+
+/// Runs a search on a worker thread and shapes the reply: in a heavy slot when an image or
+/// the text's sentence vector must be computed, as light work otherwise.
 pub async fn run_search(
     state: &Shared,
     body: SearchBody,
@@ -180,7 +188,9 @@ pub async fn run_search(
 ) -> ApiResult<SearchReply> {
     let engine = state.engine();
     let shared = state.clone();
-    let embeds = image.is_some() || body.upload.is_some();
+    let embeds_text = body.text.as_ref().is_some_and(|t| !t.trim().is_empty())
+        && semantic_of(state, &engine, &body);
+    let embeds = image.is_some() || body.upload.is_some() || embeds_text;
     let work = move |cancel: &Cancel| {
         let image = match image {
             Some((name, bytes)) => Some(Arc::new(decode_upload(&shared, &bytes, &name)?)),
@@ -522,6 +532,12 @@ impl ExportJob {
                 name: card.name.clone(),
                 weights_sha256: card.weights_sha256.clone(),
             },
+            semantic: request.semantic
+                && request.text.as_ref().is_some_and(|t| !t.trim().is_empty()),
+            text_encoder: engine.text_encoder_card().map(|card| ExportModel {
+                name: card.name.clone(),
+                weights_sha256: card.weights_sha256.clone(),
+            }),
             generation: engine.generation(),
             generation_name: engine.generation_name().map(String::from),
             total: tally.total,
@@ -553,6 +569,8 @@ fn csv_columns() -> Vec<&'static str> {
         "image_cosine",
         "text_rank",
         "text_bm25",
+        "semantic_rank",
+        "semantic_cosine",
     ];
     let ours = ["key", "id", "coarse_type", "long_mm", "short_mm", "report"];
     ranks
@@ -567,7 +585,7 @@ fn csv_columns() -> Vec<&'static str> {
 /// writes itself, are only quoted.
 fn csv_row(row: &ExportRow) -> String {
     let or_empty = |v: Option<String>| v.unwrap_or_default();
-    let cells: [String; 31] = [
+    let cells: [String; 33] = [
         row.rank.to_string(),
         row.score.to_string(),
         matched_name(row.matched).to_string(),
@@ -575,6 +593,8 @@ fn csv_row(row: &ExportRow) -> String {
         or_empty(row.image_cosine.map(|c| c.to_string())),
         or_empty(row.text_rank.map(|r| r.to_string())),
         or_empty(row.text_bm25.map(|b| b.to_string())),
+        or_empty(row.semantic_rank.map(|r| r.to_string())),
+        or_empty(row.semantic_cosine.map(|c| c.to_string())),
         csv_field(&row.file_name),
         row.patient_index.to_string(),
         row.study_index.to_string(),
