@@ -57,6 +57,15 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             archive.manifest.graph_builder
         ),
     }
+    if let (Some(card), Some(reports)) = (&archive.manifest.text_encoder, &archive.report_vectors) {
+        println!(
+            "report vectors: {} of {} lesions live ({} dimensions, text encoder {})",
+            reports.live(),
+            reports.len(),
+            card.dim,
+            card.name
+        );
+    }
     match archive.vectors.outcome() {
         GraphOutcome::Met => {}
         GraphOutcome::Enlarged { m, ef_construction } => println!(

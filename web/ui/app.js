@@ -341,6 +341,8 @@ function requestBody() {
   const f = filters();
   if (Object.keys(f).length) body.filters = f;
   if ($("weighted").checked) { body.fusion = "weighted"; body.image_weight = Number($("weight").value) / 100; }
+  // Shown only when the archive has report vectors; sent either way once shown.
+  if (!$("semantic-row").hidden) body.semantic = $("semantic").checked;
   return body;
 }
 
@@ -357,6 +359,7 @@ function toUrl(body) {
   for (const key of ["age", "size_mm", "location_z"]) if (f[key]) p.set(key, f[key].map((v) => (v === null ? "" : v)).join(","));
   if (!body.group_by_patient) p.set("all", "1");
   if (body.fusion === "weighted") p.set("w", Math.round(body.image_weight * 100));
+  if (body.semantic !== undefined) p.set("sem", body.semantic ? "1" : "0");
   p.set("win", windowParam());
   return `?${p.toString()}`;
 }
@@ -375,6 +378,7 @@ async function fromUrl() {
   $("per-patient").checked = p.get("all") !== "1";
   $("weighted").checked = p.has("w");
   if (p.has("w")) $("weight").value = p.get("w");
+  if (p.has("sem")) $("semantic").checked = p.get("sem") === "1";
   showWeight();
   const win = p.get("win");
   if (win && PRESETS[win]) setWindow(win);
@@ -518,7 +522,7 @@ function card(hit) {
   li.innerHTML = `
     <img alt="${escapeHtml(l.coarse_type)} lesion ${escapeHtml(l.key)}" data-id="${hit.id}" tabindex="0">
     <div class="head"><strong>${escapeHtml(l.key)}</strong><span class="badge match-${hit.matched}" title="which signal matched">${hit.matched}</span></div>
-    <div class="muted">${similarity} · score ${hit.score.toFixed(4)}${hit.image ? " · image #" + hit.image.rank : ""}${hit.text ? " · text #" + hit.text.rank : ""}</div>
+    <div class="muted">${similarity} · score ${hit.score.toFixed(4)}${hit.image ? " · image #" + hit.image.rank : ""}${hit.text ? " · text #" + hit.text.rank : ""}${hit.semantic ? " · meaning cos " + hit.semantic.cosine.toFixed(3) : ""}</div>
     <div class="badges">
       <span class="badge">${escapeHtml(l.coarse_type.replace("_", " "))}</span>
       <span class="badge">${l.long_mm} × ${l.short_mm} mm</span>
@@ -882,6 +886,10 @@ async function addLesion() {
     const [health, facets] = await Promise.all([api("/healthz").then((r) => r.json()), api("/api/facets").then((r) => r.json())]);
     $("archive-status").textContent = `${health.lesions} lesions · generation ${health.generation} · model ${health.model}`;
     writesOn = health.writes === true;
+    if (health.semantic) {
+      $("semantic-row").hidden = false;
+      $("semantic").checked = health.semantic_default === true;
+    }
     showFacets(facets);
   } catch (e) {
     showError(e.message);
