@@ -116,6 +116,24 @@ fn build_query_add_delete_verify_with_report_vectors() {
     let plain = query(&cache, index_arg, &[]);
     assert_eq!(plain["semantic"], false);
     assert!(plain["total"].as_u64() <= semantic["total"].as_u64());
+    // Where the weights are not imported the index still answers by BM25; `--semantic` says
+    // what to import.
+    assert_eq!(query(&empty_cache, index_arg, &[])["total"], plain["total"]);
+    let message = refused(indexer(
+        &empty_cache,
+        &[
+            "query",
+            "--index",
+            index_arg,
+            "--text",
+            "lymph node",
+            "--semantic",
+        ],
+    ));
+    assert!(
+        message.contains("lesion-indexer weights import minilm"),
+        "{message}"
+    );
 
     // An add embeds the new reports with the index's encoder; verify counts them.
     ok(indexer(

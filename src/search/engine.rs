@@ -127,7 +127,7 @@ impl Engine {
             return Err(Error::Model {
                 path: self.published.dir.clone(),
                 message: format!(
-                    "the text encoder {} of the report vectors is not loaded: run `lesion-indexer weights import minilm`",
+                    "the text encoder {} of the report vectors is not loaded (its weights are not imported, or are not the ones the archive was built with): run `lesion-indexer weights import minilm`",
                     card.name
                 ),
             });

@@ -103,7 +103,9 @@ pub struct SearchResponse {
     /// Rows of the whole result list, the same on every page: lesions (patients when
     /// grouped by patient) whose text matches and the filter allows for text alone; every
     /// allowed lesion (patient) when an image, lesion or liked result ranks them all, or
-    /// when there is no query. Paging with `offset` up to `total` reaches every row once.
+    /// when there is no query; with `semantic`, the text's matches are its BM25 matches and
+    /// the reports whose cosine reaches the threshold. Paging with `offset` up to `total`
+    /// reaches every row once.
     pub total: usize,
     /// Lesions whose text matches, within the filter, when there was text (for a hybrid
     /// query, how many of the ranked lesions the text also found).

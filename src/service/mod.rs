@@ -115,9 +115,13 @@ impl Index {
         backend: &BackendChoice,
     ) -> Result<Self> {
         let engine = Engine::open_with(dir, model, backend)?;
+        // Without the encoder the archive is still served, by BM25: a semantic request is
+        // then refused naming the import (`Engine::check_semantic`).
         let text_encoder = match text_encoder {
             Some(encoder) => Some(encoder),
-            None if engine.text_encoder_card().is_some() => text_encoder_of_index(dir)?,
+            None if engine.text_encoder_card().is_some() => {
+                text_encoder_of_index(dir).ok().flatten()
+            }
             None => None,
         };
         let engine = engine.with_text_encoder(text_encoder)?;
@@ -176,25 +180,24 @@ impl Index {
     }
 
     /// The encoder a generation with `card` needs: the one held when its card agrees, else
-    /// loaded from the weights cache (and held from then on).
+    /// loaded from the weights cache (and held from then on); `None` when it cannot be had
+    /// (the generation is served all the same, without semantic retrieval).
     fn text_encoder_for(
         &self,
         card: Option<&crate::embed::TextEncoderCard>,
-    ) -> Result<Option<Arc<SentenceEncoder>>> {
-        let Some(card) = card else {
-            return Ok(None);
-        };
+    ) -> Option<Arc<SentenceEncoder>> {
+        let card = card?;
         let mut held = self
             .text_encoder
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(encoder) = held.as_ref().filter(|e| e.card() == card) {
-            return Ok(Some(encoder.clone()));
+            return Some(encoder.clone());
         }
-        let encoder = Arc::new(load_text_encoder(&card.name, &default_cache_dir())?);
-        card.check_same(encoder.card())?;
+        let encoder = Arc::new(load_text_encoder(&card.name, &default_cache_dir()).ok()?);
+        card.check_same(encoder.card()).ok()?;
         *held = Some(encoder.clone());
-        Ok(Some(encoder))
+        Some(encoder)
     }
 
     /// Serves the generation `CURRENT` names if it is not served yet; `Ok(false)` when it
@@ -256,7 +259,7 @@ impl Index {
             return Ok(false);
         }
         let engine = Engine::open_with(&self.dir, self.model.clone(), &self.backend)?;
-        let text_encoder = self.text_encoder_for(engine.text_encoder_card())?;
+        let text_encoder = self.text_encoder_for(engine.text_encoder_card());
         let engine = Arc::new(engine.with_text_encoder(text_encoder)?);
         if self.warm_outlooks {
             warm_outlooks(&engine);

@@ -309,6 +309,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .map(|card| format!(", text encoder {}", card.name))
             .unwrap_or_default()
     );
+    if engine.text_encoder_card().is_some() && !engine.supports_semantic() {
+        eprintln!(
+            "warning: the archive has report vectors, but their text encoder could not be loaded: semantic requests get 503 until `lesion-indexer weights import minilm` has run and the server restarts"
+        );
+    }
     drop(engine);
     let listener = listener(listen)?;
     actix_web::rt::System::new().block_on(async move {

@@ -300,3 +300,38 @@ async fn an_admin_add_is_embedded_with_the_archive_s_text_encoder() {
     let served = hit["semantic"]["cosine"].as_f64().unwrap() as f32;
     assert!((served - cosine).abs() < 1e-4, "{served} {cosine}");
 }
+
+#[actix_web::test]
+async fn without_its_text_encoder_the_archive_is_served_by_bm25_and_semantic_is_503() {
+    let f = fixture();
+    let copy = tempfile::tempdir().unwrap();
+    common::copy_dir(&f.index, copy.path());
+    // Opened with no encoder (the weights are not imported where the server runs).
+    let engine = Engine::open(copy.path(), common::model()).unwrap();
+    let config = Config {
+        semantic_default: true,
+        ..Default::default()
+    };
+    let state = web::Data::new(AppState::with_engine(
+        Arc::new(engine),
+        copy.path().to_path_buf(),
+        config,
+    ));
+    let app = test::init_service(app(state)).await;
+    let (status, body) = call(
+        &app,
+        post_json("/api/search", &json!({"text": "liver", "semantic": true})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(error_field(&body), "semantic");
+    let message = json_of(&body)["error"]["message"].to_string();
+    assert!(message.contains("weights import minilm"), "{message}");
+    let (status, body) = call(&app, post_json("/api/search", &json!({"text": "liver"}))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json_of(&body)["semantic"], false);
+    let (_, body) = call(&app, test::TestRequest::get().uri("/healthz")).await;
+    let health = json_of(&body);
+    assert_eq!(health["text_encoder"], MINILM_MODEL);
+    assert_eq!(health["semantic"], false);
+}

@@ -148,6 +148,17 @@ fn to_request(
     max_k: usize,
 ) -> ApiResult<SearchRequest> {
     body.semantic = Some(semantic_of(state, engine, &body));
+    if body.semantic == Some(true)
+        && engine.text_encoder_card().is_some()
+        && !engine.supports_semantic()
+    {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+            "semantic_unavailable",
+            "semantic: the server has not loaded this archive's text encoder (its weights are not imported where the server runs: `lesion-indexer weights import minilm`, then restart it)",
+        )
+        .with_field("semantic"));
+    }
     let image = match (image, &body.upload) {
         (Some(image), _) => Some(image),
         (None, Some(upload)) => Some(state.upload(upload).ok_or_else(|| {
