@@ -753,6 +753,29 @@ mod tests {
     }
 
     #[test]
+    fn the_semantic_list_adds_its_share_beside_bm25() {
+        let text = [text_hit(1, 9.0), text_hit(2, 4.0)];
+        let semantic = [Scored { id: 2, score: 0.8 }, Scored { id: 3, score: 0.6 }];
+        let fused = fuse(&[], &text, &semantic, Fusion::Rrf);
+        // 2 is in both lists; 1 (BM25 rank 1) beats 3 (semantic rank 2).
+        assert_eq!(fused.iter().map(|f| f.id).collect::<Vec<_>>(), [2, 1, 3]);
+        assert!((fused[0].score - (rrf_share(2) + rrf_share(1))).abs() < 1e-7);
+        assert_eq!((fused[0].text, fused[0].semantic), (Some(1), Some(0)));
+        assert_eq!((fused[2].text, fused[2].semantic), (None, Some(1)));
+        // Weighted: the text's share split evenly between BM25 and the semantic list.
+        let weighted = fuse(
+            &[],
+            &text,
+            &semantic,
+            Fusion::Weighted { image_weight: 0.5 },
+        );
+        let by_id = |id: u32| weighted.iter().find(|f| f.id == id).unwrap().score;
+        assert!((by_id(1) - 0.25).abs() < 1e-6, "BM25 best, semantic absent");
+        assert!((by_id(2) - 0.25).abs() < 1e-6, "BM25 worst, semantic best");
+        assert!(by_id(3).abs() < 1e-6, "semantic worst");
+    }
+
+    #[test]
     fn ties_are_broken_by_id_and_a_single_list_keeps_its_order() {
         let image = [
             Scored { id: 9, score: 0.5 },
