@@ -463,3 +463,55 @@ fn all_minilm_l6_v2_ranks_reports_by_meaning() {
         .unwrap()
         .is_empty());
 }
+
+#[test]
+fn a_build_from_shard_files_embeds_the_reports_as_a_build_in_one_process() {
+    let data = archive(9);
+    let cache = tempfile::tempdir().unwrap();
+    let encoder = tiny_encoder(cache.path());
+    let whole = tempfile::tempdir().unwrap();
+    build(data.path(), whole.path(), Some(encoder.clone()));
+
+    let model = model();
+    let shards = tempfile::tempdir().unwrap();
+    let files: Vec<std::path::PathBuf> = (0..2)
+        .map(|i| {
+            let out = shards.path().join(format!("shard-{i}.bin"));
+            lesion_search::archive::embed_shard(
+                data.path(),
+                lesion_search::archive::Shard { index: i, count: 2 },
+                model.as_ref(),
+                &out,
+                &|_, _| {},
+            )
+            .unwrap();
+            out
+        })
+        .collect();
+    let sharded = tempfile::tempdir().unwrap();
+    let options = BuildOptions {
+        dataset: data.path().to_path_buf(),
+        reports: None,
+        model: model.as_ref(),
+        graph: GraphParams::default(),
+        labels: None,
+    };
+    Writer::create(sharded.path(), &BackendChoice::Embedded)
+        .unwrap()
+        .with_text_encoder(encoder)
+        .build(&options, &files, &|_| {})
+        .unwrap();
+    let (a, b) = (
+        Archive::open(whole.path()).unwrap(),
+        Archive::open(sharded.path()).unwrap(),
+    );
+    assert!(b.verify().unwrap().is_empty());
+    assert_eq!(
+        a.manifest.report_vectors_sha256,
+        b.manifest.report_vectors_sha256
+    );
+    assert_eq!(
+        a.report_vectors.unwrap().flat().data(),
+        b.report_vectors.unwrap().flat().data()
+    );
+}

@@ -279,9 +279,10 @@ impl Incoming {
         let dim = encoder.dim();
         let mut out = Vec::with_capacity(reports.len() * dim);
         for report in &reports {
-            match report.trim().is_empty() {
-                true => out.resize(out.len() + dim, 0.0),
-                false => out.extend(vectors.next().unwrap_or_else(|| vec![0.0; dim])),
+            if report.trim().is_empty() {
+                out.resize(out.len() + dim, 0.0);
+            } else {
+                out.extend(vectors.next().unwrap_or_else(|| vec![0.0; dim]));
             }
         }
         Ok(out)
