@@ -135,11 +135,13 @@ pub fn run(args: AddArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("adding the lesion of {}", path.display()))?,
         None => {
             let embedding = Progress::new("embedding lesions");
+            let reports = Progress::new("embedding reports");
             writer.add(
                 args.dataset.as_deref().unwrap_or(std::path::Path::new("")),
                 args.reports.as_deref(),
                 &|event| match event {
                     BuildEvent::Embedding { done, total } => embedding.update(done, total),
+                    BuildEvent::EmbeddingReports { done, total } => reports.update(done, total),
                     BuildEvent::Writing => eprintln!("writing records, vectors and text"),
                 },
             )?

@@ -71,8 +71,10 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
         labels: args.labels,
     };
     let embedding = Progress::new("embedding lesions");
+    let reports = Progress::new("embedding reports");
     let progress = |event| match event {
         BuildEvent::Embedding { done, total } => embedding.update(done, total),
+        BuildEvent::EmbeddingReports { done, total } => reports.update(done, total),
         BuildEvent::Writing => eprintln!("writing records, vectors and text"),
     };
     let written = writer.build(&options, &args.embeddings, &progress)?;

@@ -36,7 +36,15 @@ pub struct BuildSummary {
 /// Progress of a build.
 #[derive(Debug, Clone, Copy)]
 pub enum BuildEvent {
-    Embedding { done: usize, total: usize },
+    Embedding {
+        done: usize,
+        total: usize,
+    },
+    /// Reports embedded by the text encoder, for a generation with report vectors.
+    EmbeddingReports {
+        done: usize,
+        total: usize,
+    },
     Writing,
 }
 
@@ -115,7 +123,7 @@ fn build_with(
         shard::embedded_from_shards(&incoming, shard_files, options.model)?
     };
     let report_vectors = text_encoder
-        .map(|encoder| incoming.embed_reports(encoder))
+        .map(|encoder| incoming.embed_reports(encoder, progress))
         .transpose()?;
     progress(BuildEvent::Writing);
 

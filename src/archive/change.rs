@@ -75,7 +75,7 @@ pub fn add_locked(
     let incoming = Incoming::read(&options.dataset, options.reports.as_deref())?;
     let mut embedded = incoming.embed(dir, options.model, progress)?;
     let report_vectors = text_encoder
-        .map(|encoder| incoming.embed_reports(encoder))
+        .map(|encoder| incoming.embed_reports(encoder, progress))
         .transpose()?;
     progress(BuildEvent::Writing);
 

@@ -268,14 +268,28 @@ impl Incoming {
     /// Report vectors of every incoming lesion, row-major in table order, for a generation
     /// with a text encoder: the reports embedded in batches; a lesion without a report gets
     /// zeros, which no query's cosine reaches a threshold with.
-    pub fn embed_reports(&self, encoder: &SentenceEncoder) -> Result<Vec<f32>> {
+    pub fn embed_reports(
+        &self,
+        encoder: &SentenceEncoder,
+        progress: &(dyn Fn(BuildEvent) + Sync),
+    ) -> Result<Vec<f32>> {
+        /// Reports embedded between two progress events.
+        const CHUNK: usize = 512;
         let reports: Vec<String> = (0..self.records.len()).map(|i| self.report_of(i)).collect();
         let written: Vec<&str> = reports
             .iter()
             .map(String::as_str)
             .filter(|r| !r.trim().is_empty())
             .collect();
-        let mut vectors = encoder.encode(&written)?.into_iter();
+        let mut embedded = Vec::with_capacity(written.len());
+        for chunk in written.chunks(CHUNK) {
+            embedded.extend(encoder.encode(chunk)?);
+            progress(BuildEvent::EmbeddingReports {
+                done: embedded.len(),
+                total: written.len(),
+            });
+        }
+        let mut vectors = embedded.into_iter();
         let dim = encoder.dim();
         let mut out = Vec::with_capacity(reports.len() * dim);
         for report in &reports {
