@@ -3,18 +3,21 @@
 
 mod common;
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
-use lesion_search::archive::{build, BuildOptions};
+use lesion_search::archive::{build, BuildOptions, Published};
+use lesion_search::backend::{Allowed, BackendChoice, BackendInfo, SearchBackend};
 use lesion_search::dataset::{CoarseType, Dataset};
 use lesion_search::embed::bundled_lesion_cnn;
 use lesion_search::filter::{Filter, Range};
-use lesion_search::index::GraphParams;
+use lesion_search::index::{GraphParams, Plan, Scored};
 use lesion_search::search::{Engine, Fusion, ImageQuery, Matched, SearchRequest};
+use lesion_search::text::{RankedText, Snippet};
 
 struct Fixture {
     _archive: tempfile::TempDir,
-    _index: tempfile::TempDir,
+    index: tempfile::TempDir,
     engine: Engine,
     dataset: Dataset,
 }
@@ -37,7 +40,7 @@ fn fixture() -> &'static Fixture {
         Fixture {
             dataset: Dataset::new(archive.path()),
             _archive: archive,
-            _index: index,
+            index,
             engine,
         }
     })
@@ -353,5 +356,105 @@ fn an_image_path_past_its_deadline_degrades_to_text_results() {
         response.assumed_spacing_mm,
         Some(0.8),
         "a PNG states no spacing"
+    );
+}
+
+/// The embedded stores with the depth cap of an engine like Milvus (its `topk`).
+struct CappedBackend {
+    inner: Box<dyn SearchBackend>,
+    deepest: usize,
+}
+
+impl SearchBackend for CappedBackend {
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            name: "capped".into(),
+            ..self.inner.info()
+        }
+    }
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+    fn vector(&self, id: u32) -> lesion_search::Result<Cow<'_, [f32]>> {
+        self.inner.vector(id)
+    }
+    fn nearest(
+        &self,
+        query: &[f32],
+        k: usize,
+        allowed: Allowed<'_>,
+    ) -> lesion_search::Result<(Vec<Scored>, Plan)> {
+        let (mut hits, plan) = self.inner.nearest(query, k.min(self.deepest), allowed)?;
+        hits.truncate(self.deepest);
+        Ok((hits, plan))
+    }
+    fn deepest_vector_list(&self) -> Option<usize> {
+        Some(self.deepest)
+    }
+    fn ranked_text(
+        &self,
+        text: &str,
+        depth: usize,
+        allowed: Allowed<'_>,
+        allowed_share: f32,
+    ) -> lesion_search::Result<(Vec<RankedText>, usize)> {
+        self.inner.ranked_text(text, depth, allowed, allowed_share)
+    }
+    fn snippets(&self, text: &str, hits: &[RankedText]) -> lesion_search::Result<Vec<Snippet>> {
+        self.inner.snippets(text, hits)
+    }
+    fn text_matches(&self, text: &str) -> lesion_search::Result<Vec<u32>> {
+        self.inner.text_matches(text)
+    }
+    fn did_you_mean(&self, text: &str) -> lesion_search::Result<Option<String>> {
+        self.inner.did_you_mean(text)
+    }
+    fn verify(&self, published: &Published) -> lesion_search::Result<Vec<String>> {
+        self.inner.verify(published)
+    }
+}
+
+#[test]
+fn a_page_deeper_than_the_backend_ranks_is_refused_by_name_not_answered_short() {
+    let f = fixture();
+    let (published, inner) =
+        lesion_search::backend::open(f.index.path(), &BackendChoice::Embedded).unwrap();
+    let deepest = 30;
+    let engine = Engine::with_backend(
+        published,
+        Box::new(CappedBackend { inner, deepest }),
+        std::sync::Arc::new(bundled_lesion_cnn().unwrap()),
+    )
+    .unwrap();
+    let by_lesion = |offset: usize, k: usize| SearchRequest {
+        lesion: Some(3),
+        offset,
+        k,
+        group_by_patient: false,
+        ..Default::default()
+    };
+    // Within the cap, the pages are those of the uncapped engine.
+    let within = engine.search(&by_lesion(20, 10)).unwrap();
+    let uncapped = f.engine.search(&by_lesion(20, 10)).unwrap();
+    let ids =
+        |r: &lesion_search::search::SearchResponse| r.hits.iter().map(|h| h.id).collect::<Vec<_>>();
+    assert_eq!(ids(&within), ids(&uncapped));
+    assert_eq!(within.total, uncapped.total);
+    // Past it: an error naming the page and the backend, never a short list.
+    let past = engine.search(&by_lesion(25, 10)).unwrap_err().to_string();
+    assert!(
+        past.contains("offset") && past.contains("capped") && past.contains("30"),
+        "{past}"
+    );
+    // Text lists are not the vector engine's: they page to their end.
+    let text = SearchRequest {
+        text: Some("lesion".into()),
+        offset: 40,
+        k: 10,
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(&engine.search(&text).unwrap()),
+        ids(&f.engine.search(&text).unwrap())
     );
 }

@@ -127,6 +127,12 @@ pub trait SearchBackend: Send + Sync {
     fn nearest(&self, query: &[f32], k: usize, allowed: Allowed<'_>)
         -> Result<(Vec<Scored>, Plan)>;
 
+    /// The longest list `nearest` can return, where the engine caps it (Milvus's `topk`):
+    /// a deeper page is refused by name rather than answered short.
+    fn deepest_vector_list(&self) -> Option<usize> {
+        None
+    }
+
     /// Up to `depth` allowed lesions whose report matches `text`, by BM25, best first, with
     /// the number of matching lesions. `allowed_share` is the allowed fraction of the
     /// archive (a hint for how deep to collect before filtering).

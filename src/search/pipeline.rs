@@ -337,6 +337,7 @@ impl Engine {
             |hit: &Scored| hit.id,
             self,
             |depth| {
+                let depth = self.vector_depth(depth.min(all.lesions), wanted)?;
                 // At least `exact_depth`: the in-process index then scans exactly, so every
                 // depth gives a prefix of the same ranking (cosine, then id).
                 let ask = depth.max(exact_depth(all.lesions)).min(all.lesions);
@@ -358,6 +359,24 @@ impl Engine {
             ))?);
         }
         Ok(hits)
+    }
+
+    /// How deep the backend can rank: a page past the deepest list it returns (Milvus's
+    /// `topk`) is refused by name, never answered short; a grouped or fused list that would
+    /// start deeper than its page needs is fetched as deep as the backend goes.
+    fn vector_depth(&self, depth: usize, wanted: &Wanted) -> Result<usize> {
+        match self.backend.deepest_vector_list() {
+            Some(deepest) if wanted.rows > deepest => Err(Error::invalid_argument(
+                "offset",
+                format!(
+                    "the {} backend ranks at most {deepest} lesions by likeness, and this page (or export) reaches row {}: narrow the filters, or page or export within the first {deepest}",
+                    self.backend.info().name,
+                    wanted.rows
+                ),
+            )),
+            Some(deepest) => Ok(depth.min(deepest)),
+            None => Ok(depth),
+        }
     }
 
     /// The text list among the allowed matches, as deep as `wanted` needs.

@@ -393,6 +393,10 @@ impl SearchBackend for MilvusBackend {
         }
     }
 
+    fn deepest_vector_list(&self) -> Option<usize> {
+        Some(MAX_TOPK)
+    }
+
     fn nearest(
         &self,
         query: &[f32],
