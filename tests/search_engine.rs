@@ -446,6 +446,31 @@ fn a_page_deeper_than_the_backend_ranks_is_refused_by_name_not_answered_short() 
         past.contains("offset") && past.contains("capped") && past.contains("30"),
         "{past}"
     );
+    // Grouped by patient, the capped list covers fewer patients than lesions: each page is
+    // the uncapped engine's, or refused by name once the ranking it needs is past the cap.
+    let grouped = |offset: usize| SearchRequest {
+        lesion: Some(3),
+        offset,
+        k: 5,
+        group_by_patient: true,
+        ..Default::default()
+    };
+    let patients = f.engine.search(&grouped(0)).unwrap().total;
+    let mut refused = 0;
+    for offset in (0..patients).step_by(5) {
+        let uncapped = f.engine.search(&grouped(offset)).unwrap();
+        match engine.search(&grouped(offset)) {
+            Ok(page) => assert_eq!(ids(&page), ids(&uncapped), "offset {offset}"),
+            Err(e) => {
+                assert!(e.to_string().contains("offset"), "{e}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        refused > 0,
+        "no grouped page of {patients} patients needed more than {deepest} lesions"
+    );
     // Text lists are not the vector engine's: they page to their end.
     let text = SearchRequest {
         text: Some("lesion".into()),

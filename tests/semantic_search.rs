@@ -270,6 +270,22 @@ fn semantic_matches_join_the_bm25_matches_with_exact_totals_pages_and_facets() {
     let plain = search(&engine, text_request(QUERIES[0], false));
     assert!(!plain.semantic);
     assert!(plain.hits.iter().all(|h| h.semantic.is_none()));
+
+    // Operators, quotes and fields say exactly what matches: likeness of meaning would bring
+    // back what `NOT` excluded, so semantic is refused for them by name; the same query
+    // without it is answered.
+    for syntax in ["liver NOT cyst", "\"lymph node\"", "report:nodule"] {
+        let refused = engine
+            .search(&text_request(syntax, true))
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("semantic"), "{syntax}: {refused}");
+        engine.search(&text_request(syntax, false)).unwrap();
+    }
+    // An over-long text is refused before the encoder reads it.
+    let long = "nodule ".repeat(400);
+    let refused = engine.search(&text_request(&long, true)).unwrap_err();
+    assert!(refused.to_string().contains("characters"), "{refused}");
 }
 
 #[test]

@@ -289,14 +289,26 @@ impl Incoming {
                 total: written.len(),
             });
         }
-        let mut vectors = embedded.into_iter();
         let dim = encoder.dim();
+        // One vector of the encoder's width per written report, or the generation's report
+        // vectors would fall out of step with its lesions.
+        if embedded.len() != written.len() || embedded.iter().any(|v| v.len() != dim) {
+            return Err(Error::Model {
+                path: encoder.dir().to_path_buf(),
+                message: format!(
+                    "the text encoder gave {} vectors for {} reports (each should have {dim} dimensions)",
+                    embedded.len(),
+                    written.len()
+                ),
+            });
+        }
+        let mut vectors = embedded.into_iter();
         let mut out = Vec::with_capacity(reports.len() * dim);
         for report in &reports {
             if report.trim().is_empty() {
                 out.resize(out.len() + dim, 0.0);
             } else {
-                out.extend(vectors.next().unwrap_or_else(|| vec![0.0; dim]));
+                out.extend(vectors.next().unwrap_or_default());
             }
         }
         Ok(out)

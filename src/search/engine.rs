@@ -114,6 +114,13 @@ impl Engine {
         self.check_semantic().is_ok()
     }
 
+    /// Whether a default of "semantic on" applies to `text`: the archive supports it and
+    /// the text is plain language (operators, quotes and fields are answered by BM25 alone,
+    /// and asked explicitly for semantic they are refused).
+    pub fn semantic_by_default_for(&self, text: Option<&str>) -> bool {
+        self.supports_semantic() && text.is_some_and(|t| !crate::text::has_syntax(t))
+    }
+
     /// Why semantic retrieval cannot run, if it cannot: no report vectors (the caller's
     /// request is refused, naming `semantic`), or their encoder not loaded.
     pub fn check_semantic(&self) -> Result<()> {
@@ -201,6 +208,11 @@ impl Engine {
     /// What serves the vectors and the text.
     pub fn backend(&self) -> BackendInfo {
         self.backend.info()
+    }
+
+    /// The longest list the backend ranks by likeness, where it caps it (Milvus's `topk`).
+    pub fn deepest_vector_list(&self) -> Option<usize> {
+        self.backend.deepest_vector_list()
     }
 
     /// Whether the backend's stores answer now.

@@ -192,6 +192,7 @@ impl Engine {
                 request,
             ),
         };
+        self.check_page_complete(&page, &image_list, request, response.total)?;
         self.fill_page(&page, &text_list, semantic.as_ref(), &mut response);
         if let Some(side) = &text {
             self.attach_snippets(side.text, &page, &text_list, &mut response)?;
@@ -277,6 +278,16 @@ impl Engine {
         response: &mut SearchResponse,
     ) -> Result<SemanticSide> {
         self.check_semantic()?;
+        // The text's own checks (length, nesting) before the model reads a word of it.
+        crate::text::check_query(text)?;
+        // Operators, quotes and fields say exactly which reports match; likeness of meaning
+        // would add the very reports that `NOT` or a phrase excluded.
+        if crate::text::has_syntax(text) {
+            return Err(Error::invalid_argument(
+                "semantic",
+                "semantic retrieval reads plain language: turn it off for a query with operators, quotes or fields",
+            ));
+        }
         let (Some(encoder), Some(reports)) = (&self.text_encoder, &self.published.report_vectors)
         else {
             return Err(Error::invalid_argument(
@@ -377,6 +388,32 @@ impl Engine {
             Some(deepest) => Ok(depth.min(deepest)),
             None => Ok(depth),
         }
+    }
+
+    /// A page that a capped image list left short of what `total` promises (a grouped or
+    /// fused list needing more of the ranking than the backend returns) is refused by
+    /// name, like a page past the cap.
+    fn check_page_complete(
+        &self,
+        page: &[Fused],
+        image_list: &[Scored],
+        request: &SearchRequest,
+        total: usize,
+    ) -> Result<()> {
+        let Some(deepest) = self.backend.deepest_vector_list() else {
+            return Ok(());
+        };
+        let promised = request.k.min(total.saturating_sub(request.offset));
+        if page.len() < promised && image_list.len() >= deepest {
+            return Err(Error::invalid_argument(
+                "offset",
+                format!(
+                    "the {} backend ranks at most {deepest} lesions by likeness, fewer than this page (or export) needs: narrow the filters, or ask for an earlier page",
+                    self.backend.info().name
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The text list among the allowed matches, as deep as `wanted` needs.

@@ -183,7 +183,8 @@ pub struct HitOut {
     pub image: Option<ImageMatch>,
     pub text: Option<TextMatchOut>,
     /// With semantic retrieval: the cosine of the report's sentence vector to the text's,
-    /// and the rank in the semantic list when it is a semantic match.
+    /// and the rank in the semantic list, which ranks every text match (BM25 matches below
+    /// the threshold too); no rank for a lesion only the image ranked.
     pub semantic: Option<SemanticMatch>,
     pub lesion: LesionSummary,
 }
@@ -498,6 +499,24 @@ pub struct Health {
     pub writes_pending: usize,
     /// What answers the vector and text parts of a search.
     pub backend: HealthBackend,
+    /// How far a client may page and how long an export may be, so that a page can stop
+    /// where the server would refuse.
+    pub limits: HealthLimits,
+}
+
+/// `GET /healthz`: the caps on paging and exports (the settings file's `max_k`,
+/// `max_offset`, `max_export`).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct HealthLimits {
+    /// Most hits one page may ask for.
+    pub max_k: usize,
+    /// Deepest page offset a search may ask for.
+    pub max_offset: usize,
+    /// Most rows an export may hold.
+    pub max_export: usize,
+    /// The deepest row a list ranked by likeness (an image, a lesion) can reach, where the
+    /// search backend caps it (Milvus: 16,384); none with the embedded stores.
+    pub max_ranked_by_likeness: Option<usize>,
 }
 
 /// `GET /healthz`: the search backend.
@@ -724,7 +743,8 @@ pub struct ExportRow {
     pub text_rank: Option<usize>,
     pub text_bm25: Option<f32>,
     /// The semantic side (null without semantic retrieval): rank in the semantic list
-    /// (null below its threshold) and the report's cosine to the text.
+    /// (every text match has one; null for a lesion only the image ranked) and the
+    /// report's cosine to the text.
     pub semantic_rank: Option<usize>,
     pub semantic_cosine: Option<f32>,
     #[serde(rename = "File_name")]

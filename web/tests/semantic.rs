@@ -188,6 +188,25 @@ async fn the_server_s_default_applies_when_a_request_does_not_say() {
     )
     .await;
     assert_eq!(json_of(&body)["semantic"], false);
+    // A query with operators is answered by BM25 alone under the default, and refused
+    // naming `semantic` when semantic is asked for.
+    let (status, body) = call(
+        &app,
+        post_json("/api/search", &json!({"text": "liver NOT cyst"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json_of(&body)["semantic"], false);
+    let (status, body) = call(
+        &app,
+        post_json(
+            "/api/search",
+            &json!({"text": "liver NOT cyst", "semantic": true}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(error_field(&body), "semantic");
     let (_, body) = call(&app, test::TestRequest::get().uri("/healthz")).await;
     assert_eq!(json_of(&body)["semantic_default"], true);
 }

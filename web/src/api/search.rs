@@ -183,10 +183,12 @@ fn to_request(
 }
 
 /// Whether a search uses semantic retrieval: as the body says, else the server's setting
-/// where the archive supports it (a default never makes a request fail).
+/// where the archive supports it and the text is plain language (a default never makes a
+/// request fail).
 fn semantic_of(state: &Shared, engine: &Engine, body: &SearchBody) -> bool {
-    body.semantic
-        .unwrap_or_else(|| state.config.semantic_default && engine.supports_semantic())
+    body.semantic.unwrap_or_else(|| {
+        state.config.semantic_default && engine.semantic_by_default_for(body.text.as_deref())
+    })
 }
 
 /// Runs a search on a worker thread and shapes the reply: in a heavy slot when an image or
@@ -327,15 +329,19 @@ pub(super) async fn export(
             format!("limit: must be 1 to {cap}, not {limit}"),
         ));
     }
+    let query = body.query.unwrap_or_default();
+    let shared = state.clone();
+    let engine = state.engine();
+    let ranks_by_likeness =
+        query.lesion.is_some() || query.upload.is_some() || !query.positives.is_empty();
     let job = ExportJob {
         sent: sent_search(&sent),
-        query: body.query.unwrap_or_default(),
+        deepest_ranked: engine.deepest_vector_list().filter(|_| ranks_by_likeness),
+        query,
         limit: body.limit,
         cap,
         format,
     };
-    let shared = state.clone();
-    let engine = state.engine();
     let file = heavy(&state, move |cancel| job.run(&shared, &engine, cancel)).await?;
     Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, format.media_type()))
@@ -363,6 +369,9 @@ struct ExportJob {
     limit: Option<usize>,
     cap: usize,
     format: Format,
+    /// The backend's cap on a list ranked by likeness, when the export ranks by an image
+    /// or a lesion (Milvus's `topk`): a longer export is refused before its first row.
+    deepest_ranked: Option<usize>,
 }
 
 /// What the pages of an export found, besides their rows.
@@ -382,6 +391,15 @@ impl Tally {
         self.matched_lesions = response.matched_lesions;
         if self.degraded.is_none() {
             self.degraded.clone_from(&response.degraded);
+        }
+        if let Some(deepest) = job.deepest_ranked.filter(|&d| self.wanted(job) > d) {
+            return Err(ApiError::bad(
+                "limit",
+                format!(
+                    "limit: the search backend ranks at most {deepest} lesions by likeness and this export would hold {}; narrow the search, or set limit (1 to {deepest})",
+                    self.wanted(job)
+                ),
+            ));
         }
         if job.limit.is_none() && response.total > job.cap {
             return Err(ApiError::bad(
