@@ -9,6 +9,9 @@ use lesion_search::search::SearchLimits;
 /// 4,927 lesions, its whole table 32,735) in one file.
 pub const DEFAULT_MAX_EXPORT: usize = 50_000;
 
+/// The largest `max_export` a settings file may set: at about 1 KiB a row, 256 MiB held.
+pub const MOST_EXPORT: usize = 250_000;
+
 /// Access keys and limits; defaults are safe for a workstation.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -135,6 +138,16 @@ impl Config {
         }
         if self.max_connections == 0 {
             return Err("max_connections must be at least 1".into());
+        }
+        let most_k = SearchLimits::DEFAULT.max_k;
+        if self.max_k == 0 || self.max_k > most_k {
+            return Err(format!("max_k must be 1 to {most_k}, not {}", self.max_k));
+        }
+        if self.max_export == 0 || self.max_export > MOST_EXPORT {
+            return Err(format!(
+                "max_export must be 1 to {MOST_EXPORT} (an export is built in memory), not {}",
+                self.max_export
+            ));
         }
         if self.max_heavy == 0 {
             return Err("max_heavy must be at least 1".into());

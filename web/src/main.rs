@@ -38,7 +38,7 @@ struct ServeArgs {
     #[arg(long)]
     model: Option<String>,
     /// A JSON settings file (listen, read_key, admin_key, cors_origin, max_upload_mb,
-    /// max_image_side, max_k, request_timeout_s, image_deadline_ms, allowed_hosts, max_heavy,
+    /// max_image_side, max_k, max_offset, max_export, request_timeout_s, image_deadline_ms, allowed_hosts, max_heavy,
     /// upload_store_mb, upload_ttl_s, backend, milvus_url, milvus_collection, body_timeout_s,
     /// bodies_in_flight_mb, header_timeout_s, keep_alive_s, max_connections, graph_builder,
     /// semantic).
@@ -89,6 +89,8 @@ struct ConfigFile {
     max_upload_mb: Option<usize>,
     max_image_side: Option<usize>,
     max_k: Option<usize>,
+    max_offset: Option<usize>,
+    max_export: Option<usize>,
     request_timeout_s: Option<u64>,
     image_deadline_ms: Option<u64>,
     #[serde(default)]
@@ -159,6 +161,8 @@ fn apply_request_limits(config: &mut Config, args: &ServeArgs, file: &ConfigFile
     config.max_upload_bytes = file.max_upload_mb.map_or(config.max_upload_bytes, mib);
     config.max_image_side = file.max_image_side.unwrap_or(config.max_image_side);
     config.max_k = file.max_k.unwrap_or(config.max_k);
+    config.max_offset = file.max_offset.unwrap_or(config.max_offset);
+    config.max_export = file.max_export.unwrap_or(config.max_export);
     config.request_timeout = file
         .request_timeout_s
         .map_or(config.request_timeout, Duration::from_secs);

@@ -497,6 +497,13 @@ async fn openapi_lists_exactly_the_routes_and_ops_routes_answer() {
     assert_eq!(health["backend"]["text"], "tantivy-bm25", "{health}");
     assert_eq!(health["backend"]["reachable"], true, "{health}");
     assert_eq!(health["status"], "ok", "{health}");
+    // The caps a client pages and exports within.
+    assert_eq!(health["limits"]["max_offset"], 10_000, "{health}");
+    assert_eq!(health["limits"]["max_export"], 50_000, "{health}");
+    assert!(
+        health["limits"]["max_k"].as_u64().unwrap() >= 20,
+        "{health}"
+    );
     let (_, body) = call(&app, test::TestRequest::get().uri("/metrics")).await;
     let metrics = String::from_utf8(body).unwrap();
     assert!(

@@ -123,6 +123,9 @@ fn the_ui_works_end_to_end_in_chromium() {
     };
     build(&index, &build_options, &|_| {}).unwrap();
 
+    // A shallow max_offset, so that the UI's stop at the deepest page is exercised.
+    let settings = dir.path().join("settings.json");
+    std::fs::write(&settings, r#"{"max_offset": 40}"#).unwrap();
     let port = free_port();
     let mut server = Server(
         Command::new(env!("CARGO_BIN_EXE_lesion-web"))
@@ -131,6 +134,8 @@ fn the_ui_works_end_to_end_in_chromium() {
                 index.to_str().unwrap(),
                 "--listen",
                 &format!("127.0.0.1:{port}"),
+                "--config",
+                settings.to_str().unwrap(),
             ])
             // With a read key: the UI must ask for it and carry it on every request,
             // images included.

@@ -479,7 +479,12 @@ async function search({ push = true, append = false } = {}) {
     const signals = [body.upload ? "image" : null, body.lesion !== undefined ? "similar lesion" : null, body.text ? "text" : null].filter(Boolean);
     showCount(reply, signals);
     if (reply.degraded) showError(`Image search unavailable, showing text results: ${reply.degraded_reason}`);
-    $("more").hidden = state.offset >= state.total || reply.hits.length === 0;
+    // The server pages no deeper than max_offset: past it the export holds the rest.
+    const deepest = state.limits ? state.limits.max_offset : Infinity;
+    $("more").hidden = state.offset >= state.total || reply.hits.length === 0 || state.offset > deepest;
+    $("paging-note").hidden = !(state.offset > deepest && state.offset < state.total);
+    $("paging-note").textContent = state.limits ?
+      `The first ${state.offset.toLocaleString("en")} results can be browsed here; Export holds the whole list.` : "";
   } catch (e) {
     showError(`Search failed: ${e.message}`);
   } finally {
@@ -886,6 +891,7 @@ async function addLesion() {
     const [health, facets] = await Promise.all([api("/healthz").then((r) => r.json()), api("/api/facets").then((r) => r.json())]);
     $("archive-status").textContent = `${health.lesions} lesions · generation ${health.generation} · model ${health.model}`;
     writesOn = health.writes === true;
+    state.limits = health.limits;
     if (health.semantic) {
       $("semantic-row").hidden = false;
       $("semantic").checked = health.semantic_default === true;

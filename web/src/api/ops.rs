@@ -5,7 +5,7 @@ use actix_web::HttpResponse;
 use super::Shared;
 use crate::access::ReadAccess;
 use crate::error::ApiResult;
-use crate::wire::{Health, HealthBackend};
+use crate::wire::{Health, HealthBackend, HealthLimits};
 
 /// How long `/healthz` waits for the backend to answer.
 const BACKEND_PING: std::time::Duration = std::time::Duration::from_secs(2);
@@ -44,6 +44,12 @@ pub(super) async fn healthz(state: Shared) -> HttpResponse {
             vectors: backend.vectors,
             text: backend.text,
             reachable,
+        },
+        limits: HealthLimits {
+            max_k: state.config.max_k,
+            max_offset: state.config.max_offset,
+            max_export: state.config.max_export,
+            max_ranked_by_likeness: engine.deepest_vector_list(),
         },
     })
 }
