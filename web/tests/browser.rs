@@ -125,7 +125,7 @@ fn the_ui_works_end_to_end_in_chromium() {
 
     // A shallow max_offset, so that the UI's stop at the deepest page is exercised.
     let settings = dir.path().join("settings.json");
-    std::fs::write(&settings, r#"{"max_offset": 40}"#).unwrap();
+    std::fs::write(&settings, r#"{"max_offset": 20}"#).unwrap();
     let port = free_port();
     let mut server = Server(
         Command::new(env!("CARGO_BIN_EXE_lesion-web"))

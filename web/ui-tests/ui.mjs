@@ -207,7 +207,7 @@ try {
   await waitIdle();
   check((await page.textContent("#count")) === countText, "the count stays while scrolling");
   check(await page.isVisible("#export-note"), "the export note says what an export holds");
-  // The server pages no deeper than its max_offset (40 here): the list stops there and says
+  // The server pages no deeper than its max_offset (20 here): the list stops there and says
   // that the export holds the rest.
   for (let i = 0; i < 6 && (await page.isVisible("#more")); i++) {
     await page.click("#more");
@@ -215,7 +215,7 @@ try {
   }
   const browsed = await cards().count();
   if (shown > browsed) {
-    check(browsed <= 40 + 24, `paging stops past max_offset (${browsed} cards)`);
+    check(browsed <= 20 + 24, `paging stops past max_offset (${browsed} cards)`);
     check(await page.isVisible("#paging-note"), "the page says the export holds the rest");
   } else {
     check(!(await page.isVisible("#paging-note")), "no paging note when the whole list is shown");
