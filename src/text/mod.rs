@@ -6,10 +6,11 @@
 //! synonyms and all its ancestors, so "renal" finds "kidney" and "lung" finds "right lower
 //! lobe". Matches in the report's own words weigh more than matches through the ontology.
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 
-use tantivy::collector::{Count, TopDocs};
+use tantivy::collector::TopDocs;
 use tantivy::query::QueryParser;
 use tantivy::schema::{
     Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, Value, FAST,
@@ -274,6 +275,24 @@ pub struct TextIndex {
     /// The report field's stemmed terms with their document frequencies, read once (a
     /// generation's index never changes) for spelling corrections.
     vocabulary: OnceLock<Vec<(String, u64)>>,
+    /// The last few queries evaluated, newest first: a search asks for its text's match set,
+    /// its ranked list, its respelling and its snippets, and paging and exports ask again,
+    /// so each text is analysed and run once while it is recent.
+    recent: Mutex<VecDeque<Arc<Evaluated>>>,
+}
+
+/// How many evaluated queries a text index keeps (a few hundred KiB each at 32k lesions).
+const RECENT_QUERIES: usize = 8;
+
+/// A query as analysed, and every document it matches with its BM25 score.
+struct Evaluated {
+    text: String,
+    features: QueryFeatures,
+    analysed: Analysed,
+    /// Every match, best first, equal scores by id.
+    by_score: Vec<RankedText>,
+    /// The same ids, ascending.
+    ids: Vec<u32>,
 }
 
 impl TextIndex {
@@ -291,6 +310,7 @@ impl TextIndex {
             reader,
             fields,
             vocabulary: OnceLock::new(),
+            recent: Mutex::new(VecDeque::with_capacity(RECENT_QUERIES)),
         })
     }
 
@@ -416,70 +436,70 @@ impl TextIndex {
         keep_share: f32,
         features: QueryFeatures,
     ) -> Result<(Vec<RankedText>, usize)> {
-        let query = self.analyse(text, features)?.query;
-        let searcher = self.reader.searcher();
-        let ids: Vec<tantivy::columnar::Column<u64>> = searcher
-            .segment_readers()
+        // Every match is scored once (`evaluated`), so no over-fetching is needed
+        // whatever share `keep` lets through.
+        let _ = keep_share;
+        let evaluated = self.evaluated(text, features)?;
+        let hits = evaluated
+            .by_score
             .iter()
-            .map(|segment| segment.fast_fields().u64("id"))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| text_error(&self.path, e))?;
-        // Over-fetch so that filtering afterwards still leaves k.
-        let mut limit = ((k as f32 / keep_share.clamp(0.01, 1.0)) * 1.25) as usize + 16;
-        loop {
-            let (mut top, total) = searcher
-                .search(
-                    &*query,
-                    &(TopDocs::with_limit(limit).order_by_score(), Count),
-                )
-                .map_err(|e| text_error(&self.path, e))?;
-            // Equal scores in a stable order, whatever the segment layout.
-            let id_of = |address: &tantivy::DocAddress| {
-                ids[address.segment_ord as usize]
-                    .first(address.doc_id)
-                    .unwrap_or(u64::MAX)
-            };
-            top.sort_by(|a, b| b.0.total_cmp(&a.0).then(id_of(&a.1).cmp(&id_of(&b.1))));
-            let mut hits = Vec::with_capacity(k);
-            for (score, address) in &top {
-                let id = ids[address.segment_ord as usize]
-                    .first(address.doc_id)
-                    .unwrap_or(u64::MAX) as u32;
-                if !keep(id) {
-                    continue;
-                }
-                hits.push(RankedText {
-                    id,
-                    score: *score,
-                    address: Some(*address),
-                });
-                if hits.len() == k {
-                    break;
-                }
-            }
-            if hits.len() == k || top.len() < limit || limit >= total {
-                return Ok((hits, total));
-            }
-            limit *= 4;
+            .filter(|hit| keep(hit.id))
+            .take(k)
+            .copied()
+            .collect();
+        Ok((hits, evaluated.by_score.len()))
+    }
+
+    /// `text` analysed and run over the whole index (every match scored, in one pass), or
+    /// the recent evaluation of the same text.
+    fn evaluated(&self, text: &str, features: QueryFeatures) -> Result<Arc<Evaluated>> {
+        let recent = |index: &TextIndex| {
+            let recent = index.recent.lock().unwrap_or_else(|e| e.into_inner());
+            recent
+                .iter()
+                .find(|e| e.text == text && e.features == features)
+                .cloned()
+        };
+        if let Some(found) = recent(self) {
+            return Ok(found);
         }
+        let analysed = self.analyse(text, features)?;
+        let searcher = self.reader.searcher();
+        let mut by_score = searcher
+            .search(&*analysed.query, &ScoredIdCollector)
+            .map_err(|e| text_error(&self.path, e))?;
+        by_score.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.id.cmp(&b.id)));
+        let mut ids: Vec<u32> = by_score.iter().map(|hit| hit.id).collect();
+        ids.sort_unstable();
+        let evaluated = Arc::new(Evaluated {
+            text: text.to_string(),
+            features,
+            analysed,
+            by_score,
+            ids,
+        });
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if recent.len() == RECENT_QUERIES {
+            recent.pop_back();
+        }
+        recent.push_front(evaluated.clone());
+        Ok(evaluated)
     }
 
     /// Every lesion whose text matches `text`, ascending: the exact match set that totals,
     /// facets and exports are computed over (the ranked lists are only as deep as a page).
     pub fn matching_ids(&self, text: &str, features: QueryFeatures) -> Result<Vec<u32>> {
-        let query = self.analyse(text, features)?.query;
-        let searcher = self.reader.searcher();
-        let mut ids = searcher
-            .search(&*query, &IdCollector)
-            .map_err(|e| text_error(&self.path, e))?;
-        ids.sort_unstable();
-        Ok(ids)
+        Ok(self.evaluated(text, features)?.ids.clone())
     }
 
     /// The query with each misspelt word replaced by the archive's or the ontology's word
     /// ("kidny cyst" -> "kidney cyst"); `None` when no word needed it.
     pub fn did_you_mean(&self, text: &str) -> Result<Option<String>> {
-        Ok(self.analyse(text, QueryFeatures::ALL)?.respelled)
+        Ok(self
+            .evaluated(text, QueryFeatures::ALL)?
+            .analysed
+            .respelled
+            .clone())
     }
 
     /// The passage of each ranked hit's report that `text` matched, with the matched ranges.
@@ -490,9 +510,10 @@ impl TextIndex {
         features: QueryFeatures,
     ) -> Result<Vec<Snippet>> {
         let f = self.fields;
-        let query = self.analyse(text, features)?.query;
+        let evaluated = self.evaluated(text, features)?;
+        let query = &evaluated.analysed.query;
         let searcher = self.reader.searcher();
-        let generator = SnippetGenerator::create(&searcher, &*query, f.report)
+        let generator = SnippetGenerator::create(&searcher, &**query, f.report)
             .map_err(|e| text_error(&self.path, e))?;
         hits.iter()
             .map(|hit| {
@@ -546,48 +567,55 @@ impl TextIndex {
 }
 
 /// Collects the lesion id of every matching document from the `id` fast field.
-struct IdCollector;
+/// Every match's lesion id (from the fast field), BM25 score and address.
+struct ScoredIdCollector;
 
-struct SegmentIds {
+struct SegmentScoredIds {
+    segment_ord: tantivy::SegmentOrdinal,
     column: tantivy::columnar::Column<u64>,
-    ids: Vec<u32>,
+    hits: Vec<RankedText>,
 }
 
-impl tantivy::collector::Collector for IdCollector {
-    type Fruit = Vec<u32>;
-    type Child = SegmentIds;
+impl tantivy::collector::Collector for ScoredIdCollector {
+    type Fruit = Vec<RankedText>;
+    type Child = SegmentScoredIds;
 
     fn for_segment(
         &self,
-        _segment_ord: tantivy::SegmentOrdinal,
+        segment_ord: tantivy::SegmentOrdinal,
         segment: &tantivy::SegmentReader,
-    ) -> tantivy::Result<SegmentIds> {
-        Ok(SegmentIds {
+    ) -> tantivy::Result<SegmentScoredIds> {
+        Ok(SegmentScoredIds {
+            segment_ord,
             column: segment.fast_fields().u64("id")?,
-            ids: Vec::new(),
+            hits: Vec::new(),
         })
     }
 
     fn requires_scoring(&self) -> bool {
-        false
+        true
     }
 
-    fn merge_fruits(&self, fruits: Vec<Vec<u32>>) -> tantivy::Result<Vec<u32>> {
+    fn merge_fruits(&self, fruits: Vec<Vec<RankedText>>) -> tantivy::Result<Vec<RankedText>> {
         Ok(fruits.concat())
     }
 }
 
-impl tantivy::collector::SegmentCollector for SegmentIds {
-    type Fruit = Vec<u32>;
+impl tantivy::collector::SegmentCollector for SegmentScoredIds {
+    type Fruit = Vec<RankedText>;
 
-    fn collect(&mut self, doc: tantivy::DocId, _score: tantivy::Score) {
+    fn collect(&mut self, doc: tantivy::DocId, score: tantivy::Score) {
         if let Some(id) = self.column.first(doc) {
-            self.ids.push(id as u32);
+            self.hits.push(RankedText {
+                id: id as u32,
+                score,
+                address: Some(tantivy::DocAddress::new(self.segment_ord, doc)),
+            });
         }
     }
 
-    fn harvest(self) -> Vec<u32> {
-        self.ids
+    fn harvest(self) -> Vec<RankedText> {
+        self.hits
     }
 }
 

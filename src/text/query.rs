@@ -701,16 +701,26 @@ fn build(concepts: &[Concept], lexicon: &Lexicon<'_>) -> Box<dyn Query> {
     };
     if required.iter().any(|&r| r) {
         let all = BooleanQuery::new(clauses(true));
-        if lexicon
-            .searcher
-            .search(&all, &tantivy::collector::Count)
-            .unwrap_or(0)
-            > 0
-        {
+        if matches_any(&all, lexicon.searcher) {
             return Box::new(all);
         }
     }
     Box::new(BooleanQuery::new(clauses(false)))
+}
+
+/// Whether `query` matches any document: the first match of each segment's scorer, not a
+/// count over every match (the match set is collected once, by the search itself).
+fn matches_any(query: &dyn Query, searcher: &Searcher) -> bool {
+    let Ok(weight) = query.weight(tantivy::query::EnableScoring::disabled_from_searcher(
+        searcher,
+    )) else {
+        return false;
+    };
+    searcher.segment_readers().iter().any(|segment| {
+        weight
+            .scorer(segment, 1.0)
+            .is_ok_and(|scorer| scorer.doc() != tantivy::TERMINATED)
+    })
 }
 
 /// Optimal-string-alignment distance (a swap of neighbours is one edit), or `None` when it
