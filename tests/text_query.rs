@@ -37,6 +37,11 @@ const REPORTS: &[&str] = &[
     "Spiculated nodule in the left lower lobe",
     // 20: a lesion of the retroperitoneum.
     "Retroperitoneal soft tissue mass",
+    // 21..=24: what lay words stand for, and one report that uses a lay word itself.
+    "Left axillary mass",
+    "Enlarged left axillary lymph node",
+    "Small right pleural effusion",
+    "Soft tissue lump of the left thigh",
 ];
 
 fn record(i: usize) -> LesionRecord {
@@ -150,6 +155,36 @@ fn abbreviations_and_compounds_find_what_they_stand_for() {
     assert_eq!(hits.first(), Some(&18), "{hits:?}");
     let hits = ids(&index, "retro peritoneal mass");
     assert_eq!(hits.first(), Some(&20), "{hits:?}");
+}
+
+#[test]
+fn lay_words_find_the_clinical_words_they_stand_for() {
+    let (_dir, index) = index();
+    // Armpit names the axilla exactly; a lump only suggests a mass, so the axillary node
+    // is found too, below the axillary mass.
+    let hits = ids(&index, "a lump in the armpit");
+    assert_eq!(hits.first(), Some(&21), "{hits:?}");
+    assert!(hits.contains(&22), "{hits:?}");
+    for id in &hits {
+        assert!(
+            REPORTS[*id as usize].to_lowercase().contains("axillary"),
+            "the armpit is required: {id} in {hits:?}"
+        );
+    }
+    // Phrases with stop words inside are read before the stop words go.
+    assert_eq!(ids(&index, "water on the lung"), vec![23]);
+    // A lay word a report uses as written is searched as written too.
+    let hits = ids(&index, "lump");
+    assert!(hits.contains(&24) && hits.contains(&21), "{hits:?}");
+    let no_lay_terms = QueryFeatures {
+        lay_terms: false,
+        ..QueryFeatures::ALL
+    };
+    let (hits, _) = index
+        .search_with("a lump in the armpit", 50, &|_| true, no_lay_terms)
+        .unwrap();
+    let hits: Vec<u32> = hits.iter().map(|h| h.id).collect();
+    assert!(!hits.contains(&21), "without lay terms: {hits:?}");
 }
 
 #[test]

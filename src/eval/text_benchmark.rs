@@ -60,8 +60,15 @@ pub fn judged_queries() -> Result<Vec<JudgedQuery>> {
                 format!("line {}: kind, query and concepts expected", i + 1),
             ));
         }
+        // Plain-language queries written after the lay-term list are reported apart.
+        let held_out = cells.get(3).is_some_and(|note| note.contains("held out"));
+        let kind = cells[0].trim();
         out.push(JudgedQuery {
-            kind: cells[0].trim().to_string(),
+            kind: if held_out {
+                format!("{kind} (held out)")
+            } else {
+                kind.to_string()
+            },
             query: cells[1].trim().to_string(),
             concepts: cells[2]
                 .split('|')
@@ -416,6 +423,13 @@ fn feature_variants() -> Vec<(&'static str, QueryFeatures)> {
             },
         ),
         (
+            "without lay terms",
+            QueryFeatures {
+                lay_terms: false,
+                ..all
+            },
+        ),
+        (
             "without compounds",
             QueryFeatures {
                 compounds: false,
@@ -547,6 +561,7 @@ mod tests {
             "misspelling",
             "multi",
             "natural",
+            "natural (held out)",
         ] {
             assert!(
                 queries.iter().filter(|q| q.kind == kind).count() >= 10,

@@ -297,7 +297,7 @@ impl Engine {
         };
         request.cancel.check("the text's sentence vector")?;
         let t = Instant::now();
-        let query = encoder.encode(&[text])?.pop().unwrap_or_default();
+        let query = encoder.encode_query(text)?;
         response.timings.embed_ms += ms(t.elapsed());
         request.cancel.check("the report cosines")?;
         let t = Instant::now();

@@ -1,7 +1,9 @@
 //! From what a researcher types to a tantivy query that keeps every word in proportion.
 //!
 //! A plain query (no operators, quotes or field names) is read as a list of concepts:
-//! stop words go, abbreviations become what they stand for (`LN` -> lymph node), compounds
+//! lay words become the clinical words they stand for (`armpit` -> axilla; those that only
+//! suggest one, like `lump` -> mass, rank without narrowing), stop words go, abbreviations
+//! become what they stand for (`LN` -> lymph node), compounds
 //! are split or joined the way the archive spells them (`lymphnode` -> lymph node),
 //! misspelt words of five letters or more become the nearest archive or ontology word
 //! (`kidny` -> kidney), and runs of words that name a LesaNet term become that term
@@ -31,6 +33,8 @@ pub struct QueryFeatures {
     pub ontology: bool,
     /// Radiology abbreviations (`data/lesanet/abbreviations.tsv`).
     pub abbreviations: bool,
+    /// Lay words for anatomy and findings (`data/lesanet/lay_terms.tsv`): armpit -> axilla.
+    pub lay_terms: bool,
     /// Compounds split and joined as the archive spells them.
     pub compounds: bool,
     /// Misspellings of words of five letters or more, by edit distance.
@@ -41,6 +45,7 @@ impl QueryFeatures {
     pub const ALL: QueryFeatures = QueryFeatures {
         ontology: true,
         abbreviations: true,
+        lay_terms: true,
         compounds: true,
         fuzzy: true,
     };
@@ -48,6 +53,7 @@ impl QueryFeatures {
     pub const NONE: QueryFeatures = QueryFeatures {
         ontology: false,
         abbreviations: false,
+        lay_terms: false,
         compounds: false,
         fuzzy: false,
     };
@@ -71,6 +77,7 @@ const EXPANDED_BOOST: f32 = 1.0;
 const TIE_BREAKER: f32 = 0.1;
 
 const ABBREVIATIONS_TSV: &str = include_str!("../../data/lesanet/abbreviations.tsv");
+const LAY_TERMS_TSV: &str = include_str!("../../data/lesanet/lay_terms.tsv");
 
 /// Words that carry no concept in a query ("a lesion in the liver that got bigger").
 const STOP_WORDS: &[&str] = &[
@@ -141,8 +148,27 @@ struct Word {
     /// Set when the word was put in place of a misspelling.
     corrected: bool,
     /// The stem as typed, when the archive holds it too (a rare spelling of a common
-    /// ontology word, like "speculated" beside "spiculated"): searched as well.
+    /// ontology word, like "speculated" beside "spiculated"; a lay word reports use too,
+    /// like "lump"): searched as well.
     typed_stem: Option<String>,
+    /// Put in place of a lay word that only suggests it ("lump" -> mass): it ranks, but
+    /// does not narrow the matches.
+    ranks_only: bool,
+    /// Put in place of a lay word: neither misspelt nor a compound to mend.
+    from_lay_term: bool,
+}
+
+impl Word {
+    fn typed(raw: String, stem: String) -> Word {
+        Word {
+            raw,
+            stem,
+            corrected: false,
+            typed_stem: None,
+            ranks_only: false,
+            from_lay_term: false,
+        }
+    }
 }
 
 /// What a plain query's analysis needs from the index: stems, document frequencies and the
@@ -194,7 +220,7 @@ pub(super) fn analyse_plain(
     lexicon: &mut Lexicon<'_>,
     features: QueryFeatures,
 ) -> Analysed {
-    let mut words = words_of(text, lexicon);
+    let mut words = words_of(text, lexicon, features.lay_terms);
     if features.abbreviations {
         words = expand_abbreviations(words, lexicon);
     }
@@ -203,7 +229,7 @@ pub(super) fn analyse_plain(
     }
     let mut corrected = false;
     if features.fuzzy {
-        for word in &mut words {
+        for word in words.iter_mut().filter(|w| !w.from_lay_term) {
             if let Some(better) = correction(word, lexicon, features.ontology) {
                 *word = better;
                 corrected = true;
@@ -222,21 +248,100 @@ pub(super) fn analyse_plain(
     Analysed { query, respelled }
 }
 
-fn words_of(text: &str, lexicon: &mut Lexicon<'_>) -> Vec<Word> {
-    text.split(|c: char| !c.is_alphanumeric())
+fn words_of(text: &str, lexicon: &mut Lexicon<'_>, lay_terms: bool) -> Vec<Word> {
+    let raw: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
         .map(str::to_lowercase)
-        .filter(|w| !STOP_WORDS.contains(&w.as_str()))
+        .collect();
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        // Lay phrases are looked up before stop words go: "near the aorta", "water on the lung".
+        if lay_terms {
+            if let Some((len, words)) = lay_phrase_at(&raw[i..], lexicon) {
+                out.extend(words);
+                i += len;
+                continue;
+            }
+        }
+        let word = &raw[i];
+        i += 1;
+        if STOP_WORDS.contains(&word.as_str()) {
+            continue;
+        }
+        if let Some(stem) = lexicon.stems(word).into_iter().next() {
+            out.push(Word::typed(word.clone(), stem));
+        }
+    }
+    out
+}
+
+/// A lay term, by its words: the clinical words it stands for and whether it names them
+/// exactly (`armpit` -> axilla) or only suggests them (`lump` -> mass).
+struct LayTerm {
+    clinical: String,
+    exact: bool,
+}
+
+/// The curated lay terms by their lower-case words, and the most words any has.
+fn lay_terms() -> &'static (HashMap<String, LayTerm>, usize) {
+    static TABLE: OnceLock<(HashMap<String, LayTerm>, usize)> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let table: HashMap<String, LayTerm> = LAY_TERMS_TSV
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let mut cells = line.split('\t');
+                let lay = plain_words(cells.next()?);
+                let clinical = cells.next()?.trim().to_lowercase();
+                let exact = cells.next()?.trim() == "exact";
+                (!lay.is_empty() && !clinical.is_empty())
+                    .then_some((lay, LayTerm { clinical, exact }))
+            })
+            .collect();
+        let longest = table
+            .keys()
+            .map(|k| k.split(' ').count())
+            .max()
+            .unwrap_or(0);
+        (table, longest)
+    })
+}
+
+/// The longest lay term that `words` start with: how many words it spans and the clinical
+/// words in its place. A one-word lay term the archive holds as written is searched too.
+fn lay_phrase_at(words: &[String], lexicon: &mut Lexicon<'_>) -> Option<(usize, Vec<Word>)> {
+    let (table, longest) = lay_terms();
+    let (len, term) = (1..=(*longest).min(words.len()))
+        .rev()
+        .find_map(|len| table.get(&words[..len].join(" ")).map(|t| (len, t)))?;
+    let lay_stem = (len == 1)
+        .then(|| lexicon.stems(&words[0]).into_iter().next())
+        .flatten()
+        .filter(|stem| lexicon.doc_freq(stem) > 0);
+    let clinical: Vec<&str> = term
+        .clinical
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let replaced = clinical
+        .iter()
         .filter_map(|raw| {
-            let stem = lexicon.stems(&raw).into_iter().next()?;
+            let stem = lexicon.stems(raw).into_iter().next()?;
             Some(Word {
-                raw,
-                stem,
-                corrected: false,
-                typed_stem: None,
+                typed_stem: if clinical.len() == 1 {
+                    lay_stem.clone()
+                } else {
+                    None
+                },
+                ranks_only: !term.exact,
+                from_lay_term: true,
+                ..Word::typed(raw.to_string(), stem)
             })
         })
-        .collect()
+        .collect();
+    Some((len, replaced))
 }
 
 /// Radiology abbreviations by their words (lower-case, `T-spine` as `t spine`): what each
@@ -291,10 +396,8 @@ fn expand_abbreviations(words: Vec<Word>, lexicon: &mut Lexicon<'_>) -> Vec<Word
             }
             if let Some(stem) = lexicon.stems(raw).into_iter().next() {
                 out.push(Word {
-                    raw: raw.to_string(),
-                    stem,
-                    corrected: false,
-                    typed_stem: None,
+                    from_lay_term: words[i].from_lay_term,
+                    ..Word::typed(raw.to_string(), stem)
                 });
             }
         }
@@ -311,24 +414,20 @@ fn mend_compounds(words: Vec<Word>, lexicon: &mut Lexicon<'_>) -> Vec<Word> {
     let mut i = 0;
     while i < words.len() {
         let word = &words[i];
-        if let Some(next) = words.get(i + 1) {
+        let mendable = |w: &Word| !w.from_lay_term;
+        if let Some(next) = words.get(i + 1).filter(|n| mendable(word) && mendable(n)) {
             let joined = format!("{}{}", word.raw, next.raw);
             if let Some(stem) = lexicon.stems(&joined).into_iter().next() {
                 let part_missing =
                     lexicon.doc_freq(&word.stem) == 0 || lexicon.doc_freq(&next.stem) == 0;
                 if part_missing && lexicon.doc_freq(&stem) > 0 {
-                    out.push(Word {
-                        raw: joined,
-                        stem,
-                        corrected: false,
-                        typed_stem: None,
-                    });
+                    out.push(Word::typed(joined, stem));
                     i += 2;
                     continue;
                 }
             }
         }
-        match split_compound(word, lexicon) {
+        match split_compound(word, lexicon).filter(|_| mendable(word)) {
             Some((left, right)) => {
                 out.push(left);
                 out.push(right);
@@ -359,13 +458,11 @@ fn split_compound(word: &Word, lexicon: &mut Lexicon<'_>) -> Option<(Word, Word)
             .doc_freq(&left_stem)
             .min(lexicon.doc_freq(&right_stem));
         if support > 0 && best.as_ref().is_none_or(|(b, ..)| support > *b) {
-            let piece = |raw: String, stem: String| Word {
-                raw,
-                stem,
-                corrected: false,
-                typed_stem: None,
-            };
-            best = Some((support, piece(left, left_stem), piece(right, right_stem)));
+            best = Some((
+                support,
+                Word::typed(left, left_stem),
+                Word::typed(right, right_stem),
+            ));
         }
     }
     best.map(|(_, left, right)| (left, right))
@@ -432,10 +529,8 @@ fn correction(word: &Word, lexicon: &mut Lexicon<'_>, ontology: bool) -> Option<
     // A correction nothing can match corrects nothing.
     let in_ontology = ontology && ontology_words().contains_key(&raw);
     (freq > 0 || in_ontology).then_some(Word {
-        raw,
-        stem,
         corrected: true,
-        typed_stem: None,
+        ..Word::typed(raw, stem)
     })
 }
 
@@ -455,10 +550,9 @@ fn rare_spelling(word: &Word, typed_freq: u64, lexicon: &mut Lexicon<'_>) -> Opt
     }
     let (_, raw, stem) = best?;
     Some(Word {
-        raw: raw.clone(),
-        stem: stem.clone(),
         corrected: true,
         typed_stem: Some(word.stem.clone()),
+        ..Word::typed(raw.clone(), stem.clone())
     })
 }
 
@@ -563,7 +657,7 @@ fn concepts_of(words: &[Word], lexicon: &mut Lexicon<'_>, ontology: bool) -> Vec
                     words: spellings,
                     terms: Vec::new(),
                     parts: Vec::new(),
-                    required: !GENERIC_WORDS.contains(&word.raw.as_str()),
+                    required: !word.ranks_only && !GENERIC_WORDS.contains(&word.raw.as_str()),
                 });
                 i += 1;
             }
@@ -603,15 +697,29 @@ fn term_concept(run: &[Word], term: &OntologyTerm, lexicon: &mut Lexicon<'_>) ->
         stems: lexicon.stems(&term.term),
         boost,
     }];
-    let generic = run.iter().all(|w| GENERIC_WORDS.contains(&w.raw.as_str()));
-    let parts = if run.len() > 1 {
-        run.iter()
-            .filter(|w| !GENERIC_WORDS.contains(&w.raw.as_str()))
-            .flat_map(|w| concepts_of(std::slice::from_ref(w), lexicon, true))
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let generic = run
+        .iter()
+        .all(|w| w.ranks_only || GENERIC_WORDS.contains(&w.raw.as_str()));
+    let mut parts: Vec<Concept> = Vec::new();
+    if run.len() > 1 {
+        let words_apart = run
+            .iter()
+            .filter(|w| !w.ranks_only && !GENERIC_WORDS.contains(&w.raw.as_str()));
+        for word in words_apart {
+            for part in concepts_of(std::slice::from_ref(word), lexicon, true) {
+                // A word that names the whole term again ("lymph" of "lymph node") finds
+                // nothing apart that the term does not, and two words of one term count
+                // once: each would be one more scorer over every match.
+                let names_the_whole = !part.terms.is_empty() && part.terms == terms;
+                let repeated = parts
+                    .iter()
+                    .any(|p| p.terms == part.terms && p.words == part.words);
+                if !names_the_whole && !repeated {
+                    parts.push(part);
+                }
+            }
+        }
+    }
     Concept {
         words,
         terms,
@@ -801,6 +909,25 @@ mod tests {
         let table = abbreviations();
         assert!(table.len() >= 20, "{} abbreviations", table.len());
         assert_eq!(table.get("ln").map(String::as_str), Some("lymph node"));
+    }
+
+    #[test]
+    fn the_curated_lay_terms_load_with_their_strength() {
+        let (table, longest) = lay_terms();
+        assert!(table.len() >= 100, "{} lay terms", table.len());
+        assert!(*longest >= 4, "longest lay term {longest} words");
+        let armpit = table.get("armpit").expect("armpit");
+        assert_eq!((armpit.clinical.as_str(), armpit.exact), ("axilla", true));
+        let lump = table.get("lump").expect("lump");
+        assert_eq!((lump.clinical.as_str(), lump.exact), ("mass", false));
+        assert!(
+            table.contains_key("near the aorta"),
+            "stop words kept in lay phrases"
+        );
+        assert!(
+            table.contains_key("non cancerous"),
+            "hyphens read as spaces"
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@ mod card;
 mod tiny;
 mod tokenizer;
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
@@ -69,7 +71,13 @@ pub struct SentenceEncoder {
     bert: bert::Bert,
     dir: PathBuf,
     card: TextEncoderCard,
+    /// The last few query vectors by their text: a semantic export asks for the same one
+    /// on every page.
+    recent_queries: Mutex<VecDeque<(String, Vec<f32>)>>,
 }
+
+/// How many query vectors an encoder keeps (1.5 KiB each at 384 dimensions).
+const RECENT_QUERY_VECTORS: usize = 16;
 
 impl SentenceEncoder {
     /// Loads a BERT sentence-transformers folder: weights checked by name and shape against
@@ -130,7 +138,27 @@ impl SentenceEncoder {
             bert,
             dir: dir.to_path_buf(),
             card,
+            recent_queries: Mutex::new(VecDeque::with_capacity(RECENT_QUERY_VECTORS)),
         })
+    }
+
+    /// The vector of one query text, encoded once while it is among the recent ones.
+    pub fn encode_query(&self, text: &str) -> Result<Vec<f32>> {
+        let lock = || {
+            self.recent_queries
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+        };
+        if let Some((_, vector)) = lock().iter().find(|(seen, _)| seen == text) {
+            return Ok(vector.clone());
+        }
+        let vector = self.encode(&[text])?.pop().unwrap_or_default();
+        let mut recent = lock();
+        if recent.len() == RECENT_QUERY_VECTORS {
+            recent.pop_back();
+        }
+        recent.push_front((text.to_string(), vector.clone()));
+        Ok(vector)
     }
 
     /// Width of the vectors (384 for all-MiniLM-L6-v2).
