@@ -68,6 +68,14 @@ pub enum Error {
     #[error("{}: {message}", path.display())]
     Dicom { path: PathBuf, message: String },
 
+    /// A NIfTI-1 header field that cannot be honoured, or sizes the file does not hold.
+    #[error("{}: NIfTI header field `{field}`: {message}", path.display())]
+    Nifti {
+        path: PathBuf,
+        field: &'static str,
+        message: String,
+    },
+
     #[error("{}: DICOM file has no pixel data (PixelData element 7FE0,0010 is absent)", path.display())]
     NoPixelData { path: PathBuf },
 

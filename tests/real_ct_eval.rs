@@ -233,6 +233,7 @@ fn real_dicom_ct_slices_are_read_once_each_and_their_boxes_found_again() {
         deeplesion: Vec::new(),
         dicom: vec![figures],
         volumes: Vec::new(),
+        bone_lesions: Vec::new(),
     };
     assert!(report.markdown().contains("Real DICOM CT slices"));
 }

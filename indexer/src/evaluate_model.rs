@@ -1,12 +1,14 @@
 //! `lesion-indexer evaluate-model`: models compared on a generated archive (P@5 by type
 //! under `eval`'s retrieval protocol, without building an index) or on real CT (`--real`:
-//! re-identification, same lesion across studies, speed).
+//! re-identification, same lesion across studies, speed; and, where given, real DICOM slices,
+//! masked chest CT volumes and BLDS' bone lesions).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use lesion_search::embed::{default_cache_dir, resolve_model};
+use lesion_search::eval::bone_lesions::{evaluate_bone_lesions, load_bone_lesions, BoneLesionSet};
 use lesion_search::eval::real_ct::{
     evaluate_dicom, evaluate_real_ct, evaluate_volumes, load_dicom_slices, load_masked_volumes,
     MaskedVolume, RealCtInputs, RealCtReport,
@@ -42,6 +44,12 @@ pub struct Args {
     /// boxes over the body found again under jitter, scale and HU shifts.
     #[arg(long, requires = "real")]
     dicom: Option<PathBuf>,
+    /// Folder with real CT volumes and bone-lesion boxes in BLDS' layout
+    /// (`image_bone_lesions.csv` beside the NIfTI volumes it names, such as
+    /// ../shared/data/blds), for --real: each lesion found again from its axial key slice
+    /// under jitter, scale and HU shifts, and lesion against normal bone of the same volumes.
+    #[arg(long, requires = "real")]
+    bone_lesions: Option<PathBuf>,
     /// For --real: also write `real_ct.json` and `real_ct.md` into this folder.
     #[arg(long, requires = "real")]
     out: Option<PathBuf>,
@@ -77,16 +85,17 @@ fn run_on_real_ct(real: &Path, args: &Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The real data every model is judged on; the DICOM slices and volumes empty where not
-/// asked for.
+/// The real data every model is judged on; the DICOM slices, volumes and bone lesions empty
+/// where not asked for.
 struct RealCtData {
     inputs: RealCtInputs,
     volumes: Vec<MaskedVolume>,
     dicom: Vec<(String, CtImage)>,
+    bone_lesions: Option<BoneLesionSet>,
 }
 
-/// Reads the pairs, then the volumes, then the DICOM slices, before any model is loaded; a
-/// folder given that holds none of what it should is refused.
+/// Reads the pairs, then the volumes, then the DICOM slices, then the bone lesions, before
+/// any model is loaded; a folder given that holds none of what it should is refused.
 fn read_real_ct(real: &Path, args: &Args) -> anyhow::Result<RealCtData> {
     let inputs = RealCtInputs {
         deeplesion: real.to_path_buf(),
@@ -119,10 +128,15 @@ fn read_real_ct(real: &Path, args: &Args) -> anyhow::Result<RealCtData> {
         }
         None => Vec::new(),
     };
+    let bone_lesions = match &args.bone_lesions {
+        Some(dir) => Some(load_bone_lesions(dir)?),
+        None => None,
+    };
     Ok(RealCtData {
         inputs,
         volumes,
         dicom,
+        bone_lesions,
     })
 }
 
@@ -131,6 +145,7 @@ fn measure_real_ct(models: &[String], data: &RealCtData) -> anyhow::Result<RealC
         deeplesion: Vec::new(),
         dicom: Vec::new(),
         volumes: Vec::new(),
+        bone_lesions: Vec::new(),
     };
     for name in models {
         let model = resolve_model(name, &default_cache_dir())
@@ -148,6 +163,11 @@ fn measure_real_ct(models: &[String], data: &RealCtData) -> anyhow::Result<RealC
                 name.clone(),
                 evaluate_volumes(model.as_ref(), &data.volumes)?,
             ));
+        }
+        if let Some(set) = &data.bone_lesions {
+            report
+                .bone_lesions
+                .push(evaluate_bone_lesions(name, model.as_ref(), set)?);
         }
     }
     Ok(report)

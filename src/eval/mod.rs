@@ -5,8 +5,10 @@
 //! against the exact one, and latency per query kind. [`plots`] draws the figures;
 //! [`text_benchmark`] is the LesaNet report-phrase benchmark.
 
+pub mod bone_lesions;
 pub mod model;
 pub mod pairs;
+mod perturb;
 pub mod plots;
 pub mod protocol;
 pub mod real_ct;

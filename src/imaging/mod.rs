@@ -11,6 +11,7 @@ mod dicom_summary;
 mod geometry;
 #[doc(hidden)]
 pub mod lies;
+mod nifti;
 mod nrrd;
 mod patch;
 mod png16;
@@ -32,6 +33,7 @@ pub use geometry::{
     check_box, check_context_mm, check_file_spacing, check_pixel_spacing, PixelBox, Point,
     CONTEXT_MM, PIXEL_SPACING_MM,
 };
+pub use nifti::{decode_nifti, load_nifti, AffineSource, AxialSlice, NiftiDatatype, NiftiVolume};
 pub use nrrd::{decode_nrrd, encode_nrrd_i16, load_nrrd, Volume, MAX_VOXELS};
 pub use patch::{
     extract_patch, slice_offset, ChannelSpec, FieldOfView, Patch, PatchGeometry, PatchSpec,
