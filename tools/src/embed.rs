@@ -3,7 +3,10 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use lesion_search::embed::{default_cache_dir, resolve_model, DEFAULT_MODEL};
+use lesion_search::embed::{
+    bundled_ct_resnet_l2_laid_out, default_cache_dir, resolve_model, Embedder, TrunkLayout,
+    CT_RESNET_L2_MODEL, DEFAULT_MODEL,
+};
 use lesion_search::imaging::Patch;
 
 #[derive(clap::Args)]
@@ -20,6 +23,10 @@ pub struct Args {
     /// Print JSON lines.
     #[arg(long)]
     json: bool,
+    /// Also measure `ct-resnet-l2` with candle's own NCHW convolutions (the layout the
+    /// channels-last default replaced), as `ct-resnet-l2-candle-nchw`.
+    #[arg(long)]
+    candle_nchw: bool,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -27,8 +34,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !args.json {
         println!("{:<16} {:>6} {:>12}", "model", "batch", "patches/s");
     }
+    let mut models: Vec<(String, Box<dyn Embedder>)> = Vec::new();
     for name in &args.models {
-        let model = resolve_model(name, &cache)?;
+        models.push((name.clone(), resolve_model(name, &cache)?));
+    }
+    if args.candle_nchw {
+        models.push((
+            format!("{CT_RESNET_L2_MODEL}-candle-nchw"),
+            Box::new(bundled_ct_resnet_l2_laid_out(TrunkLayout::CandleNchw)?),
+        ));
+    }
+    for (name, model) in &models {
         let spec = &model.card().patch;
         let n = spec.size_px;
         let c = spec.channels.len();
