@@ -10,7 +10,7 @@
 //! convolution is one matrix product of the output pixels' neighbourhoods (im2col rows, each
 //! `kernel x kernel` runs of contiguous channels) with the folded kernel, accumulated onto
 //! the bias and, at the end of a block, the shortcut, then a ReLU in place; or candle's own
-//! NCHW convolutions. Channels last is the default: on two cores it ran about 3 to 5 times
+//! NCHW convolutions. Channels last is the default: on two cores it ran 2.2 to 3.3 times
 //! faster (BENCHMARKS.md, "Bundled CT trunk"); NCHW stays as the oracle it is tested against.
 
 use candle_core::{Device, Module, Tensor, D};
