@@ -748,11 +748,45 @@ fn spelling_query(field: Field, spelling: &Spelling, boost: f32) -> Box<dyn Quer
 /// One disjunction-max clause over every spelling of the concept in every field.
 fn concept_query(concept: &Concept, fields: SearchedFields) -> Box<dyn Query> {
     let mut spellings: Vec<Box<dyn Query>> = Vec::new();
-    for spelling in &concept.words {
+    // A phrase one of whose words alone spells the concept ("lymph node" beside "lymph")
+    // matches nothing that word does not, and reading its positions over every match was
+    // most of a query's time.
+    let single_words: Vec<&str> = concept
+        .words
+        .iter()
+        .filter(|s| s.stems.len() == 1)
+        .map(|s| s.stems[0].as_str())
+        .collect();
+    let needed = |spelling: &&Spelling| {
+        spelling.stems.len() == 1
+            || !spelling
+                .stems
+                .iter()
+                .any(|stem| single_words.contains(&stem.as_str()))
+    };
+    for spelling in concept.words.iter().filter(needed) {
         spellings.push(spelling_query(fields.report, spelling, REPORT_BOOST));
         spellings.push(spelling_query(fields.tags, spelling, TAGS_BOOST));
     }
     for spelling in &concept.terms {
+        // The terms a report mentions are indexed with their synonyms, so a term that has
+        // one of its own words as a synonym ("lymph" of "lymph node") is found by that word
+        // without a phrase.
+        let by_one_word = (spelling.stems.len() > 1)
+            .then(|| {
+                spelling
+                    .stems
+                    .iter()
+                    .find(|stem| single_words.contains(&stem.as_str()))
+            })
+            .flatten();
+        let spelling = match by_one_word {
+            Some(stem) => &Spelling {
+                stems: vec![stem.clone()],
+                boost: spelling.boost,
+            },
+            None => spelling,
+        };
         spellings.push(spelling_query(fields.expanded, spelling, EXPANDED_BOOST));
     }
     if concept.parts.len() > 1 {

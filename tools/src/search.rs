@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use lesion_search::search::{Engine, ImageQuery, SearchRequest};
+use lesion_search::search::{Engine, ImageQuery, SearchRequest, SearchResponse};
 use lesion_search::service::Index;
 use serde::Serialize;
 
@@ -53,6 +53,11 @@ struct KindReport {
     vector_mean_ms: f64,
 }
 
+/// The value at quantile `q` of sorted `values`.
+fn quantile(values: &[f64], q: f64) -> f64 {
+    values[((values.len() - 1) as f64 * q).round() as usize]
+}
+
 /// The figures of one kind from its latencies, its embedding times and the stage times the
 /// timer summed since the last kind.
 fn report(
@@ -65,7 +70,7 @@ fn report(
     let n = n.max(1) as f64;
     latencies.sort_by(f64::total_cmp);
     embed.sort_by(f64::total_cmp);
-    let pick = |v: &[f64], q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    let pick = quantile;
     let total: f64 = latencies.iter().sum();
     KindReport {
         kind,
@@ -86,7 +91,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .filter(|&id| engine.facts(id).is_some())
         .collect();
     anyhow::ensure!(!live.is_empty(), "the index holds no lesions");
-    let kinds = measure(&engine, &live, &args)?;
+    let (kinds, phrases) = measure(&engine, &live, &args)?;
     if args.json {
         println!(
             "{}",
@@ -97,6 +102,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "backend": engine.backend(),
                 "k": args.k,
                 "kinds": kinds,
+                "text_phrases": phrases,
             }))?
         );
     } else {
@@ -108,6 +114,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.k
         );
         print_table(&kinds);
+        print_phrases(&phrases);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -123,13 +130,19 @@ struct Timer<'a> {
 impl Timer<'_> {
     /// The request's latency and its embedding time, in ms.
     fn time(&self, request: &SearchRequest) -> anyhow::Result<(f64, f64)> {
+        let (ms, response) = self.answer(request)?;
+        Ok((ms, response.timings.embed_ms))
+    }
+
+    /// The request's latency in ms, and its answer.
+    fn answer(&self, request: &SearchRequest) -> anyhow::Result<(f64, SearchResponse)> {
         let t = Instant::now();
         let response = self.engine.search(request)?;
         let mut s = self.stages.borrow_mut();
         s.0 += response.timings.text_ms;
         s.1 += response.timings.vector_ms;
         s.2 += 1;
-        Ok((t.elapsed().as_secs_f64() * 1e3, response.timings.embed_ms))
+        Ok((t.elapsed().as_secs_f64() * 1e3, response))
     }
 
     /// `count` requests of one kind, one after the other.
@@ -149,7 +162,11 @@ impl Timer<'_> {
 
 /// Text, by-lesion, both, and image queries (a fifth as many, at least 10), after a
 /// warm-up, on lesions picked evenly across the live ones.
-fn measure(engine: &Engine, live: &[u32], args: &Args) -> anyhow::Result<Vec<KindReport>> {
+fn measure(
+    engine: &Engine,
+    live: &[u32],
+    args: &Args,
+) -> anyhow::Result<(Vec<KindReport>, Vec<PhraseReport>)> {
     let pick = |i: usize| live[(i as u64 * 2_654_435_761 % live.len() as u64) as usize];
     let phrase = |i: usize| Some(PHRASES[i % PHRASES.len()].to_string());
     let timer = Timer {
@@ -168,10 +185,33 @@ fn measure(engine: &Engine, live: &[u32], args: &Args) -> anyhow::Result<Vec<Kin
     for i in 0..20 {
         timer.time(&by_lesion(i))?;
     }
-    let mut kinds = vec![timer.kind("text", args.queries, |i| SearchRequest {
-        text: phrase(i),
-        ..base.clone()
-    })?];
+    // Text queries by phrase, in turn, so none is answered from the recent-query cache.
+    let mut latencies = Vec::new();
+    let mut by_phrase: Vec<(Vec<f64>, usize)> = vec![(Vec::new(), 0); PHRASES.len()];
+    for i in 0..args.queries {
+        let (ms, response) = timer.answer(&SearchRequest {
+            text: phrase(i),
+            ..base.clone()
+        })?;
+        latencies.push(ms);
+        let bucket = &mut by_phrase[i % PHRASES.len()];
+        bucket.0.push(ms);
+        bucket.1 = response.text_matches.unwrap_or(0);
+    }
+    let mut kinds = vec![report("text", latencies, Vec::new(), &timer)];
+    let phrases = PHRASES
+        .iter()
+        .zip(by_phrase)
+        .map(|(phrase, (mut ms, matches))| {
+            ms.sort_by(f64::total_cmp);
+            PhraseReport {
+                phrase,
+                matches,
+                p50_ms: quantile(&ms, 0.5),
+                p99_ms: quantile(&ms, 0.99),
+            }
+        })
+        .collect();
     kinds.push(timer.kind("lesion", args.queries, by_lesion)?);
     kinds.push(timer.kind("text+lesion", args.queries, |i| SearchRequest {
         text: phrase(i),
@@ -197,7 +237,29 @@ fn measure(engine: &Engine, live: &[u32], args: &Args) -> anyhow::Result<Vec<Kin
         embed.push(embedding);
     }
     kinds.push(report("image", latencies, embed, &timer));
-    Ok(kinds)
+    Ok((kinds, phrases))
+}
+
+/// One text phrase's latencies (uncached) and how many lesions it matches.
+#[derive(Serialize)]
+struct PhraseReport {
+    phrase: &'static str,
+    matches: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn print_phrases(phrases: &[PhraseReport]) {
+    println!(
+        "\n{:<34} {:>8} {:>9} {:>9}",
+        "text phrase", "matches", "p50 ms", "p99 ms"
+    );
+    for p in phrases {
+        println!(
+            "{:<34} {:>8} {:>9.2} {:>9.2}",
+            p.phrase, p.matches, p.p50_ms, p.p99_ms
+        );
+    }
 }
 
 fn print_table(kinds: &[KindReport]) {
