@@ -42,6 +42,9 @@ const REPORTS: &[&str] = &[
     "Enlarged left axillary lymph node",
     "Small right pleural effusion",
     "Soft tissue lump of the left thigh",
+    // 25..=26: words of other terms ("common", "artery", "bladder") in other places.
+    "Thrombus in the common iliac artery",
+    "Gallbladder wall thickening",
 ];
 
 fn record(i: usize) -> LesionRecord {
@@ -158,6 +161,19 @@ fn abbreviations_and_compounds_find_what_they_stand_for() {
 }
 
 #[test]
+fn a_term_is_not_matched_by_the_words_of_other_terms() {
+    let (_dir, index) = index();
+    // "common carotid artery" is the carotid: not the common iliac artery, though its
+    // words "common" and "artery" are there.
+    let hits = ids(&index, "common carotid artery");
+    assert!(!hits.contains(&25), "{hits:?}");
+    // A gallbladder report lists "gall bladder" among its terms' synonyms: not the
+    // urinary bladder.
+    let hits = ids(&index, "urinary bladder");
+    assert!(!hits.contains(&26), "{hits:?}");
+}
+
+#[test]
 fn lay_words_find_the_clinical_words_they_stand_for() {
     let (_dir, index) = index();
     // Armpit names the axilla exactly; a lump only suggests a mass, so the axillary node
@@ -171,6 +187,11 @@ fn lay_words_find_the_clinical_words_they_stand_for() {
             "the armpit is required: {id} in {hits:?}"
         );
     }
+    // A broad lay word beside an anatomy word does not make a narrower term of them: a
+    // liver lump is any liver lesion, the liver mass first.
+    let hits = ids(&index, "liver lump");
+    assert_eq!(hits.first(), Some(&12), "{hits:?}");
+    assert!(hits.contains(&10) && hits.contains(&11), "{hits:?}");
     // Phrases with stop words inside are read before the stop words go.
     assert_eq!(ids(&index, "water on the lung"), vec![23]);
     // A lay word a report uses as written is searched as written too.

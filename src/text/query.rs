@@ -397,6 +397,7 @@ fn expand_abbreviations(words: Vec<Word>, lexicon: &mut Lexicon<'_>) -> Vec<Word
             if let Some(stem) = lexicon.stems(raw).into_iter().next() {
                 out.push(Word {
                     from_lay_term: words[i].from_lay_term,
+                    ranks_only: words[i].ranks_only,
                     ..Word::typed(raw.to_string(), stem)
                 });
             }
@@ -427,7 +428,12 @@ fn mend_compounds(words: Vec<Word>, lexicon: &mut Lexicon<'_>) -> Vec<Word> {
                 }
             }
         }
-        match split_compound(word, lexicon).filter(|_| mendable(word)) {
+        let split = if mendable(word) {
+            split_compound(word, lexicon)
+        } else {
+            None
+        };
+        match split {
             Some((left, right)) => {
                 out.push(left);
                 out.push(right);
@@ -628,8 +634,13 @@ fn concepts_of(words: &[Word], lexicon: &mut Lexicon<'_>, ontology: bool) -> Vec
         let term = ontology
             .then(|| {
                 (1..=5.min(words.len() - i)).rev().find_map(|len| {
-                    let key: Vec<&str> =
-                        words[i..i + len].iter().map(|w| w.stem.as_str()).collect();
+                    // A word a lay term only suggests does not join a term with words that
+                    // were typed: "liver lump" is liver, ranked by mass, not "liver mass".
+                    let run = &words[i..i + len];
+                    if run.iter().any(|w| w.ranks_only != run[0].ranks_only) {
+                        return None;
+                    }
+                    let key: Vec<&str> = run.iter().map(|w| w.stem.as_str()).collect();
                     by_stems.get(&key.join(" ")).map(|t| (len, *t))
                 })
             })
@@ -701,24 +712,30 @@ fn term_concept(run: &[Word], term: &OntologyTerm, lexicon: &mut Lexicon<'_>) ->
         .iter()
         .all(|w| w.ranks_only || GENERIC_WORDS.contains(&w.raw.as_str()));
     let mut parts: Vec<Concept> = Vec::new();
+    let mut names_the_whole = false;
     if run.len() > 1 {
         let words_apart = run
             .iter()
             .filter(|w| !w.ranks_only && !GENERIC_WORDS.contains(&w.raw.as_str()));
         for word in words_apart {
             for part in concepts_of(std::slice::from_ref(word), lexicon, true) {
-                // A word that names the whole term again ("lymph" of "lymph node") finds
-                // nothing apart that the term does not, and two words of one term count
-                // once: each would be one more scorer over every match.
-                let names_the_whole = !part.terms.is_empty() && part.terms == terms;
+                // A word that names the whole term again ("lymph" of "lymph node") matches
+                // only what the term matches, so the words apart can add nothing; two words
+                // of one term count once. Each would be one more scorer over every match.
+                if !part.terms.is_empty() && part.terms == terms {
+                    names_the_whole = true;
+                }
                 let repeated = parts
                     .iter()
                     .any(|p| p.terms == part.terms && p.words == part.words);
-                if !names_the_whole && !repeated {
+                if !repeated {
                     parts.push(part);
                 }
             }
         }
+    }
+    if names_the_whole {
+        parts.clear();
     }
     Concept {
         words,
@@ -769,24 +786,6 @@ fn concept_query(concept: &Concept, fields: SearchedFields) -> Box<dyn Query> {
         spellings.push(spelling_query(fields.tags, spelling, TAGS_BOOST));
     }
     for spelling in &concept.terms {
-        // The terms a report mentions are indexed with their synonyms, so a term that has
-        // one of its own words as a synonym ("lymph" of "lymph node") is found by that word
-        // without a phrase.
-        let by_one_word = (spelling.stems.len() > 1)
-            .then(|| {
-                spelling
-                    .stems
-                    .iter()
-                    .find(|stem| single_words.contains(&stem.as_str()))
-            })
-            .flatten();
-        let spelling = match by_one_word {
-            Some(stem) => &Spelling {
-                stems: vec![stem.clone()],
-                boost: spelling.boost,
-            },
-            None => spelling,
-        };
         spellings.push(spelling_query(fields.expanded, spelling, EXPANDED_BOOST));
     }
     if concept.parts.len() > 1 {
@@ -962,6 +961,13 @@ mod tests {
             table.contains_key("non cancerous"),
             "hyphens read as spaces"
         );
+        // Every row is read: none repeated, each strength spelt exactly.
+        let rows: Vec<&str> = LAY_TERMS_TSV.lines().skip(1).collect();
+        assert_eq!(table.len(), rows.len(), "a lay term is listed twice");
+        for row in rows {
+            let strength = row.split('\t').nth(2).unwrap_or("");
+            assert!(matches!(strength, "exact" | "broad"), "{row}");
+        }
     }
 
     #[test]
