@@ -624,6 +624,66 @@ fn ontology_by_stems() -> &'static HashMap<String, &'static OntologyTerm> {
     })
 }
 
+/// For each ontology term of several words, a one-word name or synonym of its own (stemmed)
+/// that finds exactly the reports whose mentioned terms include it. A report's expanded
+/// field holds every name of each term it mentions and of their ancestors, so the word finds
+/// the term's reports; it finds no others when every term whose names hold the word is the
+/// term or a descendant of it ("lymph" qualifies for lymph node; "bladder" does not for
+/// urinary bladder, since the gallbladder is also called "gall bladder").
+fn exact_words_of_terms() -> &'static HashMap<String, String> {
+    static WORDS: OnceLock<HashMap<String, String>> = OnceLock::new();
+    WORDS.get_or_init(|| {
+        let ontology = Ontology::lesanet();
+        let mut analyzer = english_analyzer();
+        let mut stems_of = |name: &str| {
+            let mut out = Vec::new();
+            let mut stream = analyzer.token_stream(name);
+            while let Some(token) = stream.next() {
+                out.push(token.text.clone());
+            }
+            out
+        };
+        let names = |t: &'static OntologyTerm| std::iter::once(&t.term).chain(&t.synonyms);
+        // Which terms hold each stem among their names.
+        let mut holders: HashMap<String, Vec<&'static OntologyTerm>> = HashMap::new();
+        let mut own_words: Vec<(&'static OntologyTerm, Vec<String>)> = Vec::new();
+        for term in ontology.terms() {
+            let mut single = Vec::new();
+            for name in names(term) {
+                let stems = stems_of(name);
+                if stems.len() == 1 {
+                    single.push(stems[0].clone());
+                }
+                for stem in stems {
+                    let list = holders.entry(stem).or_default();
+                    if !list.iter().any(|t| std::ptr::eq(*t, term)) {
+                        list.push(term);
+                    }
+                }
+            }
+            if stems_of(&term.term).len() > 1 {
+                own_words.push((term, single));
+            }
+        }
+        let within = |holder: &OntologyTerm, term: &OntologyTerm| {
+            holder.term == term.term
+                || ontology
+                    .ancestors(&holder.term)
+                    .iter()
+                    .any(|a| a.term == term.term)
+        };
+        own_words
+            .into_iter()
+            .filter_map(|(term, words)| {
+                let exact = words
+                    .into_iter()
+                    .find(|word| holders[word].iter().all(|holder| within(holder, term)))?;
+                Some((term.term.clone(), exact))
+            })
+            .collect()
+    })
+}
+
 /// Longest runs of words naming an ontology term first; every other word is a concept of
 /// its own.
 fn concepts_of(words: &[Word], lexicon: &mut Lexicon<'_>, ontology: bool) -> Vec<Concept> {
@@ -704,10 +764,13 @@ fn term_concept(run: &[Word], term: &OntologyTerm, lexicon: &mut Lexicon<'_>) ->
             words.push(Spelling { stems, boost });
         }
     }
-    let terms = vec![Spelling {
-        stems: lexicon.stems(&term.term),
-        boost,
-    }];
+    // Among the terms a report mentions, a word of the term's own that no unrelated term
+    // holds finds it without reading positions ("lymph" for lymph node).
+    let stems = match exact_words_of_terms().get(&term.term) {
+        Some(word) => vec![word.clone()],
+        None => lexicon.stems(&term.term),
+    };
+    let terms = vec![Spelling { stems, boost }];
     let generic = run
         .iter()
         .all(|w| w.ranks_only || GENERIC_WORDS.contains(&w.raw.as_str()));
@@ -968,6 +1031,15 @@ mod tests {
             let strength = row.split('\t').nth(2).unwrap_or("");
             assert!(matches!(strength, "exact" | "broad"), "{row}");
         }
+    }
+
+    #[test]
+    fn a_term_is_found_by_one_word_only_where_no_unrelated_term_holds_it() {
+        let words = exact_words_of_terms();
+        assert_eq!(words.get("lymph node").map(String::as_str), Some("lymph"));
+        // The gallbladder is also "gall bladder": the bladder needs its phrase.
+        assert_eq!(words.get("urinary bladder"), None);
+        assert!(words.len() >= 5, "{words:?}");
     }
 
     #[test]
