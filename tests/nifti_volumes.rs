@@ -474,3 +474,16 @@ fn the_five_real_blds_volumes_read_as_1mm_hounsfield_cubes() {
         assert!((slice.z_mm - v.voxel_to_world([47.5, 47.5, 48.0])[2]).abs() < 1e-9);
     }
 }
+
+#[test]
+fn devices_and_folders_are_refused_before_a_byte_is_read() {
+    // /dev/zero would read forever; a folder is not a volume.
+    for path in ["/dev/zero", "/tmp"] {
+        let path = Path::new(path);
+        if !path.exists() {
+            continue;
+        }
+        let message = load_nifti(path).unwrap_err().to_string();
+        assert!(message.contains("not a regular file"), "{message}");
+    }
+}

@@ -257,6 +257,23 @@ fn field_error(label: &Path, field: &'static str, message: impl Into<String>) ->
 
 /// Reads a `.nii` or `.nii.gz` file (gzip told by its first bytes, not its name).
 pub fn load_nifti(path: &Path) -> Result<NiftiVolume> {
+    // The most any volume this reader accepts can take on disk, checked before reading, so
+    // a huge file or a device is refused instead of read whole.
+    let largest = (MAX_VOX_OFFSET + MAX_VOXELS * 8) as u64;
+    let metadata = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if !metadata.is_file() {
+        return Err(field_error(path, "file", "not a regular file"));
+    }
+    if metadata.len() > largest {
+        return Err(field_error(
+            path,
+            "file",
+            format!(
+                "{} bytes, more than the {largest} bytes the largest accepted volume takes",
+                metadata.len()
+            ),
+        ));
+    }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     decode_nifti(&bytes, path)
 }
