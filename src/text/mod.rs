@@ -294,8 +294,11 @@ struct Evaluated {
     text: String,
     features: QueryFeatures,
     analysed: Analysed,
-    /// Every match, the best [`RANKED_AT_ONCE`] first (in no order among themselves).
-    matches: Vec<RankedText>,
+    /// How many documents match.
+    total: usize,
+    /// Every match, unsorted, until a page reaches past `best`: then it is moved, sorted,
+    /// into `all_ranked`, so a query never holds its matches twice.
+    unranked: Mutex<Vec<RankedText>>,
     /// The best [`RANKED_AT_ONCE`] matches, best first, equal scores by id.
     best: Vec<RankedText>,
     /// Every match in that order, sorted on first need past `best`.
@@ -326,7 +329,8 @@ impl Evaluated {
             features,
             analysed,
             ids: ascending_ids(&matches),
-            matches,
+            total: matches.len(),
+            unranked: Mutex::new(matches),
             best,
             all_ranked: OnceLock::new(),
         }
@@ -342,11 +346,12 @@ impl Evaluated {
                 .collect()
         };
         let hits = first(&self.best);
-        if hits.len() == k || self.best.len() == self.matches.len() {
+        if hits.len() == k || self.best.len() == self.total {
             return hits;
         }
         first(self.all_ranked.get_or_init(|| {
-            let mut all = self.matches.clone();
+            let mut unranked = self.unranked.lock().unwrap_or_else(|e| e.into_inner());
+            let mut all = std::mem::take(&mut *unranked);
             all.sort_unstable_by(rank_order);
             all
         }))
@@ -518,7 +523,7 @@ impl TextIndex {
         // whatever share `keep` lets through.
         let _ = keep_share;
         let evaluated = self.evaluated(text, features)?;
-        Ok((evaluated.ranked(k, keep), evaluated.matches.len()))
+        Ok((evaluated.ranked(k, keep), evaluated.total))
     }
 
     /// `text` analysed and run over the whole index (every match scored, in one pass), or
