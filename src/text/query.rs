@@ -183,12 +183,7 @@ pub(super) struct Lexicon<'a> {
 
 impl Lexicon<'_> {
     fn stems(&mut self, text: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut stream = self.analyzer.token_stream(text);
-        while let Some(token) = stream.next() {
-            out.push(token.text.clone());
-        }
-        out
+        stems_with(&mut self.analyzer, text)
     }
 
     /// Documents holding the stem in the report, the tags or the expanded terms.
@@ -585,6 +580,16 @@ fn ontology_words() -> &'static HashMap<String, String> {
     })
 }
 
+/// The tokens `analyzer` makes of `text`: the stems the index holds.
+fn stems_with(analyzer: &mut TextAnalyzer, text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stream = analyzer.token_stream(text);
+    while let Some(token) = stream.next() {
+        out.push(token.text.clone());
+    }
+    out
+}
+
 /// The analyzer the text fields are indexed with (`en_stem`): tantivy's default tokens,
 /// lower-cased, Porter-stemmed.
 pub(super) fn english_analyzer() -> TextAnalyzer {
@@ -601,14 +606,7 @@ fn ontology_by_stems() -> &'static HashMap<String, &'static OntologyTerm> {
     static BY_STEMS: OnceLock<HashMap<String, &'static OntologyTerm>> = OnceLock::new();
     BY_STEMS.get_or_init(|| {
         let mut analyzer = english_analyzer();
-        let mut stems_of = |name: &str| {
-            let mut out = Vec::new();
-            let mut stream = analyzer.token_stream(name);
-            while let Some(token) = stream.next() {
-                out.push(token.text.clone());
-            }
-            out.join(" ")
-        };
+        let mut stems_of = |name: &str| stems_with(&mut analyzer, name).join(" ");
         let ontology = Ontology::lesanet();
         let mut map = HashMap::new();
         for term in ontology.terms() {
@@ -635,14 +633,7 @@ fn exact_words_of_terms() -> &'static HashMap<String, String> {
     WORDS.get_or_init(|| {
         let ontology = Ontology::lesanet();
         let mut analyzer = english_analyzer();
-        let mut stems_of = |name: &str| {
-            let mut out = Vec::new();
-            let mut stream = analyzer.token_stream(name);
-            while let Some(token) = stream.next() {
-                out.push(token.text.clone());
-            }
-            out
-        };
+        let mut stems_of = |name: &str| stems_with(&mut analyzer, name);
         let names = |t: &'static OntologyTerm| std::iter::once(&t.term).chain(&t.synonyms);
         // Which terms hold each stem among their names.
         let mut holders: HashMap<String, Vec<&'static OntologyTerm>> = HashMap::new();
